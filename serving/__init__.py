@@ -1,0 +1,1 @@
+"""Serving side: the HTTP service and offline batch scoring."""

@@ -1,0 +1,1 @@
+"""Training-side command-line programs: sample data, validation, fitting, reports."""
