@@ -201,12 +201,17 @@ def _text_field(file: str, where: str, entry: Any, key: str) -> str:
         raise DictionaryError(f"{file}: {where} is missing field {key!r}")
     if isinstance(value, (dict, list)):
         raise DictionaryError(f"{file}: {where} field {key!r} must be text, got {type(value).__name__}")
+    if isinstance(value, bool):
+        # YAML 1.1 reads unquoted yes/no/on/off/true/false as booleans: `code: no` would silently become "false".
+        raise DictionaryError(
+            f"{file}: {where} field {key!r} was read as the YAML boolean {value}; quote it to keep it as text"
+        )
     return str(value)
 
 
-def _item(file: str, index: int, entry: Any) -> Item:
-    code = normalize_code(_text_field(file, f"item #{index + 1}", entry, "code"))
-    name = _text_field(file, f"item {code!r}", entry, "name").strip()
+def _item(file: str, index: int, entry: Any, within: str = "") -> Item:
+    code = normalize_code(_text_field(file, f"{within}item #{index + 1}", entry, "code"))
+    name = _text_field(file, f"{within}item {code!r}", entry, "name").strip()
     return Item(code=code, name=name)
 
 
@@ -236,7 +241,7 @@ def _parse_needs(data: Any) -> tuple[tuple[Item, ...], tuple[Need, ...]]:
                 f"{file}: category {category.code!r} field 'needs' must be a non-empty list of {{code, name}}"
             )
         for j, need_entry in enumerate(members):
-            need = _item(file, j, need_entry)
+            need = _item(file, j, need_entry, within=f"category {category.code!r} ")
             needs.append(Need(code=need.code, name=need.name, category=category.code))
     _check_unique(file, [c.code for c in categories], "category code")
     _check_unique(file, [n.code for n in needs], "need code")
@@ -280,7 +285,17 @@ def _parse_characteristics(
             raise DictionaryError(f"{file}: {where} is missing field 'talking_points' (a mapping stage → text)")
         talking: dict[str, str] = {}
         for stage, text in points.items():
+            if isinstance(stage, bool):
+                raise DictionaryError(
+                    f"{file}: {where} field 'talking_points' has a key read as the YAML boolean {stage}; "
+                    "quote the stage code"
+                )
             stage_code = normalize_code(stage)
+            if stage_code in talking:
+                raise DictionaryError(
+                    f"{file}: {where} field 'talking_points' has duplicate stage {stage_code!r} "
+                    "(stage codes are compared after stripping and lower-casing)"
+                )
             if stage_code not in allowed_stages:
                 raise DictionaryError(
                     f"{file}: {where} field 'talking_points' refers to unknown stage {stage_code!r}; "
