@@ -1,0 +1,59 @@
+"""Shared plumbing for the command-line programs: user errors become one line and exit code 2.
+
+Every CLI module ends with `run_cli(main)`. Errors caused by input (`NeedsRecError`) and by user
+paths (a missing file, no permission) are printed as ONE line, `error: <message>`, on stderr, and
+the process exits with code 2 and no traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from needs_rec.errors import NeedsRecError
+
+EXIT_USAGE = 2
+
+#: OS errors that mean "the path you gave is wrong", not "the program is broken".
+_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def one_line(message: object) -> str:
+    """`message` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(message).split())
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, human-readable account of a user error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename!s}" if exc.filename is not None else ""
+        return one_line(f"{exc.strerror}{where}")
+    return one_line(exc) or type(exc).__name__
+
+
+def fail(message: object, code: int = EXIT_USAGE) -> NoReturn:
+    """Print `error: <message>` as one line on stderr and exit with `code`."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    sys.exit(code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, `error: <message> (see <prog> --help)`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> NoReturn:
+    """Run `main(argv)` and exit with its return code (None = 0); user errors exit 2 with one line."""
+    try:
+        code = main(argv)
+    except NeedsRecError as exc:
+        fail(describe(exc))
+    except _PATH_ERRORS as exc:
+        fail(describe(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    sys.exit(code or 0)

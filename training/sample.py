@@ -1,0 +1,956 @@
+"""Synthetic CRM data with a known generating process (contract §3, `python -m training.sample`).
+
+Writes the three CRM tables of contract §2 (organizations, contacts, outcomes), shaped like a real
+export (a few messy codes, missing optional values, personal-data columns with fake values), plus
+`oracle.parquet`: the exact probability that each characteristic is positive in each episode's
+label given the fields a model can see. The oracle is the best score any model can reach on this
+data, so benchmarks can say how close a trained network comes to it.
+
+Everything derives from the loaded dictionaries (no code is hard-coded: any firm's vocabularies of
+any size work) and from `numpy.random.default_rng(seed)`: the same dictionaries, seed and number of
+organizations give the same bytes. The process is documented in docs/sample-generator.md; keep the
+two in step.
+
+Library use::
+
+    sample = generate(dictionaries, n_orgs=1000, seed=7)   # frames + oracle, in memory
+    write(sample, "out/sample")                            # atomic: all files or none
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from needs_rec.dictionaries import Dictionaries, load, normalize_code
+from needs_rec.errors import ConfigError
+from needs_rec.schema import CONTACTS, MULTI_SEPARATOR, NEGATIVE, ORGANIZATIONS, OUTCOMES, POSITIVE
+from training._cli import ArgumentParser, run_cli
+
+DEFAULT_DICTIONARIES = Path(__file__).resolve().parents[1] / "dictionaries"
+DEFAULT_ORGS = 1500
+DEFAULT_SEED = 42
+MAX_ORGS = 2_000_000
+ORACLE_FILE = "oracle.parquet"
+README_FILE = "README.md"
+GENERATOR_VERSION = 1
+
+# ---- the process's fixed parameters (docs/sample-generator.md explains each) -----------------------
+START, END = np.datetime64("2020-01-01", "D"), np.datetime64("2025-12-31", "D")
+WINDOW_DAYS = int((END - START).astype(int)) + 1
+MICRO_SHARE = 0.12  # organizations with 0..5 employees
+SIZE_SD = 1.5  # log-normal spread of employees around the industry's typical size
+PROSPECT_BASE = 0.4  # share of prospects (no client_since, no products)
+OWNED_COUNT_P = (0.15, 0.45, 0.28, 0.12)  # a client owns 0, 1, 2, 3 products
+MAX_INTERESTS = 5
+INTEREST_COUNT_P = (0.14, 0.22, 0.26, 0.2, 0.11, 0.07)  # a contact shows 0..5 interests
+JOURNEY_MEAN = 3.0  # stages reached per contact (journeys cut at END make it ~2.8)
+CONTACT_START_DAYS = 45.0  # mean delay from an organization's entry to a contact's first episode
+STAGE_GAP_DAYS = 40.0  # mean gap between consecutive stages (plus 3 days minimum)
+PRESENTED_MIN, PRESENTED_MAX = 6, 12  # characteristics presented per episode (uniform count)
+TARGET_POSITIVES = 3.0  # calibrated mean number of positives per episode
+REFERENCE_ORGS = 1500  # size of the population the offset is calibrated on (fixed: world ≠ f(n_orgs))
+RARE_SHARE = 0.1  # share of characteristics made rare
+NEED_MATCH = (1.5, 2.5)  # logit gain per interest the characteristic answers (uniform per need)
+OWNED_EARLY, OWNED_LAST = -3.0, 2.5  # owned product: do not resell before the last stage; retain at it
+INTERACTION_SHARE = 0.2  # industry × position pairs with a strong boost to one need category
+INTERACTION_GAIN = (2.0, 3.5)
+SIZE_STEP_SHARE = 0.6  # products with an employee-threshold step
+SIZE_STEP_GAIN = (1.5, 3.0)
+MESSY_CODE_RATE = 0.03  # codes written with odd case or surrounding spaces
+MISSING_RATE = MappingProxyType(
+    {
+        "region": 0.03,
+        "employees": 0.04,
+        "revenue_mln": 0.06,
+        "legal_form": 0.03,
+        "founded_year": 0.05,
+        "department": 0.05,
+        "decision_role": 0.06,
+        "email": 0.1,
+        "phone": 0.08,
+    }
+)
+_EPISODE_CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class SampleData:
+    """One generated sample: the CRM tables exactly as written (all text), and the oracle.
+
+    `oracle` has one row per episode: contact_id, occurred_on (ISO), stage (normalised code), then
+    one float32 column per characteristic in vocabulary order with P(positive in the episode's
+    label | the model-visible fields). `presentation` is P(presented) per stage (rows) and
+    characteristic (columns), so oracle / presentation is the resonance probability.
+    """
+
+    organizations: pd.DataFrame
+    contacts: pd.DataFrame
+    outcomes: pd.DataFrame
+    oracle: pd.DataFrame
+    presentation: pd.DataFrame
+    seed: int
+    n_orgs: int
+    stats: Mapping[str, float] = field(default_factory=dict)
+    checksums: Mapping[str, str] = field(default_factory=dict)  # of the dictionary files used
+
+
+# ---- public API -------------------------------------------------------------------------------------
+def generate(dictionaries: Dictionaries, n_orgs: int = DEFAULT_ORGS, seed: int = DEFAULT_SEED) -> SampleData:
+    """Generate a synthetic CRM of `n_orgs` organizations from `dictionaries`, reproducibly from `seed`."""
+    if isinstance(n_orgs, bool) or not isinstance(n_orgs, (int, np.integer)) or not 1 <= n_orgs <= MAX_ORGS:
+        raise ConfigError(f"orgs: must be an integer from 1 to {MAX_ORGS}, got {n_orgs!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
+    n_orgs, seed = int(n_orgs), int(seed)
+    vocab = _Vocab.of(dictionaries)
+    world_rng, reference_rng, data_rng = np.random.default_rng(seed).spawn(3)
+    world = _draw_world(vocab, world_rng)
+    world.offset = _calibrate(world, vocab, reference_rng)
+    population = _draw_population(world, vocab, n_orgs, data_rng)
+    episodes = _draw_episodes(world, vocab, population, data_rng)
+    outcomes, oracle = _draw_outcomes(world, vocab, population, episodes, data_rng)
+
+    organizations, org_domains = _render_organizations(dictionaries, vocab, population, data_rng)
+    org_ids = organizations["org_id"].to_numpy(dtype=object)
+    contacts = _render_contacts(vocab, population, org_ids, org_domains, data_rng)
+    outcome_frame = _render_outcomes(vocab, population, episodes, outcomes, data_rng)
+    oracle_frame = _render_oracle(vocab, population, episodes, oracle)
+    n_episodes = len(oracle_frame)
+    stats = {
+        "organizations": n_orgs,
+        "contacts": len(contacts),
+        "episodes": n_episodes,
+        "outcome_rows": len(outcome_frame),
+        "positive_rows": int(outcomes.positive.sum()),
+        "positives_per_episode": float(outcomes.positive.sum() / max(n_episodes, 1)),
+        "episodes_per_org": float(n_episodes / n_orgs),
+        "oracle_positives_per_episode": float(oracle.sum() / max(n_episodes, 1)),
+        "rare_characteristics": int((oracle.mean(axis=0) < 0.01).sum()) if n_episodes else 0,
+    }
+    presentation = pd.DataFrame(vocab.presentation, index=pd.Index(vocab.stages, name="stage"), columns=vocab.chars)
+    return SampleData(
+        organizations=organizations,
+        contacts=contacts,
+        outcomes=outcome_frame,
+        oracle=oracle_frame,
+        presentation=presentation,
+        seed=seed,
+        n_orgs=n_orgs,
+        stats=MappingProxyType(stats),
+        checksums=MappingProxyType(dict(dictionaries.checksums)),
+    )
+
+
+def write(sample: SampleData, directory: str | Path, *, oracle: bool = True) -> Path:
+    """Write `sample` into `directory` atomically: built beside it, then renamed into place.
+
+    Refuses (ConfigError) when `directory` exists and is not an empty directory; a failure leaves
+    nothing behind. `oracle=False` leaves out oracle.parquet (the bundled sample does, for size).
+    """
+    target = Path(directory)
+    _check_output(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        _write_csv(sample.organizations, staging / f"{ORGANIZATIONS.name}.csv")
+        _write_csv(sample.contacts, staging / f"{CONTACTS.name}.csv")
+        _write_csv(sample.outcomes, staging / f"{OUTCOMES.name}.csv")
+        if oracle:
+            table = pa.Table.from_pandas(sample.oracle, preserve_index=False).replace_schema_metadata(None)
+            pq.write_table(table, staging / ORACLE_FILE, compression="zstd")
+        (staging / README_FILE).write_text(_readme(sample, oracle), encoding="utf-8")
+        staging.chmod(0o755)
+        _check_output(target)
+        if target.is_dir():
+            target.rmdir()  # empty (checked just above)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+# ---- vocabularies as index arrays -------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Vocab:
+    """The dictionaries as codes and index arrays: everything the process reads from them."""
+
+    industries: list[str]
+    regions: list[str]
+    positions: list[str]
+    departments: list[str]
+    decision_roles: list[str]
+    legal_forms: list[str]
+    products: list[str]
+    stages: list[str]
+    categories: list[str]
+    needs: list[str]
+    need_category: np.ndarray  # (N,) category index of each need
+    chars: list[str]
+    char_product: np.ndarray  # (C,) product index of each characteristic
+    answers: np.ndarray  # (N, C) 1.0 where characteristic c answers need n
+    char_needs_category: np.ndarray  # (C, G) count of the needs of each category a characteristic answers
+    offered: np.ndarray  # (S, C) bool: has a talking point at the stage
+    presented_lo: np.ndarray  # (S,) fewest characteristics presented at the stage
+    presented_hi: np.ndarray  # (S,) most
+    presentation: np.ndarray  # (S, C) P(presented)
+
+    @classmethod
+    def of(cls, d: Dictionaries) -> _Vocab:
+        categories = d.codes("need_categories")
+        cat_index = {c: g for g, c in enumerate(categories)}
+        needs = [n.code for n in d.needs]
+        need_index = {n: i for i, n in enumerate(needs)}
+        products = d.codes("products")
+        prod_index = {p: k for k, p in enumerate(products)}
+        stages = d.stage_codes
+        chars = d.characteristic_codes
+        answers = np.zeros((len(needs), len(chars)))
+        for c, ch in enumerate(d.characteristics):
+            for n in ch.needs:
+                answers[need_index[n], c] = 1.0
+        need_category = np.array([cat_index[n.category] for n in d.needs], dtype=np.int64)
+        char_needs_category = np.zeros((len(chars), len(categories)))
+        for c in range(len(chars)):
+            np.add.at(char_needs_category[c], need_category[answers[:, c] > 0], 1.0)
+        offered = np.array([[ch.talking_point(s) is not None for ch in d.characteristics] for s in stages], dtype=bool)
+        n_offered = offered.sum(axis=1)
+        lo = np.minimum(PRESENTED_MIN, n_offered)
+        hi = np.minimum(PRESENTED_MAX, n_offered)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_stage = np.where(n_offered > 0, (lo + hi) / 2.0 / np.maximum(n_offered, 1), 0.0)
+        return cls(
+            industries=d.codes("industries"),
+            regions=d.codes("regions"),
+            positions=d.codes("positions"),
+            departments=d.codes("departments"),
+            decision_roles=d.codes("decision_roles"),
+            legal_forms=d.codes("legal_forms"),
+            products=products,
+            stages=stages,
+            categories=categories,
+            needs=needs,
+            need_category=need_category,
+            chars=chars,
+            char_product=np.array([prod_index[ch.product] for ch in d.characteristics], dtype=np.int64),
+            answers=answers,
+            char_needs_category=char_needs_category,
+            offered=offered,
+            presented_lo=lo,
+            presented_hi=hi,
+            presentation=offered * per_stage[:, None],
+        )
+
+
+# ---- the world: every random table of the process, drawn once per seed -----------------------------
+@dataclass
+class _World:
+    industry_p: np.ndarray  # (I,) skewed industry mix
+    region_p: np.ndarray  # (R,)
+    industry_size: np.ndarray  # (I,) mean log employees
+    revenue_per_employee: np.ndarray  # (I,) mln per employee, log-normal
+    state_share: np.ndarray  # (I,) share of state-owned organizations
+    legal_base: np.ndarray  # (L,)
+    legal_size: np.ndarray  # (L,) preference for large organizations
+    micro_form: int  # the legal form tiny organizations mostly have
+    state_forms: np.ndarray  # (L,) bool: forms state-owned organizations mostly have
+    product_industry: np.ndarray  # (I, K) which products clients of an industry own
+    seniority: np.ndarray  # (P,) in [0, 1]: how "top" a position is
+    position_base: np.ndarray  # (P,)
+    department_p: np.ndarray  # (P, D) department mix of each position
+    role_base: np.ndarray  # (Dr,)
+    role_seniority: np.ndarray  # (Dr,)
+    need_popularity: np.ndarray  # (N,)
+    interest_position: np.ndarray  # (P, G) interest preferences
+    interest_industry: np.ndarray  # (I, G)
+    # latent resonance model
+    char_base: np.ndarray  # (C,) per-characteristic base (before the calibrated offset)
+    stage_product: np.ndarray  # (S, K)
+    need_gain: np.ndarray  # (N + 1, C), last row zero (an empty interest slot)
+    position_char: np.ndarray  # (P, C)
+    industry_char: np.ndarray  # (I, C)
+    interaction_char: np.ndarray  # (I, P, C)
+    size_threshold: np.ndarray  # (K,) employees
+    size_side: np.ndarray  # (K,) +1: matters only at/above, -1: only below, 0: no step
+    size_gain: np.ndarray  # (K,)
+    region_product: np.ndarray  # (R + 1, K), last row zero (region missing)
+    offset: float = 0.0
+    # derived, float32: base + position + industry + industry×position per (I, P, C); need gains
+    person_char: np.ndarray = field(init=False, repr=False)
+    need_gain32: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        combined = self.char_base + self.position_char[None, :, :] + self.industry_char[:, None, :]
+        self.person_char = (combined + self.interaction_char).astype(np.float32)
+        self.need_gain32 = self.need_gain.astype(np.float32)
+
+
+def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    weights = 1.0 / np.arange(1, n + 1) ** exponent
+    return rng.permutation(weights / weights.sum())
+
+
+def _draw_world(v: _Vocab, rng: np.random.Generator) -> _World:
+    n_i, n_r, n_p, n_d = len(v.industries), len(v.regions), len(v.positions), len(v.departments)
+    n_dr, n_l, n_k, n_s = len(v.decision_roles), len(v.legal_forms), len(v.products), len(v.stages)
+    n_g, n_n, n_c = len(v.categories), len(v.needs), len(v.chars)
+
+    # a characteristic's need categories, weighted by how many of its needs fall in each; one answering
+    # no need belongs to its product's (random) home category
+    category = v.char_needs_category.copy()
+    product_home = rng.integers(0, n_g, n_k)
+    no_need = category.sum(axis=1) == 0
+    category[no_need, product_home[v.char_product[no_need]]] = 1.0
+    category /= category.sum(axis=1, keepdims=True)
+
+    micro_form = int(rng.integers(0, n_l))
+    state_forms = np.zeros(n_l, dtype=bool)
+    others = [f for f in range(n_l) if f != micro_form] or [micro_form]
+    state_forms[rng.choice(others, size=max(1, round(n_l / 4)) if len(others) > 1 else 1, replace=False)] = True
+
+    char_base = rng.normal(0.0, 0.9, n_c)
+    if n_c >= 5:
+        rare = rng.choice(n_c, size=max(1, round(RARE_SHARE * n_c)), replace=False)
+        char_base[rare] = rng.normal(-6.0, 0.3, rare.size)
+
+    need_gain = np.zeros((n_n + 1, n_c))
+    need_gain[:n_n] = v.answers * rng.uniform(*NEED_MATCH, n_n)[:, None]
+
+    interaction = np.zeros((n_i, n_p, n_g))
+    pairs = rng.random((n_i, n_p)) < INTERACTION_SHARE
+    boosted = rng.integers(0, n_g, (n_i, n_p))
+    gains = rng.uniform(*INTERACTION_GAIN, (n_i, n_p))
+    ii, pp = np.nonzero(pairs)
+    interaction[ii, pp, boosted[ii, pp]] = gains[ii, pp]
+
+    side = np.where(rng.random(n_k) < SIZE_STEP_SHARE, rng.choice([-1, 1], n_k), 0)
+    return _World(
+        industry_p=_zipf_weights(n_i, 1.0, rng),
+        region_p=_zipf_weights(n_r, 1.2, rng),
+        industry_size=rng.normal(3.3, 0.8, n_i),
+        revenue_per_employee=np.exp(rng.normal(np.log(3.0), 0.6, n_i)),
+        state_share=rng.beta(0.6, 4.0, n_i),
+        legal_base=rng.normal(0.0, 1.0, n_l),
+        legal_size=rng.normal(0.0, 0.8, n_l),
+        micro_form=micro_form,
+        state_forms=state_forms,
+        product_industry=rng.normal(0.0, 1.0, (n_i, n_k)),
+        seniority=rng.permutation(n_p) / max(n_p - 1, 1),
+        position_base=rng.normal(0.0, 0.6, n_p),
+        department_p=rng.dirichlet(np.full(n_d, 0.4), n_p),
+        role_base=rng.normal(0.0, 0.7, n_dr),
+        role_seniority=rng.normal(0.0, 2.0, n_dr),
+        need_popularity=rng.normal(0.0, 0.7, n_n),
+        interest_position=rng.normal(0.0, 1.0, (n_p, n_g)),
+        interest_industry=rng.normal(0.0, 1.0, (n_i, n_g)),
+        char_base=char_base,
+        stage_product=rng.normal(0.0, 0.7, (n_s, n_k)),
+        need_gain=need_gain,
+        position_char=rng.normal(0.0, 0.8, (n_p, n_g)) @ category.T,
+        industry_char=rng.normal(0.0, 0.8, (n_i, n_g)) @ category.T,
+        interaction_char=interaction @ category.T,
+        size_threshold=np.exp(rng.uniform(np.log(8.0), np.log(1500.0), n_k)),
+        size_side=side,
+        size_gain=rng.uniform(*SIZE_STEP_GAIN, n_k),
+        region_product=np.vstack([rng.normal(0.0, 0.25, (n_r, n_k)), np.zeros((1, n_k))]),
+    )
+
+
+# ---- organizations and contacts (the model-visible values, missing ones included) ------------------
+@dataclass
+class _Population:
+    org_entry: np.ndarray  # (O,) day index of the first appearance in the CRM
+    org_industry: np.ndarray
+    org_region: np.ndarray  # R = missing
+    org_employees: np.ndarray  # float, NaN = missing
+    org_revenue: np.ndarray  # float, NaN = missing
+    org_legal: np.ndarray  # -1 = missing
+    org_founded: np.ndarray  # -1 = missing
+    org_client_since: np.ndarray  # day offset from START (may be negative), NaT-like: INT_MIN = prospect
+    org_owned: np.ndarray  # (O, K) bool
+    org_micro: np.ndarray  # bool: the micro legal form (PII style)
+    contact_org: np.ndarray  # (C,)
+    contact_position: np.ndarray
+    contact_department: np.ndarray  # -1 = missing
+    contact_role: np.ndarray  # -1 = missing
+    contact_interests: np.ndarray  # (C, MAX_INTERESTS) need indices, N = empty slot
+
+
+_PROSPECT = np.iinfo(np.int64).min
+
+
+def _gumbel_argmax(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+
+
+def _gumbel_top(logits: np.ndarray, counts: np.ndarray, width: int, fill: int, rng: np.random.Generator) -> np.ndarray:
+    """Per row, `counts[row]` distinct column indices drawn ∝ exp(logits) without replacement, sorted, padded."""
+    n_rows, n_cols = logits.shape
+    out = np.full((n_rows, width), fill, dtype=np.int64)
+    take = min(width, n_cols)
+    for start in range(0, n_rows, 50_000):
+        block = logits[start : start + 50_000]
+        order = np.argsort(-(block + rng.gumbel(size=block.shape)), axis=1, kind="stable")[:, :take]
+        keep = np.arange(take)[None, :] < counts[start : start + 50_000, None]
+        out[start : start + 50_000, :take] = np.sort(np.where(keep, order, fill), axis=1)
+    return out
+
+
+def _draw_population(w: _World, v: _Vocab, n_orgs: int, rng: np.random.Generator) -> _Population:
+    n_k, n_n = len(v.products), len(v.needs)
+    entry = np.sort(np.floor(WINDOW_DAYS * rng.random(n_orgs) ** 0.8).astype(np.int64))
+    industry = rng.choice(len(v.industries), n_orgs, p=w.industry_p)
+    region = rng.choice(len(v.regions), n_orgs, p=w.region_p)
+    micro = rng.random(n_orgs) < MICRO_SHARE
+    big = 6 + np.floor(np.exp(rng.normal(w.industry_size[industry], SIZE_SD)))
+    employees = np.where(micro, rng.integers(0, 6, n_orgs), big).astype(np.float64)
+    per_employee = w.revenue_per_employee[industry] * np.exp(rng.normal(0.0, 0.5, n_orgs))
+    revenue = np.where(employees > 0, employees * per_employee, np.exp(rng.normal(np.log(1.5), 1.0, n_orgs)))
+    size_z = (np.log1p(employees) - 3.3) / 1.6
+    state = rng.random(n_orgs) < w.state_share[industry]
+    tiny = (employees <= 5)[:, None]
+    legal_logits = (
+        w.legal_base[None, :]
+        + w.legal_size[None, :] * size_z[:, None]
+        + np.where(np.arange(len(v.legal_forms)) == w.micro_form, np.where(tiny, 5.0, -3.0), 0.0)
+        + np.where(w.state_forms[None, :], np.where(state[:, None] & ~tiny, 6.0, -3.0), 0.0)
+    )
+    legal = _gumbel_argmax(legal_logits, rng)
+    age = np.exp(rng.normal(np.log(10.0), 0.7, n_orgs)) + np.where(state, 20.0, 0.0) - np.where(micro, 5.0, 0.0)
+    entry_year = (START + entry).astype("datetime64[Y]").astype(np.int64) + 1970
+    founded = np.minimum(entry_year, 2025 - np.floor(np.maximum(age, 0.0))).astype(np.int64)
+    founded = np.maximum(founded, 1900)
+    prospect = rng.random(n_orgs) < PROSPECT_BASE / (1.0 + 0.25 * np.clip(size_z, -2, 2))
+    founded_day = (np.maximum(founded, 2005) - 1970).astype("datetime64[Y]").astype("datetime64[D]")
+    founded_day = (founded_day - START).astype(np.int64)
+    client_since = founded_day + np.floor(rng.random(n_orgs) * (WINDOW_DAYS - founded_day)).astype(np.int64)
+    client_since = np.where(prospect, _PROSPECT, client_since)
+    owned_count = np.where(prospect, 0, rng.choice(len(OWNED_COUNT_P), n_orgs, p=OWNED_COUNT_P))
+    owned_idx = _gumbel_top(w.product_industry[industry], owned_count, width=3, fill=n_k, rng=rng)
+    owned = np.zeros((n_orgs, n_k + 1), dtype=bool)
+    owned[np.arange(n_orgs)[:, None], owned_idx] = True
+    owned = owned[:, :n_k]
+
+    n_contacts = 1 + rng.binomial(3, 1.0 / (1.0 + np.exp(-(0.9 * size_z + 0.15))))
+    n_contacts = np.where(employees <= 1, 1, n_contacts)
+    contact_org = np.repeat(np.arange(n_orgs), n_contacts)
+    top = np.clip(2.6 - np.log1p(employees[contact_org]), 0.0, 1.0)  # ~1 for micro organizations
+    position_logits = w.position_base[None, :] + (4.0 * top[:, None] - 0.8) * (w.seniority[None, :] - 0.5) * 2.0
+    position = _gumbel_argmax(position_logits, rng)
+    cum = np.cumsum(w.department_p, axis=1)[position]
+    department = np.minimum((rng.random(len(position))[:, None] > cum).sum(axis=1), len(v.departments) - 1)
+    role = _gumbel_argmax(w.role_base[None, :] + w.role_seniority[None, :] * w.seniority[position][:, None], rng)
+    interest_count = np.minimum(rng.choice(len(INTEREST_COUNT_P), len(position), p=INTEREST_COUNT_P), n_n)
+    interest_logits = (
+        w.need_popularity[None, :]
+        + w.interest_position[position][:, v.need_category]
+        + w.interest_industry[industry[contact_org]][:, v.need_category]
+    )
+    interests = _gumbel_top(interest_logits, interest_count, width=MAX_INTERESTS, fill=n_n, rng=rng)
+
+    # what the CRM lost: missing optional values (the latent model sees exactly what is written)
+    def lost(name: str, size: int) -> np.ndarray:
+        return rng.random(size) < MISSING_RATE[name]
+
+    region = np.where(lost("region", n_orgs), len(v.regions), region)
+    employees = np.where(lost("employees", n_orgs), np.nan, employees)
+    revenue = np.where(lost("revenue_mln", n_orgs), np.nan, np.round(revenue, 1))
+    legal_visible = np.where(lost("legal_form", n_orgs), -1, legal)
+    founded = np.where(lost("founded_year", n_orgs), -1, founded)
+    department = np.where(lost("department", len(position)), -1, department)
+    role = np.where(lost("decision_role", len(position)), -1, role)
+    return _Population(
+        org_entry=entry,
+        org_industry=industry,
+        org_region=region,
+        org_employees=employees,
+        org_revenue=revenue,
+        org_legal=legal_visible,
+        org_founded=founded,
+        org_client_since=client_since,
+        org_owned=owned,
+        org_micro=legal == w.micro_form,
+        contact_org=contact_org,
+        contact_position=position,
+        contact_department=department,
+        contact_role=role,
+        contact_interests=interests,
+    )
+
+
+# ---- journeys, the latent model and outcomes --------------------------------------------------------
+@dataclass
+class _Episodes:
+    contact: np.ndarray  # (E,) contact index
+    day: np.ndarray  # (E,) day index from START
+    stage: np.ndarray  # (E,) stage index
+
+
+def _journey_lengths(n_stages: int) -> np.ndarray:
+    """P(L = 1..S): truncated geometric with ratio q chosen so that E[L] = JOURNEY_MEAN (or S)."""
+    levels = np.arange(1, n_stages + 1)
+
+    def probabilities(q: float) -> np.ndarray:
+        weights = q ** (levels - 1.0)
+        return weights / weights.sum()
+
+    target = min(JOURNEY_MEAN, float(n_stages))
+    lo, hi = 1e-6, 50.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if probabilities(mid) @ levels < target else (lo, mid)
+    return probabilities((lo + hi) / 2)
+
+
+def _draw_episodes(w: _World, v: _Vocab, pop: _Population, rng: np.random.Generator) -> _Episodes:
+    n_stages = len(v.stages)
+    n_contacts = len(pop.contact_org)
+    length = 1 + rng.choice(n_stages, n_contacts, p=_journey_lengths(n_stages))
+    first = pop.org_entry[pop.contact_org] + np.floor(rng.exponential(CONTACT_START_DAYS, n_contacts)).astype(np.int64)
+    contact = np.repeat(np.arange(n_contacts), length)
+    starts = np.cumsum(length) - length
+    stage = np.arange(len(contact)) - np.repeat(starts, length)
+    gaps = 3 + np.floor(rng.exponential(STAGE_GAP_DAYS, len(contact))).astype(np.int64)
+    gaps[starts] = 0
+    day = np.repeat(first, length) + (np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[starts], length))
+    keep = (day < WINDOW_DAYS) & (v.offered.sum(axis=1) > 0)[stage]
+    contact, day, stage = contact[keep], day[keep], stage[keep]
+    order = np.lexsort((stage, contact, day))
+    return _Episodes(contact=contact[order], day=day[order], stage=stage[order])
+
+
+def _logits(w: _World, v: _Vocab, pop: _Population, contact: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    """Resonance logits (without the calibrated offset) for episodes, from model-visible fields only."""
+    org = pop.contact_org[contact]
+    industry, position = pop.org_industry[org], pop.contact_position[contact]
+    employees = pop.org_employees[org]
+    with np.errstate(invalid="ignore"):
+        below = employees[:, None] < w.size_threshold[None, :]
+    wrong_side = np.where(w.size_side > 0, below, np.where(w.size_side < 0, ~below, False))
+    wrong_side &= ~np.isnan(employees)[:, None]
+    own = np.where(stage == len(v.stages) - 1, OWNED_LAST, OWNED_EARLY)
+    per_product = (
+        w.stage_product[stage]
+        - w.size_gain[None, :] * wrong_side
+        + w.region_product[pop.org_region[org]]
+        + pop.org_owned[org] * own[:, None]
+    )
+    z = w.person_char[industry, position]
+    z += per_product.astype(np.float32)[:, v.char_product]
+    for slot in pop.contact_interests[contact].T:
+        z += w.need_gain32[slot]
+    return z
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _calibrate(w: _World, v: _Vocab, rng: np.random.Generator) -> float:
+    """The offset that gives TARGET_POSITIVES per episode on a fixed-size reference population."""
+    reference = _draw_population(w, v, REFERENCE_ORGS, rng)
+    episodes = _draw_episodes(w, v, reference, rng)
+    if len(episodes.contact) == 0:
+        return 0.0
+    z = _logits(w, v, reference, episodes.contact, episodes.stage).astype(np.float64)
+    presentation = v.presentation[episodes.stage]
+    ceiling = presentation.sum(axis=1).mean()
+    target = min(TARGET_POSITIVES, 0.4 * ceiling)
+    lo, hi, offset = -30.0, 30.0, 0.0
+    for _ in range(100):  # safeguarded Newton: the expected count rises monotonically with the offset
+        p = _sigmoid(z + offset)
+        gap = (presentation * p).sum(axis=1).mean() - target
+        if abs(gap) < 1e-9:
+            break
+        lo, hi = (offset, hi) if gap < 0 else (lo, offset)
+        slope = (presentation * p * (1.0 - p)).sum(axis=1).mean()
+        step = offset - gap / slope if slope > 0 else lo - 1.0
+        offset = step if lo < step < hi else (lo + hi) / 2
+    return offset
+
+
+@dataclass
+class _Outcomes:
+    episode: np.ndarray  # (rows,) episode index
+    char: np.ndarray  # (rows,) characteristic index
+    positive: np.ndarray  # (rows,) bool
+
+
+def _draw_outcomes(
+    w: _World, v: _Vocab, pop: _Population, ep: _Episodes, rng: np.random.Generator
+) -> tuple[_Outcomes, np.ndarray]:
+    n_episodes, n_chars = len(ep.contact), len(v.chars)
+    oracle = np.empty((n_episodes, n_chars), dtype=np.float32)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    count = rng.integers(v.presented_lo[ep.stage], v.presented_hi[ep.stage] + 1)
+    for start in range(0, n_episodes, _EPISODE_CHUNK):
+        rows = slice(start, start + _EPISODE_CHUNK)
+        stage = ep.stage[rows]
+        resonance = _sigmoid(_logits(w, v, pop, ep.contact[rows], stage) + w.offset)
+        oracle[rows] = v.presentation[stage] * resonance
+        # a uniformly random subset of count[e] offered characteristics: the count smallest random keys
+        keys = np.where(v.offered[stage], rng.random(resonance.shape, dtype=np.float32), np.float32(2.0))
+        most = int(count[rows].max(initial=0))
+        if most < n_chars:
+            candidates = np.argpartition(keys, most - 1, axis=1)[:, :most]
+            ranked = np.take_along_axis(candidates, np.argsort(np.take_along_axis(keys, candidates, 1), 1), 1)
+        else:
+            ranked = np.argsort(keys, axis=1)
+        presented = np.zeros(resonance.shape, dtype=bool)
+        picked = np.arange(ranked.shape[1])[None, :] < count[rows, None]
+        np.put_along_axis(presented, ranked, picked, axis=1)
+        positive = rng.random(resonance.shape, dtype=np.float32) < resonance
+        episode, char = np.nonzero(presented)
+        parts.append((episode + start, char, positive[episode, char]))
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Outcomes(empty, empty, np.zeros(0, dtype=bool)), oracle
+    return _Outcomes(*(np.concatenate(p) for p in zip(*parts, strict=True))), oracle
+
+
+# ---- rendering: text as a CRM export writes it ------------------------------------------------------
+# fmt: off
+_SURNAMES = (
+    "Иванов", "Смирнов", "Кузнецов", "Попов", "Васильев", "Петров", "Соколов", "Михайлов", "Новиков", "Фёдоров",
+    "Морозов", "Волков", "Алексеев", "Лебедев", "Семёнов", "Егоров", "Павлов", "Козлов", "Степанов", "Николаев",
+    "Орлов", "Андреев", "Макаров", "Никитин", "Захаров", "Зайцев", "Соловьёв", "Борисов", "Яковлев", "Григорьев",
+    "Романов", "Воробьёв", "Сергеев", "Кузьмин", "Фролов", "Александров", "Дмитриев", "Королёв", "Гусев", "Киселёв",
+    "Ильин", "Максимов", "Поляков", "Сорокин", "Виноградов", "Ковалёв", "Белов", "Медведев", "Антонов", "Тарасов",
+)  # male forms; the female form adds "а"
+_MALE = (
+    "Александр", "Дмитрий", "Максим", "Сергей", "Андрей", "Алексей", "Артём", "Илья", "Кирилл", "Михаил", "Никита",
+    "Матвей", "Роман", "Егор", "Арсений", "Иван", "Денис", "Евгений", "Тимур", "Владимир", "Павел", "Олег", "Игорь",
+    "Виктор", "Юрий", "Константин", "Григорий",
+)
+_FEMALE = (
+    "Анна", "Мария", "Елена", "Ольга", "Наталья", "Екатерина", "Татьяна", "Ирина", "Светлана", "Юлия", "Анастасия",
+    "Дарья", "Марина", "Ксения", "Алина", "Виктория", "Полина", "Валерия", "Евгения", "Людмила", "Галина", "Вера",
+)
+_PATRONYMIC_ROOTS = (
+    "Александров", "Дмитриев", "Сергеев", "Андреев", "Алексеев", "Михайлов", "Иванов", "Владимиров", "Павлов",
+    "Олегов", "Игорев", "Викторов", "Юрьев", "Николаев", "Евгеньев", "Петров", "Борисов", "Константинов",
+)  # + "ич" (male) or "на" (female)
+_ORG_CORES = (
+    "Вектор", "Альфа", "Гранит", "Меридиан", "Импульс", "Горизонт", "Прогресс", "Ресурс", "Сфера", "Альянс",
+    "Стандарт", "Партнёр", "Эталон", "Феникс", "Орион", "Атлант", "Форвард", "Квант", "Циркон", "Магистраль",
+    "Интеграл", "Контур", "Старт", "Основа", "Потенциал", "Лидер",
+)
+# fmt: on
+_ORG_PREFIXES = ("", "", "", "Урал", "Сиб", "Волга", "Нева", "Дон", "Балт", "Тех", "Агро", "Пром", "Строй")
+_ORG_SUFFIXES = ("", "", "", " Плюс", " Групп", "-Сервис", " Трейд", "-М", " Инвест", " Логистик", " Холдинг")
+_FREE_MAIL = ("mail.ru", "yandex.ru", "gmail.com", "bk.ru", "list.ru", "inbox.ru")
+_TRANSLIT = str.maketrans(
+    {
+        "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh", "з": "z", "и": "i",
+        "й": "y", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t",
+        "у": "u", "ф": "f", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y",
+        "ь": "", "э": "e", "ю": "yu", "я": "ya", " ": "", "-": "",
+    }
+)  # fmt: skip
+
+
+def _translit(text: str) -> str:
+    return text.lower().translate(_TRANSLIT)
+
+
+def _variants(codes: Sequence[str]) -> np.ndarray:
+    """(len, 5) spellings of each code: as is, UPPER, Title, ' padded ', 'trailing '; all normalise back."""
+    table = np.empty((len(codes), 5), dtype=object)
+    for i, code in enumerate(codes):
+        for j, spelled in enumerate((code, code.upper(), code.title(), f" {code} ", f"{code} ")):
+            table[i, j] = spelled if normalize_code(spelled) == code else code
+    return table
+
+
+def _messy(codes: Sequence[str], index: np.ndarray, rng: np.random.Generator, missing: int = -1) -> np.ndarray:
+    """Text of each code index (odd case or spaces at MESSY_CODE_RATE); `missing` index → empty cell."""
+    table = _variants(codes)
+    if table.size == 0:
+        return np.full(index.shape, "", dtype=object)
+    variant = np.where(rng.random(index.shape) < MESSY_CODE_RATE, rng.integers(1, 5, index.shape), 0)
+    text = table[np.clip(index, 0, len(codes) - 1), variant]
+    return np.where(index == missing, "", text)
+
+
+def _joined(codes: Sequence[str], slots: np.ndarray, rng: np.random.Generator) -> list[str]:
+    """`;`-joined messy text of each row of code indices (len(codes) = empty slot)."""
+    text = _messy(codes, slots, rng, missing=len(codes))
+    return [MULTI_SEPARATOR.join(t for t in row if t) for row in text]
+
+
+def _inn(n: int, personal: np.ndarray, rng: np.random.Generator) -> list[str]:
+    """Fake taxpayer numbers with valid check digits: 12 digits for individuals, 10 for companies."""
+    digits = rng.integers(0, 10, (n, 12))
+    digits[:, 0] = rng.integers(1, 10, n)
+    w10 = np.array([2, 4, 10, 3, 5, 9, 4, 6, 8])
+    w11 = np.array([7, 2, 4, 10, 3, 5, 9, 4, 6, 8])
+    w12 = np.array([3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8])
+    company = digits.copy()
+    company[:, 9] = (company[:, :9] @ w10) % 11 % 10
+    person = digits.copy()
+    person[:, 10] = (person[:, :10] @ w11) % 11 % 10
+    person[:, 11] = (person[:, :11] @ w12) % 11 % 10
+    return ["".join(map(str, p)) if is_person else "".join(map(str, c[:10]))
+            for c, p, is_person in zip(company.tolist(), person.tolist(), personal.tolist(), strict=True)]  # fmt: skip
+
+
+def _people(n: int, rng: np.random.Generator) -> tuple[list[str], list[str], list[str]]:
+    """Fake (surname, first name, patronymic) triples, male or female."""
+    female = rng.random(n) < 0.45
+    surname = rng.integers(0, len(_SURNAMES), n)
+    first_m = rng.integers(0, len(_MALE), n)
+    first_f = rng.integers(0, len(_FEMALE), n)
+    root = rng.integers(0, len(_PATRONYMIC_ROOTS), n)
+    surnames, firsts, patronymics = [], [], []
+    for is_f, s, fm, ff, r in zip(female.tolist(), surname.tolist(), first_m.tolist(), first_f.tolist(),
+                                  root.tolist(), strict=True):  # fmt: skip
+        surnames.append(_SURNAMES[s] + ("а" if is_f else ""))
+        firsts.append(_FEMALE[ff] if is_f else _MALE[fm])
+        patronymics.append(_PATRONYMIC_ROOTS[r] + ("на" if is_f else "ич"))
+    return surnames, firsts, patronymics
+
+
+def _day_text(day: np.ndarray) -> np.ndarray:
+    return np.datetime_as_string(START + day, unit="D").astype(object)
+
+
+def _render_organizations(
+    d: Dictionaries, v: _Vocab, pop: _Population, rng: np.random.Generator
+) -> tuple[pd.DataFrame, list[str]]:
+    """The organizations table, and each organization's e-mail domain (for its contacts)."""
+    n = len(pop.org_entry)
+    width = max(4, len(str(n)))
+    legal_names = [item.name for item in d.legal_forms]
+    core = rng.integers(0, len(_ORG_CORES), n).tolist()
+    prefix = rng.integers(0, len(_ORG_PREFIXES), n).tolist()
+    suffix = rng.integers(0, len(_ORG_SUFFIXES), n).tolist()
+    ascii_quotes = (rng.random(n) < 0.5).tolist()
+    owners, owner_first, owner_middle = _people(n, rng)
+    names, domains = [], []
+    for i, (legal, micro) in enumerate(zip(pop.org_legal.tolist(), pop.org_micro.tolist(), strict=True)):
+        form = legal_names[legal] + " " if legal >= 0 else ""
+        if micro:
+            names.append(f"{form}{owners[i]} {owner_first[i][0]}. {owner_middle[i][0]}.")
+            domains.append("")
+            continue
+        title = _ORG_PREFIXES[prefix[i]] + _ORG_CORES[core[i]] + _ORG_SUFFIXES[suffix[i]]
+        names.append(f'{form}"{title}"' if ascii_quotes[i] else f"{form}«{title}»")
+        domains.append(_translit(title) + ".ru")
+    products = np.where(pop.org_owned, np.arange(len(v.products))[None, :], len(v.products))
+    prospect = pop.org_client_since == _PROSPECT
+    columns = {
+        "org_id": [f"ORG-{i + 1:0{width}d}" for i in range(n)],
+        "name": names,
+        "inn": _inn(n, pop.org_micro, rng),
+        "industry": _messy(v.industries, pop.org_industry, rng),
+        "region": _messy(v.regions, pop.org_region, rng, missing=len(v.regions)),
+        "employees": ["" if np.isnan(e) else str(int(e)) for e in pop.org_employees.tolist()],
+        "revenue_mln": ["" if np.isnan(r) else f"{r:.1f}" for r in pop.org_revenue.tolist()],
+        "legal_form": _messy(v.legal_forms, pop.org_legal, rng),
+        "founded_year": ["" if y < 0 else str(y) for y in pop.org_founded.tolist()],
+        "client_since": np.where(prospect, "", _day_text(np.where(prospect, 0, pop.org_client_since))),
+        "products_owned": _joined(v.products, products, rng),
+    }
+    return _frame(columns), domains
+
+
+def _render_contacts(
+    v: _Vocab, pop: _Population, org_ids: np.ndarray, org_domains: list[str], rng: np.random.Generator
+) -> pd.DataFrame:
+    n = len(pop.contact_org)
+    surnames, firsts, patronymics = _people(n, rng)
+    no_patronymic = (rng.random(n) < 0.05).tolist()
+    full_names = [f"{s} {f}" if skip else f"{s} {f} {p}"
+                  for s, f, p, skip in zip(surnames, firsts, patronymics, no_patronymic, strict=True)]  # fmt: skip
+    free = (rng.random(n) < 0.3).tolist()
+    free_domain = rng.integers(0, len(_FREE_MAIL), n).tolist()
+    style = rng.integers(0, 3, n).tolist()
+    emails = []
+    for i, org in enumerate(pop.contact_org.tolist()):
+        first, last = _translit(firsts[i]), _translit(surnames[i])
+        local = (f"{first[0]}.{last}", f"{last}.{first}", f"{first}{last[0]}")[style[i]]
+        domain = org_domains[org] if org_domains[org] and not free[i] else _FREE_MAIL[free_domain[i]]
+        emails.append(f"{local}@{domain}")
+    digits = rng.integers(0, 10, (n, 9)).astype(str).tolist()
+    formats = rng.integers(0, 4, n).tolist()
+    phones = []
+    for row, fmt in zip(digits, formats, strict=True):
+        a, b, c, d = "".join(row[:2]), "".join(row[2:5]), "".join(row[5:7]), "".join(row[7:])
+        phones.append((f"+7 (9{a}) {b}-{c}-{d}", f"8 9{a} {b} {c} {d}", f"+79{a}{b}{c}{d}", f"8(9{a}){b}{c}{d}")[fmt])
+    columns = {
+        "contact_id": _contact_ids(n).to_numpy(zero_copy_only=False),
+        "org_id": org_ids[pop.contact_org],
+        "full_name": full_names,
+        "position": _messy(v.positions, pop.contact_position, rng),
+        "department": _messy(v.departments, pop.contact_department, rng),
+        "decision_role": _messy(v.decision_roles, pop.contact_role, rng),
+        "interests": _joined(v.needs, pop.contact_interests, rng),
+        "email": np.where(rng.random(n) < MISSING_RATE["email"], "", np.array(emails, dtype=object)),
+        "phone": np.where(rng.random(n) < MISSING_RATE["phone"], "", np.array(phones, dtype=object)),
+    }
+    return _frame(columns)
+
+
+def _contact_ids(n: int) -> pa.Array:
+    width = max(4, len(str(n)))
+    return pa.array([f"C-{i + 1:0{width}d}" for i in range(n)], type=pa.string())
+
+
+def _render_outcomes(
+    v: _Vocab, pop: _Population, ep: _Episodes, out: _Outcomes, rng: np.random.Generator
+) -> pd.DataFrame:
+    days = np.arange(WINDOW_DAYS)
+    stage_text = _messy(v.stages, ep.stage[out.episode], rng)
+    char_text = _messy(v.chars, out.char, rng)
+    table = pa.table(
+        {
+            "contact_id": _contact_ids(len(pop.contact_org)).take(pa.array(ep.contact[out.episode])),
+            "occurred_on": pa.array(_day_text(days), type=pa.string()).take(pa.array(ep.day[out.episode])),
+            "stage": pa.array(stage_text, type=pa.string()),
+            "characteristic": pa.array(char_text, type=pa.string()),
+            "outcome": pa.array([NEGATIVE, POSITIVE], type=pa.string()).take(pa.array(out.positive.astype(np.int8))),
+        }
+    )
+    return table.to_pandas()
+
+
+def _render_oracle(v: _Vocab, pop: _Population, ep: _Episodes, oracle: np.ndarray) -> pd.DataFrame:
+    keys = pa.table(
+        {
+            "contact_id": _contact_ids(len(pop.contact_org)).take(pa.array(ep.contact)),
+            "occurred_on": pa.array(_day_text(np.arange(WINDOW_DAYS)), type=pa.string()).take(pa.array(ep.day)),
+            "stage": pa.array(v.stages, type=pa.string()).take(pa.array(ep.stage)),
+        }
+    ).to_pandas()
+    probabilities = pd.DataFrame(oracle, columns=pd.Index(v.chars), copy=False)
+    return pd.concat([keys, probabilities], axis=1)
+
+
+def _frame(columns: Mapping[str, object]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {name: pd.array(np.asarray(values, dtype=object), dtype="str") for name, values in columns.items()}
+    )
+
+
+# ---- files ------------------------------------------------------------------------------------------
+def _check_output(target: Path) -> None:
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(
+            f"--output {str(target)!r}: already exists and is not an empty directory; "
+            "give a new directory (nothing is overwritten)"
+        )
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """UTF-8 CSV, `\\n` line ends, quotes only where a value needs them; identical bytes for identical frames."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    try:
+        with path.open("wb") as sink:
+            sink.write((",".join(frame.columns) + "\n").encode("utf-8"))
+            pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
+    except pa.ArrowInvalid:  # a value holds a comma, quote or newline: let the csv module quote it
+        frame.to_csv(path, index=False, lineterminator="\n", encoding="utf-8")
+
+
+def _readme(sample: SampleData, oracle: bool) -> str:
+    s = sample.stats
+    files = "organizations.csv, contacts.csv, outcomes.csv (data contract §2)"
+    if oracle:
+        files += (
+            " and oracle.parquet (one row per episode: contact_id, occurred_on, stage, then per "
+            "characteristic the true probability that it is positive in the episode's label given the "
+            "model-visible fields: the best score any model can reach)"
+        )
+    else:
+        files += "; oracle.parquet left out (--no-oracle): rerun the command without it to get it"
+    return (
+        "# Synthetic CRM sample\n\n"
+        "Synthetic data: every organization, person, name, INN, e-mail and phone number here is generated; "
+        "none belongs to a real client.\n\n"
+        f"- made by: `python -m training.sample --orgs {sample.n_orgs} --seed {sample.seed}"
+        f"{'' if oracle else ' --no-oracle'}` "
+        f"(generator version {GENERATOR_VERSION}); the process is described in docs/sample-generator.md\n"
+        f"- seed: {sample.seed}\n"
+        f"- orgs: {sample.n_orgs}\n"
+        f"- dictionaries: sha256 {_dictionaries_digest(sample.checksums)}\n"
+        f"- contacts: {s['contacts']}, episodes: {s['episodes']}, outcome rows: {s['outcome_rows']}\n"
+        f"- positives per episode: {s['positives_per_episode']:.2f}, episodes per org: {s['episodes_per_org']:.2f}\n"
+        f"- dates: {START} .. {END}\n\n"
+        f"Files: {files}.\n"
+    )
+
+
+def _dictionaries_digest(checksums: Mapping[str, str]) -> str:
+    """One SHA-256 over the per-file checksums: changes when any dictionary file changes."""
+    text = "".join(f"{name}:{digest}\n" for name, digest in sorted(checksums.items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 1 <= value <= MAX_ORGS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_ORGS}, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m training.sample",
+        description="Write a synthetic CRM (contract §2 tables plus the true probabilities) into a new directory.",
+    )
+    parser.add_argument("--output", required=True, type=Path, help="directory to create (must not exist or be empty)")
+    parser.add_argument(
+        "--orgs", type=_positive_int, default=DEFAULT_ORGS, help=f"organizations (default {DEFAULT_ORGS})"
+    )
+    parser.add_argument("--seed", type=_seed, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    parser.add_argument(
+        "--dictionaries", type=Path, default=DEFAULT_DICTIONARIES, help="dictionaries directory (default: the repo's)"
+    )
+    parser.add_argument("--no-oracle", action="store_true", help="leave out oracle.parquet (smaller output)")
+    args = parser.parse_args(argv)
+    _check_output(args.output)
+    started = time.perf_counter()
+    sample = generate(load(args.dictionaries), n_orgs=args.orgs, seed=args.seed)
+    write(sample, args.output, oracle=not args.no_oracle)
+    s = sample.stats
+    print(
+        f"wrote {args.output}: {s['organizations']} organizations, {s['contacts']} contacts, "
+        f"{s['episodes']} episodes, {s['outcome_rows']} outcome rows "
+        f"({s['positives_per_episode']:.2f} positives per episode) in {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        run_cli(main)
