@@ -1,0 +1,148 @@
+"""training.fit: determinism, export → fresh-process reload, no personal data, atomic export, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from needs_rec import artifact, dictionaries, features
+from training import fit as fit_mod
+from training import sample
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CONFIG = """
+network: {hidden_units: [16], dropout: 0.1}
+training: {batch_size: 128, max_epochs: 3, patience: 2}
+"""
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory) -> Path:
+    """A small synthetic CRM (with personal-data columns) from the repo's dictionaries."""
+    directory = tmp_path_factory.mktemp("crm") / "data"
+    data = sample.generate(dictionaries.load(REPO / "dictionaries"), n_orgs=150, seed=5)
+    sample.write(data, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(TINY_CONFIG, encoding="utf-8")
+    return path
+
+
+def _args(crm: Path, config: Path, output: Path, seed: int = 3) -> list[str]:
+    return ["--data", str(crm), "--dictionaries", str(REPO / "dictionaries"), "--output", str(output),
+            "--config", str(config), "--seed", str(seed), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def fitted(crm, config_file, tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    return fit_mod.fit(fit_mod.parse_args(_args(crm, config_file, models))), models
+
+
+def _inputs(crm: Path) -> pd.DataFrame:
+    contacts = pd.read_csv(crm / "contacts.csv", dtype=str, keep_default_na=False).head(40)
+    orgs = pd.read_csv(crm / "organizations.csv", dtype=str, keep_default_na=False)
+    frame = contacts.merge(orgs, on="org_id", how="left")
+    frame["stage"] = "proposal"
+    frame["occurred_on"] = "2025-06-01"
+    return frame
+
+
+def test_version_directory_holds_saved_model_manifest_dictionaries_and_report(fitted):
+    result, models = fitted
+    assert artifact.list_versions(models) == [1]
+    assert sorted(p.name for p in models.iterdir()) == ["1"]  # nothing half-written beside it
+    version = result.version_dir
+    assert (version / "saved_model" / "saved_model.pb").is_file()
+    assert (version / "report.md").is_file()
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    vocab = dictionaries.load(REPO / "dictionaries").characteristic_codes
+    assert manifest["vocabulary"] == vocab
+    assert len(manifest["thresholds"]) == len(vocab)
+    assert manifest["version"] == 1
+    assert "network" in manifest["metrics"]["methods"]
+    assert set(manifest["libraries"]) >= {"tensorflow", "keras", "numpy"}
+    assert artifact.verify(version)["version"] == 1
+
+
+def test_export_reloads_in_a_fresh_process_with_the_same_probabilities(fitted, crm, tmp_path):
+    result, _ = fitted
+    frame = _inputs(crm)
+    in_memory = result.network.predict(result.encoder.encode_frame(frame), verbose=0)
+    frame.to_parquet(tmp_path / "inputs.parquet")
+    code = (
+        "import sys, numpy as np, pandas as pd\n"
+        "from needs_rec import artifact, features\n"
+        "m = artifact.load(sys.argv[1])\n"
+        "p = m.predict(features.frame_to_inputs(pd.read_parquet(sys.argv[2])))\n"
+        "np.save(sys.argv[3], p)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(result.version_dir), str(tmp_path / "inputs.parquet"), str(tmp_path / "p.npy")],
+        check=True, cwd=REPO, capture_output=True,
+    )
+    reloaded = np.load(tmp_path / "p.npy")
+    assert reloaded.shape == in_memory.shape
+    np.testing.assert_allclose(reloaded, in_memory, rtol=1e-5, atol=1e-6)
+
+
+def test_same_data_config_and_seed_give_identical_probabilities(fitted, crm, config_file, tmp_path):
+    first, _ = fitted
+    second = fit_mod.fit(fit_mod.parse_args(_args(crm, config_file, tmp_path / "models")))
+    frame = features.frame_to_inputs(_inputs(crm))
+    a = artifact.load(first.version_dir).predict(frame)
+    b = artifact.load(second.version_dir).predict(frame)
+    np.testing.assert_array_equal(a, b)
+    assert first.manifest["thresholds"] == second.manifest["thresholds"]
+    assert first.manifest["metrics"] == second.manifest["metrics"]
+
+
+def test_no_personal_data_anywhere_in_the_version_directory(fitted, crm):
+    result, _ = fitted
+    contacts = pd.read_csv(crm / "contacts.csv", dtype=str, keep_default_na=False)
+    orgs = pd.read_csv(crm / "organizations.csv", dtype=str, keep_default_na=False)
+    secrets = set()
+    for frame, columns in ((contacts, ["full_name", "email", "phone"]), (orgs, ["name", "inn"])):
+        for column in columns:
+            secrets.update(v for v in frame[column] if len(v) >= 6)
+    assert len(secrets) > 100  # the sample really carries personal data
+    blobs = [p.read_bytes() for p in result.version_dir.rglob("*") if p.is_file()]
+    leaked = [s for s in secrets if any(s.encode("utf-8") in blob for blob in blobs)]
+    assert leaked == []
+
+
+def test_failure_mid_export_leaves_no_version_directory(crm, config_file, tmp_path, monkeypatch):
+    from training import report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full while writing the report")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    models = tmp_path / "models"
+    with pytest.raises(RuntimeError, match="disk full"):
+        fit_mod.fit(fit_mod.parse_args([*_args(crm, config_file, models), "--no-baselines"]))
+    assert list(models.iterdir()) == []
+
+
+def test_cli_data_error_exits_2_with_one_line(tmp_path):
+    (tmp_path / "crm").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.fit", "--data", str(tmp_path / "crm"), "--output", str(tmp_path / "m")],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "organizations" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m").exists() or list((tmp_path / "m").iterdir()) == []
