@@ -1,0 +1,122 @@
+"""Cutting probabilities into a selected set: per-label thresholds tuned on validation data.
+
+A single global 0.5 cut predicts rare characteristics "never" and common ones "always"; a cut per
+label, chosen to maximise F-beta on the validation split, adapts to each label's base rate. Labels
+with too few validation positives to tune on get a fallback (a cut tuned on all labels pooled, or
+a fixed value).
+
+Cut placement: among the candidate cuts (each distinct validation probability), the best one
+selects the rows with probability >= p_k; the returned threshold lies halfway between p_k and the
+next lower distinct probability, so a new probability between the two goes to the nearer side.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from needs_rec.config import FALLBACK_GLOBAL, ThresholdConfig
+
+#: Beta of each F-beta metric name accepted by `ThresholdConfig.metric`.
+BETAS: dict[str, float] = {"f1": 1.0, "f0.5": 0.5, "f2": 2.0}
+#: The cut that selects nothing: the smallest float32 above 1 (finite, so it survives JSON).
+NEVER = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
+
+
+def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, config: ThresholdConfig) -> np.ndarray:
+    """Per-label cuts (C,) maximising F-beta of `proba >= cut` against `y_true` (n, C).
+
+    strategy "global" gives every label the pooled cut; "per_label" tunes each label alone, and
+    labels with fewer than `config.min_positives` positives get `config.fallback`.
+    """
+    y, p = _check(y_true, proba)
+    beta = BETAS[config.metric]
+    pooled = best_cuts(y.reshape(-1, 1), p.reshape(-1, 1), beta)[0]
+    if config.strategy == "global":
+        return np.full(y.shape[1], pooled, dtype=np.float64)
+    cuts = best_cuts(y, p, beta)
+    fallback = pooled if config.fallback == FALLBACK_GLOBAL else float(config.fallback)
+    too_few = y.sum(axis=0) < config.min_positives
+    cuts[too_few] = fallback
+    return cuts
+
+
+def best_cuts(y_true: np.ndarray, proba: np.ndarray, beta: float = 1.0) -> np.ndarray:
+    """For each column, the cut maximising F-beta; columns with no positive get `NEVER` (select nothing).
+
+    Vectorised: each column is sorted once (descending); cumulative true positives at the last row
+    of each run of tied probabilities give F-beta of every candidate cut. On equal F-beta the
+    highest cut (fewest selected) wins.
+    """
+    y, p = _check(y_true, proba)
+    n, n_labels = p.shape
+    if n == 0:
+        return np.full(n_labels, NEVER)
+    order = np.argsort(-p, axis=0, kind="stable")
+    p_sorted = np.take_along_axis(p, order, axis=0)
+    tp = np.cumsum(np.take_along_axis(y, order, axis=0), axis=0, dtype=np.float64)
+    selected = np.arange(1, n + 1, dtype=np.float64)[:, None]
+    positives = tp[-1]
+    b2 = beta * beta
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = (1.0 + b2) * tp / (b2 * positives + selected)
+    # A cut is only possible after the last of a run of equal probabilities.
+    run_end = np.ones_like(p_sorted, dtype=bool)
+    run_end[:-1] = p_sorted[:-1] != p_sorted[1:]
+    f = np.where(run_end & np.isfinite(f), f, -1.0)
+    best = np.argmax(f, axis=0)
+    cols = np.arange(n_labels)
+    chosen = p_sorted[best, cols]
+    below = np.where(best + 1 < n, p_sorted[np.minimum(best + 1, n - 1), cols], chosen)
+    cuts = (chosen + below) / 2.0
+    cuts[positives == 0] = NEVER
+    return cuts
+
+
+def select(
+    proba: np.ndarray, thresholds: np.ndarray, top_k: int | None = None, min_selected: int = 0
+) -> np.ndarray:
+    """Boolean (n, C): proba >= threshold, capped to the `top_k` most probable per row.
+
+    `min_selected` adds the most probable labels of rows that would get fewer (e.g. 1: never an
+    empty answer). Ties in probability go to the lower label index (stable order).
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"proba must be 2-D (rows, labels), got shape {p.shape}")
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.shape not in {(p.shape[1],), ()}:
+        raise ValueError(f"thresholds must have shape ({p.shape[1]},), got {t.shape}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if min_selected < 0:
+        raise ValueError(f"min_selected must be >= 0, got {min_selected}")
+    chosen = p >= t
+    cap = p.shape[1] if top_k is None else min(top_k, p.shape[1])
+    if cap < p.shape[1] or min_selected > 0:
+        rank = _ranks(p)
+        if cap < p.shape[1]:
+            chosen &= rank < cap
+        if min_selected > 0:
+            chosen |= rank < min(min_selected, cap)
+    return chosen
+
+
+def select_with(proba: np.ndarray, thresholds: np.ndarray, config: ThresholdConfig) -> np.ndarray:
+    """`select` with the `top_k` and `min_selected` of a `ThresholdConfig`."""
+    return select(proba, thresholds, top_k=config.top_k, min_selected=config.min_selected)
+
+
+def _ranks(p: np.ndarray) -> np.ndarray:
+    """0-based rank of each cell within its row, most probable first, ties by label index."""
+    order = np.argsort(-p, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(p.shape[1]), p.shape), axis=1)
+    return rank
+
+
+def _check(y_true: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true)
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or y.shape != p.shape:
+        raise ValueError(f"y_true and proba must be 2-D of equal shape, got {y.shape} and {p.shape}")
+    return (y > 0).astype(np.float64), p

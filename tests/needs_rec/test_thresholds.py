@@ -1,0 +1,121 @@
+"""needs_rec.thresholds: F-beta cuts on hand-computed cases, fallbacks, top-k and floors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from needs_rec.config import ThresholdConfig
+from needs_rec.thresholds import NEVER, best_cuts, select, select_with, tune_thresholds
+
+
+def brute_force_cut(y: np.ndarray, p: np.ndarray, beta: float) -> float:
+    """Best F-beta over every distinct probability used as `p >= cut` (highest cut wins ties)."""
+    best, best_f = None, -1.0
+    for cut in sorted(set(p.tolist()), reverse=True):
+        chosen = p >= cut
+        tp = float((chosen & (y == 1)).sum())
+        f = (1 + beta**2) * tp / (beta**2 * y.sum() + chosen.sum())
+        if f > best_f:
+            best, best_f = cut, f
+    assert best is not None
+    return best
+
+
+def test_hand_computed_cut_with_ties() -> None:
+    # Sorted: .9(+) .8(+) .8(-) .4(+) .1(-). Cuts: .9 → F1 2/4; .8 (both tied rows) → 4/6;
+    # .4 → 6/7 (best); .1 → 6/8. The cut lies halfway between .4 and the next value .1.
+    y = np.array([[1], [1], [0], [1], [0]])
+    p = np.array([[0.9], [0.8], [0.8], [0.4], [0.1]])
+    assert best_cuts(y, p, 1.0)[0] == pytest.approx(0.25)
+
+
+def test_ties_are_never_split() -> None:
+    # A cut between the two tied 0.7 rows would give F1 = 1; a real cut takes both or neither.
+    y = np.array([[1], [0], [0]])
+    p = np.array([[0.7], [0.7], [0.2]])
+    cut = best_cuts(y, p, 1.0)[0]
+    chosen = p[:, 0] >= cut
+    assert chosen.tolist() == [True, True, False]
+    assert cut == pytest.approx(0.45)
+
+
+def test_beta_moves_the_cut() -> None:
+    # F0.5 favours precision (cut above .6: only the sure positive), F2 favours recall (take all).
+    y = np.array([[1], [0], [1], [0], [1]])
+    p = np.array([[0.9], [0.6], [0.5], [0.4], [0.3]])
+    f05, f1, f2 = (best_cuts(y, p, beta)[0] for beta in (0.5, 1.0, 2.0))
+    assert f05 == pytest.approx(0.75)
+    assert f2 == pytest.approx(0.3)
+    assert f05 > f1 >= f2
+
+
+def test_vectorised_cuts_match_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random((200, 7)) < 0.3).astype(int)
+    p = np.round(np.clip(y * 0.25 + rng.random((200, 7)) * 0.8, 0, 1), 2)  # rounding makes ties
+    for beta in (0.5, 1.0, 2.0):
+        cuts = best_cuts(y, p, beta)
+        for c in range(7):
+            expected = brute_force_cut(y[:, c], p[:, c], beta)
+            assert (p[:, c] >= cuts[c]).tolist() == (p[:, c] >= expected).tolist()
+
+
+def test_label_without_positives_gets_fallback() -> None:
+    y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    p = np.array([[0.9, 0.8], [0.2, 0.1], [0.7, 0.3], [0.4, 0.6]])
+    fixed = tune_thresholds(y, p, ThresholdConfig(min_positives=1, fallback=0.35))
+    assert fixed[1] == 0.35
+    assert fixed[0] == pytest.approx(0.55)  # between .7 and .4
+    pooled = tune_thresholds(y, p, ThresholdConfig(min_positives=1, fallback="global"))
+    assert pooled[1] == pytest.approx(best_cuts(y.reshape(-1, 1), p.reshape(-1, 1))[0])
+
+
+def test_min_positives_sends_rare_labels_to_fallback() -> None:
+    y = np.array([[1, 1], [1, 0], [1, 0], [0, 0]])
+    p = np.array([[0.9, 0.9], [0.8, 0.2], [0.7, 0.1], [0.1, 0.3]])
+    cuts = tune_thresholds(y, p, ThresholdConfig(min_positives=2, fallback=0.5))
+    assert cuts[1] == 0.5
+    assert cuts[0] == pytest.approx(0.4)
+
+
+def test_no_positive_anywhere_selects_nothing() -> None:
+    y = np.zeros((3, 2))
+    p = np.array([[1.0, 0.5], [0.2, 0.1], [0.3, 0.9]], dtype=np.float32)
+    cuts = tune_thresholds(y, p, ThresholdConfig(min_positives=1))
+    assert np.all(cuts == NEVER)
+    assert not select(p, cuts).any()
+
+
+def test_global_strategy_gives_one_pooled_cut() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random((50, 4)) < 0.4).astype(int)
+    p = rng.random((50, 4))
+    cuts = tune_thresholds(y, p, ThresholdConfig(strategy="global"))
+    assert np.all(cuts == cuts[0])
+
+
+def test_select_threshold_and_top_k() -> None:
+    p = np.array([[0.9, 0.2, 0.8, 0.7], [0.1, 0.3, 0.2, 0.05]])
+    assert select(p, np.full(4, 0.5)).astype(int).tolist() == [[1, 0, 1, 1], [0, 0, 0, 0]]
+    assert select(p, np.full(4, 0.5), top_k=2).astype(int).tolist() == [[1, 0, 1, 0], [0, 0, 0, 0]]
+    per_label = np.array([0.95, 0.1, 0.5, 0.5])
+    assert select(p, per_label).astype(int).tolist() == [[0, 1, 1, 1], [0, 1, 0, 0]]
+
+
+def test_top_k_ties_go_to_lower_label_index() -> None:
+    p = np.array([[0.5, 0.6, 0.6, 0.6]])
+    assert select(p, 0.0, top_k=2).astype(int).tolist() == [[0, 1, 1, 0]]
+
+
+def test_min_selected_fills_empty_rows_only() -> None:
+    p = np.array([[0.9, 0.2, 0.8], [0.1, 0.3, 0.2]])
+    config = ThresholdConfig(min_selected=1)
+    assert select_with(p, np.full(3, 0.5), config).astype(int).tolist() == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_select_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="thresholds must have shape"):
+        select(np.zeros((2, 3)), np.zeros(4))
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        select(np.zeros((2, 3)), np.zeros(3), top_k=0)
