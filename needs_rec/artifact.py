@@ -66,7 +66,7 @@ def file_checksums(directory: Path) -> dict[str, str]:
 
 
 class _Recommender(keras.Model):
-    """Raw fields → probabilities: the encoder followed by the trained network."""
+    """Raw fields → probabilities: the encoder, the trained network, then the stage's offer mask."""
 
     def __init__(self, encoder: FeatureEncoder, network: keras.Model, **kwargs: Any):
         super().__init__(**kwargs)
@@ -74,7 +74,9 @@ class _Recommender(keras.Model):
         self.network = network
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return self.network(self.encoder(inputs), training=training)
+        probabilities = self.network(self.encoder(inputs), training=training)
+        # A characteristic with no talking point at the stage is never offered there: probability 0.
+        return probabilities * self.encoder.offer_mask(inputs["stage"])
 
 
 def export(

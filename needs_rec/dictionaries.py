@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import yaml
 
 from needs_rec.errors import DictionaryError, preview
@@ -114,6 +115,17 @@ class Dictionaries:
     def need_names(self) -> dict[str, str]:
         """Need code → need name, for rendering reasons."""
         return {need.code: need.name for need in self.needs}
+
+    def offered(self) -> np.ndarray:
+        """Boolean (stages, characteristics): whether a characteristic has a talking point at a stage.
+
+        A characteristic with neither its stage's text nor `default` is never offered at that stage,
+        so its probability there is zero by definition (contract §1).
+        """
+        return np.array(
+            [[ch.talking_point(stage) is not None for ch in self.characteristics] for stage in self.stage_codes],
+            dtype=bool,
+        )
 
     def summary(self) -> dict[str, int]:
         """Vocabulary sizes, for reports and manifests."""

@@ -135,6 +135,11 @@ class FeatureEncoder(keras.layers.Layer):
         category_pos = {code: i for i, code in enumerate(categories)}
         for need in dictionaries.needs:
             need_to_category[need_pos[need.code], category_pos[need.category]] = 1.0
+        # Stage → which characteristics can be offered (rows: unknown, stages…, missing; unknown and
+        # missing stages allow everything, since the stage then says nothing).
+        offered = dictionaries.offered().astype(np.float32)
+        ones = np.ones((1, offered.shape[1]), dtype=np.float32)
+        self._stage_offer = np.concatenate([ones, offered, ones], axis=0)
         self._need_to_char = need_to_char
         self._product_to_char = product_to_char
         self._need_to_category = need_to_category
@@ -230,6 +235,12 @@ class FeatureEncoder(keras.layers.Layer):
                 onehot = tf.one_hot(tf.cast(bins, tf.int32), width, dtype=tf.float32)
                 blocks.append(onehot * tf.cast(~missing, tf.float32)[:, None])
         return tf.concat(blocks, axis=1)
+
+    def offer_mask(self, stage: tf.Tensor) -> tf.Tensor:
+        """(n, C) float mask: 1 where the characteristic has a talking point at the row's stage, else 0."""
+        x = _normalize(stage)
+        ids = self.lookups[schema.STAGE](tf.where(x == "", MISSING_TOKEN, x))
+        return tf.gather(self._stage_offer, ids)
 
     def _names(self) -> list[str]:
         names: list[str] = []

@@ -126,7 +126,14 @@ def fit(args: argparse.Namespace, oracle: Any = None) -> FitResult:
     progress(f"training the network ({encoder.width} inputs → {y.shape[1]} characteristics)")
     verbose = 0 if args.quiet else (1 if sys.stderr.isatty() else 2)
     started = time.perf_counter()
-    trained = model.train_network(x[tr], y[tr], x[va], y[va], cfg, seed=seed, verbose=verbose)
+    # Explicit negatives let the network learn "presented" and "resonated" apart; a CRM that logs
+    # only positives has none, and then every unpresented characteristic counts as a negative.
+    explicit = bool(eps.negatives.any())
+    trained = model.train_network(
+        x[tr], y[tr], x[va], y[va], cfg, seed=seed, verbose=verbose,
+        presented_train=presented[tr] if explicit else None,
+        presented_val=presented[va] if explicit else None,
+    )
     timings = {"train_network_s": round(time.perf_counter() - started, 2)}
     network = trained.model
     val_probas = {"network": _predict(network, x[va])}
@@ -144,6 +151,11 @@ def fit(args: argparse.Namespace, oracle: Any = None) -> FitResult:
 
     progress("tuning thresholds on validation and evaluating on test")
     stages = frame["stage"].to_numpy()
+    # Every method, like the exported model, gives 0 where the stage has no talking point.
+    offer = _offer_rows(dicts, stages)
+    for probas, part in ((val_probas, va), (test_probas, te)):
+        for name in probas:
+            probas[name] = probas[name] * offer[part]
     segments = evaluation.segments_for(stages[te], dicts.stage_codes, split.cold_start[te])
     comparison = evaluation.compare_methods(y[va], val_probas, y[te], test_probas, cfg.thresholds, segments)
     cuts = comparison.thresholds["network"]
@@ -227,6 +239,15 @@ def fit_baselines(
             method.predict_proba(x[part], frame[part].reset_index(drop=True)) for part in (validation, test)
         )
     return result
+
+
+def _offer_rows(dicts: Any, stages: np.ndarray) -> np.ndarray:
+    """Per row, the dictionaries' offer mask of its stage (all ones for a stage not in them)."""
+    offered = dicts.offered().astype(np.float32)
+    index = {code: i for i, code in enumerate(dicts.stage_codes)}
+    rows = np.array([index.get(stage, -1) for stage in stages], dtype=np.int64)
+    table = np.vstack([offered, np.ones((1, offered.shape[1]), dtype=np.float32)])
+    return table[rows]  # -1 picks the all-ones row
 
 
 def _align_oracle(oracle: Any, keys: Any, vocabulary: list[str]) -> np.ndarray:
