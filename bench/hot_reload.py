@@ -1,0 +1,125 @@
+"""Hot reload under load: new versions appear while wrk sends ~50 requests/s; count failed requests.
+
+    .venv/bin/python bench/hot_reload.py [--duration 30] [--rate 50]
+
+Builds two realistic versions (the repo's dictionaries, a 256→128 network, different seeds), starts
+`python -m serving` on a models directory holding the first, and while wrk drives
+POST /v1/recommendations at a steady rate: adds version 2 (a new model), then version 3 with one
+byte of its SavedModel flipped (must be refused; version 2 keeps serving), then version 4. Prints
+when each switch was seen, the final model status and wrk's figures; "failed" counts non-2xx
+answers and socket errors and should be 0. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
+
+from serving_latency import (  # noqa: E402
+    build_model,
+    free_port,
+    lua_script,
+    request_bodies,
+    row,
+    start_server,
+    stop_server,
+    wait_ready,
+    wrk,
+)
+
+
+def get(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def place(source: Path, models: Path, number: int, *, corrupt: bool = False) -> None:
+    """Copy a version in as `number` atomically (built beside, then renamed), optionally corrupted."""
+    from model_factory import copy_version
+
+    if not corrupt:
+        copy_version(source, models, number)
+        return
+    tmp = models / f".corrupt-{number}"
+    shutil.copytree(source, tmp)
+    target = tmp / "saved_model" / "saved_model.pb"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    tmp.rename(models / str(number))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=30, help="seconds of load")
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
+    parser.add_argument("--dictionaries", type=Path, default=REPO / "dictionaries")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="reload-bench-"))
+    try:
+        first = build_model(work / "a", args.dictionaries, seed=0)
+        second = build_model(work / "b", args.dictionaries, seed=1)
+        models = work / "models"
+        models.mkdir()
+        place(first, models, 1)
+        script = lua_script(request_bodies(first / "dictionaries"), work / "bodies.lua")
+        port = free_port()
+        server = start_server(models, port, naive=False, extra=["--poll-interval-s", "1"])
+        try:
+            wait_ready(port, server)
+            connections = max(2, round(args.rate / 10))
+            result: dict[str, float] = {}
+            load = threading.Thread(
+                target=lambda: result.update(wrk(port, script, duration=args.duration, connections=connections,
+                                                 delay_ms=1000.0 * connections / args.rate))
+            )
+            started = time.monotonic()
+            load.start()
+            plan = [(0.15, second, 2, False), (0.4, second, 3, True), (0.65, first, 4, False)]
+            seen: list[str] = []
+            last = 1
+            for fraction, source, number, corrupt in plan:
+                time.sleep(max(0.0, started + fraction * args.duration - time.monotonic()))
+                place(source, models, number, corrupt=corrupt)
+                placed = time.monotonic()
+                expected = last if corrupt else number
+                deadline = placed + 20
+                while time.monotonic() < deadline:
+                    version = get(port, "/readyz").get("model_version")
+                    status = {e["version"]: e for e in get(port, "/v1/models/needs_rec")["model_version_status"]}
+                    if version == expected and (not corrupt or status.get(str(number), {}).get("state") == "END"):
+                        break
+                    time.sleep(0.1)
+                what = "refused, still serving" if corrupt else "serving"
+                seen.append(f"  version {number} placed at {placed - started:5.1f} s → {what} version {version} "
+                            f"after {time.monotonic() - placed:.1f} s")
+                last = expected
+            load.join()
+            final = get(port, "/v1/models/needs_rec")["model_version_status"]
+        finally:
+            stop_server(server)
+        print(f"hot reload under ~{args.rate:g} requests/s for {args.duration} s (wrk, loopback)")
+        print("\n".join(seen))
+        print("  final status: " + ", ".join(
+            f"{e['version']}={e['state']}" + (f" ({e['status']['error_code']})" if e["status"]["error_code"] != "OK"
+                                              else "") for e in final))
+        print(row("requests during the swaps", result))
+        print(f"  failed requests: {int(result['failed'])}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

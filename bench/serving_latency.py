@@ -1,0 +1,317 @@
+"""HTTP latency and throughput of `python -m serving`, against the naive path, with wrk on loopback.
+
+    .venv/bin/python bench/serving_latency.py [--model M] [--duration 10] [--rates 200,500,1000,1500,2000]
+
+Builds a realistic version (the repo's dictionaries, a 256→128 network; untrained weights cost the
+same as trained ones) unless --model is given, starts the service as a subprocess and drives
+POST /v1/recommendations with wrk (Debian package `wrk`): a paced run at about 200 requests/s
+(each connection waits a fixed delay between requests, so the rate is steady), a sweep of paced
+rates to find the highest one whose p99 stays ≤ 50 ms with no errors, and a closed-loop run at
+saturation. Then the same against the naive path — the same HTTP stack, but each request calls
+Keras `model.predict` on its own (no SavedModel function, no micro-batching) — so the ratio shows.
+Figures are printed, never asserted. wrk's pacing is closed-loop per connection, so under overload
+it under-reports queueing (coordinated omission); the sweep's achieved rate shows when that happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+PYTHON = sys.executable
+PATH = "/v1/recommendations"
+P99_TARGET_MS = 50.0
+
+
+# -- the version and the request bodies -------------------------------------------------------
+
+
+def build_model(out: Path, dictionaries: Path, seed: int = 0) -> Path:
+    from model_factory import build_version
+
+    return build_version(out, dictionaries, seed=seed, hidden=(256, 128), n_rows=2000, thresholds=0.5)
+
+
+def request_bodies(dictionaries: Path, n: int = 64, seed: int = 0) -> list[str]:
+    """Varied, realistic bodies drawn from the dictionaries (some unknown codes, some missing fields)."""
+    from needs_rec import dictionaries as dicts_mod
+
+    d = dicts_mod.load(dictionaries)
+    rng = random.Random(seed)
+    needs = [n.code for n in d.needs]
+    bodies = []
+    for i in range(n):
+        organization: dict[str, Any] = {
+            "industry": rng.choice(d.codes("industries")) if i % 17 else "unknown_industry",
+            "region": rng.choice(d.codes("regions")),
+            "employees": rng.randint(5, 5000),
+            "revenue_mln": round(rng.uniform(1, 900), 1),
+            "legal_form": rng.choice(d.codes("legal_forms")),
+            "founded_year": rng.randint(1992, 2022),
+            "client_since": f"20{rng.randint(15, 23)}-0{rng.randint(1, 9)}-01" if i % 2 else "",
+            "products_owned": rng.sample(d.codes("products"), rng.randint(0, 2)),
+        }
+        contact = {
+            "position": rng.choice(d.codes("positions")),
+            "department": rng.choice(d.codes("departments")),
+            "decision_role": rng.choice(d.codes("decision_roles")),
+            "interests": rng.sample(needs, rng.randint(0, 4)),
+        }
+        body = {"stage": rng.choice(d.stage_codes), "organization": organization, "contact": contact}
+        if i % 3 == 0:
+            body["top_k"] = 5
+        bodies.append(json.dumps(body, ensure_ascii=False))
+    return bodies
+
+
+def lua_script(bodies: list[str], path: Path, url_path: str = PATH) -> Path:
+    """A wrk script posting a random body per request and pacing by WRK_DELAY_MS between a connection's requests."""
+    items = ",\n".join(f"[==[{b}]==]" for b in bodies)
+    path.write_text(
+        f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {{
+{items}
+}}
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+math.randomseed(os.time())
+request = function() return wrk.format(nil, "{url_path}", nil, bodies[math.random(#bodies)]) end
+if pause > 0 then delay = function() return pause end end
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("server did not become ready")
+
+
+def start_server(model: Path, port: int, *, naive: bool, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    if naive:
+        argv = [PYTHON, __file__, "--serve-naive", "--model", str(model), "--port", str(port)]
+    else:
+        argv = [PYTHON, "-m", "serving", "--model", str(model), "--port", str(port),
+                *(extra or [])]
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def serve_naive(model: Path, port: int) -> None:
+    """The naive path: the same service, but each request runs Keras `model.predict` alone (rebuilt in memory)."""
+    import keras
+    import numpy as np
+    import uvicorn
+    from model_factory import build_parts
+
+    from needs_rec import artifact
+    from serving.app import create_app
+    from serving.observability import configure_logging
+    from serving.registry import Registry, ServingModel, load_version, rows_to_inputs
+    from serving.settings import Settings
+
+    version_dir = artifact.resolve(model)
+    parts = build_parts(version_dir / "dictionaries", seed=0, hidden=(256, 128), n_rows=2000)
+
+    class Recommender(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.network = parts.encoder, parts.network
+
+        def call(self, inputs: Any) -> Any:  # what the exported model computes (artifact._Recommender)
+            return self.network(self.encoder(inputs)) * self.encoder.offer_mask(inputs["stage"])
+
+    recommender = Recommender()
+
+    def naive_loader(path: Path) -> ServingModel:
+        served = load_version(path)
+
+        def predict_rows(rows: Any) -> np.ndarray:
+            return np.asarray(recommender.predict(rows_to_inputs(rows), verbose=0))
+
+        served.predict_rows = predict_rows  # type: ignore[method-assign]
+        return served
+
+    settings = Settings(model=model, port=port, max_rows_per_call=1, warmup_rounds=1)
+    logger = configure_logging("info")
+    registry = Registry(model, poll_interval_s=0, warmup_rounds=1, max_rows=1, logger=logger, loader=naive_loader)
+    app = create_app(settings, registry=registry, logger=logger)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+# -- wrk --------------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
+
+
+def wrk(port: int, script: Path, *, duration: float, connections: int, delay_ms: float = 0.0) -> dict[str, float]:
+    """Run wrk once; return achieved requests/s, p50/p90/p99 latency (ms) and failed requests."""
+    env = dict(os.environ, WRK_DELAY_MS=f"{delay_ms:.3f}")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s",
+         "-s", str(script), f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "90", "99"):
+        match = re.search(rf"\s{pct}%\s+(\S+)", out)
+        result[f"p{pct}"] = _ms(match.group(1)) if match else float("nan")
+    failed = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        failed += int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        failed += sum(int(g) for g in match.groups())
+    result["failed"] = failed
+    return result
+
+
+def paced(port: int, script: Path, rate: float, duration: float) -> dict[str, float]:
+    """About `rate` requests/s: `rate / 10` connections, each waiting 100 ms between its requests.
+
+    The delay dwarfs a healthy latency, so the achieved rate stays close to `rate` until the service
+    saturates; then it falls short, which the printed rate shows.
+    """
+    connections = max(2, round(rate / 10))
+    return wrk(port, script, duration=duration, connections=connections, delay_ms=1000.0 * connections / rate)
+
+
+def row(label: str, r: dict[str, float]) -> str:
+    return (f"  {label:<34} {r['rps']:8.0f} req/s   p50 {r['p50']:7.2f} ms   p90 {r['p90']:7.2f} ms   "
+            f"p99 {r['p99']:7.2f} ms   failed {int(r['failed'])}")
+
+
+def measure(label: str, port: int, script: Path, rates: list[float], duration: float) -> dict[str, Any]:
+    print(f"\n{label}")
+    wrk(port, script, duration=2, connections=4)  # warm the path (connections, caches)
+    steady = paced(port, script, 200, duration)
+    print(row("paced ~200 req/s", steady))
+    best: dict[str, float] | None = None
+    for rate in rates:
+        r = paced(port, script, rate, duration)
+        print(row(f"paced ~{rate:.0f} req/s", r))
+        if r["p99"] <= P99_TARGET_MS and r["failed"] == 0:
+            best = r if best is None or r["rps"] > best["rps"] else best
+        elif r["p99"] > 4 * P99_TARGET_MS:
+            break  # far past saturation
+    saturated = wrk(port, script, duration=duration, connections=32)
+    print(row("closed loop, 32 connections", saturated))
+    return {"steady": steady, "best": best, "saturated": saturated}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="models directory or version (default: build one)")
+    parser.add_argument("--dictionaries", type=Path, default=REPO / "dictionaries")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--rates", default="200,500,1000,1500,2000,2500,3000", help="paced rates to try")
+    parser.add_argument("--naive-rates", default="20,50,100", help="paced rates to try on the naive path")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--server-args", default="", help="extra flags for python -m serving, e.g. '--model-workers 2'")
+    parser.add_argument("--serve-naive", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_naive:
+        serve_naive(args.model, args.port)
+        return 0
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
+
+    work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    try:
+        model = args.model or build_model(work / "models", args.dictionaries).parent
+        dictionaries = (model if (model / "manifest.json").is_file() else max(
+            (p for p in model.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))) / "dictionaries"
+        script = lua_script(request_bodies(dictionaries), work / "bodies.lua")
+        print(f"model: {model}   machine: {os.cpu_count()} cores   wrk: 1 thread, loopback, "
+              f"{args.duration:g} s per run")
+
+        results = {}
+        port = free_port()
+        server = start_server(model, port, naive=False, extra=args.server_args.split())
+        try:
+            wait_ready(port, server)
+            rates = [float(r) for r in args.rates.split(",")]
+            results["served"] = measure("python -m serving (SavedModel `serve`, micro-batching)", port, script, rates,
+                                        args.duration)
+        finally:
+            stop_server(server)
+        if not args.skip_naive:
+            port = free_port()
+            server = start_server(model, port, naive=True)
+            try:
+                wait_ready(port, server)
+                rates = [float(r) for r in args.naive_rates.split(",")]
+                results["naive"] = measure("naive: Keras model.predict per request (same HTTP stack)", port, script,
+                                           rates, args.duration)
+            finally:
+                stop_server(server)
+
+        print("\nsummary")
+        for name, r in results.items():
+            best = r["best"]
+            best_text = f"{best['rps']:.0f} req/s (p99 {best['p99']:.1f} ms)" if best else "none of the rates tried"
+            print(f"  {name:<7} at ~200 req/s: p50 {r['steady']['p50']:.2f} ms, p99 {r['steady']['p99']:.2f} ms;"
+                  f"  highest paced rate with p99 <= {P99_TARGET_MS:g} ms: {best_text};"
+                  f"  saturation: {r['saturated']['rps']:.0f} req/s")
+        if "naive" in results:
+            ratio = results["served"]["saturated"]["rps"] / max(results["naive"]["saturated"]["rps"], 1e-9)
+            p50 = results["naive"]["steady"]["p50"] / max(results["served"]["steady"]["p50"], 1e-9)
+            print(f"  served / naive: {ratio:.1f}x the throughput at saturation, {p50:.1f}x lower p50 at ~200 req/s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""`python -m serving --model M [--host H] [--port P] [...]`: run the HTTP service with uvicorn.
+
+Every flag mirrors a field of `serving.settings.Settings` (`--max-body-bytes` ↔ `max_body_bytes` ↔
+`NEEDS_REC_MAX_BODY_BYTES`); a flag given wins over the environment. On SIGTERM/SIGINT readiness
+drops at once, new connections are refused and in-flight requests finish (up to
+`--shutdown-timeout-s`). A bad setting or a model path that does not exist exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from needs_rec.errors import ModelError
+from serving.settings import Settings, load_settings
+from training._cli import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per settings field, typed and documented from the field itself."""
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="needs_rec HTTP service. Every flag also reads from NEEDS_REC_<FLAG NAME> (e.g. NEEDS_REC_PORT).",
+    )
+    for name, info in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        annotation = info.annotation
+        kwargs: dict[str, Any] = {"dest": name, "default": None}
+        if typing.get_origin(annotation) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+        elif annotation in (int, float):
+            kwargs["type"] = annotation
+        elif annotation is Path:
+            kwargs["type"] = Path
+        env = "NEEDS_REC_" + name.upper()
+        default = "" if info.is_required() else f"; default {info.default!r}"
+        kwargs["help"] = f"{info.description} (env {env}{default})"
+        if "choices" not in kwargs:
+            metavars: dict[Any, str] = {int: "N", float: "SECONDS", Path: "M"}
+            kwargs["metavar"] = metavars.get(annotation, name.upper())
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def configure_tensorflow(settings: Settings, logger: logging.Logger) -> None:
+    """Thread pools sized for a small machine; must run before TensorFlow executes its first op."""
+    import tensorflow as tf
+
+    try:
+        if settings.tf_intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(settings.tf_intra_op_threads)
+        if settings.tf_inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(settings.tf_inter_op_threads)
+    except RuntimeError as exc:  # TensorFlow already initialised (e.g. imported and used by a host process)
+        logger.warning("tensorflow_threads_not_set", extra={"fields": {"reason": str(exc)}})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, check the model path, and serve until SIGTERM."""
+    args = build_parser().parse_args(argv)
+    settings = load_settings(**vars(args))
+    if not settings.model.exists():
+        raise ModelError(
+            f"model path {str(settings.model)!r} does not exist; expected a models directory or a version in it"
+        )
+
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.observability import configure_logging
+
+    logger = configure_logging(settings.log_level)
+    configure_tensorflow(settings, logger)
+    app = create_app(settings, logger=logger)
+    service = app.state.service
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None,
+    )
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, with readiness dropping the moment a shutdown signal arrives."""
+
+        _delayed = False
+
+        def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+            service.begin_shutdown()
+            if settings.shutdown_delay_s > 0 and not self._delayed:
+                self._delayed = True  # keep serving while load balancers notice /readyz is 503
+                threading.Timer(settings.shutdown_delay_s, super().handle_exit, (sig, frame)).start()
+                return
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

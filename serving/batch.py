@@ -1,0 +1,320 @@
+"""`python -m serving.batch --model M --data D --requests R --output O [--top-k N]`: offline scoring (contract §3).
+
+Reads the requests (`contact_id*`, `stage*`, optional `request_id`; CSV or Parquet), looks each
+contact up in D's contacts and organizations (read by `training.data`, validated by
+`needs_rec.schema.validate` against the served version's own dictionaries, turned into raw model
+inputs by `needs_rec.episodes.model_inputs`), scores them in large vectorised chunks with the
+version's SavedModel, and writes one row per (request, characteristic): request_id (when the
+requests have it), contact_id, stage, characteristic, probability, selected (passes the manifest's
+threshold cut and top_k cap, as `needs_rec.thresholds.select`), rank (1 = most probable). Without
+`--top-k` every characteristic is written for every request; with it, the N most probable.
+
+Output is CSV or Parquet by O's extension, written to a temporary file beside O and renamed, so O
+is either complete or untouched. Data problems exit 2 with one line: an unknown stage, an empty
+contact_id or stage, or contact ids not in D's contacts (the first 5 are named) — an unknown
+contact is an error rather than a silent skip, because a request that yields no rows is easy to miss.
+Only organizations and contacts of D are used; D's outcomes (if any) are not read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from needs_rec.errors import ConfigError, DataError, ModelError, preview
+
+CHUNK_ROWS = 65_536  # requests per model call and per written row group
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.batch",
+        description="Score contacts at funnel stages offline with a needs_rec model version.",
+    )
+    parser.add_argument("--model", type=Path, required=True, help="models directory (newest version) or one version")
+    parser.add_argument("--data", type=Path, required=True, help="CRM directory with organizations and contacts")
+    parser.add_argument("--requests", type=Path, required=True, help="CSV/Parquet: contact_id, stage[, request_id]")
+    parser.add_argument("--output", type=Path, required=True, help="output file, .csv or .parquet")
+    parser.add_argument("--top-k", type=int, default=None, help="write only the N most probable per request")
+    return parser.parse_args(argv)
+
+
+def _check_output(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"--output {str(path)!r}: unsupported extension {suffix or '(none)'!r}; use .csv or .parquet")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--output {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    return suffix
+
+
+def load_contacts(data_dir: Path, dicts: Any) -> Any:
+    """D's organizations and contacts, validated; D's outcomes are not needed for scoring and not read.
+
+    `schema.validate` checks all three tables, so it gets a one-row stand-in outcomes table naming
+    the first contact (nothing of it reaches the output).
+    """
+    from needs_rec import schema
+    from training import data as data_io
+
+    frames = {
+        table.name: data_io.read_table(data_io.find_table_file(data_dir, table.name), table)
+        for table in (schema.ORGANIZATIONS, schema.CONTACTS)
+    }
+    contacts = frames["contacts"]
+    first = contacts["contact_id"].iloc[0] if len(contacts) else ""
+    stand_in = pd.DataFrame(
+        {
+            "contact_id": [first],
+            "occurred_on": ["2000-01-01"],
+            "stage": [dicts.stage_codes[0]],
+            "characteristic": [dicts.characteristic_codes[0]],
+            "outcome": [schema.POSITIVE],
+        }
+    )
+    stand_in.attrs = {"source": "outcomes (not used for scoring)"}
+    crm, report = schema.validate({**frames, "outcomes": stand_in}, dicts)
+    if report.warnings_count:
+        print(f"warning: {report.warnings_count} data warning(s) in {data_dir} (unknown codes are scored as unknown); "
+              f"run `python -m training.validate` for details", file=sys.stderr)
+    return crm
+
+
+def check_requests(requests: pd.DataFrame, stages: Sequence[str], source: str) -> pd.DataFrame:
+    """Normalise the requests' contact_id and stage; DataError for empty values or unknown stages."""
+    from needs_rec.dictionaries import normalize_code
+
+    out = pd.DataFrame(index=requests.index)
+    if "request_id" in requests.columns:
+        out["request_id"] = requests["request_id"].astype("str").str.strip()
+    out["contact_id"] = requests["contact_id"].astype("str").str.strip()
+    codes, uniques = pd.factorize(requests["stage"].astype("str"))
+    normalized = np.array([normalize_code(u) for u in uniques], dtype=object)
+    out["stage"] = normalized[codes] if len(uniques) else np.array([], dtype=object)
+    for column in ("contact_id", "stage"):
+        empty = np.flatnonzero(out[column].to_numpy() == "")
+        if len(empty):
+            rows = preview([int(r) + 1 for r in empty])
+            raise DataError(f"{source} column {column!r}: {len(empty)} empty value(s) in row(s) {rows}; "
+                            f"every request needs a {column}")
+    allowed = set(stages)
+    unknown = [u for u in normalized if u not in allowed]
+    if unknown:
+        bad = np.flatnonzero(~out["stage"].isin(allowed).to_numpy())
+        raise DataError(
+            f"{source} column 'stage': unknown stage(s) {preview(sorted(set(unknown)))} in row(s) "
+            f"{preview([int(r) + 1 for r in bad])}; allowed: {', '.join(stages)}"
+        )
+    return out.reset_index(drop=True)
+
+
+def score_chunks(
+    model: Any, frame: pd.DataFrame, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """(row slice, probabilities) per chunk of the model-input frame."""
+    from needs_rec.features import frame_to_inputs
+
+    inputs = frame_to_inputs(frame)
+    for start in range(0, len(frame), chunk_rows):
+        part = slice(start, min(start + chunk_rows, len(frame)))
+        yield part, model.predict({name: values[part] for name, values in inputs.items()})
+
+
+@dataclass
+class RequestColumns:
+    """The requests' output columns, converted once: Arrow strings for ids, stage indices for stages."""
+
+    request_ids: pa.Array | None
+    contact_ids: pa.Array
+    stage_ids: np.ndarray
+
+    @classmethod
+    def of(cls, requests: pd.DataFrame, stages: Sequence[str]) -> RequestColumns:
+        index = {s: i for i, s in enumerate(stages)}
+        has_ids = "request_id" in requests.columns
+        return cls(
+            request_ids=pa.array(requests["request_id"], pa.string()) if has_ids else None,
+            contact_ids=pa.array(requests["contact_id"], pa.string()),
+            stage_ids=requests["stage"].map(index).to_numpy(dtype=np.int32),
+        )
+
+
+def output_batch(
+    requests: RequestColumns,
+    part: slice,
+    probabilities: np.ndarray,
+    *,
+    vocabulary: pa.Array,
+    stages: pa.Array,
+    thresholds: np.ndarray,
+    cap: int | None,
+    top_k: int | None,
+) -> pa.RecordBatch:
+    """One chunk of output rows, request by request, most probable first (dictionary-encoded strings)."""
+    from needs_rec.thresholds import select
+
+    n, c = probabilities.shape
+    order = np.argsort(-probabilities, axis=1, kind="stable")  # stable: ties rank the lower index first
+    k = c if top_k is None else min(top_k, c)
+    order = order[:, :k]
+    chosen = select(probabilities, thresholds, cap)
+    rows = np.repeat(np.arange(n, dtype=np.int32), k)
+    length = part.stop - part.start
+    columns: dict[str, pa.Array] = {}
+    if requests.request_ids is not None:
+        columns["request_id"] = pa.DictionaryArray.from_arrays(rows, requests.request_ids.slice(part.start, length))
+    columns["contact_id"] = pa.DictionaryArray.from_arrays(rows, requests.contact_ids.slice(part.start, length))
+    columns["stage"] = pa.DictionaryArray.from_arrays(np.repeat(requests.stage_ids[part], k), stages)
+    columns["characteristic"] = pa.DictionaryArray.from_arrays(order.astype(np.int32).ravel(), vocabulary)
+    columns["probability"] = pa.array(np.take_along_axis(probabilities, order, axis=1).ravel().astype(np.float32))
+    columns["selected"] = pa.array(np.take_along_axis(chosen, order, axis=1).ravel())
+    columns["rank"] = pa.array(np.tile(np.arange(1, k + 1, dtype=np.int16), n))
+    return pa.RecordBatch.from_pydict(columns)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Score every request and write the output atomically; returns 0 (errors raise and exit 2)."""
+    args = parse_args(argv)
+    suffix = _check_output(args.output)
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"--top-k must be a positive integer, got {args.top_k}")
+    started = time.perf_counter()
+
+    # Data checks first, with the version's own dictionaries and without TensorFlow: a data error
+    # then costs no model load and prints exactly one line.
+    from needs_rec import dictionaries, episodes
+    from training import data as data_io
+
+    version_dir = resolve_version(args.model)
+    dicts = dictionaries.load(version_dir / "dictionaries")
+    raw_requests = data_io.read_requests(args.requests)
+    source = raw_requests.attrs.get("source", args.requests.name)
+    requests = check_requests(raw_requests, dicts.stage_codes, source)
+    crm = load_contacts(args.data, dicts)
+    keys = requests[["contact_id", "stage"]].copy()
+    keys["occurred_on"] = datetime.now(UTC).date().isoformat()  # scored as of today, like the HTTP service
+    try:
+        frame = episodes.model_inputs(keys, crm)  # DataError naming up to 5 unknown contact ids
+    except DataError as exc:
+        raise DataError(f"{source} column 'contact_id': {exc}") from exc
+
+    from serving.registry import load_version
+
+    model = load_version(version_dir)  # verifies SavedModel and dictionary checksums
+
+    vocabulary = pa.array(model.vocabulary, pa.string())
+    stages = pa.array(model.parser.stages, pa.string())
+    columns = RequestColumns.of(requests, model.parser.stages)
+    options = {"thresholds": model.thresholds, "cap": model.top_k, "top_k": args.top_k}
+    schema = _output_schema("request_id" in requests.columns, suffix)
+
+    target = args.output
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    written = 0
+    try:
+        writer = _writer(tmp, schema, suffix)
+
+        def write(part: slice, probabilities: np.ndarray) -> int:
+            batch = output_batch(columns, part, probabilities, vocabulary=vocabulary, stages=stages, **options)
+            writer.write_batch(_decoded(batch) if suffix == ".csv" else batch)
+            return batch.num_rows
+
+        # Pipelined: the model scores chunk i+1 while another thread ranks and writes chunk i
+        # (TensorFlow, NumPy's sort and Arrow's writer all release the GIL).
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="batch-writer") as pool:
+                pending: Future[int] | None = None
+                for part, probabilities in score_chunks(model.loaded, frame):
+                    if pending is not None:
+                        written += pending.result()
+                    pending = pool.submit(write, part, probabilities)
+                if pending is not None:
+                    written += pending.result()
+        finally:
+            writer.close()
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - started
+    print(
+        f"scored {len(requests):,} request(s) with model version {model.version}: {written:,} row(s) "
+        f"written to {target} in {seconds:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _writer(path: Path, schema: pa.Schema, suffix: str) -> Any:
+    """A Parquet or CSV writer for the output schema.
+
+    Parquet: plain strings for readers (no Arrow schema stored), dictionary pages for the text
+    columns only and min/max statistics for the numeric ones only — computing string statistics
+    over tens of millions of rows would cost more than the rest of the write.
+    """
+    if suffix == ".csv":
+        return pacsv.CSVWriter(path, schema)
+    text = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+    numeric = [f.name for f in schema if not pa.types.is_dictionary(f.type)]
+    return pq.ParquetWriter(
+        path, schema, store_schema=False, use_dictionary=text, write_statistics=numeric, compression="snappy"
+    )
+
+
+def resolve_version(model: Path) -> Path:
+    """`--model M`: one version directory, or the newest numeric version under a models directory.
+
+    The same rule as `needs_rec.artifact.resolve`, without importing TensorFlow (so data errors are
+    reported before any model is loaded).
+    """
+    if (model / "manifest.json").is_file():
+        return model
+    versions = sorted(int(p.name) for p in model.iterdir() if p.is_dir() and p.name.isdigit()) if model.is_dir() else []
+    versions = [v for v in versions if v > 0]
+    if not versions:
+        raise ModelError(f"no model version under {str(model)!r}; expected a models directory or a version in it")
+    return model / str(versions[-1])
+
+
+def _output_schema(with_request_id: bool, suffix: str) -> pa.Schema:
+    text = pa.dictionary(pa.int32(), pa.string()) if suffix == ".parquet" else pa.string()
+    fields = [pa.field("request_id", text)] if with_request_id else []
+    fields += [
+        pa.field("contact_id", text),
+        pa.field("stage", text),
+        pa.field("characteristic", text),
+        pa.field("probability", pa.float32()),
+        pa.field("selected", pa.bool_()),
+        pa.field("rank", pa.int16()),
+    ]
+    return pa.schema(fields)
+
+
+def _decoded(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Dictionary columns as plain strings (the CSV writer takes plain columns)."""
+    arrays = [a.dictionary_decode() if pa.types.is_dictionary(a.type) else a for a in batch.columns]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+if __name__ == "__main__":
+    from training._cli import run_cli
+
+    run_cli(main)

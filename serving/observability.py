@@ -1,0 +1,105 @@
+"""Structured JSON logs and Prometheus metrics for the service.
+
+One JSON line per request (endpoint, status, outcome, latency, model version, item and warning
+counts) and one per model event (loaded, switched, refused). Request bodies, contact fields,
+error texts that may echo received values and warnings never reach a log line: they can carry
+personal data, and the counts are what operations need.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LOGGER_NAME = "needs_rec.serving"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, event, the record's `fields` and any exception text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str = "info", stream: Any = None) -> logging.Logger:
+    """JSON lines on stderr (or `stream`) for the service and uvicorn's own error log; returns the service logger."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    for name in (LOGGER_NAME, "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    logging.getLogger("uvicorn.access").disabled = True  # our request line replaces it
+    return logging.getLogger(LOGGER_NAME)
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log `event` with structured `fields` (never request contents)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"fields": fields})
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (one per app, so tests stay isolated)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "needs_rec_requests_total", "HTTP requests by endpoint and status", ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "needs_rec_request_duration_seconds", "HTTP request latency by endpoint and status",
+            ["endpoint", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.in_flight = Gauge("needs_rec_requests_in_flight", "scoring requests being served", registry=self.registry)
+        self.model_version = Gauge("needs_rec_model_version", "model version being served (0 = none)",
+                                   registry=self.registry)
+        self.model_loads = Counter("needs_rec_model_loads_total", "model version loads by result", ["result"],
+                                   registry=self.registry)
+        self.unknown_codes = Counter("needs_rec_unknown_codes_total", "unknown dictionary codes received, by field",
+                                     ["field"], registry=self.registry)
+        self.rows_per_call = Histogram(
+            "needs_rec_model_call_rows", "rows per model call (micro-batching merges concurrent requests)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry,
+        )
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one request and its latency (label children cached: this runs on every request)."""
+        key = (endpoint, status)
+        children = self._request_children.get(key)
+        if children is None:
+            label = str(status)
+            children = (self.requests.labels(endpoint, label), self.latency.labels(endpoint, label))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_unknown(self, fields: list[str]) -> None:
+        """Count unknown codes per field name (a field name, never the code itself)."""
+        for field in fields:
+            self.unknown_codes.labels(field).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, for GET /metrics."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,296 @@
+"""Request validation: a JSON body → one row of raw model inputs, plus warnings for unknown codes.
+
+The field kinds come from `needs_rec.schema` (contract §2) and the codes from the served version's
+own dictionaries, so nothing here is hard-wired to one firm. A wrong type, a missing required field
+or an unknown stage raises `RequestError` naming the field (the service answers 400); an unknown
+code is kept — the model encodes it as unknown — and reported as a warning. Extra fields (an id, a
+name, an e-mail) are ignored and never copied anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+from needs_rec import schema
+from needs_rec.dictionaries import Dictionaries, normalize_code
+from needs_rec.errors import RequestError
+
+ORGANIZATION_FIELDS: tuple[schema.Column, ...] = tuple(
+    c for c in schema.ORGANIZATIONS.columns if c.kind is not schema.Kind.ID
+)
+CONTACT_FIELDS: tuple[schema.Column, ...] = tuple(c for c in schema.CONTACTS.columns if c.kind is not schema.Kind.ID)
+_MULTI_POSITIONS = tuple(
+    i for i, c in enumerate(schema.MODEL_INPUTS) if c.kind is schema.Kind.MULTI
+)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a request body, or RequestError saying where the JSON breaks."""
+    if not body.strip():
+        raise RequestError("body: empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"body: malformed JSON ({exc})") from exc
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), type(value).__name__
+    ) if value is not None else "null"
+
+
+def _wrong_type(where: str, expected: str, value: Any) -> RequestError:
+    return RequestError(f"field '{where}' must be {expected}, got {_type_name(value)} {_shown(value)}")
+
+
+@dataclass
+class ParsedRequest:
+    """One validated request: the model-input row and what rendering needs."""
+
+    row: list[Any]  # values in `schema.MODEL_INPUT_NAMES` order
+    stage: str
+    position: str
+    industry: str
+    interests: tuple[str, ...]
+    products_owned: tuple[str, ...]
+    top_k: int | None = None
+    request_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    unknown_fields: list[str] = field(default_factory=list)
+
+
+class RequestParser:
+    """Validates request bodies against one model version's dictionaries (built once per version)."""
+
+    def __init__(self, dictionaries: Dictionaries):
+        self.stages = dictionaries.stage_codes
+        self._stage_set = frozenset(self.stages)
+        self._codes: dict[str, frozenset[str]] = {
+            c.name: frozenset(dictionaries.codes(c.vocabulary))
+            for c in (*ORGANIZATION_FIELDS, *CONTACT_FIELDS)
+            if c.vocabulary is not None
+        }
+
+    # -- public forms ------------------------------------------------------------------------
+
+    def recommendation(self, body: Any, where: str = "") -> ParsedRequest:
+        """`POST /v1/recommendations` form: {stage, organization: {...}, contact: {...}, top_k?, occurred_on?}."""
+        if not isinstance(body, dict):
+            raise _wrong_type(where.rstrip(".") or "body", "a JSON object", body)
+        values: dict[str, Any] = {}
+        warnings: list[str] = []
+        unknown: list[str] = []
+        stage = self._stage(body, where)
+        self._fields(self._object(body, "organization", where), ORGANIZATION_FIELDS, f"{where}organization.",
+                     values, warnings, unknown)
+        self._fields(self._object(body, "contact", where), CONTACT_FIELDS, f"{where}contact.", values, warnings,
+                     unknown)
+        parsed = self._finish(body, where, stage, values, warnings, unknown)
+        parsed.top_k = self._top_k(body.get("top_k"), f"{where}top_k")
+        request_id = body.get("request_id")
+        if request_id is not None:
+            if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+                raise _wrong_type(f"{where}request_id", "a string", request_id)
+            parsed.request_id = str(request_id)
+        return parsed
+
+    def instance(self, body: Any, where: str) -> ParsedRequest:
+        """TensorFlow Serving instance form: the organization and contact fields and `stage` side by side."""
+        if not isinstance(body, dict):
+            raise _wrong_type(where.rstrip("."), "a JSON object", body)
+        values: dict[str, Any] = {}
+        warnings: list[str] = []
+        unknown: list[str] = []
+        stage = self._stage(body, where)
+        self._fields(body, ORGANIZATION_FIELDS, where, values, warnings, unknown)
+        self._fields(body, CONTACT_FIELDS, where, values, warnings, unknown)
+        return self._finish(body, where, stage, values, warnings, unknown)
+
+    def batch(self, body: Any, key: str, limit: int) -> list[Any]:
+        """The list under `key` (`requests` or `instances`), checked for type and the batch-size limit."""
+        if not isinstance(body, dict):
+            raise _wrong_type("body", f"a JSON object with {key!r}", body)
+        items = body.get(key)
+        if items is None:
+            raise RequestError(f"field '{key}' is required (a list of at most {limit} items)")
+        if not isinstance(items, list):
+            raise _wrong_type(key, "an array", items)
+        if len(items) > limit:
+            raise RequestError(f"field '{key}' holds {len(items)} items; at most {limit} are allowed per call")
+        return items
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _stage(self, body: Mapping[str, Any], where: str) -> str:
+        value = body.get("stage")
+        name = f"{where}stage"
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise RequestError(f"field '{name}' is required (a funnel stage code: {', '.join(self.stages)})")
+        if not isinstance(value, str):
+            raise _wrong_type(name, "a string (a funnel stage code)", value)
+        stage = normalize_code(value)
+        if stage not in self._stage_set:
+            raise RequestError(f"field '{name}': unknown stage {_shown(value)}; allowed: {', '.join(self.stages)}")
+        return stage
+
+    @staticmethod
+    def _object(body: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+        value = body.get(key)
+        if value is None:
+            raise RequestError(f"field '{where}{key}' is required (an object with the {key}'s fields)")
+        if not isinstance(value, dict):
+            raise _wrong_type(f"{where}{key}", "an object", value)
+        return value
+
+    def _fields(
+        self,
+        source: Mapping[str, Any],
+        columns: tuple[schema.Column, ...],
+        prefix: str,
+        values: dict[str, Any],
+        warnings: list[str],
+        unknown: list[str],
+    ) -> None:
+        for column in columns:
+            name = column.name
+            raw = source.get(name)
+            where = prefix + name
+            kind = column.kind
+            if kind is schema.Kind.CODE:
+                code = self._code(raw, where)
+                if not code and column.required:
+                    raise RequestError(f"field '{where}' is required (a {column.vocabulary} code)")
+                if code and code not in self._codes[name]:
+                    warnings.append(f"unknown {name} code {code!r} treated as unknown")
+                    unknown.append(name)
+                values[name] = code
+            elif kind is schema.Kind.MULTI:
+                codes = self._multi(raw, where)
+                known = self._codes[name]
+                for code in codes:
+                    if code not in known:
+                        warnings.append(f"unknown {name} code {code!r} treated as unknown")
+                        unknown.append(name)
+                values[name] = codes
+            elif kind in (schema.Kind.NUMBER, schema.Kind.YEAR):
+                values[name] = self._number(raw, where, non_negative=kind is schema.Kind.NUMBER)
+            elif kind is schema.Kind.DATE:
+                values[name] = self._date(raw, where)
+
+    def _finish(
+        self,
+        body: Mapping[str, Any],
+        where: str,
+        stage: str,
+        values: dict[str, Any],
+        warnings: list[str],
+        unknown: list[str],
+    ) -> ParsedRequest:
+        occurred_on = self._date(body.get(schema.OCCURRED_ON), f"{where}{schema.OCCURRED_ON}") or _today()
+        interests: tuple[str, ...] = values["interests"]
+        owned: tuple[str, ...] = values["products_owned"]
+        values[schema.STAGE] = stage
+        values[schema.OCCURRED_ON] = occurred_on
+        row = [values[name] for name in schema.MODEL_INPUT_NAMES]
+        for i in _MULTI_POSITIONS:
+            row[i] = schema.MULTI_SEPARATOR.join(row[i])
+        return ParsedRequest(
+            row=row,
+            stage=stage,
+            position=values["position"],
+            industry=values["industry"],
+            interests=interests,
+            products_owned=owned,
+            warnings=warnings,
+            unknown_fields=unknown,
+        )
+
+    @staticmethod
+    def _code(value: Any, where: str) -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise _wrong_type(where, "a string (a dictionary code)", value)
+        return normalize_code(value)
+
+    @staticmethod
+    def _multi(value: Any, where: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            parts = value.split(schema.MULTI_SEPARATOR)
+        elif isinstance(value, list):
+            for item in value:
+                if not isinstance(item, str):
+                    raise _wrong_type(where, "an array of strings (dictionary codes)", value)
+            parts = value
+        else:
+            raise _wrong_type(where, "an array of strings (dictionary codes)", value)
+        codes = []
+        for part in parts:
+            code = normalize_code(part)
+            if code and code not in codes:
+                codes.append(code)
+        return tuple(codes)
+
+    @staticmethod
+    def _number(value: Any, where: str, *, non_negative: bool) -> float:
+        if value is None:
+            return math.nan
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _wrong_type(where, "a number", value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise _wrong_type(where, "a finite number", value)
+        if non_negative and number < 0:
+            raise RequestError(f"field '{where}' must be a number >= 0, got {_shown(value)}")
+        return number
+
+    @staticmethod
+    def _date(value: Any, where: str) -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise _wrong_type(where, "an ISO date string (YYYY-MM-DD)", value)
+        text = value.strip()
+        if not text:
+            return ""
+        try:
+            if not _ISO_DATE.fullmatch(text):
+                raise ValueError(text)
+            date.fromisoformat(text)
+        except ValueError as exc:
+            raise RequestError(f"field '{where}' must be an ISO date (YYYY-MM-DD), got {_shown(value)}") from exc
+        return text
+
+    @staticmethod
+    def _top_k(value: Any, where: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _wrong_type(where, "a positive integer", value)
+        if value < 1:
+            raise RequestError(f"field '{where}' must be a positive integer, got {value}")
+        return value
+
+
+def _today() -> str:
+    """The episode date of a live request: today (UTC), as the model's `occurred_on`."""
+    return datetime.now(UTC).date().isoformat()

@@ -1,0 +1,335 @@
+"""The HTTP service (contract §4) in-process: answers, every error case, limits, logs and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from serving_support import VOCABULARY, capture_logger, models_dir_with, serve, settings_for, wait_until
+
+from needs_rec import artifact, features, schema
+from serving.app import create_app
+from serving.registry import Registry, load_version
+
+BODY = {
+    "stage": "demo",
+    "organization": {"industry": "it", "region": "msk", "employees": 120, "products_owned": ["crm"]},
+    "contact": {"position": "ceo", "decision_role": "decider", "interests": ["save_money", "speed"]},
+}
+
+
+@pytest.fixture(scope="module")
+def app_client(built: dict[str, Path]) -> Iterator[tuple[TestClient, Any]]:
+    """One running app over the 'fixed' version (constant outputs), shared by the module's tests."""
+    with serve(settings_for(built["fixed"].parent, max_body_bytes=4096, max_batch=3), "app") as (client, log):
+        yield client, log
+
+
+@pytest.fixture
+def client(app_client: tuple[TestClient, Any]) -> TestClient:
+    return app_client[0]
+
+
+def post(client: TestClient, path: str, body: Any) -> Any:
+    content = json.dumps(body, ensure_ascii=False).encode()
+    return client.post(path, content=content, headers={"Content-Type": "application/json"})
+
+
+# -- answers ---------------------------------------------------------------------------------
+
+
+def test_recommendation_answer_shape_and_order(client: TestClient) -> None:
+    response = post(client, "/v1/recommendations", {**BODY, "stage": "lead"})
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["model_version"] == 1 and answer["stage"] == "lead" and answer["warnings"] == []
+    # cut 0.5: ch_price 0.9 and ch_integration 0.7 pass; ch_support 0.4 and ch_cloud 0.2 do not
+    assert [t["characteristic"] for t in answer["talking_points"]] == ["ch_price", "ch_integration"]
+    first = answer["talking_points"][0]
+    assert set(first) >= {"characteristic", "name", "product", "probability", "text", "reasons"}
+    assert first["probability"] == pytest.approx(0.9, abs=1e-4)
+    assert all(isinstance(r, str) and r for r in first["reasons"])
+
+
+def test_stage_text_default_fallback_and_skip(client: TestClient) -> None:
+    demo = post(client, "/v1/recommendations", {**BODY, "top_k": 4}).json()["talking_points"]
+    # ch_integration (0.7) has a text at 'lead' only: never offered at 'demo', even when asked for 4
+    assert [(t["characteristic"], t["text"]) for t in demo] == [
+        ("ch_price", "Дешевле аналогов."),
+        ("ch_support", "Поддержка 24/7."),
+        ("ch_cloud", "Покажите облако."),
+    ]
+    lead = post(client, "/v1/recommendations", {**BODY, "stage": "lead", "top_k": 4}).json()["talking_points"]
+    assert {t["characteristic"]: t["text"] for t in lead}["ch_cloud"] == "Работает в облаке."  # the default text
+    assert [t["selected"] for t in lead] == [True, True, False, False]
+
+
+def test_top_k(client: TestClient) -> None:
+    answer = post(client, "/v1/recommendations", {**BODY, "stage": "lead", "top_k": 1}).json()
+    assert [t["characteristic"] for t in answer["talking_points"]] == ["ch_price"]
+
+
+def test_manifest_top_k_caps_the_default_selection(built: dict[str, Path], tmp_path: Path) -> None:
+    models = models_dir_with(tmp_path, built["fixed"])
+    manifest_path = models / "1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["top_k"] = 1
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    with serve(settings_for(models), "cap") as (capped, _):
+        default = post(capped, "/v1/recommendations", {**BODY, "stage": "lead"}).json()["talking_points"]
+        asked = post(capped, "/v1/recommendations", {**BODY, "stage": "lead", "top_k": 3}).json()["talking_points"]
+    assert [t["characteristic"] for t in default] == ["ch_price"]  # ch_integration passes its cut too, but cap 1
+    assert [t["characteristic"] for t in asked] == ["ch_price", "ch_integration", "ch_support"]
+
+
+def test_reasons_name_the_contacts_interests_and_owned_product(client: TestClient) -> None:
+    body = {**BODY, "stage": "deal", "organization": {"industry": "it", "products_owned": ["crm"]}}
+    (price,) = [t for t in post(client, "/v1/recommendations", body).json()["talking_points"]
+                if t["characteristic"] == "ch_price"]
+    assert "Отвечает на интерес контакта: «Экономия»" in price["reasons"]
+    assert "Клиент уже пользуется «CRM»" in price["reasons"]
+
+
+def test_unknown_code_is_a_warning_not_an_error(client: TestClient) -> None:
+    body = {**BODY, "organization": {"industry": "xyz"}, "contact": {"position": "ceo", "interests": ["nope"]}}
+    response = post(client, "/v1/recommendations", body)
+    assert response.status_code == 200
+    assert response.json()["warnings"] == [
+        "unknown industry code 'xyz' treated as unknown",
+        "unknown interests code 'nope' treated as unknown",
+    ]
+
+
+def test_codes_are_normalised(client: TestClient) -> None:
+    body = {**BODY, "stage": " DEMO ", "organization": {"industry": " IT"}, "contact": {"position": "CEO "}}
+    response = post(client, "/v1/recommendations", body)
+    assert response.status_code == 200 and response.json()["warnings"] == [] and response.json()["stage"] == "demo"
+
+
+def test_batch_endpoint(client: TestClient) -> None:
+    body = {"requests": [{**BODY, "request_id": "a"}, {**BODY, "stage": "lead", "top_k": 1}]}
+    answer = post(client, "/v1/recommendations:batch", body).json()
+    assert answer["model_version"] == 1 and len(answer["results"]) == 2
+    assert answer["results"][0]["request_id"] == "a" and answer["results"][0]["stage"] == "demo"
+    assert [t["characteristic"] for t in answer["results"][1]["talking_points"]] == ["ch_price"]
+    assert post(client, "/v1/recommendations:batch", {"requests": []}).json()["results"] == []
+
+
+def test_tf_serving_predict_matches_in_process_prediction(built: dict[str, Path], tmp_path: Path) -> None:
+    instances = [
+        {"stage": "lead", "industry": "it", "position": "ceo", "occurred_on": "2024-05-01"},
+        {"stage": "deal", "industry": "retail", "region": "spb", "employees": 3000, "revenue_mln": 12.5,
+         "legal_form": "ao", "founded_year": 2001, "client_since": "2019-03-01", "products_owned": ["crm", "erp"],
+         "position": "buyer", "department": "finance", "decision_role": "influencer", "interests": "speed;scale",
+         "occurred_on": "2024-06-15"},
+    ]
+    with serve(settings_for(built["random"]), "predict") as (client, _):
+        response = post(client, "/v1/models/needs_rec:predict", {"instances": instances})
+        again = post(client, "/v1/models/needs_rec/versions/1:predict", {"instances": instances[:1]})
+    assert response.status_code == 200, response.text
+    predictions = np.asarray(response.json()["predictions"], dtype=np.float32)
+    assert predictions.shape == (2, len(VOCABULARY))
+    rows = [{**i, "products_owned": ";".join(i.get("products_owned", []))} for i in instances]
+    frame = pd.DataFrame(rows).reindex(columns=list(schema.MODEL_INPUT_NAMES))
+    expected = artifact.load(built["random"]).predict(features.frame_to_inputs(frame))
+    np.testing.assert_allclose(predictions, expected, atol=1e-6)
+    np.testing.assert_allclose(again.json()["predictions"][0], expected[0], atol=1e-6)
+    assert len(set(np.round(predictions[0], 4))) > 1  # a real network, not constants
+
+
+def test_model_status_and_metadata(client: TestClient) -> None:
+    available = {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    assert client.get("/v1/models/needs_rec").json() == {"model_version_status": [available]}
+    assert client.get("/v1/models/needs_rec/versions/1").json()["model_version_status"][0]["state"] == "AVAILABLE"
+    meta = client.get("/v1/models/needs_rec/metadata").json()
+    assert meta["version"] == 1 and meta["vocabulary"] == VOCABULARY and meta["thresholds"] == [0.5] * 4
+    assert meta["stages"] == ["lead", "demo", "deal"] and "metrics" in meta
+    assert client.get("/v1/models/needs_rec/versions/1/metadata").json()["version"] == 1
+
+
+def test_health(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "alive"}
+    assert client.get("/readyz").json() == {"status": "ready", "model_version": 1}
+
+
+# -- errors: always {"error": ...} naming the field, never a 500 -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**BODY, "stage": "nope"}, "'stage'"),
+        ({k: v for k, v in BODY.items() if k != "stage"}, "'stage'"),
+        ({**BODY, "stage": 3}, "'stage'"),
+        ({**BODY, "organization": {"region": "msk"}}, "'organization.industry'"),
+        ({**BODY, "organization": "it"}, "'organization'"),
+        ({k: v for k, v in BODY.items() if k != "contact"}, "'contact'"),
+        ({**BODY, "contact": {"position": 5}}, "'contact.position'"),
+        ({**BODY, "organization": {"industry": "it", "employees": "many"}}, "'organization.employees'"),
+        ({**BODY, "organization": {"industry": "it", "employees": True}}, "'organization.employees'"),
+        ({**BODY, "organization": {"industry": "it", "revenue_mln": -1}}, "'organization.revenue_mln'"),
+        ({**BODY, "organization": {"industry": "it", "client_since": "2024-13-01"}}, "'organization.client_since'"),
+        ({**BODY, "contact": {"position": "ceo", "interests": [1, 2]}}, "'contact.interests'"),
+        ({**BODY, "top_k": 0}, "'top_k'"),
+        ({**BODY, "top_k": "5"}, "'top_k'"),
+        ([BODY], "'body'"),
+    ],
+)
+def test_bad_field_is_400_naming_it(client: TestClient, body: Any, field: str) -> None:
+    response = post(client, "/v1/recommendations", body)
+    assert response.status_code == 400
+    assert field in response.json()["error"]
+
+
+def test_malformed_json_is_400(client: TestClient) -> None:
+    for raw in (b"{oops", b"", b"\xff\xfe", b'{"stage": "demo", "organization": {"employees": 1e400}}'):
+        response = client.post("/v1/recommendations", content=raw)
+        assert response.status_code == 400 and response.json()["error"].startswith("body:")
+
+
+def test_batch_errors_name_the_item(client: TestClient) -> None:
+    response = post(client, "/v1/recommendations:batch", {"requests": [BODY, {**BODY, "stage": "nope"}]})
+    assert response.status_code == 400 and "'requests[1].stage'" in response.json()["error"]
+    response = post(client, "/v1/recommendations:batch", {"requests": [BODY] * 4})  # max_batch=3
+    assert response.status_code == 400 and "'requests'" in response.json()["error"]
+    response = post(client, "/v1/models/needs_rec:predict", {"instances": [{"stage": "lead", "industry": "it"}]})
+    assert response.status_code == 400 and "'instances[0].position'" in response.json()["error"]
+
+
+def test_oversized_body_is_413_before_parsing(client: TestClient) -> None:
+    big = b'{"stage": "' + b"x" * 5000 + b'"}'  # max_body_bytes=4096
+    response = client.post("/v1/recommendations", content=big)
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the streamed bytes are counted
+        yield b'{"stage": "'
+        for _ in range(10):
+            yield b"x" * 1000
+
+    response = client.post("/v1/recommendations", content=chunks())
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+def test_unknown_model_version_or_name_is_404(client: TestClient) -> None:
+    for response in (
+        client.get("/v1/models/needs_rec/versions/99"),
+        client.get("/v1/models/needs_rec/versions/99/metadata"),
+        post(client, "/v1/models/needs_rec/versions/99:predict", {"instances": []}),
+        client.get("/v1/models/other"),
+        post(client, "/v1/models/other:predict", {"instances": []}),
+        client.get("/v1/nothing-here"),
+    ):
+        assert response.status_code == 404 and response.json()["error"]
+    assert client.get("/v1/recommendations").status_code == 405
+
+
+def test_overload_is_503_with_retry_after(app_client: tuple[TestClient, Any]) -> None:
+    client = app_client[0]
+    service = client.app.state.service
+    service.in_flight = service.settings.max_concurrency  # as if that many were being served
+    try:
+        response = post(client, "/v1/recommendations", BODY)
+    finally:
+        service.in_flight = 0
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "overloaded" in response.json()["error"]
+    assert client.get("/healthz").status_code == 200  # health is never shed
+
+
+def test_request_timeout_is_503(built: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    async def stuck(model: Any, rows: Any) -> Any:
+        await asyncio.sleep(30)
+
+    with serve(settings_for(built["fixed"].parent, request_timeout_s=0.2), "timeout") as (client, _):
+        monkeypatch.setattr(client.app.state.service.scorer, "predict", stuck)
+        response = post(client, "/v1/recommendations", BODY)
+    assert response.status_code == 503 and "timed out" in response.json()["error"]
+    assert response.headers["Retry-After"] == "1"
+
+
+# -- readiness, logs, metrics -----------------------------------------------------------------
+
+
+def test_not_ready_until_loaded_and_warmed(built: dict[str, Path]) -> None:
+    release = threading.Event()
+
+    def slow_loader(path: Path) -> Any:
+        release.wait(30)
+        return load_version(path)
+
+    settings = settings_for(built["fixed"].parent)
+    logger, _ = capture_logger("ready")
+    registry = Registry(settings.model, poll_interval_s=0.2, warmup_rounds=1, max_rows=8, logger=logger,
+                        loader=slow_loader)
+    with TestClient(create_app(settings, registry=registry, logger=logger)) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["error"].startswith("not ready")
+        assert client.get("/healthz").status_code == 200
+        refused = post(client, "/v1/recommendations", BODY)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert client.get("/v1/models/needs_rec").json()["model_version_status"][0]["state"] == "LOADING"
+        release.set()
+        assert wait_until(lambda: client.get("/readyz").status_code == 200)
+        assert post(client, "/v1/recommendations", BODY).status_code == 200
+
+
+def test_logs_carry_no_personal_data(built: dict[str, Path]) -> None:
+    secrets = {"full_name": "Иванов Пётр Сергеевич", "email": "petr.ivanov@example.ru", "phone": "+7 916 123-45-67"}
+    body = {
+        "stage": "demo",
+        "organization": {"industry": "it", "name": "ООО Секретная Ромашка", "inn": "7701234567"},
+        "contact": {"position": "ceo", "contact_id": "c-42", **secrets},
+    }
+    with serve(settings_for(built["fixed"].parent), "pii") as (client, log):
+        assert post(client, "/v1/recommendations", body).status_code == 200
+        assert post(client, "/v1/recommendations", {**body, "stage": "Петров"}).status_code == 400
+        assert post(client, "/v1/recommendations", {**body, "organization": {"industry": "Петров"}}).status_code == 200
+    text = log.getvalue()
+    for value in [*secrets.values(), "Иванов", "Петров", "Ромашка", "7701234567", "example.ru"]:
+        assert value not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    requests = [line for line in lines if line["event"] == "request" and line["endpoint"] == "recommendations"]
+    assert [(r["status"], r["outcome"]) for r in requests] == [(200, "ok"), (400, "bad_request"), (200, "ok")]
+    assert all(r["model_version"] == 1 and r["latency_ms"] >= 0 for r in requests)
+    assert requests[2]["warnings"] == 1
+    assert any(line["event"] == "model_loaded" and line["version"] == 1 for line in lines)
+
+
+def _metric(client: TestClient, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_prometheus_counters_move(client: TestClient) -> None:
+    before = _metric(client, "needs_rec_requests_total", endpoint="recommendations", status="200")
+    unknown_before = _metric(client, "needs_rec_unknown_codes_total", field="region")
+    bad_before = _metric(client, "needs_rec_requests_total", endpoint="recommendations", status="400")
+    post(client, "/v1/recommendations", BODY)
+    post(client, "/v1/recommendations", {**BODY, "organization": {"industry": "it", "region": "mars"}})
+    post(client, "/v1/recommendations", {**BODY, "stage": "nope"})
+    assert _metric(client, "needs_rec_requests_total", endpoint="recommendations", status="200") == before + 2
+    assert _metric(client, "needs_rec_requests_total", endpoint="recommendations", status="400") == bad_before + 1
+    assert _metric(client, "needs_rec_unknown_codes_total", field="region") == unknown_before + 1
+    assert _metric(client, "needs_rec_request_duration_seconds_count", endpoint="recommendations", status="200") > 0
+    assert _metric(client, "needs_rec_model_version") == 1
+
+
+def test_json_answers_are_utf8(client: TestClient) -> None:
+    response = post(client, "/v1/recommendations", BODY)
+    assert response.headers["content-type"].startswith("application/json")
+    assert "Дешевле аналогов." in response.content.decode("utf-8")
+    assert orjson.loads(response.content) == response.json()

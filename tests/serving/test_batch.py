@@ -1,0 +1,133 @@
+"""`python -m serving.batch` (contract §3): output columns, rows and ranks; data errors exit 2 with one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from crm_factory import write_crm
+from serving_support import FIXED_PROBABILITIES, VOCABULARY
+
+from needs_rec import dictionaries
+from serving import batch
+
+COLUMNS = ["request_id", "contact_id", "stage", "characteristic", "probability", "selected", "rank"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def crm_dir(tmp_path_factory: pytest.TempPathFactory, dictionaries_dir: Path) -> Path:
+    return write_crm(tmp_path_factory.mktemp("crm"), dictionaries.load(dictionaries_dir))
+
+
+def write_requests(path: Path, rows: dict[str, list[str]]) -> Path:
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def run(argv: list[str]) -> int:
+    return batch.main([str(a) for a in argv])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_every_characteristic_for_every_request(
+    built: dict[str, Path], crm_dir: Path, tmp_path: Path, fmt: str
+) -> None:
+    requests = write_requests(
+        tmp_path / f"requests.{fmt}",
+        {"request_id": ["r1", "r2", "r3"], "contact_id": ["c1", "c2", "c3"], "stage": ["lead", " Demo", "deal"]},
+    )
+    output = tmp_path / f"scores.{fmt}"
+    assert run(["--model", built["fixed"].parent, "--data", crm_dir, "--requests", requests, "--output", output]) == 0
+    scores = pd.read_parquet(output) if fmt == "parquet" else pd.read_csv(output)
+    assert list(scores.columns) == COLUMNS
+    assert len(scores) == 3 * len(VOCABULARY)
+    assert list(scores["request_id"].unique()) == ["r1", "r2", "r3"]
+    assert list(scores["stage"].unique()) == ["lead", "demo", "deal"]
+    lead, demo = scores[scores.request_id == "r1"], scores[scores.request_id == "r2"]
+    assert list(lead["rank"]) == [1, 2, 3, 4]
+    assert list(lead["characteristic"]) == ["ch_price", "ch_integration", "ch_support", "ch_cloud"]
+    np.testing.assert_allclose(lead["probability"], sorted(FIXED_PROBABILITIES, reverse=True), atol=1e-6)
+    assert list(lead["selected"]) == [True, True, False, False]  # cut 0.5
+    # ch_integration has no talking point at 'demo': the exported model gives it probability 0 there
+    assert list(demo["characteristic"]) == ["ch_price", "ch_support", "ch_cloud", "ch_integration"]
+    np.testing.assert_allclose(demo["probability"], [0.9, 0.4, 0.2, 0.0], atol=1e-6)
+    assert list(demo["rank"]) == [1, 2, 3, 4] and list(demo["selected"]) == [True, False, False, False]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_top_k_and_no_request_id(built: dict[str, Path], crm_dir: Path, tmp_path: Path) -> None:
+    requests = write_requests(tmp_path / "requests.parquet", {"contact_id": ["c4", "c5"], "stage": ["lead", "lead"]})
+    output = tmp_path / "scores.parquet"
+    argv = ["--model", built["random"], "--data", crm_dir, "--requests", requests, "--output", output, "--top-k", 2]
+    assert run(argv) == 0
+    scores = pd.read_parquet(output)
+    assert list(scores.columns) == COLUMNS[1:]
+    assert list(scores["rank"]) == [1, 2, 1, 2] and list(scores["contact_id"]) == ["c4", "c4", "c5", "c5"]
+    first = scores[scores.contact_id == "c4"]["probability"].to_numpy()
+    assert first[0] >= first[1]
+    # selected = passes the version's cut (0.3 for the 'random' version)
+    assert list(scores["selected"]) == list(scores["probability"] >= np.float32(0.3))
+
+
+def test_batch_probabilities_equal_the_service_model(built: dict[str, Path], crm_dir: Path, tmp_path: Path) -> None:
+    from needs_rec import episodes, features, schema
+    from serving.registry import load_version
+    from training import data as data_io
+
+    requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c6", "c7"], "stage": ["demo", "deal"]})
+    output = tmp_path / "scores.parquet"
+    assert run(["--model", built["random"], "--data", crm_dir, "--requests", requests, "--output", output]) == 0
+    scores = pd.read_parquet(output)
+    model = load_version(built["random"])
+    crm, _ = schema.validate(data_io.read_crm(crm_dir), model.dictionaries)
+    keys = pd.DataFrame({"contact_id": ["c6", "c7"], "stage": ["demo", "deal"]})
+    keys["occurred_on"] = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d")
+    expected = model.loaded.predict(features.frame_to_inputs(episodes.model_inputs(keys, crm)))
+    got = scores.pivot(index="contact_id", columns="characteristic", values="probability")[VOCABULARY].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def cli(*argv: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serving.batch", *map(str, argv)],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ({"contact_id": ["c1", "ghost", "c2"], "stage": ["lead", "lead", "demo"]}, "'ghost'"),
+        ({"contact_id": ["c1", "c2"], "stage": ["lead", "closing"]}, "unknown stage(s) 'closing' in row(s) 2"),
+        ({"contact_id": ["c1", ""], "stage": ["lead", "demo"]}, "column 'contact_id': 1 empty value(s) in row(s) 2"),
+        ({"contact_id": ["c1"]}, "stage"),
+    ],
+)
+def test_data_errors_exit_2_with_one_line(
+    built: dict[str, Path], crm_dir: Path, tmp_path: Path, rows: dict[str, list[str]], message: str
+) -> None:
+    requests = write_requests(tmp_path / "requests.csv", rows)
+    output = tmp_path / "scores.parquet"
+    result = cli("--model", built["fixed"].parent, "--data", crm_dir, "--requests", requests, "--output", output)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not output.exists() and [p.name for p in tmp_path.iterdir()] == ["requests.csv"]
+
+
+def test_bad_output_extension_and_model_path_exit_2(built: dict[str, Path], crm_dir: Path, tmp_path: Path) -> None:
+    requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c1"], "stage": ["lead"]})
+    common = ("--data", crm_dir, "--requests", requests)
+    result = cli("--model", built["fixed"], *common, "--output", tmp_path / "o.xlsx")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "'.xlsx'" in result.stderr
+    result = cli("--model", tmp_path / "none", *common, "--output", tmp_path / "o.csv")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no model version" in result.stderr

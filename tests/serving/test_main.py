@@ -1,0 +1,121 @@
+"""`python -m serving`: settings from flags and NEEDS_REC_* variables, start-up errors, a real uvicorn and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from needs_rec.errors import ConfigError
+from serving.__main__ import build_parser
+from serving.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NEEDS_REC_MODEL", str(tmp_path))
+    monkeypatch.setenv("NEEDS_REC_PORT", "9123")
+    monkeypatch.setenv("NEEDS_REC_MAX_BODY_BYTES", "2048")
+    settings = load_settings()
+    assert settings.model == tmp_path and settings.port == 9123 and settings.max_body_bytes == 2048
+    assert load_settings(port=8000).port == 8000  # a flag wins over the environment
+    monkeypatch.setenv("NEEDS_REC_MAX_BATCH", "0")
+    with pytest.raises(ConfigError, match="NEEDS_REC_MAX_BATCH"):
+        load_settings()
+
+
+def test_model_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEEDS_REC_MODEL", raising=False)
+    with pytest.raises(ConfigError, match="pass --model or set NEEDS_REC_MODEL"):
+        load_settings()
+
+
+def test_every_setting_has_a_flag() -> None:
+    parser = build_parser()
+    flags = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+    assert flags == set(Settings.model_fields)
+    args = parser.parse_args(["--model", "m", "--max-concurrency", "7", "--request-timeout-s", "2.5", "--log-level",
+                              "debug"])
+    assert (args.max_concurrency, args.request_timeout_s, args.log_level) == (7, 2.5, "debug")
+
+
+def _env() -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("NEEDS_REC_")}
+    return {**keep, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+@pytest.mark.parametrize(("argv", "message"), [(["--model", "/no/such/models"], "does not exist"),
+                                               ([], "model is required"),
+                                               (["--model", ".", "--port", "-1"], "port")])
+def test_start_up_errors_exit_2_with_one_line(argv: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "serving", *argv], capture_output=True, text=True, cwd=REPO,
+                            env=_env(), timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _call(port: int, method: str, path: str, body: Any = None) -> tuple[int | None, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return None, None
+
+
+@pytest.mark.slow
+def test_real_server_answers_and_shuts_down_gracefully(built: dict[str, Path]) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--model", str(built["fixed"].parent), "--port", str(port),
+         "--shutdown-delay-s", "1.5", "--warmup-rounds", "1"],
+        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while _call(port, "GET", "/readyz")[0] != 200 and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.2)
+        assert _call(port, "GET", "/readyz") == (200, {"status": "ready", "model_version": 1})
+        body = {"stage": "lead", "organization": {"industry": "it"},
+                "contact": {"position": "ceo", "email": "secret.person@example.ru"}}
+        status, answer = _call(port, "POST", "/v1/recommendations", body)
+        assert status == 200 and answer["talking_points"][0]["characteristic"] == "ch_price"
+
+        server.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert _call(port, "GET", "/readyz")[0] == 503  # readiness drops at once ...
+        assert _call(port, "POST", "/v1/recommendations", body)[0] == 200  # ... while requests are still served
+        # uvicorn re-raises the signal once it has shut down cleanly, so the exit status says "SIGTERM"
+        assert server.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        stderr = server.communicate()[1]
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert "secret.person" not in stderr
+    assert [e["status"] for e in events if e.get("endpoint") == "recommendations"] == [200, 200]
+    assert [e["event"] for e in events if e["event"] in ("shutdown_started", "service_stopped")] == [
+        "shutdown_started", "service_stopped",  # the app's shutdown ran to the end
+    ]

@@ -1,0 +1,130 @@
+"""End to end: raw CSV → training.fit → exported version → HTTP service and batch scoring.
+
+The HTTP answers and the batch output must equal the in-process prediction of the exported
+version (`needs_rec.artifact.load(...).predict`) on the same contacts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "serving"))
+
+from serving_support import serve, settings_for
+
+from needs_rec import artifact, dictionaries, features, schema
+from needs_rec.thresholds import select
+from serving import batch
+from training import fit as fit_mod
+from training import sample
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = """
+network: {hidden_units: [32], dropout: 0.1}
+training: {batch_size: 128, max_epochs: 4, patience: 2}
+"""
+DATE = "2025-06-01"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(CRM directory as CSV, models directory with the version training.fit wrote)."""
+    root = tmp_path_factory.mktemp("e2e")
+    crm = sample.write(sample.generate(dictionaries.load(REPO / "dictionaries"), n_orgs=150, seed=11), root / "crm")
+    (root / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+    argv = ["--data", str(crm), "--dictionaries", str(REPO / "dictionaries"), "--output", str(root / "models"),
+            "--config", str(root / "tiny.yaml"), "--seed", "2", "--no-baselines", "--quiet"]
+    fit_mod.fit(fit_mod.parse_args(argv))
+    return crm, root / "models"
+
+
+def contacts_frame(crm: Path, n: int, stage: str) -> pd.DataFrame:
+    """The first `n` contacts joined to their organizations, straight from the CSV files."""
+    contacts = pd.read_csv(crm / "contacts.csv", dtype=str, keep_default_na=False).head(n)
+    orgs = pd.read_csv(crm / "organizations.csv", dtype=str, keep_default_na=False)
+    frame = contacts.merge(orgs, on="org_id", how="left")
+    frame["stage"] = stage
+    frame["occurred_on"] = DATE
+    return frame
+
+
+def instance(row: pd.Series) -> dict:
+    """One TF-Serving instance from a CSV row: numbers as JSON numbers, multi fields as lists."""
+    out: dict = {}
+    for column in schema.MODEL_INPUTS:
+        value = row[column.name]
+        if value == "":
+            continue
+        if column.name in schema.NUMERIC_INPUTS:
+            out[column.name] = float(value)
+        elif column.kind is schema.Kind.MULTI:
+            out[column.name] = value.split(";")
+        else:
+            out[column.name] = value
+    return out
+
+
+def test_http_answers_equal_in_process_prediction(trained: tuple[Path, Path]) -> None:
+    crm, models = trained
+    version = artifact.load(models)
+    dicts = dictionaries.load(version.path / "dictionaries")
+    stage = dicts.stage_codes[2]
+    frame = contacts_frame(crm, 12, stage)
+    expected = version.predict(features.frame_to_inputs(frame[list(schema.MODEL_INPUT_NAMES)]))
+
+    with serve(settings_for(models), "e2e") as (client, _):
+        client: TestClient
+        instances = [instance(row) for _, row in frame.iterrows()]
+        response = client.post("/v1/models/needs_rec:predict", json={"instances": instances})
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose(np.asarray(response.json()["predictions"]), expected, atol=1e-6)
+
+        names = {ch.code: ch for ch in dicts.characteristics}
+        reasons = []
+        for i, inst in enumerate(instances[:6]):
+            organization = {k: v for k, v in inst.items() if k in {c.name for c in schema.ORGANIZATIONS.columns}}
+            contact = {k: v for k, v in inst.items() if k in {c.name for c in schema.CONTACTS.columns}}
+            body = {"stage": stage, "organization": organization, "contact": contact, "occurred_on": DATE, "top_k": 5}
+            answer = client.post("/v1/recommendations", json=body).json()
+            assert answer["model_version"] == version.version and answer["warnings"] == []
+            points = answer["talking_points"]
+            assert len(points) == 5
+            probabilities = [p["probability"] for p in points]
+            assert probabilities == sorted(probabilities, reverse=True)
+            for point in points:
+                j = version.vocabulary.index(point["characteristic"])
+                assert point["probability"] == pytest.approx(float(expected[i, j]), abs=1e-4)
+                assert point["text"] == names[point["characteristic"]].talking_point(stage)
+                assert point["reasons"]
+                reasons += point["reasons"]
+    assert any(r.startswith("Отозвалось у") for r in reasons)  # resonance statistics made it into the manifest
+
+
+def test_batch_output_equals_in_process_prediction(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    crm, models = trained
+    version = artifact.load(models)
+    stage = version.manifest["stages"][0]
+    frame = contacts_frame(crm, 8, stage)
+    frame["occurred_on"] = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d")  # batch scores as of today
+    expected = version.predict(features.frame_to_inputs(frame[list(schema.MODEL_INPUT_NAMES)]))
+    requests = tmp_path / "requests.csv"
+    frame[["contact_id", "stage"]].to_csv(requests, index=False)
+    output = tmp_path / "scores.parquet"
+    assert batch.main(["--model", str(models), "--data", str(crm), "--requests", str(requests),
+                       "--output", str(output)]) == 0
+    scores = pd.read_parquet(output)
+    assert len(scores) == 8 * len(version.vocabulary)
+    got = scores.pivot(index="contact_id", columns="characteristic", values="probability")
+    got = got.loc[frame["contact_id"], version.vocabulary].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    selected = scores.pivot(index="contact_id", columns="characteristic", values="selected")
+    want = select(expected, version.thresholds, version.manifest.get("top_k"))
+    assert (selected.loc[frame["contact_id"], version.vocabulary].to_numpy() == want).all()
