@@ -226,6 +226,24 @@ def _constant_columns(y: np.ndarray) -> np.ndarray:
     return (positives == 0) | (positives == len(y))
 
 
+def _label_rows(y: np.ndarray, presented: Any, owner: str) -> np.ndarray:
+    """(C, n) boolean: the training rows of each label — all rows, or those where it was presented."""
+    if presented is None:
+        return np.ones((y.shape[1], y.shape[0]), dtype=bool)
+    mask = np.asarray(presented, dtype=bool)
+    if mask.shape != y.shape:
+        raise DataError(f"{owner}.fit: presented has shape {mask.shape}, y has {y.shape}; they must match")
+    return mask.T
+
+
+def _constants(y: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per label: whether its training rows hold one class only, and its positive rate on them."""
+    n = rows.sum(axis=1)
+    positives = (y.T * rows).sum(axis=1)
+    rate = np.where(n > 0, positives / np.maximum(n, 1), 0.0)
+    return (positives == 0) | (positives == n), rate
+
+
 class LogisticBaseline(_Baseline):
     """One-vs-rest logistic regression (lbfgs, L2) on the encoded inputs, one model per label.
 
@@ -240,7 +258,8 @@ class LogisticBaseline(_Baseline):
         self.tol = tol
         self.random_state = random_state
 
-    def fit(self, X: Any, frame: pd.DataFrame | None, y: Any) -> LogisticBaseline:
+    def fit(self, X: Any, frame: pd.DataFrame | None, y: Any, presented: Any = None) -> LogisticBaseline:
+        """Fit one model per label; with `presented` (bool (n, C)) only on rows where it was presented."""
         owner = type(self).__name__
         _check_positive(owner, "C", self.C)
         _check_positive(owner, "max_iter", self.max_iter, integer=True)
@@ -252,8 +271,8 @@ class LogisticBaseline(_Baseline):
             raise DataError(f"{owner}.fit: X holds NaN or infinite values; the encoded inputs must be finite")
 
         n_labels = y.shape[1]
-        self.constant_ = _constant_columns(y)
-        self.constant_value_ = y.mean(axis=0)
+        rows = _label_rows(y, presented, owner)
+        self.constant_, self.constant_value_ = _constants(y, rows)
         self.coef_ = np.zeros((n_labels, X.shape[1]))
         self.intercept_ = np.zeros(n_labels)
         self.n_not_converged_ = 0
@@ -263,7 +282,7 @@ class LogisticBaseline(_Baseline):
             )
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
-                model.fit(X, y[:, j])
+                model.fit(X[rows[j]], y[rows[j], j])
             self.n_not_converged_ += any(issubclass(w.category, ConvergenceWarning) for w in caught)
             self.coef_[j] = model.coef_[0]
             self.intercept_[j] = model.intercept_[0]
@@ -332,21 +351,22 @@ class GradientBoostingBaseline(_Baseline):
         n_val = int(np.ceil(n * self.validation_fraction))
         return minority >= 2 and n_val >= 2 and n - n_val >= 2
 
-    def fit(self, X: Any, frame: pd.DataFrame | None, y: Any) -> GradientBoostingBaseline:
+    def fit(self, X: Any, frame: pd.DataFrame | None, y: Any, presented: Any = None) -> GradientBoostingBaseline:
+        """Fit one model per label; with `presented` (bool (n, C)) only on rows where it was presented."""
         owner = type(self).__name__
         self._check_params()
         y = _labels(y, owner)
         X = _matrix(X, owner, "fit")
         _same_rows(len(y), owner, X=X, frame=frame)
 
-        self.constant_ = _constant_columns(y)
-        self.constant_value_ = y.mean(axis=0)
+        rows = _label_rows(y, presented, owner)
+        self.constant_, self.constant_value_ = _constants(y, rows)
         self.estimators_: list[HistGradientBoostingClassifier | None] = [None] * y.shape[1]
-        positives = y.sum(axis=0)
         with self._threads():
             for j in np.flatnonzero(~self.constant_):
-                minority = int(min(positives[j], len(y) - positives[j]))
-                early = self._can_stop_early(len(y), minority)
+                n = int(rows[j].sum())
+                positives = int(y[rows[j], j].sum())
+                early = self._can_stop_early(n, min(positives, n - positives))
                 model = HistGradientBoostingClassifier(
                     learning_rate=self.learning_rate,
                     max_iter=self.max_iter,
@@ -357,7 +377,7 @@ class GradientBoostingBaseline(_Baseline):
                     n_iter_no_change=self.n_iter_no_change,
                     random_state=self.random_state,
                 )
-                self.estimators_[j] = model.fit(X, y[:, j].astype(np.int64))
+                self.estimators_[j] = model.fit(X[rows[j]], y[rows[j], j].astype(np.int64))
         self.n_labels_ = y.shape[1]
         return self
 

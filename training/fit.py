@@ -141,7 +141,10 @@ def fit(args: argparse.Namespace, oracle: Any = None) -> FitResult:
 
     if not args.no_baselines:
         progress("fitting baselines" + (" (with gradient-boosted trees)" if args.gbt else ""))
-        for name, (p_val, p_test) in fit_baselines(x, frame, y, tr, va, te, seed=seed, gbt=args.gbt).items():
+        shown = presented if explicit else None
+        for name, (p_val, p_test) in fit_baselines(
+            x, frame, y, tr, va, te, seed=seed, gbt=args.gbt, presented=shown
+        ).items():
             val_probas[name], test_probas[name] = p_val, p_test
     else:
         progress("baselines skipped")
@@ -217,6 +220,9 @@ def fit(args: argparse.Namespace, oracle: Any = None) -> FitResult:
     return FitResult(version_dir=version_dir, manifest=manifest, table=table, encoder=encoder, network=network)
 
 
+PER_LABEL_LEARNERS = frozenset({"logistic", "gradient_boosting"})
+
+
 def fit_baselines(
     x: np.ndarray,
     frame: Any,
@@ -227,14 +233,20 @@ def fit_baselines(
     *,
     seed: int,
     gbt: bool,
+    presented: np.ndarray | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Fit each baseline on the training split; return its validation and test probabilities."""
+    """Fit each baseline on the training split; return its validation and test probabilities.
+
+    The per-label learners (logistic regression, boosted trees) get the same explicit negatives as
+    the network (`presented`): each label is fitted on the episodes where it was presented.
+    """
     from needs_rec import baselines
 
     methods = baselines.default_baselines(gradient_boosting=gbt, random_state=seed)
     result = {}
     for name, method in methods.items():
-        method.fit(x[train], frame[train].reset_index(drop=True), y[train])
+        extra = {"presented": presented[train]} if presented is not None and name in PER_LABEL_LEARNERS else {}
+        method.fit(x[train], frame[train].reset_index(drop=True), y[train], **extra)
         result[name] = tuple(
             method.predict_proba(x[part], frame[part].reset_index(drop=True)) for part in (validation, test)
         )

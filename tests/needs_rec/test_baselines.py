@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from needs_rec import baselines
 from needs_rec.baselines import (
     GradientBoostingBaseline,
     GroupPopularityBaseline,
@@ -200,3 +201,21 @@ def test_default_baselines_names():
     peers = default_baselines(gradient_boosting=True, random_state=3)
     assert peers["gradient_boosting"].random_state == 3
     assert peers["logistic"].random_state == 3
+
+
+@pytest.mark.parametrize("cls", [baselines.LogisticBaseline, baselines.GradientBoostingBaseline])
+def test_per_label_learners_fit_only_on_presented_rows(cls) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3)).astype(np.float32)
+    y = np.zeros((80, 2), dtype=np.uint8)
+    y[:20, 0] = 1  # label 0: positive on the 20 rows where it was presented, never presented elsewhere
+    y[:, 1] = (X[:, 0] > 0).astype(np.uint8)
+    presented = np.ones_like(y, dtype=bool)
+    presented[20:, 0] = False
+    model = cls().fit(X, None, y, presented=presented)
+    proba = model.predict_proba(X, None)
+    # among presented rows label 0 always resonated, so it is a constant 1, not a 25 % base rate
+    assert model.constant_[0] and np.allclose(proba[:, 0], 1.0)
+    assert not model.constant_[1]
+    with pytest.raises(DataError, match="presented"):
+        cls().fit(X, None, y, presented=presented[:, :1])
