@@ -65,7 +65,7 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="needs_rec")
-class PresentedOutcomeLoss(keras.losses.Loss):
+class PresentedOutcomeLoss(WeightedBinaryCrossentropy):
     """Weighted binary cross-entropy counted only on cells whose characteristic was presented.
 
     y_true is (n, 2C): the first C columns say whether the characteristic was presented in the
@@ -81,10 +81,7 @@ class PresentedOutcomeLoss(keras.losses.Loss):
         name: str = "presented_outcome_loss",
         **kwargs,
     ) -> None:
-        super().__init__(name=name, **kwargs)
-        self.positive_weights = [float(w) for w in np.asarray(positive_weights, dtype=np.float64).ravel()]
-        self.label_smoothing = float(label_smoothing)
-        self._weights = tf.constant(self.positive_weights, dtype=tf.float32)
+        super().__init__(positive_weights, label_smoothing=label_smoothing, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
         y_true = tf.cast(y_true, y_pred.dtype)
@@ -96,14 +93,6 @@ class PresentedOutcomeLoss(keras.losses.Loss):
         w = tf.cast(self._weights, p.dtype)
         cells = w * positive * tf.math.log(p) + (1.0 - positive) * tf.math.log(1.0 - p)
         return -tf.reduce_mean(presented * cells, axis=-1)
-
-    def get_config(self) -> dict:
-        return {
-            "positive_weights": self.positive_weights,
-            "label_smoothing": self.label_smoothing,
-            "name": self.name,
-            "reduction": self.reduction,
-        }
 
 
 @dataclass
