@@ -82,7 +82,8 @@ def ratios(methods: dict) -> None:
         return
     print("\nshare of the oracle (test split, all episodes):")
     for name, m in methods.items():
-        print(f"  {name:20s} ndcg@5 {m['ndcg@5'] / oracle['ndcg@5']:.3f}   micro_f1 {m['micro_f1'] / oracle['micro_f1']:.3f}")
+        ndcg, f1 = m["ndcg@5"] / oracle["ndcg@5"], m["micro_f1"] / oracle["micro_f1"]
+        print(f"  {name:20s} ndcg@5 {ndcg:.3f}   micro_f1 {f1:.3f}")
 
 
 if __name__ == "__main__":

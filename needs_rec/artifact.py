@@ -48,8 +48,12 @@ def resolve(model: str | Path) -> Path:
     versions = list_versions(path)
     if not versions:
         if not path.exists():
-            raise ModelError(f"model path {str(path)!r} does not exist; expected a models directory or a version in it")
-        raise ModelError(f"no model version under {str(path)!r}; train one with `python -m training.fit --output {path}`")
+            raise ModelError(
+                f"model path {str(path)!r} does not exist; expected a models directory or a version in it"
+            )
+        raise ModelError(
+            f"no model version under {str(path)!r}; train one with `python -m training.fit --output {path}`"
+        )
     return path / str(versions[-1])
 
 

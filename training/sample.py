@@ -48,7 +48,7 @@ DEFAULT_SEED = 42
 MAX_ORGS = 2_000_000
 ORACLE_FILE = "oracle.parquet"
 README_FILE = "README.md"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: relationships span the years (retention talks, new journeys, late contacts)
 
 # ---- the process's fixed parameters (docs/sample-generator.md explains each) -----------------------
 START, END = np.datetime64("2020-01-01", "D"), np.datetime64("2025-12-31", "D")
@@ -59,9 +59,17 @@ PROSPECT_BASE = 0.4  # share of prospects (no client_since, no products)
 OWNED_COUNT_P = (0.15, 0.45, 0.28, 0.12)  # a client owns 0, 1, 2, 3 products
 MAX_INTERESTS = 5
 INTEREST_COUNT_P = (0.14, 0.22, 0.26, 0.2, 0.11, 0.07)  # a contact shows 0..5 interests
-JOURNEY_MEAN = 3.0  # stages reached per contact (journeys cut at END make it ~2.8)
+JOURNEY_MEAN = 2.8  # stages reached per journey (a contact may make several journeys)
 CONTACT_START_DAYS = 45.0  # mean delay from an organization's entry to a contact's first episode
+LATE_CONTACT_SHARE = 0.6  # contacts other than the first one who join the relationship later
+LATE_CONTACT_DAYS = 730.0  # their mean delay after the organization's entry
 STAGE_GAP_DAYS = 40.0  # mean gap between consecutive stages (plus 3 days minimum)
+# the relationship after a journey (docs/sample-generator.md, "Relationships over the years")
+CLIENT_KEEP = 0.75  # a client's contact comes back again (else the relationship with this contact ends)
+RETENTION_GAP_DAYS = (180, 540)  # from one last-stage (retention) talk to the next, uniform
+UPSELL_SHARE = 0.15  # a client's next talk is a new journey (first stage again) instead of retention
+PROSPECT_RETURN = 0.1  # a prospect's contact who left the funnel starts over later
+NEW_JOURNEY_DAYS = (365.0, 240.0)  # a new journey starts ≥ 1 year after the previous talk: min + exp(mean)
 PRESENTED_MIN, PRESENTED_MAX = 6, 12  # characteristics presented per episode (uniform count)
 TARGET_POSITIVES = 3.0  # calibrated mean number of positives per episode
 REFERENCE_ORGS = 1500  # size of the population the offset is calibrated on (fixed: world ≠ f(n_orgs))
@@ -519,16 +527,55 @@ def _journey_lengths(n_stages: int) -> np.ndarray:
 
 
 def _draw_episodes(w: _World, v: _Vocab, pop: _Population, rng: np.random.Generator) -> _Episodes:
-    n_stages = len(v.stages)
-    n_contacts = len(pop.contact_org)
-    length = 1 + rng.choice(n_stages, n_contacts, p=_journey_lengths(n_stages))
-    first = pop.org_entry[pop.contact_org] + np.floor(rng.exponential(CONTACT_START_DAYS, n_contacts)).astype(np.int64)
-    contact = np.repeat(np.arange(n_contacts), length)
-    starts = np.cumsum(length) - length
-    stage = np.arange(len(contact)) - np.repeat(starts, length)
-    gaps = 3 + np.floor(rng.exponential(STAGE_GAP_DAYS, len(contact))).astype(np.int64)
-    gaps[starts] = 0
-    day = np.repeat(first, length) + (np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[starts], length))
+    """Every contact's talks over the years: a first journey, then retention talks or new journeys.
+
+    Rounds over the contacts still active: each round gives every one of them a segment (a journey
+    through the stages, or one talk at the last stage), then decides whether and when the next one
+    comes. A contact's dates strictly increase, so (contact, day, stage) is unique.
+    """
+    n_stages, last = len(v.stages), len(v.stages) - 1
+    p_length = _journey_lengths(n_stages)
+    org = pop.contact_org
+    n_contacts = len(org)
+    first_of_org = np.ones(n_contacts, dtype=bool)
+    first_of_org[1:] = org[1:] != org[:-1]  # contacts are grouped by organization
+    late = ~first_of_org & (rng.random(n_contacts) < LATE_CONTACT_SHARE)
+    # a late contact joins within the window (exponential truncated to the days left): no contact from the future
+    room = (WINDOW_DAYS - pop.org_entry[org]).astype(np.float64)
+    share_in_room = -np.expm1(-room / LATE_CONTACT_DAYS)
+    late_delay = -LATE_CONTACT_DAYS * np.log1p(-rng.random(n_contacts) * share_in_room)
+    late_delay = np.minimum(np.floor(late_delay), room - 1)
+    delay = np.where(late, late_delay, np.floor(rng.exponential(CONTACT_START_DAYS, n_contacts)))
+    who = np.arange(n_contacts)
+    start = pop.org_entry[org] + delay.astype(np.int64)
+    journey = np.ones(n_contacts, dtype=bool)  # the next segment is a journey (else a retention talk)
+    client_since = pop.org_client_since[org]
+    client_since = np.where(client_since == _PROSPECT, np.iinfo(np.int64).max, client_since)  # never reached
+    signed = np.zeros(n_contacts, dtype=bool)  # the contact reached the last stage: a client since
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    while who.size:
+        length = np.where(journey, 1 + rng.choice(n_stages, who.size, p=p_length), 1)
+        contact = np.repeat(who, length)
+        starts = np.cumsum(length) - length
+        step = np.arange(len(contact)) - np.repeat(starts, length)
+        stage = np.where(np.repeat(journey, length), step, last)
+        gaps = 3 + np.floor(rng.exponential(STAGE_GAP_DAYS, len(contact))).astype(np.int64)
+        gaps[starts] = 0
+        total = np.cumsum(gaps)
+        day = np.repeat(start, length) + total - np.repeat(total[starts], length)
+        parts.append((contact, day, stage))
+        ends = starts + length - 1
+        end = day[ends]
+        signed[who] |= stage[ends] == last
+        client = signed[who] | (client_since[who] <= end)
+        again = rng.random(who.size) < np.where(client, CLIENT_KEEP, PROSPECT_RETURN)
+        journey = ~client | (rng.random(who.size) < UPSELL_SHARE)
+        new_journey = NEW_JOURNEY_DAYS[0] + np.floor(rng.exponential(NEW_JOURNEY_DAYS[1], who.size))
+        retention = rng.integers(RETENTION_GAP_DAYS[0], RETENTION_GAP_DAYS[1] + 1, who.size)
+        start = end + np.where(journey, new_journey.astype(np.int64), retention)
+        active = again & (start < WINDOW_DAYS)
+        who, start, journey = who[active], start[active], journey[active]
+    contact, day, stage = (np.concatenate(p) for p in zip(*parts, strict=True))  # ≥ 1 round: every org has a contact
     keep = (day < WINDOW_DAYS) & (v.offered.sum(axis=1) > 0)[stage]
     contact, day, stage = contact[keep], day[keep], stage[keep]
     order = np.lexsort((stage, contact, day))

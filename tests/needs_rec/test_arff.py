@@ -108,7 +108,7 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
         load_arff(tmp_path / "none.arff")
     broken = tmp_path / "broken.arff"
     broken.write_text("@relation x\n@attribute a numeric\n@data\n1,2,3\n", encoding="utf-8")
-    with pytest.raises(DataError, match="broken.arff: not a valid ARFF file"):
+    with pytest.raises(DataError, match=r"broken\.arff: not a valid ARFF file"):
         load_arff(broken, 1)
 
 

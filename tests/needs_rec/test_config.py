@@ -64,9 +64,9 @@ def test_empty_user_file_gives_defaults(tmp_path: Path) -> None:
         ("network: {dropout: 1.5}", "config key 'network.dropout' must be a number in [0, 1), got 1.5"),
         ("network: {dropout: high}", "config key 'network.dropout' must be a number in [0, 1), got 'high'"),
         ("network: {batch_norm: 1}", "config key 'network.batch_norm' must be true or false, got 1"),
-        ("network: {hidden_units: [64, 0]}", "config key 'network.hidden_units[1]' must be an integer in [1, 65536], got 0"),
-        ("training: {batch_size: 2.5}", "config key 'training.batch_size' must be an integer in [1, 1000000], got 2.5"),
-        ("training: {positive_weighting: bal}", "'training.positive_weighting' must be one of 'none', 'sqrt', 'balanced'"),
+        ("network: {hidden_units: [64, 0]}", "'network.hidden_units[1]' must be an integer in [1, 65536], got 0"),
+        ("training: {batch_size: 2.5}", "'training.batch_size' must be an integer in [1, 1000000], got 2.5"),
+        ("training: {positive_weighting: bal}", "'training.positive_weighting' must be one of 'none', 'sqrt'"),
         ("thresholds: {metric: f3}", "config key 'thresholds.metric' must be one of 'f1', 'f0.5', 'f2', got 'f3'"),
         ("thresholds: {fallback: 2}", "'thresholds.fallback' must be one of 'global' or a number in [0, 1], got 2"),
         ("thresholds: {top_k: 0}", "'thresholds.top_k' must be an integer in [1, 1000000] or null, got 0"),
@@ -84,7 +84,7 @@ def test_bad_values_name_the_key_the_rule_and_the_value(tmp_path: Path, text: st
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(ConfigError, match="nope.yaml' does not exist"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml' does not exist"):
         load_config(missing)
 
 
@@ -108,5 +108,5 @@ def test_to_dict_round_trips_through_json() -> None:
 def test_from_dict_requires_every_key() -> None:
     data = Config().to_dict()
     del data["training"]["patience"]
-    with pytest.raises(ConfigError, match="config key 'training.patience' is missing"):
+    with pytest.raises(ConfigError, match=r"config key 'training\.patience' is missing"):
         Config.from_dict(data)

@@ -88,11 +88,12 @@ def test_positive_weights_modes_and_cap() -> None:
     y[:4, 1] = 1  # ratio 24
     y[:1, 2] = 1  # ratio 99
     base = TrainingConfig(max_positive_weight=10.0)
-    np.testing.assert_allclose(positive_weights(y, dataclasses.replace(base, positive_weighting="none")), [1, 1, 1])
-    np.testing.assert_allclose(positive_weights(y, dataclasses.replace(base, positive_weighting="balanced")), [1, 10, 10])
-    np.testing.assert_allclose(
-        positive_weights(y, dataclasses.replace(base, positive_weighting="sqrt")), [1, math.sqrt(24), math.sqrt(99)]
-    )
+    def weights(mode: str) -> np.ndarray:
+        return positive_weights(y, dataclasses.replace(base, positive_weighting=mode))
+
+    np.testing.assert_allclose(weights("none"), [1, 1, 1])
+    np.testing.assert_allclose(weights("balanced"), [1, 10, 10])
+    np.testing.assert_allclose(weights("sqrt"), [1, math.sqrt(24), math.sqrt(99)])
 
 
 @pytest.mark.slow
@@ -176,10 +177,12 @@ def test_trains_without_validation_for_max_epochs() -> None:
 def test_trained_model_exports_as_saved_model(tmp_path: Path) -> None:
     x, y = synthetic(200)
     net = dataclasses.replace(SMALL, ensemble_size=2)
-    trained = train_network(x[:150], y[:150], x[150:], y[150:], Config(network=net, training=config(max_epochs=3).training), seed=0)
+    setup = Config(network=net, training=config(max_epochs=3).training)
+    trained = train_network(x[:150], y[:150], x[150:], y[150:], setup, seed=0)
     trained.model.export(str(tmp_path / "saved"), verbose=False)
     loaded = tf.saved_model.load(str(tmp_path / "saved"))
-    np.testing.assert_allclose(np.asarray(loaded.serve(tf.constant(x[:5]))), predict_proba(trained.model, x[:5]), rtol=1e-5)
+    served = np.asarray(loaded.serve(tf.constant(x[:5])))
+    np.testing.assert_allclose(served, predict_proba(trained.model, x[:5]), rtol=1e-5)
 
 
 def test_bad_inputs_are_refused() -> None:

@@ -90,7 +90,8 @@ def test_export_reloads_in_a_fresh_process_with_the_same_probabilities(fitted, c
         "np.save(sys.argv[3], p)\n"
     )
     subprocess.run(
-        [sys.executable, "-c", code, str(result.version_dir), str(tmp_path / "inputs.parquet"), str(tmp_path / "p.npy")],
+        [sys.executable, "-c", code, str(result.version_dir), str(tmp_path / "inputs.parquet"),
+         str(tmp_path / "p.npy")],
         check=True, cwd=REPO, capture_output=True,
     )
     reloaded = np.load(tmp_path / "p.npy")
