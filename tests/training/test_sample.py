@@ -150,12 +150,39 @@ def test_ids_dates_and_outcomes_are_consistent(small, repo_dictionaries):
 
 
 def test_each_contact_moves_forward_through_the_funnel(medium, repo_dictionaries):
+    """A contact's history: journeys (from the first stage, one stage at a time) and, in between,
+    retention talks at the last stage 6-18 months apart; a new journey starts a year or more after
+    the previous talk. Dates strictly rise, so no two episodes of a contact share a date."""
     order = {code: i for i, code in enumerate(repo_dictionaries.stage_codes)}
-    episodes = medium.oracle[EPISODE_KEY].assign(rank=medium.oracle.stage.map(order))
-    for _, journey in episodes.sort_values(["contact_id", "occurred_on"]).groupby("contact_id"):
-        ranks = journey["rank"].to_numpy()
-        assert ranks[0] == 0 and (np.diff(ranks) == 1).all(), journey
-        assert journey.occurred_on.is_unique
+    last = len(order) - 1
+    episodes = medium.oracle[EPISODE_KEY].assign(
+        rank=medium.oracle.stage.map(order), day=pd.to_datetime(medium.oracle.occurred_on, format="%Y-%m-%d")
+    )
+    restarts = repeated_retention = 0
+    for _, history in episodes.sort_values(["contact_id", "occurred_on"]).groupby("contact_id"):
+        ranks = history["rank"].to_numpy()
+        gaps = np.diff(history.day.to_numpy()).astype("timedelta64[D]").astype(np.int64)
+        assert ranks[0] == 0 and (gaps > 0).all(), history
+        forward = np.diff(ranks) == 1
+        restart = (ranks[1:] == 0) & (gaps >= 365)
+        retention = (ranks[1:] == last) & (gaps >= 180) & (gaps <= 540)
+        assert (forward | restart | retention).all(), history
+        restarts += int(restart.sum())
+        repeated_retention += int(((ranks[:-1] == last) & (ranks[1:] == last)).sum())
+    assert restarts > 0 and repeated_retention > 0
+
+
+def test_relationships_span_the_years(medium):
+    """Split by date at the 70th percentile: a good share of the episodes after the split come from
+    organizations already seen before it (clients keep coming back), yet new ones keep arriving
+    (cold start), and organizations enter the CRM every year."""
+    org = medium.oracle.contact_id.map(medium.contacts.set_index("contact_id").org_id)
+    dates = medium.oracle.occurred_on
+    cut = dates.sort_values().iloc[int(0.7 * len(dates))]
+    returning = org[dates >= cut].isin(set(org[dates < cut])).mean()
+    assert 0.3 <= returning <= 0.8, returning
+    first_seen = dates.groupby(org).min().str[:4]
+    assert set(first_seen) == {str(year) for year in range(2020, 2026)}
 
 
 def test_the_repo_validator_accepts_the_sample(medium, repo_dictionaries, tmp_path):
