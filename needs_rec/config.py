@@ -80,6 +80,10 @@ class NetworkConfig:
     activation: str = _spec("relu", choices=ACTIVATIONS)
     #: Members trained side by side inside one Keras model, their probabilities averaged.
     ensemble_size: int = _spec(1, low=1, high=32)
+    #: Wide & deep: a linear path from the inputs straight to each label's logit, beside the
+    #: Dense blocks, so what a per-label logistic regression finds is there from the start and
+    #: the blocks learn the interactions on top.
+    wide: bool = _spec(True)
 
 
 @dataclass(frozen=True)

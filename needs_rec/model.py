@@ -216,15 +216,19 @@ def _build_members(
             if config.dropout > 0:
                 h = keras.layers.Dropout(config.dropout, seed=base + 2 * i + 2, name=f"{tag}dropout_{i}")(h)
         bias = keras.initializers.Constant(output_bias) if output_bias is not None else "zeros"
-        out = keras.layers.Dense(
+        logits = keras.layers.Dense(
             n_outputs,
-            activation="sigmoid",
             kernel_initializer=keras.initializers.GlorotUniform(seed=base + 99),
             bias_initializer=bias,
             kernel_regularizer=regularizer,
-            name=f"{tag}probabilities",
+            name=f"{tag}logits",
         )(h)
-        members.append(out)
+        if config.wide:
+            linear = keras.layers.Dense(
+                n_outputs, use_bias=False, kernel_initializer="zeros", kernel_regularizer=regularizer, name=f"{tag}wide"
+            )(inputs)
+            logits = keras.layers.Add(name=f"{tag}wide_and_deep")([logits, linear])
+        members.append(keras.layers.Activation("sigmoid", name=f"{tag}probabilities")(logits))
     return inputs, members
 
 
@@ -358,7 +362,7 @@ def _undo_weighting(model: keras.Model, weights: np.ndarray) -> None:
     """Shift every output layer's bias by −log(w): sigmoid(z − log w) is the unweighted probability."""
     shift = np.log(np.asarray(weights, dtype=np.float32))
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense) and layer.name.endswith("probabilities"):
+        if isinstance(layer, keras.layers.Dense) and layer.name.endswith("logits"):
             kernel, bias = layer.get_weights()
             layer.set_weights([kernel, bias - shift])
 

@@ -51,7 +51,7 @@ def test_output_bias_is_initialised_to_given_log_odds() -> None:
     # add-one smoothing: (3 + 1) / (4 + 2) and (1 + 1) / (4 + 2)
     np.testing.assert_allclose(bias, [math.log(4 / 2), math.log(2 / 4)])
     model = build_network(4, 2, SMALL, seed=0, output_bias=bias)
-    np.testing.assert_allclose(model.get_layer("probabilities").bias.numpy(), bias, rtol=1e-6)
+    np.testing.assert_allclose(model.get_layer("logits").bias.numpy(), bias, rtol=1e-6)
 
 
 def test_output_bias_of_wrong_shape_is_refused() -> None:
@@ -63,7 +63,8 @@ def test_ensemble_averages_members_with_builtin_layers_only() -> None:
     model = build_network(4, 2, dataclasses.replace(SMALL, ensemble_size=3), seed=1)
     assert isinstance(model.get_layer("probabilities"), keras.layers.Average)
     builtin = (keras.layers.InputLayer, keras.layers.Dense, keras.layers.BatchNormalization,
-               keras.layers.Activation, keras.layers.Dropout, keras.layers.Average)  # fmt: skip
+               keras.layers.Activation, keras.layers.Dropout, keras.layers.Average,
+               keras.layers.Add)  # fmt: skip
     assert all(isinstance(layer, builtin) for layer in model.layers)
     x = np.ones((2, 4), dtype=np.float32)
     members = [model.get_layer(f"m{i}_probabilities").output for i in range(3)]
