@@ -73,8 +73,8 @@ class NetworkConfig:
     """Shape of the dense network: float inputs → Dense blocks → one sigmoid per label."""
 
     hidden_units: tuple[int, ...] = _spec((256, 128), low=1, high=65536, max_length=16)
-    dropout: float = _spec(0.3, low=0.0, high=1.0, high_open=True)
-    input_dropout: float = _spec(0.0, low=0.0, high=1.0, high_open=True)
+    dropout: float = _spec(0.5, low=0.0, high=1.0, high_open=True)
+    input_dropout: float = _spec(0.1, low=0.0, high=1.0, high_open=True)
     l2: float = _spec(1e-5, low=0.0, high=1.0)
     batch_norm: bool = _spec(True)
     activation: str = _spec("relu", choices=ACTIVATIONS)
