@@ -92,12 +92,11 @@ def select(
         raise ValueError(f"min_selected must be >= 0, got {min_selected}")
     chosen = p >= t
     cap = p.shape[1] if top_k is None else min(top_k, p.shape[1])
-    if cap < p.shape[1] or min_selected > 0:
-        rank = _ranks(p)
-        if cap < p.shape[1]:
-            chosen &= rank < cap
-        if min_selected > 0:
-            chosen |= rank < min(min_selected, cap)
+    if cap < p.shape[1]:
+        # the cap keeps the `top_k` most probable of the cells that pass, not of all cells
+        chosen &= _ranks(np.where(chosen, p, -np.inf)) < cap
+    if min_selected > 0:
+        chosen |= _ranks(p) < min(min_selected, cap)
     return chosen
 
 

@@ -119,3 +119,9 @@ def test_select_rejects_bad_shapes() -> None:
         select(np.zeros((2, 3)), np.zeros(4))
     with pytest.raises(ValueError, match="top_k must be >= 1"):
         select(np.zeros((2, 3)), np.zeros(3), top_k=0)
+
+
+def test_top_k_cap_keeps_the_most_probable_of_the_passing_cells() -> None:
+    proba = np.array([[0.9, 0.8, 0.7, 0.6]])
+    thresholds = np.array([0.95, 0.5, 0.5, 0.5])  # the most probable label fails its own cut
+    assert select(proba, thresholds, top_k=2).tolist() == [[False, True, True, False]]
