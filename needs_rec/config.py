@@ -75,7 +75,7 @@ class NetworkConfig:
     hidden_units: tuple[int, ...] = _spec((256, 128), low=1, high=65536, max_length=16)
     dropout: float = _spec(0.5, low=0.0, high=1.0, high_open=True)
     input_dropout: float = _spec(0.1, low=0.0, high=1.0, high_open=True)
-    l2: float = _spec(1e-5, low=0.0, high=1.0)
+    l2: float = _spec(0.0, low=0.0, high=1.0)
     batch_norm: bool = _spec(True)
     activation: str = _spec("relu", choices=ACTIVATIONS)
     #: Members trained side by side inside one Keras model, their probabilities averaged.
@@ -90,7 +90,7 @@ class NetworkConfig:
 class TrainingConfig:
     """Optimisation: Adam with early stopping on validation loss (best weights restored)."""
 
-    batch_size: int = _spec(256, low=1, high=1_000_000)
+    batch_size: int = _spec(512, low=1, high=1_000_000)
     max_epochs: int = _spec(100, low=1, high=100_000)
     learning_rate: float = _spec(1e-3, low=0.0, high=1.0, low_open=True)
     patience: int = _spec(10, low=0, high=100_000)
@@ -218,7 +218,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if name not in data:
             raise ConfigError(f"config key {key!r} is missing")
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             values[name] = _build(hint, data[name], key + ".")
         else:
             values[name] = _convert(key, data[name], hint, f.metadata.get("rule", _Rule()))
