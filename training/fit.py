@@ -211,6 +211,7 @@ def fit(args: argparse.Namespace, oracle: Any = None) -> FitResult:
             characteristic_codes=dicts.characteristic_codes,
             characteristic_names=[c.name for c in dicts.characteristics],
             extra_summary={"episodes": len(eps.keys), **split.summary()},
+            presented_test=presented[te] if explicit else None,
         )
 
     version_dir = artifact.export(

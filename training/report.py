@@ -72,8 +72,13 @@ def write_report(
     characteristic_codes: Sequence[str],
     characteristic_names: Sequence[str] | Mapping[str, str],
     extra_summary: Mapping[str, Any] | None = None,
+    presented_test: np.ndarray | None = None,
 ) -> Path:
     """Write `report.md` and its PNG charts into `directory` (which must exist); return the report path.
+
+    `presented_test` (bool, like `y_test`): which characteristics were actually put to the contact.
+    When given, calibration is drawn on those cells only — the network's probability is that of
+    resonating when presented, so unpresented cells (never positive) would make it look inflated.
 
     `proba_test` and `selected_test` are the network's; `stages_test` the stage code of each test
     row; `stage_names` maps stage codes to names in funnel order; `characteristic_names` is either
@@ -100,8 +105,11 @@ def write_report(
     names = _names(codes, characteristic_names)
 
     context = _Context(comparison, y, p, s, stages, dict(stage_names), codes, names)
+    shown = None if presented_test is None else np.asarray(presented_test).astype(bool)
+    if shown is not None and shown.shape != y.shape:
+        raise ValueError(f"presented_test must have the shape of y_test {y.shape}; received {shown.shape}")
     charts = {
-        CALIBRATION_CHART: _calibration_chart(context),
+        CALIBRATION_CHART: _calibration_chart(context, shown),
         GAIN_CHART: _gain_chart(context),
         STAGES_CHART: _stages_chart(context),
         CHARACTERISTICS_CHART: _characteristics_chart(context),
@@ -203,8 +211,11 @@ def _calibration_bins(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndar
         return predicted / counts, observed / counts, counts
 
 
-def _calibration_chart(c: _Context) -> Figure:
-    predicted, observed, counts = _calibration_bins(c.y, c.p)
+def _calibration_chart(c: _Context, presented: np.ndarray | None = None) -> Figure:
+    if presented is None:
+        predicted, observed, counts = _calibration_bins(c.y, c.p)
+    else:
+        predicted, observed, counts = _calibration_bins(c.y[presented], c.p[presented])
     figure = _figure(6.0, 7.0)
     top, bottom = figure.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     top.plot([0, 1], [0, 1], linestyle="--", color=COLORS["random"], label="perfectly calibrated")
@@ -213,7 +224,7 @@ def _calibration_chart(c: _Context) -> Figure:
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("share that actually resonated")
-    top.set_title("Predicted vs observed (test split)")
+    top.set_title("Predicted vs observed (test split" + (", presented only)" if presented is not None else ")"))
     top.legend(loc="upper left")
     top.grid(alpha=0.3)
     centres = np.linspace(0.05, 0.95, N_BINS)

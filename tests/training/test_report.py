@@ -145,3 +145,17 @@ def test_few_characteristics_split_into_best_and_worst_halves():
     top, bottom = _ranked_characteristics(SimpleNamespace(auc=auc))
     assert top == [2, 5, 4]  # best first
     assert bottom == [3, 0]  # worst first, the unscored label left out
+
+
+def test_calibration_on_presented_cells_changes_the_chart_and_checks_the_shape(tmp_path):
+    inputs = _inputs()
+    y = np.asarray(inputs["y_test"])
+    (tmp_path / "all").mkdir()
+    (tmp_path / "shown").mkdir()
+    write_report(tmp_path / "all", **inputs)
+    presented = (y > 0) | (np.arange(y.size).reshape(y.shape) % 3 == 0)
+    write_report(tmp_path / "shown", **inputs, presented_test=presented)
+    chart = "report_calibration.png"
+    assert (tmp_path / "all" / chart).read_bytes() != (tmp_path / "shown" / chart).read_bytes()
+    with pytest.raises(ValueError, match="presented_test"):
+        write_report(tmp_path / "shown", **inputs, presented_test=presented[:, :1])
