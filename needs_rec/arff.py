@@ -143,7 +143,7 @@ def _labels_to_binary(path: Path, values: np.ndarray, label_names: Sequence[str]
     ok = (text == "0") | (text == "1") | (text == "0.0") | (text == "1.0")
     if not ok.all():
         rows, cols = np.nonzero(~ok)
-        bad = [f"row {r + 1} {label_names[c]}={values[r, c]!r}" for r, c in zip(rows, cols, strict=True)]
+        bad = [f"row {r + 1} {label_names[int(c)]}={values[r, c]!r}" for r, c in zip(rows, cols, strict=True)]
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise DataError(f"{path.name}: label values must be 0 or 1, got {', '.join(bad[:5])}{more}")
     return ((text == "1") | (text == "1.0")).astype(np.uint8)

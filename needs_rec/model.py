@@ -138,7 +138,9 @@ def _log_odds(positives: np.ndarray, total: np.ndarray | int, smoothing: float =
     return np.log(q / (1.0 - q))
 
 
-def _presented(presented: np.ndarray, y: np.ndarray, split: str) -> np.ndarray:
+def _presented(presented: np.ndarray | None, y: np.ndarray | None, split: str) -> np.ndarray:
+    if presented is None or y is None:
+        raise ValueError(f"{split}: presented mask and labels are required together")
     shown = np.asarray(presented, dtype=np.float32)
     if shown.shape != y.shape:
         raise ValueError(f"{split}: presented mask has shape {shown.shape}, labels {y.shape}")
@@ -424,7 +426,8 @@ def _loss_function(model: keras.Model, loss_fn: keras.losses.Loss, n_inputs: int
     return run
 
 
-def _batched_loss(loss_sum, x: np.ndarray, y: np.ndarray, chunk: int = 65536) -> float:
+def _batched_loss(loss_sum, x: np.ndarray | None, y: np.ndarray | None, chunk: int = 65536) -> float:
+    assert x is not None and y is not None  # callers check has_val; Optional only for mypy's sake
     total = sum(float(loss_sum(x[i : i + chunk], y[i : i + chunk])) for i in range(0, x.shape[0], chunk))
     return total / x.shape[0]
 
@@ -438,7 +441,9 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = EVAL_BATC
     return np.concatenate(parts, axis=0).astype(np.float32)
 
 
-def _as_matrices(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _as_matrices(x: np.ndarray | None, y: np.ndarray | None, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if x is None or y is None:
+        raise ValueError(f"{split}: x and y must both be given")
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
