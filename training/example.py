@@ -16,6 +16,8 @@ from needs_rec.talking_points import TalkingPoints
 from training import data as data_io
 
 FALLBACK_SHOWN = 3
+#: A manager reads a handful of talking points, not a catalogue.
+SHOWN = 5
 
 
 def render_example(version_dir: Path, data_dir: Path, dictionaries_dir: Path) -> str:
@@ -34,6 +36,9 @@ def render_example(version_dir: Path, data_dir: Path, dictionaries_dir: Path) ->
     talking = TalkingPoints(dicts, loaded.vocabulary, loaded.manifest.get("resonance"))
     chosen = talking.select(proba, loaded.thresholds, stage, cap=loaded.manifest.get("top_k"))
     note = ""
+    if len(chosen) > SHOWN:
+        note = f"  ({len(chosen)} pass their thresholds; the {SHOWN} most probable are shown)\n"
+        chosen = chosen[:SHOWN]
     if len(chosen) == 0:
         chosen = talking.select(proba, loaded.thresholds, stage, top_k=FALLBACK_SHOWN)
         note = f"  (nothing passes its threshold; the {FALLBACK_SHOWN} most probable are shown)\n"
