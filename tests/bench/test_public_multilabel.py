@@ -83,3 +83,17 @@ def test_quick_run_writes_one_csv_per_method(tmp_path: Path, capsys: pytest.Capt
     assert rows[0]["name"].startswith("needs_rec")
     assert set(rows[0]["metrics"]) == set(bench.MULTILABEL_KEYS)
     assert len(results["datasets"][0]["per_seed"]) == 2
+
+
+@pytest.mark.slow
+def test_parallel_folds_give_the_same_probabilities() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    y = (x[:, :3] + rng.normal(size=(120, 3)) > 0).astype(np.float32)
+    config = bench.NEEDS_REC_CANDIDATES["bn"]
+    config = bench.dataclasses.replace(config, training=bench.dataclasses.replace(config.training, max_epochs=3))
+    one = bench.fit_needs_rec(x, y, x[:10], config, seed=1, folds=3, workers=1)
+    two = bench.fit_needs_rec(x, y, x[:10], config, seed=1, folds=3, workers=2)
+    np.testing.assert_array_equal(one.oof, two.oof)
+    np.testing.assert_array_equal(one.test, two.test)
+    assert one.oof.min() > 0  # every row got an out-of-fold probability
