@@ -102,6 +102,8 @@ def fit(args: argparse.Namespace, oracle: Any = None) -> FitResult:
     if not args.quiet:
         print(str(validation), flush=True)
 
+    import tensorflow as tf
+
     from needs_rec import artifact, features, model
     from training import report as report_mod
 
@@ -155,7 +157,7 @@ def fit(args: argparse.Namespace, oracle: Any = None) -> FitResult:
     progress("tuning thresholds on validation and evaluating on test")
     stages = frame["stage"].to_numpy()
     # Every method, like the exported model, gives 0 where the stage has no talking point.
-    offer = _offer_rows(dicts, stages)
+    offer = encoder.offer_mask(tf.constant(stages.astype(str))).numpy()
     for probas, part in ((val_probas, va), (test_probas, te)):
         for name in probas:
             probas[name] = probas[name] * offer[part]
@@ -252,15 +254,6 @@ def fit_baselines(
             method.predict_proba(x[part], frame[part].reset_index(drop=True)) for part in (validation, test)
         )
     return result
-
-
-def _offer_rows(dicts: Any, stages: np.ndarray) -> np.ndarray:
-    """Per row, the dictionaries' offer mask of its stage (all ones for a stage not in them)."""
-    offered = dicts.offered().astype(np.float32)
-    index = {code: i for i, code in enumerate(dicts.stage_codes)}
-    rows = np.array([index.get(stage, -1) for stage in stages], dtype=np.int64)
-    table = np.vstack([offered, np.ones((1, offered.shape[1]), dtype=np.float32)])
-    return table[rows]  # -1 picks the all-ones row
 
 
 def _align_oracle(oracle: Any, keys: Any, vocabulary: list[str]) -> np.ndarray:
