@@ -45,18 +45,12 @@ def get(port: int, path: str) -> dict:
 
 def place(source: Path, models: Path, number: int, *, corrupt: bool = False) -> None:
     """Copy a version in as `number` atomically (built beside, then renamed), optionally corrupted."""
-    from model_factory import copy_version
+    from model_factory import copy_version, corrupt_copy
 
-    if not corrupt:
+    if corrupt:
+        corrupt_copy(source, models, number)
+    else:
         copy_version(source, models, number)
-        return
-    tmp = models / f".corrupt-{number}"
-    shutil.copytree(source, tmp)
-    target = tmp / "saved_model" / "saved_model.pb"
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
-    tmp.rename(models / str(number))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,3 +253,15 @@ def copy_version(version_dir: str | Path, models_dir: str | Path, version: int) 
     target = models_dir / str(version)
     tmp.rename(target)
     return target
+
+
+def corrupt_copy(source: Path, models: Path, number: int) -> Path:
+    """Copy `source` in as version `number` with one byte of its SavedModel flipped (atomically)."""
+    tmp = models / f".corrupt-{number}"
+    shutil.copytree(source, tmp)
+    target = tmp / "saved_model" / "saved_model.pb"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    tmp.rename(models / str(number))
+    return models / str(number)

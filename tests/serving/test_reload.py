@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from model_factory import copy_version
+from model_factory import copy_version, corrupt_copy
 from serving_support import capture_logger, models_dir_with, settings_for, wait_until
 
 from needs_rec.errors import ModelError
@@ -24,18 +23,6 @@ BODY = {"stage": "lead", "organization": {"industry": "it"}, "contact": {"positi
 def version_of(client: TestClient) -> int | None:
     response = client.get("/readyz")
     return response.json().get("model_version") if response.status_code == 200 else None
-
-
-def corrupt_copy(source: Path, models: Path, number: int) -> Path:
-    """Copy `source` in as version `number` with one byte of its SavedModel flipped (atomically)."""
-    tmp = models / f".corrupt-{number}"
-    shutil.copytree(source, tmp)
-    target = tmp / "saved_model" / "saved_model.pb"
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
-    tmp.rename(models / str(number))
-    return models / str(number)
 
 
 def test_hot_reload_swaps_in_new_version_and_refuses_a_corrupted_one(built: dict[str, Path], tmp_path: Path) -> None:
