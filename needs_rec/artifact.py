@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from needs_rec import fast_path
 from needs_rec.errors import ModelError
 from needs_rec.features import FeatureEncoder, input_signature
 
@@ -78,9 +79,10 @@ class _Recommender(keras.Model):
         self.network = network
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        probabilities = self.network(self.encoder(inputs), training=training)
+        encoded = self.encoder(inputs)
+        probabilities = self.network(encoded, training=training)
         # A characteristic with no talking point at the stage is never offered there: probability 0.
-        return probabilities * self.encoder.offer_mask(inputs["stage"])
+        return probabilities * self.encoder.stage_offer_mask(encoded)
 
 
 def export(
@@ -104,13 +106,15 @@ def export(
         recommender(_empty_inputs())  # builds the composite model, as Keras requires before export
         archive = keras.export.ExportArchive()
         archive.track(recommender)
-        for lookup in encoder.lookups.values():  # lookup tables are resources Keras cannot find through a dict
-            archive.track(lookup)
+        archive.track(encoder.lookup)  # the lookup table is a resource the archive must own
         archive.add_endpoint(
             name="serve",
             fn=lambda inputs: recommender(inputs, training=False),
             input_signature=[input_signature()],
         )
+        twin = fast_path.export_tensors(encoder, network)
+        if twin is not None:  # the encoder's tables and the network's weights, for the verified NumPy twin
+            archive.add_endpoint(name=fast_path.ENDPOINT, fn=_constant_endpoint(twin))
         archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
         if write_extras is not None:
             write_extras(tmp)
@@ -122,6 +126,17 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _constant_endpoint(values: Mapping[str, Any]) -> Any:
+    """A traced no-argument tf.function returning `values` (arrays become constants, variables are read)."""
+
+    @tf.function(input_signature=[])
+    def endpoint() -> dict[str, tf.Tensor]:
+        return {name: tf.convert_to_tensor(value) for name, value in values.items()}
+
+    endpoint()  # the archive needs a traced function
+    return endpoint
 
 
 def _empty_inputs() -> dict[str, tf.Tensor]:

@@ -28,6 +28,7 @@ from needs_rec.errors import NotFittedError
 
 MISSING_TOKEN = "__missing__"
 NUMBER_BINS = 8
+_LOGGED = np.array([True, True, False, True])  # log1p on employees, revenue and tenure (DERIVED_NUMBERS order)
 
 
 def input_signature() -> dict[str, tf.TensorSpec]:
@@ -62,6 +63,11 @@ def _normalize(x: tf.Tensor) -> tf.Tensor:
     return tf.strings.lower(tf.strings.strip(x))
 
 
+def _key(field: str, code: str) -> str:
+    """The shared lookup's key for `code` of `field` (the unit separator never occurs in a code)."""
+    return f"{field}\x1f{code}"
+
+
 def _safe_number(text: tf.Tensor) -> tf.Tensor:
     """Parse digits to float; anything else becomes NaN (dates are validated before they get here)."""
     ok = tf.strings.regex_full_match(text, r"[0-9]+")
@@ -82,9 +88,10 @@ def _years(date: tf.Tensor) -> tf.Tensor:
 class NumberStats:
     """What the encoder learned about one numeric feature on the training split."""
 
-    mean: float
+    mean: float  # of the transformed value (log1p for counts and tenure)
     variance: float
-    bin_edges: tuple[float, ...]
+    bin_edges: tuple[float, ...]  # quantiles of the value before the log (employees, years, …), so bins are
+    # decided by exact float comparisons, never by how a library rounds a logarithm
 
 
 class FeatureEncoder(keras.layers.Layer):
@@ -93,6 +100,10 @@ class FeatureEncoder(keras.layers.Layer):
     Build it from the dictionaries, call `adapt(train_frame)` once, then call it on tensors (or
     use `encode_frame`). Unknown codes go to an unknown bucket and missing values to their own
     token/indicator, so nothing the CRM sends can break it.
+
+    The graph is written field-parallel (all code fields in one lookup, all numbers in one
+    matrix), not field by field: a served request is one row, where TensorFlow's per-op cost
+    dominates, so fewer, wider ops make each call several times cheaper.
     """
 
     CODE_FIELDS: tuple[str, ...] = tuple(c.name for c in schema.MODEL_INPUTS if c.kind is schema.Kind.CODE)
@@ -107,45 +118,56 @@ class FeatureEncoder(keras.layers.Layer):
             for c in schema.MODEL_INPUTS
             if c.vocabulary is not None
         }
-        self.lookups = {
-            name: keras.layers.StringLookup(
-                vocabulary=[*vocab, MISSING_TOKEN] if name in self.CODE_FIELDS else vocab,
-                num_oov_indices=1,
-                name=f"lookup_{name}",
-            )
-            for name, vocab in self.vocabularies.items()
-        }
-        # Lookup output width: the unknown bucket, the vocabulary and, for single codes, the missing token.
-        self._sizes = {
-            name: len(vocab) + (2 if name in self.CODE_FIELDS else 1) for name, vocab in self.vocabularies.items()
-        }
+        # One block of columns per code field ([unknown, vocabulary…, missing]) and per multi-valued
+        # field ([unknown, vocabulary…]), in CODE_FIELDS then MULTI_FIELDS order.
+        self._offsets: dict[str, int] = {}
+        keys: list[str] = []
+        key_columns: list[int] = []
+        width = 0
+        for name in (*self.CODE_FIELDS, *self.MULTI_FIELDS):
+            self._offsets[name] = width
+            tokens = [*self.vocabularies[name], MISSING_TOKEN] if name in self.CODE_FIELDS else self.vocabularies[name]
+            keys += [_key(name, token) for token in tokens]
+            key_columns += range(width + 1, width + 1 + len(tokens))
+            width += len(tokens) + 1
+        self._category_width = width
+        # All fields share one lookup keyed "field<US>code"; lookup index i (0 = unknown) → column.
+        self.lookup = keras.layers.StringLookup(vocabulary=keys, num_oov_indices=1, name="lookup_codes")
+        self._key_columns = np.array([-1, *key_columns], dtype=np.int64)
+        self._code_prefix = np.array([_key(name, "") for name in self.CODE_FIELDS], dtype=object)
+        self._code_unknown = np.array([self._offsets[name] for name in self.CODE_FIELDS], dtype=np.int64)
+        self._multi_prefix = np.array([_key(name, "") for name in self.MULTI_FIELDS], dtype=object)
+        self._multi_unknown = np.array([self._offsets[name] for name in self.MULTI_FIELDS], dtype=np.int64)
+
         need_codes = self.vocabularies["interests"]
-        need_pos = {code: i + 1 for i, code in enumerate(need_codes)}  # +1: index 0 is the unknown bucket
-        product_pos = {code: i + 1 for i, code in enumerate(self.vocabularies["products_owned"])}
         categories = [c.code for c in dictionaries.need_categories]
         chars = dictionaries.characteristics
-        # Fixed link matrices from the dictionaries (row 0 = unknown code links to nothing).
-        need_to_char = np.zeros((len(need_codes) + 1, len(chars)), dtype=np.float32)
-        product_to_char = np.zeros((len(product_pos) + 1, len(chars)), dtype=np.float32)
-        for j, ch in enumerate(chars):
-            for need in ch.needs:
-                need_to_char[need_pos[need], j] = 1.0
-            product_to_char[product_pos[ch.product], j] = 1.0
-        need_to_category = np.zeros((len(need_codes) + 1, len(categories)), dtype=np.float32)
+        interests = self._offsets["interests"] + 1  # column of the first need (after the unknown bucket)
+        need_col = {code: interests + i for i, code in enumerate(need_codes)}
+        products = self._offsets["products_owned"] + 1
+        product_col = {code: products + i for i, code in enumerate(self.vocabularies["products_owned"])}
+        # Fixed link matrix from the dictionaries: category columns → [interest categories | need
+        # match per characteristic | owned product per characteristic]; unknown codes link to nothing.
+        n_cat, n_char = len(categories), len(chars)
+        links = np.zeros((width, n_cat + 2 * n_char), dtype=np.float32)
         category_pos = {code: i for i, code in enumerate(categories)}
         for need in dictionaries.needs:
-            need_to_category[need_pos[need.code], category_pos[need.category]] = 1.0
-        # Stage → which characteristics can be offered (rows: unknown, stages…, missing; unknown and
-        # missing stages allow everything, since the stage then says nothing).
+            links[need_col[need.code], category_pos[need.category]] = 1.0
+        for j, ch in enumerate(chars):
+            for need in ch.needs:
+                links[need_col[need], n_cat + j] = 1.0
+            links[product_col[ch.product], n_cat + n_char + j] = 1.0
+        self._links = links
+        # Interest counts saturate at 3 and are scaled to [0, 1]; ownership is 0/1.
+        self._link_cap = np.array([3.0] * (n_cat + n_char) + [1.0] * n_char, dtype=np.float32)
+        self._link_scale = np.array([1 / 3] * (n_cat + n_char) + [1.0] * n_char, dtype=np.float32)
+        self._n_links = (n_cat, n_char)
+        # Stage → which characteristics can be offered, row-aligned with the stage's column block
+        # (unknown, stages…, missing); unknown and missing stages allow everything.
         offered = dictionaries.offered().astype(np.float32)
         ones = np.ones((1, offered.shape[1]), dtype=np.float32)
         self._stage_offer = np.concatenate([ones, offered, ones], axis=0)
-        self._need_to_char = need_to_char
-        self._product_to_char = product_to_char
-        self._need_to_category = need_to_category
         self.number_stats: dict[str, NumberStats] | None = None
-        self._normalizers: dict[str, keras.layers.Normalization] = {}
-        self._discretizers: dict[str, keras.layers.Discretization] = {}
         self.feature_names: list[str] = []
 
     # -- fitting -------------------------------------------------------------------------------
@@ -153,94 +175,141 @@ class FeatureEncoder(keras.layers.Layer):
     def adapt(self, frame: pd.DataFrame) -> FeatureEncoder:
         """Learn the numeric statistics (mean, variance, quantile bin edges) from the training frame."""
         raw = frame_to_inputs(frame)
-        numbers = self._raw_numbers({k: tf.constant(v) for k, v in raw.items()})
+        plain, transformed = (t.numpy() for t in self._numbers({k: tf.constant(v) for k, v in raw.items()}))
         stats: dict[str, NumberStats] = {}
-        for name, tensor in numbers.items():
-            values = tensor.numpy()
-            values = values[np.isfinite(values)]
+        for i, name in enumerate(self.DERIVED_NUMBERS):
+            finite = np.isfinite(transformed[:, i])
+            values = transformed[finite, i]
             if values.size == 0:
                 stats[name] = NumberStats(0.0, 1.0, ())
                 continue
             variance = float(values.var())
-            edges = np.unique(np.quantile(values, np.linspace(0, 1, NUMBER_BINS + 1)[1:-1]))
-            stats[name] = NumberStats(float(values.mean()), variance if variance > 1e-12 else 1.0, tuple(edges))
+            quantiles = np.quantile(plain[finite, i], np.linspace(0, 1, NUMBER_BINS + 1)[1:-1])
+            edges = tuple(float(e) for e in np.unique(quantiles.astype(np.float32)))  # float32 values, exactly
+            stats[name] = NumberStats(float(values.mean()), variance if variance > 1e-12 else 1.0, edges)
         self.set_number_stats(stats)
         return self
 
     def set_number_stats(self, stats: Mapping[str, NumberStats]) -> None:
-        """Install learned statistics (from `adapt`) and build the layers that use them."""
-        self.number_stats = dict(stats)
-        self._normalizers = {
-            name: keras.layers.Normalization(mean=s.mean, variance=s.variance, name=f"norm_{name}")
-            for name, s in self.number_stats.items()
-        }
-        self._discretizers = {
-            name: keras.layers.Discretization(bin_boundaries=list(s.bin_edges), name=f"bins_{name}")
-            for name, s in self.number_stats.items()
-            if s.bin_edges
-        }
+        """Install learned statistics (from `adapt`) as the constants the encoding uses."""
+        missing = [name for name in self.DERIVED_NUMBERS if name not in stats]
+        if missing:
+            raise ValueError(f"number statistics: missing {missing}; expected {list(self.DERIVED_NUMBERS)}")
+        self.number_stats = {name: stats[name] for name in self.DERIVED_NUMBERS}
+        s = list(self.number_stats.values())
+        self._mean = np.array([x.mean for x in s], dtype=np.float32)
+        self._std = np.maximum(np.sqrt(np.array([x.variance for x in s], dtype=np.float32)), 1e-7)
+        self._edges = np.full((len(s), NUMBER_BINS - 1), np.inf, dtype=np.float32)  # +inf pads: never passed
+        # Columns of [z ×4 | missing ×4 | bins 4×NUMBER_BINS] in feature order: per number z, missing, its bins.
+        order: list[int] = []
+        n = len(s)
+        for i, x in enumerate(s):
+            self._edges[i, : len(x.bin_edges)] = x.bin_edges
+            order += [i, n + i]
+            if x.bin_edges:
+                order += [2 * n + i * NUMBER_BINS + b for b in range(len(x.bin_edges) + 1)]
+        self._number_order = np.array(order, dtype=np.int64)
         self.feature_names = self._names()
 
     def build(self, input_shape: object = None) -> None:
-        """Nothing to create: every sub-layer is built with fixed vocabularies or given statistics."""
+        """Nothing to create: the lookup has a fixed vocabulary and the rest are constants."""
         self.built = True
 
     # -- encoding ------------------------------------------------------------------------------
 
-    def _raw_numbers(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        numbers = {}
-        for name in self.LOG_NUMBERS:
-            x = tf.cast(inputs[name], tf.float32)
-            numbers[name] = tf.math.log1p(tf.maximum(x, 0.0))
-        numbers["founded_year"] = tf.cast(inputs["founded_year"], tf.float32)
-        tenure = _years(inputs[schema.OCCURRED_ON]) - _years(inputs["client_since"])
-        numbers["client_years"] = tf.math.log1p(tf.maximum(tenure, 0.0))
-        return numbers
+    def _numbers(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """(plain, transformed), each (n, 4) in DERIVED_NUMBERS order, NaN = missing.
 
-    def _codes(self, name: str, x: tf.Tensor) -> tf.Tensor:
-        x = _normalize(x)
-        x = tf.where(x == "", MISSING_TOKEN, x)
-        ids = self.lookups[name](x)
-        return tf.one_hot(ids, self._sizes[name], dtype=tf.float32)
+        plain: employees and revenue floored at 0, the founding year, client tenure in years floored
+        at 0 (what the bins cut); transformed: the same with log1p on all but the year (what is normalised).
+        """
+        years = _years(tf.stack([inputs[schema.OCCURRED_ON], inputs["client_since"]], axis=1))
+        tenure = tf.maximum(years[:, 0] - years[:, 1], 0.0)
+        counts = tf.maximum(tf.cast(tf.stack([inputs[name] for name in self.LOG_NUMBERS], axis=1), tf.float32), 0.0)
+        founded = tf.cast(inputs["founded_year"], tf.float32)
+        plain = tf.concat([counts, tf.stack([founded, tenure], axis=1)], axis=1)
+        return plain, tf.where(_LOGGED, tf.math.log1p(plain), plain)
 
-    def _multi(self, name: str, x: tf.Tensor) -> tf.Tensor:
-        parts = tf.strings.split(x, schema.MULTI_SEPARATOR)
-        parts = tf.ragged.boolean_mask(parts, tf.strings.strip(parts) != "")
-        ids = parts.with_flat_values(self.lookups[name](_normalize(parts.flat_values)))
-        size = self._sizes[name]
-        return tf.cast(
-            tf.math.bincount(ids, minlength=size, maxlength=size, binary_output=True, axis=-1, dtype=tf.int32),
-            tf.float32,
-        )
+    def _category_cells(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """(row, column) of every hot cell of the code and multi-valued blocks."""
+        codes = _normalize(tf.stack([inputs[name] for name in self.CODE_FIELDS], axis=1))
+        codes = tf.where(codes == "", MISSING_TOKEN, codes)
+        ids = self.lookup(tf.strings.join([tf.broadcast_to(self._code_prefix, tf.shape(codes)), codes]))
+        code_cols = tf.where(ids == 0, self._code_unknown, tf.gather(self._key_columns, ids))
+        n = tf.shape(codes, out_type=tf.int64)[0]
+        code_rows = tf.repeat(tf.range(n), len(self.CODE_FIELDS))
+
+        n_multi = len(self.MULTI_FIELDS)
+        parts = tf.strings.split(tf.stack([inputs[name] for name in self.MULTI_FIELDS], axis=1), schema.MULTI_SEPARATOR)
+        cell = parts.values.value_rowids()  # row * n_multi + field, per item
+        items = _normalize(parts.flat_values)
+        keep = items != ""
+        items, cell = items[keep], cell[keep]
+        field = cell % n_multi
+        ids = self.lookup(tf.strings.join([tf.gather(self._multi_prefix, field), items]))
+        multi_cols = tf.where(ids == 0, tf.gather(self._multi_unknown, field), tf.gather(self._key_columns, ids))
+        rows = tf.concat([code_rows, cell // n_multi], axis=0)
+        cols = tf.concat([tf.reshape(code_cols, [-1]), multi_cols], axis=0)
+        return rows, cols
 
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         if self.number_stats is None:
             raise NotFittedError("FeatureEncoder is not fitted yet: call 'adapt' with the training frame first")
-        blocks = [self._codes(name, inputs[name]) for name in self.CODE_FIELDS]
-        multi = {name: self._multi(name, inputs[name]) for name in self.MULTI_FIELDS}
-        blocks.extend(multi.values())
-        interests, owned = multi["interests"], multi["products_owned"]
-        blocks.append(tf.minimum(tf.matmul(interests, self._need_to_category), 3.0) / 3.0)
-        blocks.append(tf.minimum(tf.matmul(interests, self._need_to_char), 3.0) / 3.0)
-        blocks.append(tf.minimum(tf.matmul(owned, self._product_to_char), 1.0))
-        numbers = self._raw_numbers(inputs)
-        for name, x in numbers.items():
-            missing = tf.math.is_nan(x)
-            filled = tf.where(missing, tf.zeros_like(x), x)
-            z = tf.where(missing, tf.zeros_like(x), tf.reshape(self._normalizers[name](filled[:, None]), [-1]))
-            blocks.append(tf.stack([z, tf.cast(missing, tf.float32)], axis=1))
-            if name in self._discretizers:
-                bins = self._discretizers[name](filled)
-                width = len(self.number_stats[name].bin_edges) + 1
-                onehot = tf.one_hot(tf.cast(bins, tf.int32), width, dtype=tf.float32)
-                blocks.append(onehot * tf.cast(~missing, tf.float32)[:, None])
-        return tf.concat(blocks, axis=1)
+        rows, cols = self._category_cells(inputs)
+        n = tf.shape(inputs[schema.STAGE], out_type=tf.int64)[0]
+        hot = tf.scatter_nd(tf.stack([rows, cols], axis=1), tf.ones_like(rows, dtype=tf.float32),
+                            tf.stack([n, self._category_width]))
+        categories = tf.minimum(hot, 1.0)  # a code listed twice is still one
+        links = tf.minimum(tf.matmul(categories, self._links), self._link_cap) * self._link_scale
+
+        plain, x = self._numbers(inputs)
+        missing = tf.math.is_nan(x)
+        filled = tf.where(missing, 0.0, x)
+        z = tf.where(missing, 0.0, (filled - self._mean) / self._std)
+        bins = tf.reduce_sum(tf.cast(tf.where(missing, 0.0, plain)[:, :, None] >= self._edges, tf.int32), axis=2)
+        present = tf.cast(~missing, tf.float32)
+        onehot = tf.one_hot(bins, NUMBER_BINS, dtype=tf.float32) * present[:, :, None]
+        numbers = tf.concat([z, 1.0 - present, tf.reshape(onehot, [-1, len(self.DERIVED_NUMBERS) * NUMBER_BINS])],
+                            axis=1)
+        return tf.concat([categories, links, tf.gather(numbers, self._number_order, axis=1)], axis=1)
 
     def offer_mask(self, stage: tf.Tensor) -> tf.Tensor:
         """(n, C) float mask: 1 where the characteristic has a talking point at the row's stage, else 0."""
         x = _normalize(stage)
-        ids = self.lookups[schema.STAGE](tf.where(x == "", MISSING_TOKEN, x))
-        return tf.gather(self._stage_offer, ids)
+        ids = self.lookup(tf.strings.join([_key(schema.STAGE, ""), tf.where(x == "", MISSING_TOKEN, x)]))
+        start = self._offsets[schema.STAGE]
+        rows = tf.where(ids == 0, 0, tf.gather(self._key_columns, ids) - start)
+        return tf.gather(self._stage_offer, rows)
+
+    def stage_offer_mask(self, encoded: tf.Tensor) -> tf.Tensor:
+        """The same mask read from already encoded rows (their stage block), without a second lookup."""
+        start = self._offsets[schema.STAGE]
+        block = encoded[:, start : start + self._stage_offer.shape[0]]
+        return tf.matmul(block, self._stage_offer)
+
+    def tables(self) -> dict[str, np.ndarray]:
+        """Every constant `call` uses, as arrays (exported so `needs_rec.fast_path` can mirror the encoding)."""
+        if self.number_stats is None:
+            raise NotFittedError("FeatureEncoder is not fitted yet: call 'adapt' with the training frame first")
+        keys = self.lookup.get_vocabulary()[1:]  # index 0 is the unknown bucket
+        return {
+            "keys": np.array(keys, dtype=object),
+            "key_columns": self._key_columns,
+            "code_prefix": self._code_prefix,
+            "code_unknown": self._code_unknown,
+            "multi_prefix": self._multi_prefix,
+            "multi_unknown": self._multi_unknown,
+            "category_width": np.array(self._category_width, dtype=np.int64),
+            "links": self._links,
+            "link_cap": self._link_cap,
+            "link_scale": self._link_scale,
+            "mean": self._mean,
+            "std": self._std,
+            "edges": self._edges,
+            "number_order": self._number_order,
+            "stage_offset": np.array(self._offsets[schema.STAGE], dtype=np.int64),
+            "stage_offer": self._stage_offer,
+        }
 
     def _names(self) -> list[str]:
         names: list[str] = []
@@ -248,9 +317,10 @@ class FeatureEncoder(keras.layers.Layer):
             names += [f"{name}=<unknown>", *(f"{name}={c}" for c in self.vocabularies[name]), f"{name}=<missing>"]
         for name in self.MULTI_FIELDS:
             names += [f"{name}=<unknown>", *(f"{name}={c}" for c in self.vocabularies[name])]
-        names += [f"interest_category#{i}" for i in range(self._need_to_category.shape[1])]
-        names += [f"need_match#{i}" for i in range(self._need_to_char.shape[1])]
-        names += [f"owned_product#{i}" for i in range(self._product_to_char.shape[1])]
+        n_cat, n_char = self._n_links
+        names += [f"interest_category#{i}" for i in range(n_cat)]
+        names += [f"need_match#{i}" for i in range(n_char)]
+        names += [f"owned_product#{i}" for i in range(n_char)]
         for name, s in (self.number_stats or {}).items():
             names += [f"{name}:z", f"{name}:missing"]
             if s.bin_edges:

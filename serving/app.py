@@ -108,7 +108,12 @@ class Service:
         )
         if self.registry.metrics is None:
             self.registry.metrics = self.metrics
-        self.scorer = Scorer(max_rows=settings.max_rows_per_call, workers=settings.model_workers, metrics=self.metrics)
+        self.scorer = Scorer(
+            max_rows=settings.max_rows_per_call,
+            workers=settings.model_workers,
+            metrics=self.metrics,
+            fast_rows=settings.fast_path_max_rows,
+        )
         self.shutting_down = False
         self.in_flight = 0
         self.retry_headers = {"Retry-After": str(settings.retry_after_s)}

@@ -78,11 +78,16 @@ class Metrics:
                                    registry=self.registry)
         self.unknown_codes = Counter("needs_rec_unknown_codes_total", "unknown dictionary codes received, by field",
                                      ["field"], registry=self.registry)
+        self.model_calls = Counter("needs_rec_model_calls_total", "model calls by path (numpy twin or tensorflow)",
+                                   ["path"], registry=self.registry)
         self.rows_per_call = Histogram(
             "needs_rec_model_call_rows", "rows per model call (micro-batching merges concurrent requests)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry,
         )
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._unknown_children: dict[str, Any] = {}
+        self.numpy_calls = self.model_calls.labels("numpy")  # label children cached: counted on every request
+        self.tensorflow_calls = self.model_calls.labels("tensorflow")
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one request and its latency (label children cached: this runs on every request)."""
@@ -98,7 +103,10 @@ class Metrics:
     def count_unknown(self, fields: list[str]) -> None:
         """Count unknown codes per field name (a field name, never the code itself)."""
         for field in fields:
-            self.unknown_codes.labels(field).inc()
+            child = self._unknown_children.get(field)
+            if child is None:
+                child = self._unknown_children[field] = self.unknown_codes.labels(field)
+            child.inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for GET /metrics."""

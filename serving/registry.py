@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from needs_rec import artifact, dictionaries, features, schema
+from needs_rec import artifact, dictionaries, fast_path, features, schema
 from needs_rec.errors import ModelError
 from needs_rec.talking_points import TalkingPoints
 from serving.observability import Metrics, log_event
@@ -69,6 +69,8 @@ class ServingModel:
     thresholds: np.ndarray
     top_k: int | None
     loaded_at: float = field(default_factory=time.time)
+    twin: fast_path.Twin | None = None  # the verified NumPy twin (see `attach_twin`), None → TensorFlow only
+    twin_note: str = "not built"
 
     @property
     def vocabulary(self) -> list[str]:
@@ -89,6 +91,32 @@ class ServingModel:
             return self.loaded.predict(inputs)
         tensors = {name: tf.convert_to_tensor(inputs[name], dtype=spec.dtype) for name, spec in _SIGNATURE.items()}
         return self._serve(tensors).numpy()
+
+    def attach_twin(self) -> None:
+        """Build the NumPy twin from the SavedModel's `fast_path` endpoint and keep it only if it matches `serve`.
+
+        Probe rows cover every dictionary code plus unknown and missing values; a twin that differs by
+        more than `fast_path.TOLERANCE` anywhere is dropped and the version is served by TensorFlow alone.
+        """
+        try:
+            twin = fast_path.Twin.from_saved_model(self.loaded._module)
+            if twin is None:
+                self.twin_note = "the version has no fast_path endpoint"
+                return
+            codes = {c.name: self.dictionaries.codes(c.vocabulary) for c in schema.MODEL_INPUTS if c.vocabulary}
+            gap = twin.verify(self.predict_rows, fast_path.probe_rows(codes))
+        except Exception as exc:  # an older or unusual export: TensorFlow still serves it
+            self.twin = None
+            self.twin_note = "refused: " + (" ".join(str(exc).split()) or type(exc).__name__)
+            return
+        self.twin = twin
+        self.twin_note = f"verified (largest difference {gap:.1e})"
+
+    def predict_small(self, rows: Sequence[Sequence[Any]], max_rows: int) -> np.ndarray | None:
+        """Probabilities from the verified twin when there is one and `rows` are at most `max_rows`; else None."""
+        if self.twin is None or len(rows) > max_rows:
+            return None
+        return self.twin.predict_rows(rows)
 
     def metadata(self) -> dict[str, Any]:
         """Manifest summary for GET /v1/models/needs_rec/metadata (no personal data is ever in a manifest)."""
@@ -133,7 +161,7 @@ def load_version(version_dir: str | Path) -> ServingModel:
     top_k = manifest.get("top_k")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise ModelError(f"{version_dir / artifact.MANIFEST}: 'top_k' must be an integer >= 1 or null, not {top_k!r}")
-    return ServingModel(
+    model = ServingModel(
         version=loaded.version,
         path=version_dir,
         loaded=loaded,
@@ -143,6 +171,8 @@ def load_version(version_dir: str | Path) -> ServingModel:
         thresholds=loaded.thresholds,
         top_k=top_k,
     )
+    model.attach_twin()
+    return model
 
 
 def warm_up(model: ServingModel, rounds: int, max_rows: int) -> None:
@@ -174,6 +204,9 @@ def warm_up(model: ServingModel, rounds: int, max_rows: int) -> None:
             batch = [rows[i % len(rows)] for i in range(size)]
             model.predict_rows(batch)
     probabilities = model.predict_rows(rows)
+    if model.twin is not None:
+        for _ in range(rounds * 50):  # the twin is cheap; many passes settle NumPy's caches
+            model.twin.predict_rows(rows[:1])
     for row, p in zip(rows, probabilities, strict=True):
         stage = row[0]
         chosen = model.talking.select(p, model.thresholds, stage, top_k=3)
@@ -335,6 +368,7 @@ class Registry:
         log_event(
             self.logger, "model_switched" if previous else "model_loaded", version=model.version,
             previous=previous.version if previous else None, load_seconds=seconds, path=str(path),
+            fast_path=model.twin_note,
         )
         return True
 

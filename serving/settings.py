@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(5.0, ge=0, description="how often to look for a new version (0 = never)")
     warmup_rounds: int = Field(3, ge=0, description="warm-up passes over batch sizes 1..max_rows before ready")
     max_rows_per_call: int = Field(256, ge=1, description="micro-batching: most rows merged into one model call")
+    fast_path_max_rows: int = Field(
+        8, ge=0, description="calls of at most this many rows use the verified NumPy twin inline (0 = TensorFlow only)"
+    )
     model_workers: int = Field(1, ge=1, le=8, description="model calls running at the same time (threads)")
     tf_intra_op_threads: int = Field(1, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default)")
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow inter-op threads (0 = TensorFlow's default)")

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_support import VOCABULARY, capture_logger, models_dir_with, serve, settings_for, wait_until
 
-from needs_rec import artifact, features, schema
+from needs_rec import artifact, fast_path, features, schema
 from serving.app import create_app
 from serving.registry import Registry, load_version
 
@@ -124,14 +124,17 @@ def test_batch_endpoint(client: TestClient) -> None:
     assert post(client, "/v1/recommendations:batch", {"requests": []}).json()["results"] == []
 
 
+INSTANCES = [
+    {"stage": "lead", "industry": "it", "position": "ceo", "occurred_on": "2024-05-01"},
+    {"stage": "deal", "industry": "retail", "region": "spb", "employees": 3000, "revenue_mln": 12.5,
+     "legal_form": "ao", "founded_year": 2001, "client_since": "2019-03-01", "products_owned": ["crm", "erp"],
+     "position": "buyer", "department": "finance", "decision_role": "influencer", "interests": "speed;scale",
+     "occurred_on": "2024-06-15"},
+]
+
+
 def test_tf_serving_predict_matches_in_process_prediction(built: dict[str, Path], tmp_path: Path) -> None:
-    instances = [
-        {"stage": "lead", "industry": "it", "position": "ceo", "occurred_on": "2024-05-01"},
-        {"stage": "deal", "industry": "retail", "region": "spb", "employees": 3000, "revenue_mln": 12.5,
-         "legal_form": "ao", "founded_year": 2001, "client_since": "2019-03-01", "products_owned": ["crm", "erp"],
-         "position": "buyer", "department": "finance", "decision_role": "influencer", "interests": "speed;scale",
-         "occurred_on": "2024-06-15"},
-    ]
+    instances = INSTANCES
     with serve(settings_for(built["random"]), "predict") as (client, _):
         response = post(client, "/v1/models/needs_rec:predict", {"instances": instances})
         again = post(client, "/v1/models/needs_rec/versions/1:predict", {"instances": instances[:1]})
@@ -144,6 +147,39 @@ def test_tf_serving_predict_matches_in_process_prediction(built: dict[str, Path]
     np.testing.assert_allclose(predictions, expected, atol=1e-6)
     np.testing.assert_allclose(again.json()["predictions"][0], expected[0], atol=1e-6)
     assert len(set(np.round(predictions[0], 4))) > 1  # a real network, not constants
+
+
+def _events(log: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.getvalue().splitlines()]
+
+
+def test_small_calls_use_the_verified_numpy_twin_and_larger_ones_tensorflow(built: dict[str, Path]) -> None:
+    with serve(settings_for(built["random"], fast_path_max_rows=1), "twin") as (client, log):
+        model = client.app.state.service.registry.current
+        assert model.twin is not None and model.twin_note.startswith("verified")
+        one = post(client, "/v1/models/needs_rec:predict", {"instances": INSTANCES[1:]})
+        two = post(client, "/v1/models/needs_rec:predict", {"instances": INSTANCES})
+        metrics = client.get("/metrics").text
+    assert 'needs_rec_model_calls_total{path="numpy"} 1.0' in metrics
+    assert 'needs_rec_model_calls_total{path="tensorflow"} 1.0' in metrics
+    np.testing.assert_allclose(one.json()["predictions"][0], two.json()["predictions"][1], atol=1e-5)
+    loaded = [e for e in _events(log) if e["event"] == "model_loaded"]
+    assert loaded and loaded[0]["fast_path"].startswith("verified")
+
+
+def test_a_twin_that_disagrees_is_not_used(built: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    original = fast_path.Twin.predict_rows
+    monkeypatch.setattr(fast_path.Twin, "predict_rows", lambda self, rows: original(self, rows) + 0.01)
+    with serve(settings_for(built["random"]), "twin-refused") as (client, log):
+        model = client.app.state.service.registry.current
+        response = post(client, "/v1/models/needs_rec:predict", {"instances": INSTANCES[:1]})
+        metrics = client.get("/metrics").text
+    assert model.twin is None and "differs from the SavedModel" in model.twin_note
+    assert response.status_code == 200
+    assert 'needs_rec_model_calls_total{path="tensorflow"} 1.0' in metrics
+    assert 'path="numpy"} 1.0' not in metrics
+    loaded = [e for e in _events(log) if e["event"] == "model_loaded"]
+    assert loaded and loaded[0]["fast_path"].startswith("refused")
 
 
 def test_model_status_and_metadata(client: TestClient) -> None:

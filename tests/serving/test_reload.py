@@ -51,6 +51,7 @@ def test_hot_reload_swaps_in_new_version_and_refuses_a_corrupted_one(built: dict
             return original(rows)
 
         old.predict_rows = held  # type: ignore[method-assign]
+        old.twin = None  # hold the call in TensorFlow's thread (the NumPy twin would answer inline at once)
         answers: list[Any] = []
         in_flight = threading.Thread(target=lambda: answers.append(client.post("/v1/recommendations", json=BODY)))
         in_flight.start()

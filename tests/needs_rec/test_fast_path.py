@@ -1,0 +1,148 @@
+"""The NumPy twin: equal to the exported SavedModel on every kind of input, refused when it is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from model_factory import build_parts, export_parts, sample_frame
+
+from needs_rec import artifact, fast_path, features, schema
+from needs_rec.config import NetworkConfig
+from needs_rec.model import build_network
+
+REPO_DICTIONARIES = Path(__file__).resolve().parents[2] / "dictionaries"
+
+
+def _codes(dicts) -> dict[str, list[str]]:
+    return {c.name: dicts.codes(c.vocabulary) for c in schema.MODEL_INPUTS if c.vocabulary}
+
+
+def _frame_rows(frame) -> list[list]:
+    raw = features.frame_to_inputs(frame)
+    return [list(values) for values in zip(*(raw[name] for name in schema.MODEL_INPUT_NAMES), strict=True)]
+
+
+def _randomise_statistics(network: keras.Model, seed: int) -> None:
+    """Non-trivial batch-norm statistics and wide weights, so folding and the wide path are really tested."""
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                               rng.normal(0, 1, mean.shape), rng.uniform(0.5, 3, var.shape)])
+        elif layer.name.endswith("wide"):
+            layer.set_weights([rng.normal(0, 0.2, w.shape) for w in layer.get_weights()])
+
+
+def _export(tmp_path: Path, dictionaries_dir: Path, network_config: NetworkConfig | None, seed: int = 0):
+    parts = build_parts(dictionaries_dir, seed=seed, n_rows=300, hidden=(24, 12))
+    if network_config is not None:
+        parts.network = build_network(parts.encoder.width, len(parts.dictionaries.characteristics), network_config,
+                                      seed=seed)
+        _randomise_statistics(parts.network, seed)
+    version = export_parts(tmp_path / "models", dictionaries_dir, parts, seed=seed)
+    return parts, artifact.load(version)
+
+
+def _reference(loaded: artifact.LoadedModel):
+    names = schema.MODEL_INPUT_NAMES
+
+    def predict(rows):
+        columns = list(zip(*rows, strict=True))
+        return loaded.predict({n: np.asarray(c, dtype=np.float32 if n in schema.NUMERIC_INPUTS else object)
+                               for n, c in zip(names, columns, strict=True)})
+
+    return predict
+
+
+NETWORKS = {
+    "factory relu network": None,
+    "default wide & deep with batch norm": NetworkConfig(hidden_units=(32, 16)),
+    "ensemble of 2, gelu, no batch norm": NetworkConfig(hidden_units=(16,), ensemble_size=2, activation="gelu",
+                                                        batch_norm=False),
+    "selu, no wide path": NetworkConfig(hidden_units=(16, 8), activation="selu", wide=False),
+    "swish": NetworkConfig(hidden_units=(16,), activation="swish"),
+    "elu": NetworkConfig(hidden_units=(16,), activation="elu"),
+    "tanh": NetworkConfig(hidden_units=(16,), activation="tanh"),
+    "leaky_relu": NetworkConfig(hidden_units=(16,), activation="leaky_relu"),
+}
+
+
+@pytest.mark.parametrize("label", list(NETWORKS))
+def test_twin_equals_the_saved_model(tmp_path: Path, label: str) -> None:
+    parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NETWORKS[label])
+    twin = fast_path.Twin.from_saved_model(loaded._module)
+    assert twin is not None
+    rows = fast_path.probe_rows(_codes(parts.dictionaries), n=120)
+    rows += _frame_rows(sample_frame(parts.dictionaries, 80, 9))
+    expected = _reference(loaded)(rows)
+    got = twin.predict_rows(rows)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=fast_path.TOLERANCE, rtol=0)
+    assert twin.verify(_reference(loaded), rows) <= fast_path.TOLERANCE
+    assert float(np.abs(expected).max()) > 0  # not a trivially zero comparison
+
+
+def test_twin_encoding_equals_the_keras_encoder_column_by_column(tiny_dictionaries_dir: Path, tmp_path: Path) -> None:
+    parts, loaded = _export(tmp_path, tiny_dictionaries_dir, None)
+    twin = fast_path.Twin.from_saved_model(loaded._module)
+    rows = fast_path.probe_rows(_codes(parts.dictionaries), n=60)
+    frame = parts.frame.iloc[:0].reindex(range(len(rows)))
+    for i, name in enumerate(schema.MODEL_INPUT_NAMES):
+        frame[name] = [row[i] for row in rows]
+    expected = parts.encoder.encode_frame(frame)
+    got = twin.encoder(rows)
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-6)
+    # every kind of cell is exercised: unknown and missing slots, bins, the missing-number flags
+    names = parts.encoder.feature_names
+    for name in ("stage=<unknown>", "stage=<missing>", "interests=<unknown>", "employees:missing",
+                 "client_years:missing"):
+        assert expected[:, names.index(name)].any(), name
+
+
+def test_probe_rows_cover_every_code(tiny_dictionaries) -> None:
+    codes = _codes(tiny_dictionaries)
+    rows = fast_path.probe_rows(codes, n=10)
+    for name in features.FeatureEncoder.CODE_FIELDS:
+        column = {row[schema.MODEL_INPUT_NAMES.index(name)] for row in rows}
+        assert set(codes[name]) <= column, name
+        assert "" in column or len(rows) < 20  # missing values appear once rows run past the vocabulary
+
+
+def test_a_twin_that_disagrees_is_refused(tmp_path: Path) -> None:
+    parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NetworkConfig(hidden_units=(16,)))
+    tensors = loaded._module.fast_path()
+    tampered = dict(tensors)
+    kernel = next(k for k in tensors if k.endswith("/kernel"))
+    tampered[kernel] = tensors[kernel].numpy() + 0.01
+    twin = fast_path.Twin.from_tensors(tampered)
+    rows = fast_path.probe_rows(_codes(parts.dictionaries))
+    with pytest.raises(ValueError, match="differs from the SavedModel"):
+        twin.verify(_reference(loaded), rows)
+
+
+def test_networks_with_unsupported_layers_export_without_a_twin(tmp_path: Path) -> None:
+    parts = build_parts(REPO_DICTIONARIES, n_rows=100)
+    inputs = keras.Input(shape=(parts.encoder.width,), name="features")
+    x = keras.layers.Dense(8, activation="relu")(inputs)
+    x = keras.layers.LayerNormalization()(x)  # the twin does not know this layer
+    outputs = keras.layers.Dense(len(parts.dictionaries.characteristics), activation="sigmoid")(x)
+    parts.network = keras.Model(inputs, outputs)
+    assert fast_path.network_graph(parts.network) is None
+    loaded = artifact.load(export_parts(tmp_path / "models", REPO_DICTIONARIES, parts))
+    assert fast_path.Twin.from_saved_model(loaded._module) is None
+    assert loaded.predict(features.frame_to_inputs(parts.frame.iloc[:3])).shape == (3, parts.network.output_shape[-1])
+
+
+def test_batch_norm_is_folded_into_the_dense_layer_before_it() -> None:
+    network = build_network(10, 3, NetworkConfig(hidden_units=(6,), wide=False), seed=1)
+    _randomise_statistics(network, 1)
+    graph, weights = fast_path.network_graph(network)
+    twin = fast_path.NetworkTwin(graph, {k: np.asarray(v) for k, v in weights.items()})
+    kinds = [layer.kind for layer in twin._layers]
+    assert "batch_norm" not in kinds and "identity" not in kinds
+    x = np.random.default_rng(0).normal(size=(50, 10)).astype(np.float32)
+    np.testing.assert_allclose(twin(x), network(x, training=False).numpy(), atol=1e-5)
