@@ -106,7 +106,8 @@ def export(
         recommender(_empty_inputs())  # builds the composite model, as Keras requires before export
         archive = keras.export.ExportArchive()
         archive.track(recommender)
-        archive.track(encoder.lookup)  # the lookup table is a resource the archive must own
+        for lookup in encoder.lookups.values():  # lookup tables are resources Keras cannot find through a dict
+            archive.track(lookup)
         archive.add_endpoint(
             name="serve",
             fn=lambda inputs: recommender(inputs, training=False),

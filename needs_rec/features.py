@@ -64,7 +64,7 @@ def _normalize(x: tf.Tensor) -> tf.Tensor:
 
 
 def _key(field: str, code: str) -> str:
-    """The shared lookup's key for `code` of `field` (the unit separator never occurs in a code)."""
+    """`code` of `field` as one key of the exported tables (the unit separator never occurs in a code)."""
     return f"{field}\x1f{code}"
 
 
@@ -101,9 +101,9 @@ class FeatureEncoder(keras.layers.Layer):
     use `encode_frame`). Unknown codes go to an unknown bucket and missing values to their own
     token/indicator, so nothing the CRM sends can break it.
 
-    The graph is written field-parallel (all code fields in one lookup, all numbers in one
-    matrix), not field by field: a served request is one row, where TensorFlow's per-op cost
-    dominates, so fewer, wider ops make each call several times cheaper.
+    The graph is written field-parallel where it can be (the code fields normalised together, every
+    hot cell set by one scatter, all numbers in one matrix) rather than one block per field, so
+    both a one-row call (where TensorFlow's per-op cost dominates) and a 65k-row batch are cheap.
     """
 
     CODE_FIELDS: tuple[str, ...] = tuple(c.name for c in schema.MODEL_INPUTS if c.kind is schema.Kind.CODE)
@@ -119,25 +119,22 @@ class FeatureEncoder(keras.layers.Layer):
             if c.vocabulary is not None
         }
         # One block of columns per code field ([unknown, vocabulary…, missing]) and per multi-valued
-        # field ([unknown, vocabulary…]), in CODE_FIELDS then MULTI_FIELDS order.
+        # field ([unknown, vocabulary…]), in CODE_FIELDS then MULTI_FIELDS order. Each field's lookup
+        # returns 0 for an unknown code and i + 1 for its i-th token, so block offset + index is the column.
         self._offsets: dict[str, int] = {}
-        keys: list[str] = []
-        key_columns: list[int] = []
+        self._tokens: dict[str, list[str]] = {}
         width = 0
         for name in (*self.CODE_FIELDS, *self.MULTI_FIELDS):
             self._offsets[name] = width
             tokens = [*self.vocabularies[name], MISSING_TOKEN] if name in self.CODE_FIELDS else self.vocabularies[name]
-            keys += [_key(name, token) for token in tokens]
-            key_columns += range(width + 1, width + 1 + len(tokens))
+            self._tokens[name] = tokens
             width += len(tokens) + 1
         self._category_width = width
-        # All fields share one lookup keyed "field<US>code"; lookup index i (0 = unknown) → column.
-        self.lookup = keras.layers.StringLookup(vocabulary=keys, num_oov_indices=1, name="lookup_codes")
-        self._key_columns = np.array([-1, *key_columns], dtype=np.int64)
-        self._code_prefix = np.array([_key(name, "") for name in self.CODE_FIELDS], dtype=object)
-        self._code_unknown = np.array([self._offsets[name] for name in self.CODE_FIELDS], dtype=np.int64)
-        self._multi_prefix = np.array([_key(name, "") for name in self.MULTI_FIELDS], dtype=object)
-        self._multi_unknown = np.array([self._offsets[name] for name in self.MULTI_FIELDS], dtype=np.int64)
+        self.lookups = {
+            name: keras.layers.StringLookup(vocabulary=tokens, num_oov_indices=1, name=f"lookup_{name}")
+            for name, tokens in self._tokens.items()
+        }
+        self._code_offsets = np.array([self._offsets[name] for name in self.CODE_FIELDS], dtype=np.int64)
 
         need_codes = self.vocabularies["interests"]
         categories = [c.code for c in dictionaries.need_categories]
@@ -233,24 +230,18 @@ class FeatureEncoder(keras.layers.Layer):
     def _category_cells(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """(row, column) of every hot cell of the code and multi-valued blocks."""
         codes = _normalize(tf.stack([inputs[name] for name in self.CODE_FIELDS], axis=1))
-        codes = tf.where(codes == "", MISSING_TOKEN, codes)
-        ids = self.lookup(tf.strings.join([tf.broadcast_to(self._code_prefix, tf.shape(codes)), codes]))
-        code_cols = tf.where(ids == 0, self._code_unknown, tf.gather(self._key_columns, ids))
-        n = tf.shape(codes, out_type=tf.int64)[0]
-        code_rows = tf.repeat(tf.range(n), len(self.CODE_FIELDS))
-
-        n_multi = len(self.MULTI_FIELDS)
-        parts = tf.strings.split(tf.stack([inputs[name] for name in self.MULTI_FIELDS], axis=1), schema.MULTI_SEPARATOR)
-        cell = parts.values.value_rowids()  # row * n_multi + field, per item
-        items = _normalize(parts.flat_values)
-        keep = items != ""
-        items, cell = items[keep], cell[keep]
-        field = cell % n_multi
-        ids = self.lookup(tf.strings.join([tf.gather(self._multi_prefix, field), items]))
-        multi_cols = tf.where(ids == 0, tf.gather(self._multi_unknown, field), tf.gather(self._key_columns, ids))
-        rows = tf.concat([code_rows, cell // n_multi], axis=0)
-        cols = tf.concat([tf.reshape(code_cols, [-1]), multi_cols], axis=0)
-        return rows, cols
+        codes = tf.unstack(tf.where(codes == "", MISSING_TOKEN, codes), num=len(self.CODE_FIELDS), axis=1)
+        ids = tf.stack([self.lookups[name](x) for name, x in zip(self.CODE_FIELDS, codes, strict=True)], axis=1)
+        n = tf.shape(ids, out_type=tf.int64)[0]
+        rows = [tf.repeat(tf.range(n), len(self.CODE_FIELDS))]
+        cols = [tf.reshape(ids + self._code_offsets, [-1])]
+        for name in self.MULTI_FIELDS:
+            parts = tf.strings.split(tf.strings.lower(inputs[name]), schema.MULTI_SEPARATOR)
+            items = tf.strings.strip(parts.flat_values)
+            keep = items != ""
+            rows.append(parts.value_rowids()[keep])
+            cols.append(self.lookups[name](items[keep]) + self._offsets[name])
+        return tf.concat(rows, axis=0), tf.concat(cols, axis=0)
 
     def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         if self.number_stats is None:
@@ -276,10 +267,7 @@ class FeatureEncoder(keras.layers.Layer):
     def offer_mask(self, stage: tf.Tensor) -> tf.Tensor:
         """(n, C) float mask: 1 where the characteristic has a talking point at the row's stage, else 0."""
         x = _normalize(stage)
-        ids = self.lookup(tf.strings.join([_key(schema.STAGE, ""), tf.where(x == "", MISSING_TOKEN, x)]))
-        start = self._offsets[schema.STAGE]
-        rows = tf.where(ids == 0, 0, tf.gather(self._key_columns, ids) - start)
-        return tf.gather(self._stage_offer, rows)
+        return tf.gather(self._stage_offer, self.lookups[schema.STAGE](tf.where(x == "", MISSING_TOKEN, x)))
 
     def stage_offer_mask(self, encoded: tf.Tensor) -> tf.Tensor:
         """The same mask read from already encoded rows (their stage block), without a second lookup."""
@@ -291,14 +279,17 @@ class FeatureEncoder(keras.layers.Layer):
         """Every constant `call` uses, as arrays (exported so `needs_rec.fast_path` can mirror the encoding)."""
         if self.number_stats is None:
             raise NotFittedError("FeatureEncoder is not fitted yet: call 'adapt' with the training frame first")
-        keys = self.lookup.get_vocabulary()[1:]  # index 0 is the unknown bucket
+        keys, columns = [], [-1]  # "field<US>token" → column; column -1 stands for the unknown bucket
+        for name, tokens in self._tokens.items():
+            keys += [_key(name, token) for token in tokens]
+            columns += range(self._offsets[name] + 1, self._offsets[name] + 1 + len(tokens))
         return {
             "keys": np.array(keys, dtype=object),
-            "key_columns": self._key_columns,
-            "code_prefix": self._code_prefix,
-            "code_unknown": self._code_unknown,
-            "multi_prefix": self._multi_prefix,
-            "multi_unknown": self._multi_unknown,
+            "key_columns": np.array(columns, dtype=np.int64),
+            "code_prefix": np.array([_key(name, "") for name in self.CODE_FIELDS], dtype=object),
+            "code_unknown": self._code_offsets,
+            "multi_prefix": np.array([_key(name, "") for name in self.MULTI_FIELDS], dtype=object),
+            "multi_unknown": np.array([self._offsets[name] for name in self.MULTI_FIELDS], dtype=np.int64),
             "category_width": np.array(self._category_width, dtype=np.int64),
             "links": self._links,
             "link_cap": self._link_cap,
