@@ -189,9 +189,10 @@ def serve_naive(model: Path, port: int) -> None:
             return np.asarray(recommender.predict(rows_to_inputs(rows), verbose=0))
 
         served.predict_rows = predict_rows  # type: ignore[method-assign]
+        served.twin = None  # every call through Keras, none through the NumPy twin
         return served
 
-    settings = Settings(model=model, port=port, max_rows_per_call=1, warmup_rounds=1)
+    settings = Settings(model=model, port=port, max_rows_per_call=1, warmup_rounds=1, fast_path_max_rows=0)
     logger = configure_logging("info")
     registry = Registry(model, poll_interval_s=0, warmup_rounds=1, max_rows=1, logger=logger, loader=naive_loader)
     app = create_app(settings, registry=registry, logger=logger)
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_ready(port, server)
             rates = [float(r) for r in args.rates.split(",")]
-            results["served"] = measure("python -m serving (SavedModel `serve`, micro-batching)", port, script, rates,
+            label = "python -m serving (verified NumPy twin for small calls, SavedModel + micro-batching beyond)"
+            results["served"] = measure(label, port, script, rates,
                                         args.duration)
         finally:
             stop_server(server)
