@@ -59,7 +59,14 @@ from threadpoolctl import threadpool_limits
 
 from needs_rec.arff import MultiLabelData, load_mulan
 from needs_rec.config import Config, NetworkConfig, ThresholdConfig, TrainingConfig
-from needs_rec.metrics import LOWER_IS_BETTER, MULTILABEL_KEYS, evaluate_multilabel
+from needs_rec.metrics import (
+    LOWER_IS_BETTER,
+    MULTILABEL_KEYS,
+    evaluate_multilabel,
+    example_f1,
+    hamming_loss,
+    micro_f1,
+)
 from needs_rec.thresholds import select_with, tune_thresholds
 
 DATA_DIR = Path("/work/shared/data/external")
@@ -160,9 +167,13 @@ class Scored:
 
 
 def selection_score(y: np.ndarray, proba: np.ndarray, selected: np.ndarray) -> float:
-    """What rules and hyper-parameters are chosen by: micro-F1 + example-F1 − Hamming loss."""
-    m = evaluate_multilabel(y, proba, selected)
-    return m["micro_f1"] + m["example_f1"] - m["hamming_loss"]
+    """What rules and hyper-parameters are chosen by: micro-F1 + example-F1 − Hamming loss.
+
+    Only those three are computed (the ranking metrics, scikit-learn's LRAP above all, cost ~95%
+    of a full `evaluate_multilabel` and play no part in the choice). `proba` is unused: the score
+    depends on the selection alone.
+    """
+    return micro_f1(y, selected) + example_f1(y, selected) - hamming_loss(y, selected)
 
 
 def rule_score(y: np.ndarray, oof: np.ndarray, rule: ThresholdConfig, *, folds: int = 5, repeats: int = 3) -> float:
