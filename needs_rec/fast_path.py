@@ -89,9 +89,16 @@ _LAYER_KINDS = {
 def network_graph(network: keras.Model) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(layer graph as JSON-able dict, weights keyed "layer/weight") of a functional network, or None.
 
-    None when the network holds a layer the twin cannot compute; the version is then served by
-    the SavedModel alone.
+    None when the network holds a layer the twin cannot compute, or Keras no longer exposes its
+    graph the way this reads it; the version is then served by the SavedModel alone.
     """
+    try:
+        return _walk(network)
+    except (AttributeError, IndexError, TypeError, ValueError):  # Keras internals moved: no twin, export goes on
+        return None
+
+
+def _walk(network: keras.Model) -> tuple[dict[str, Any], dict[str, Any]] | None:
     if len(network.inputs) != 1 or len(network.outputs) != 1:
         return None
     layers: list[dict[str, Any]] = []

@@ -114,6 +114,7 @@ class Service:
             metrics=self.metrics,
             fast_rows=settings.fast_path_max_rows,
         )
+        self.scorer.on_twin_error = self.twin_failed
         self.shutting_down = False
         self.in_flight = 0
         self.retry_headers = {"Retry-After": str(settings.retry_after_s)}
@@ -123,6 +124,12 @@ class Service:
         if not self.shutting_down:
             self.shutting_down = True
             log_event(self.logger, "shutdown_started", in_flight=self.in_flight)
+
+    def twin_failed(self, model: ServingModel, exc: Exception) -> None:
+        """A NumPy twin raised: log it (type only: the message could quote request values) and drop the twin."""
+        model.twin = None
+        model.twin_note = f"dropped after {type(exc).__name__}"
+        log_event(self.logger, "fast_path_dropped", logging.ERROR, version=model.version, error=type(exc).__name__)
 
     def model(self) -> ServingModel:
         """The version to answer with (held for the whole request), or 503 when none is ready."""

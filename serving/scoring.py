@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +39,7 @@ class Scorer:
     ):
         self.max_rows = max_rows
         self.fast_rows = fast_rows
+        self.on_twin_error: Callable[[ServingModel, Exception], None] | None = None
         self.workers = workers
         self.metrics = metrics
         self._queue: asyncio.Queue[_Job] | None = None
@@ -66,7 +67,12 @@ class Scorer:
         """Probabilities (len(rows), C) from `model`, possibly computed together with other requests' rows."""
         if self._queue is None:
             raise RuntimeError("Scorer is not started: call 'start' inside the event loop first")
-        small = model.predict_small(rows, self.fast_rows)
+        try:
+            small = model.predict_small(rows, self.fast_rows)
+        except Exception as exc:  # a twin bug must not fail the request: TensorFlow answers it instead
+            small = None
+            if self.on_twin_error is not None:
+                self.on_twin_error(model, exc)
         if small is not None:  # the verified NumPy twin, right here: cheaper than any hand-off to a thread
             if self.metrics is not None:
                 self.metrics.numpy_calls.inc()

@@ -182,6 +182,26 @@ def test_a_twin_that_disagrees_is_not_used(built: dict[str, Path], monkeypatch: 
     assert loaded and loaded[0]["fast_path"].startswith("refused")
 
 
+def test_a_twin_that_raises_is_dropped_and_tensorflow_answers(built: dict[str, Path]) -> None:
+    with serve(settings_for(built["random"]), "twin-raises") as (client, log):
+        model = client.app.state.service.registry.current
+        assert model.twin is not None
+
+        def broken(rows: Any) -> Any:
+            raise RuntimeError("boom")
+
+        model.twin.predict_rows = broken  # type: ignore[method-assign]
+        first = post(client, "/v1/models/needs_rec:predict", {"instances": INSTANCES[:1]})
+        second = post(client, "/v1/models/needs_rec:predict", {"instances": INSTANCES[:1]})
+        metrics = client.get("/metrics").text
+    assert first.status_code == 200 and second.status_code == 200
+    assert first.json()["predictions"] == second.json()["predictions"]
+    assert model.twin is None and model.twin_note == "dropped after RuntimeError"
+    assert 'needs_rec_model_calls_total{path="tensorflow"} 2.0' in metrics
+    dropped = [e for e in _events(log) if e["event"] == "fast_path_dropped"]
+    assert len(dropped) == 1 and dropped[0]["error"] == "RuntimeError" and "boom" not in log.getvalue()
+
+
 def test_model_status_and_metadata(client: TestClient) -> None:
     available = {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     assert client.get("/v1/models/needs_rec").json() == {"model_version_status": [available]}
