@@ -128,3 +128,43 @@ def test_batch_output_equals_in_process_prediction(trained: tuple[Path, Path], t
     selected = scores.pivot(index="contact_id", columns="characteristic", values="selected")
     want = select(expected, version.thresholds, version.manifest.get("top_k"))
     assert (selected.loc[frame["contact_id"], version.vocabulary].to_numpy() == want).all()
+
+
+def test_another_firms_dictionaries_train_and_serve_without_code_change(tmp_path: Path) -> None:
+    """tests/fixtures/other_firm: 4 stages, other codes, characteristics not offered at some stages."""
+    other = REPO / "tests" / "fixtures" / "other_firm"
+    dicts = dictionaries.load(other)
+    crm = sample.write(sample.generate(dicts, n_orgs=120, seed=5), tmp_path / "crm")
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+    fit_mod.fit(fit_mod.parse_args([
+        "--data", str(crm), "--dictionaries", str(other), "--output", str(tmp_path / "models"),
+        "--config", str(tmp_path / "tiny.yaml"), "--seed", "3", "--no-baselines", "--quiet",
+    ]))  # fmt: skip
+    version = artifact.load(tmp_path / "models")
+    assert version.vocabulary == dicts.characteristic_codes
+    offered = dicts.offered()
+    stage_index = int(np.argmin(offered.sum(axis=1)))  # the stage with the fewest talking points
+    stage = dicts.stage_codes[stage_index]
+    assert not offered[stage_index].all()
+    frame = contacts_frame(crm, 10, stage)
+    expected = version.predict(features.frame_to_inputs(frame[list(schema.MODEL_INPUT_NAMES)]))
+    assert (expected[:, ~offered[stage_index]] == 0).all()
+
+    with serve(settings_for(tmp_path / "models"), "other-firm") as (client, _):
+        model = client.app.state.service.registry.current
+        assert model.twin is not None and model.twin_note.startswith("verified")
+        instances = [instance(row) for _, row in frame.iterrows()]
+        batch_answer = client.post("/v1/models/needs_rec:predict", json={"instances": instances})
+        np.testing.assert_allclose(np.asarray(batch_answer.json()["predictions"]), expected, atol=1e-6)
+        names = {ch.code: ch for ch in dicts.characteristics}
+        for i, inst in enumerate(instances[:4]):
+            organization = {k: v for k, v in inst.items() if k in {c.name for c in schema.ORGANIZATIONS.columns}}
+            contact = {k: v for k, v in inst.items() if k in {c.name for c in schema.CONTACTS.columns}}
+            body = {"stage": stage, "organization": organization, "contact": contact, "occurred_on": DATE, "top_k": 3}
+            answer = client.post("/v1/recommendations", json=body)
+            assert answer.status_code == 200, answer.text
+            for point in answer.json()["talking_points"]:
+                j = version.vocabulary.index(point["characteristic"])
+                assert offered[stage_index, j]  # never a characteristic without a talking point at this stage
+                assert point["text"] == names[point["characteristic"]].talking_point(stage)
+                assert point["probability"] == pytest.approx(float(expected[i, j]), abs=1e-4)
