@@ -113,7 +113,10 @@ def export(
             fn=lambda inputs: recommender(inputs, training=False),
             input_signature=[input_signature()],
         )
-        twin = fast_path.export_tensors(encoder, network)
+        try:
+            twin = fast_path.export_tensors(encoder, network)
+        except Exception:  # the twin is an optimisation: a version without one is served by TensorFlow alone
+            twin = None
         if twin is not None:  # the encoder's tables and the network's weights, for the verified NumPy twin
             archive.add_endpoint(name=fast_path.ENDPOINT, fn=_constant_endpoint(twin))
         archive.write_out(str(tmp / SAVED_MODEL), verbose=False)

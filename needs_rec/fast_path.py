@@ -48,7 +48,8 @@ _DATE_POS = (schema.MODEL_INPUT_NAMES.index(schema.OCCURRED_ON), schema.MODEL_IN
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    """The logistic function in its tanh form: no overflow (and no warning) for large |x|."""
+    return (0.5 + 0.5 * np.tanh(0.5 * x)).astype(np.float32)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -94,7 +95,7 @@ def network_graph(network: keras.Model) -> tuple[dict[str, Any], dict[str, Any]]
     """
     try:
         return _walk(network)
-    except (AttributeError, IndexError, TypeError, ValueError):  # Keras internals moved: no twin, export goes on
+    except Exception:  # Keras internals moved, an activation that cannot be serialised, …: no twin, export goes on
         return None
 
 
@@ -206,7 +207,7 @@ class RowEncoder:
         for i in range(n_numbers):
             finite = [float(e) for e in edges[i] if np.isfinite(e)]
             bins = [place.get(2 * n_numbers + i * NUMBER_BINS + b) for b in range(NUMBER_BINS)]
-            self._numbers.append((place[i], place[n_numbers + i], float(mean[i]), float(std[i]), finite, bins))
+            self._numbers.append((place[i], place[n_numbers + i], mean[i], std[i], finite, bins))
         self.width = start + len(order)
         self.stage_offset = int(tables["stage_offset"])
         self.stage_offer = np.asarray(tables["stage_offer"], dtype=np.float32)
@@ -233,7 +234,8 @@ class RowEncoder:
                     continue
                 if logged:
                     plain = max(plain, 0.0)
-                line[z_at] = ((math.log1p(plain) if logged else plain) - mean) / std
+                value = np.float32(math.log1p(plain)) if logged else np.float32(plain)
+                line[z_at] = (value - mean) / std  # float32 throughout, as in the graph
                 at = bins[bisect.bisect_right(edges, plain)]  # exact: float32 values against float32 edges
                 if at is not None:
                     line[at] = 1.0
@@ -417,8 +419,8 @@ def probe_rows(codes: Mapping[str, Sequence[str]], n: int = 64, seed: int = 0) -
     `codes` maps each code / multi-valued field of `schema.MODEL_INPUT_NAMES` to its dictionary codes.
     """
     rng = np.random.default_rng(seed)
-    numbers = [math.nan, 0.0, -3.0, 1.0, 12.0, 250.0, 4000.0, 1e7, 2.5]
-    years = [math.nan, 1900.0, 1995.0, 2010.0, 2023.0]
+    numbers = [math.nan, 0.0, -3.0, 1.0, 12.0, 250.0, 4000.0, 1e7, 2.5, 3e38]
+    years = [math.nan, 1900.0, 1995.0, 2010.0, 2023.0, -30000.0, 3e38]
     dates = ["", "2020-01-15", "2024-06-30", "1999-12-31", " 2021-07-01 ", "garbage", "2030-01-01"]
     longest = max((len(v) for v in codes.values()), default=1)
     rows = []

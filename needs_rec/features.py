@@ -196,7 +196,7 @@ class FeatureEncoder(keras.layers.Layer):
         s = list(self.number_stats.values())
         self._mean = np.array([x.mean for x in s], dtype=np.float32)
         self._std = np.maximum(np.sqrt(np.array([x.variance for x in s], dtype=np.float32)), 1e-7)
-        self._edges = np.full((len(s), NUMBER_BINS - 1), np.inf, dtype=np.float32)  # +inf pads: never passed
+        self._edges = np.full((len(s), NUMBER_BINS - 1), np.nan, dtype=np.float32)  # NaN pads: x >= NaN is false
         # Columns of [z ×4 | missing ×4 | bins 4×NUMBER_BINS] in feature order: per number z, missing, its bins.
         order: list[int] = []
         n = len(s)

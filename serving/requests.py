@@ -30,6 +30,7 @@ _MULTI_POSITIONS = tuple(
     i for i, c in enumerate(schema.MODEL_INPUTS) if c.kind is schema.Kind.MULTI
 )
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+FLOAT32_MAX = 3.4028234663852886e38  # larger numbers would become infinity inside the model
 
 
 def parse_json(body: bytes) -> Any:
@@ -257,8 +258,8 @@ class RequestParser:
             number = float(value)
         except OverflowError:
             number = math.inf
-        if not math.isfinite(number):
-            raise _wrong_type(where, "a finite number", value)
+        if not math.isfinite(number) or abs(number) > FLOAT32_MAX:  # the model computes in float32
+            raise _wrong_type(where, f"a finite number of magnitude at most {FLOAT32_MAX:.4g}", value)
         if non_negative and number < 0:
             raise RequestError(f"field '{where}' must be a number >= 0, got {_shown(value)}")
         return number

@@ -146,3 +146,15 @@ def test_batch_norm_is_folded_into_the_dense_layer_before_it() -> None:
     assert "batch_norm" not in kinds and "identity" not in kinds
     x = np.random.default_rng(0).normal(size=(50, 10)).astype(np.float32)
     np.testing.assert_allclose(twin(x), network(x, training=False).numpy(), atol=1e-5)
+
+
+def test_an_activation_keras_cannot_describe_means_no_twin_not_a_failed_export(tmp_path: Path) -> None:
+    parts = build_parts(REPO_DICTIONARIES, n_rows=100)
+    inputs = keras.Input(shape=(parts.encoder.width,), name="features")
+    anonymous = eval("lambda x: x * 0.5")  # no source file: keras.activations.serialize cannot describe it
+    hidden = keras.layers.Dense(8, activation=anonymous)(inputs)
+    outputs = keras.layers.Dense(len(parts.dictionaries.characteristics), activation="sigmoid")(hidden)
+    parts.network = keras.Model(inputs, outputs)
+    assert fast_path.network_graph(parts.network) is None
+    loaded = artifact.load(export_parts(tmp_path / "models", REPO_DICTIONARIES, parts))
+    assert fast_path.Twin.from_saved_model(loaded._module) is None

@@ -233,6 +233,8 @@ def test_health(client: TestClient) -> None:
         ({**BODY, "organization": {"industry": "it", "employees": "many"}}, "'organization.employees'"),
         ({**BODY, "organization": {"industry": "it", "employees": True}}, "'organization.employees'"),
         ({**BODY, "organization": {"industry": "it", "revenue_mln": -1}}, "'organization.revenue_mln'"),
+        ({**BODY, "organization": {"industry": "it", "employees": 1e39}}, "'organization.employees'"),
+        ({**BODY, "organization": {"industry": "it", "founded_year": -5e38}}, "'organization.founded_year'"),
         ({**BODY, "organization": {"industry": "it", "client_since": "2024-13-01"}}, "'organization.client_since'"),
         ({**BODY, "contact": {"position": "ceo", "interests": [1, 2]}}, "'contact.interests'"),
         ({**BODY, "top_k": 0}, "'top_k'"),
