@@ -282,13 +282,7 @@ class NetworkTwin:
                 raise ValueError(f"fast path: layer {name!r} has no kernel")
             fn = (lambda x: act(x[0] @ kernel)) if bias is None else (lambda x: act(x[0] @ kernel + bias))
         elif kind == "batch_norm":
-            mean, variance = w("moving_mean"), w("moving_variance")
-            if mean is None or variance is None:
-                raise ValueError(f"fast path: layer {name!r} has no moving statistics")
-            gamma, beta = w("gamma"), w("beta")
-            scale = (1.0 if gamma is None else gamma) / np.sqrt(variance + np.float32(spec["epsilon"]))
-            shift = (0.0 if beta is None else beta) - mean * scale
-            scale, shift = np.float32(scale), np.float32(shift)
+            scale, shift = _batch_norm_affine(spec, weights)
             fn = lambda x: x[0] * scale + shift  # noqa: E731
         elif kind == "activation":
             act = ACTIVATIONS[spec["activation"]]
@@ -335,10 +329,8 @@ def _simplify(
                 or readers.get(source["name"], 0) != 1 or source["name"] == output):
             continue
         if spec["kind"] == "batch_norm":
-            name, dense = spec["name"], source["name"]
-            mean, variance = weights[f"{name}/moving_mean"], weights[f"{name}/moving_variance"]
-            scale = weights.get(f"{name}/gamma", np.float32(1.0)) / np.sqrt(variance + np.float32(spec["epsilon"]))
-            shift = weights.get(f"{name}/beta", np.float32(0.0)) - mean * scale
+            dense = source["name"]
+            scale, shift = _batch_norm_affine(spec, weights)
             bias = weights.get(f"{dense}/bias", np.float32(0.0))
             weights[f"{dense}/kernel"] = (weights[f"{dense}/kernel"] * scale).astype(np.float32)
             weights[f"{dense}/bias"] = (bias * scale + shift).astype(np.float32)
@@ -363,6 +355,18 @@ def _simplify(
             spec["inputs"] = [output if i == absorber["name"] else i for i in spec["inputs"]]
         absorber["name"] = output
     return out, weights
+
+
+def _batch_norm_affine(spec: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Inference-mode batch norm as `x * scale + shift` (gamma and beta absent when not learned)."""
+    name = spec["name"]
+    mean, variance = weights.get(f"{name}/moving_mean"), weights.get(f"{name}/moving_variance")
+    if mean is None or variance is None:
+        raise ValueError(f"fast path: layer {name!r} has no moving statistics")
+    gamma = weights.get(f"{name}/gamma", np.float32(1.0))
+    scale = np.float32(gamma / np.sqrt(variance + np.float32(spec["epsilon"])))
+    shift = np.float32(weights.get(f"{name}/beta", np.float32(0.0)) - mean * scale)
+    return scale, shift
 
 
 def _resolve(merged: Mapping[str, str], name: str) -> str:

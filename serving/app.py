@@ -347,37 +347,34 @@ def create_app(
             probabilities = await service.scorer.predict(model, [parsed.row])
         return json_response(_answer(model, parsed, probabilities[0]))
 
+    async def score_items(
+        request: Request, model: ServingModel, key: str, parse: Callable[[Any, str], ParsedRequest]
+    ) -> tuple[list[ParsedRequest], np.ndarray]:
+        """A list body (`requests` or `instances`): read, check the batch limit, validate each item, score them."""
+        body = parse_json(await read_body(request, settings.max_body_bytes))
+        items = model.parser.batch(body, key, settings.max_batch)
+        parsed = [parse(item, f"{key}[{i}].") for i, item in enumerate(items)]
+        request.state.items = len(parsed)
+        service.count_unknown(parsed)
+        request.state.warnings = sum(len(p.warnings) for p in parsed)
+        if not parsed:
+            return parsed, np.zeros((0, len(model.vocabulary)), dtype=np.float32)
+        return parsed, await service.scorer.predict(model, [p.row for p in parsed])
+
     async def recommend_batch(request: Request) -> Response:
         """The same for a list of requests: `{"requests": [...]}` → `{"model_version", "results": [...]}`."""
         model = service.model()
         request.state.model_version = model.version
         async with asyncio.timeout(timeout):
-            body = parse_json(await read_body(request, settings.max_body_bytes))
-            items = model.parser.batch(body, "requests", settings.max_batch)
-            parsed = [model.parser.recommendation(item, f"requests[{i}].") for i, item in enumerate(items)]
-            request.state.items = len(parsed)
-            service.count_unknown(parsed)
-            request.state.warnings = sum(len(p.warnings) for p in parsed)
-            results = []
-            if parsed:
-                probabilities = await service.scorer.predict(model, [p.row for p in parsed])
-                results = [_answer(model, p, probabilities[i]) for i, p in enumerate(parsed)]
+            parsed, probabilities = await score_items(request, model, "requests", model.parser.recommendation)
+        results = [_answer(model, p, probabilities[i]) for i, p in enumerate(parsed)]
         return json_response({"model_version": model.version, "results": results})
 
     async def tf_predict(request: Request, model: ServingModel) -> Response:
         request.state.model_version = model.version
         async with asyncio.timeout(timeout):
-            body = parse_json(await read_body(request, settings.max_body_bytes))
-            items = model.parser.batch(body, "instances", settings.max_batch)
-            parsed = [model.parser.instance(item, f"instances[{i}].") for i, item in enumerate(items)]
-            request.state.items = len(parsed)
-            service.count_unknown(parsed)
-            warnings = [f"instances[{i}]: {w}" for i, p in enumerate(parsed) for w in p.warnings]
-            request.state.warnings = len(warnings)
-            if parsed:
-                probabilities = await service.scorer.predict(model, [p.row for p in parsed])
-            else:
-                probabilities = np.zeros((0, len(model.vocabulary)), dtype=np.float32)
+            parsed, probabilities = await score_items(request, model, "instances", model.parser.instance)
+        warnings = [f"instances[{i}]: {w}" for i, p in enumerate(parsed) for w in p.warnings]
         answer: dict[str, Any] = {"predictions": probabilities, "model_version": model.version}
         if warnings:
             answer["warnings"] = warnings
