@@ -1,0 +1,295 @@
+"""Training as a function: CRM data + dictionaries + config → one evaluated, exported model version.
+
+`train(...)` is the whole training job that `python -m training.fit` runs after parsing its flags
+and that `python -m training.retrain` runs to build a challenger. Steps: validate the data
+(contract §2), build episodes and split them by time, learn the encoder's numeric statistics on
+the training split, train the network with early stopping on the validation split, tune
+per-characteristic thresholds on validation, evaluate on the test split side by side with the
+baselines, and export a self-contained version with its report (`needs_rec.artifact.export`).
+
+Inputs are typed values, not an argparse namespace; progress goes to a `Progress` object the
+caller chooses (printing for the CLI, silent for tests and for retrain's quiet mode).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO / "data" / "sample"
+DEFAULT_DICTIONARIES = REPO / "dictionaries"
+STEPS = 9
+
+
+class Progress:
+    """Step-by-step progress on stdout (`quiet`: nothing); stderr is kept for the one-line error a data problem gets."""
+
+    def __init__(self, total: int = STEPS, quiet: bool = False):
+        self.total, self.quiet, self.step, self.start = total, quiet, 0, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.step += 1
+        if not self.quiet:
+            elapsed = time.perf_counter() - self.start
+            print(f"[{self.step}/{self.total} {elapsed:6.1f}s] {message}", flush=True)
+
+    def note(self, text: str) -> None:
+        """Free text between the steps (the validation report)."""
+        if not self.quiet:
+            print(text, flush=True)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the exported version, its manifest and figures, the fitted parts."""
+
+    version_dir: Path
+    manifest: dict[str, Any]
+    table: str  # the evaluation table (network vs baselines on the test split), as printed by `fit`
+    encoder: Any  # needs_rec.features.FeatureEncoder, fitted
+    network: Any  # keras.Model: encoded floats → probabilities
+
+    @property
+    def version(self) -> int:
+        """The version number: the directory's name (the manifest never overrides it)."""
+        return int(self.version_dir.name)
+
+
+def train(
+    data: str | Path,
+    dictionaries_dir: str | Path,
+    models_dir: str | Path,
+    *,
+    config: str | Path | None = None,
+    cutoff: dt.date | None = None,
+    seed: int | None = None,
+    baselines: bool = True,
+    gbt: bool = False,
+    progress: Progress | None = None,
+    oracle: Any = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train on `data` (a CRM directory), export a new version under `models_dir`; NeedsRecError for bad input.
+
+    `config`: a YAML file overriding needs_rec/default_config.yaml (None: the defaults).
+    `cutoff`: train, validate and test on episodes before this date only (the held-out window of
+    a retrain starts there). `seed`: None → the config's. `baselines`/`gbt`: fit the baselines
+    (and the gradient-boosted trees) on the same split for the comparison table.
+    `oracle` (benchmarks only): a frame with contact_id, occurred_on, stage and one column per
+    characteristic holding the generator's true probabilities; it is evaluated as one more method.
+    `extra_manifest`: more keys for the manifest (retrain records its window there).
+    """
+    # TensorFlow is imported only once the inputs are known good: argument and data errors answer
+    # instantly, and a data error prints its one line with no TensorFlow chatter.
+    from needs_rec import config as config_mod
+    from needs_rec import dictionaries, episodes, evaluation, schema, talking_points
+    from needs_rec import thresholds as thresholds_mod
+    from training import data as data_io
+
+    progress = progress or Progress(quiet=True)
+    dictionaries_dir, models_dir = Path(dictionaries_dir), Path(models_dir)
+    progress(f"loading dictionaries from {dictionaries_dir}")
+    dicts = dictionaries.load(dictionaries_dir)
+    cfg = config_mod.load_config(config)
+    seed = cfg.seed if seed is None else seed
+
+    progress(f"reading and validating CRM data from {data}")
+    crm, validation = schema.validate(data_io.read_crm(data), dicts)
+    progress.note(str(validation))
+
+    import tensorflow as tf
+
+    from needs_rec import artifact, features, model
+    from training import report as report_mod
+
+    progress("building episodes and the time split")
+    eps = episodes.build_episodes(crm.outcomes, dicts.characteristic_codes)
+    split = episodes.time_split(
+        eps.keys,
+        validation_fraction=cfg.split.validation_fraction,
+        test_fraction=cfg.split.test_fraction,
+        cutoff=cutoff,
+        contacts=crm.contacts,
+    )
+    frame = episodes.model_inputs(eps.keys, crm)
+    y = eps.positives
+    presented = (eps.positives > 0) | (eps.negatives > 0)
+    tr, va, te = split.train, split.validation, split.test
+
+    progress(f"encoding features ({int(tr.sum())} train / {int(va.sum())} validation / {int(te.sum())} test episodes)")
+    encoder = features.FeatureEncoder(dicts).adapt(frame[tr])
+    x = encoder.encode_frame(frame)
+
+    progress(f"training the network ({encoder.width} inputs → {y.shape[1]} characteristics)")
+    verbose = 0 if progress.quiet else (1 if sys.stderr.isatty() else 2)
+    started = time.perf_counter()
+    # Explicit negatives let the network learn "presented" and "resonated" apart; a CRM that logs
+    # only positives has none, and then every unpresented characteristic counts as a negative.
+    explicit = bool(eps.negatives.any())
+    trained = model.train_network(
+        x[tr], y[tr], x[va], y[va], cfg, seed=seed, verbose=verbose,
+        presented_train=presented[tr] if explicit else None,
+        presented_val=presented[va] if explicit else None,
+    )
+    timings = {"train_network_s": round(time.perf_counter() - started, 2)}
+    network = trained.model
+    val_probas = {"network": _predict(network, x[va])}
+    test_probas = {"network": _predict(network, x[te])}
+
+    if baselines:
+        progress("fitting baselines" + (" (with gradient-boosted trees)" if gbt else ""))
+        shown = presented if explicit else None
+        for name, (p_val, p_test) in fit_baselines(
+            x, frame, y, tr, va, te, seed=seed, gbt=gbt, presented=shown
+        ).items():
+            val_probas[name], test_probas[name] = p_val, p_test
+    else:
+        progress("baselines skipped")
+    if oracle is not None:
+        truth = _align_oracle(oracle, eps.keys, dicts.characteristic_codes)
+        val_probas["oracle"], test_probas["oracle"] = truth[va], truth[te]
+
+    progress("tuning thresholds on validation and evaluating on test")
+    stages = frame["stage"].to_numpy()
+    # Every method, like the exported model, gives 0 where the stage has no talking point.
+    offer = encoder.offer_mask(tf.constant(stages.astype(str))).numpy()
+    for probas, part in ((val_probas, va), (test_probas, te)):
+        for name in probas:
+            probas[name] = probas[name] * offer[part]
+    segments = evaluation.segments_for(stages[te], dicts.stage_codes, split.cold_start[te])
+    comparison = evaluation.compare_methods(y[va], val_probas, y[te], test_probas, cfg.thresholds, segments)
+    cuts = comparison.thresholds["network"]
+    table = evaluation.format_table(comparison)
+    warnings = comparison.warnings()
+
+    progress("computing reason statistics")
+    resonance = talking_points.resonance_stats(
+        frame.loc[tr, ["stage", "position", "industry"]].reset_index(drop=True),
+        y[tr],
+        presented[tr],
+        dicts.characteristic_codes,
+    )
+    manifest = {
+        "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "seed": seed,
+        "vocabulary": dicts.characteristic_codes,
+        "stages": dicts.stage_codes,
+        "thresholds": [round(float(t), 6) for t in cuts],
+        "top_k": cfg.thresholds.top_k,
+        "dictionaries": {"checksums": dict(dicts.checksums), "sizes": dicts.summary()},
+        "resonance": resonance,
+        "metrics": comparison.to_dict(),
+        "warnings": warnings,
+        "data": {
+            "validation": validation.to_dict(),
+            "split": split.summary(),
+            "best_epoch": trained.best_epoch,
+        },
+        "timings": timings,
+        "config": cfg.to_dict(),
+        "features": {"width": encoder.width, "numbers": encoder.stats_dict()},
+        "libraries": _libraries(),
+        **(extra_manifest or {}),
+    }
+
+    progress(f"exporting a new version under {models_dir}")
+    test_sel = thresholds_mod.select(test_probas["network"], cuts, cfg.thresholds.top_k)
+
+    def write_extras(tmp: Path) -> None:
+        shutil.copytree(dictionaries_dir, tmp / "dictionaries", ignore=shutil.ignore_patterns(".*"))
+        report_mod.write_report(
+            tmp,
+            title="needs_rec model report",
+            comparison=comparison,
+            y_test=y[te],
+            proba_test=test_probas["network"],
+            selected_test=test_sel,
+            stages_test=stages[te],
+            stage_names={s.code: s.name for s in dicts.funnel_stages},
+            characteristic_codes=dicts.characteristic_codes,
+            characteristic_names=[c.name for c in dicts.characteristics],
+            extra_summary={"episodes": len(eps.keys), **split.summary()},
+            presented_test=presented[te] if explicit else None,
+        )
+
+    version_dir = artifact.export(
+        models_dir, encoder=encoder, network=network, manifest=manifest, write_extras=write_extras
+    )
+    manifest["version"] = int(version_dir.name)
+    return TrainResult(version_dir=version_dir, manifest=manifest, table=table, encoder=encoder, network=network)
+
+
+PER_LABEL_LEARNERS = frozenset({"logistic", "gradient_boosting"})
+
+
+def fit_baselines(
+    x: np.ndarray,
+    frame: Any,
+    y: np.ndarray,
+    train: np.ndarray,
+    validation: np.ndarray,
+    test: np.ndarray,
+    *,
+    seed: int,
+    gbt: bool,
+    presented: np.ndarray | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fit each baseline on the training split; return its validation and test probabilities.
+
+    The per-label learners (logistic regression, boosted trees) get the same explicit negatives as
+    the network (`presented`): each label is fitted on the episodes where it was presented.
+    """
+    from needs_rec import baselines
+
+    methods = baselines.default_baselines(gradient_boosting=gbt, random_state=seed)
+    result = {}
+    for name, method in methods.items():
+        extra = {"presented": presented[train]} if presented is not None and name in PER_LABEL_LEARNERS else {}
+        method.fit(x[train], frame[train].reset_index(drop=True), y[train], **extra)
+        result[name] = tuple(
+            method.predict_proba(x[part], frame[part].reset_index(drop=True)) for part in (validation, test)
+        )
+    return result
+
+
+def _align_oracle(oracle: Any, keys: Any, vocabulary: list[str]) -> np.ndarray:
+    """The oracle's probabilities in the episodes' row order (keys: contact_id, occurred_on, stage)."""
+    import pandas as pd
+
+    left = keys[["contact_id", "occurred_on", "stage"]].copy()
+    left["occurred_on"] = pd.to_datetime(left["occurred_on"]).dt.strftime("%Y-%m-%d")
+    right = oracle.copy()
+    right["occurred_on"] = pd.to_datetime(right["occurred_on"]).dt.strftime("%Y-%m-%d")
+    right["stage"] = right["stage"].astype(str).str.strip().str.lower()
+    right["contact_id"] = right["contact_id"].astype(str).str.strip()
+    merged = left.merge(right, on=["contact_id", "occurred_on", "stage"], how="left", validate="one_to_one")
+    return merged[vocabulary].to_numpy(dtype=np.float32, na_value=0.0)
+
+
+def _predict(network: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(network.predict(x, batch_size=8192, verbose=0), dtype=np.float32)
+
+
+def _libraries() -> dict[str, str]:
+    import keras
+    import pandas
+    import sklearn
+    import tensorflow
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pandas.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
