@@ -1,0 +1,75 @@
+"""`POST /v1/recommendations` and `POST /v1/recommendations:batch` (contract §4): talking points.
+
+Both are plain Starlette endpoints (`request` in, `Response` out): they read and validate their
+bodies themselves (orjson + `serving.requests`), so FastAPI's per-request dependency solving would
+only add latency on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from serving.registry import ServingModel
+from serving.requests import ParsedRequest, parse_json
+from serving.service import Service, json_response, read_body
+
+
+def answer(model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray) -> dict[str, Any]:
+    """The contract's answer for one request: model version, stage, talking points, warnings."""
+    talking = model.talking
+    chosen = talking.select(probabilities, model.thresholds, parsed.stage, top_k=parsed.top_k, cap=model.top_k)
+    result: dict[str, Any] = {
+        "model_version": model.version,
+        "stage": parsed.stage,
+        "talking_points": talking.render(
+            probabilities,
+            chosen,
+            stage=parsed.stage,
+            thresholds=model.thresholds,
+            position=parsed.position,
+            industry=parsed.industry,
+            interests=parsed.interests,
+            products_owned=parsed.products_owned,
+        ),
+        "warnings": parsed.warnings,
+    }
+    if parsed.request_id is not None:
+        result["request_id"] = parsed.request_id
+    return result
+
+
+def router(service: Service) -> APIRouter:
+    """The recommendation endpoints over `service`."""
+    settings = service.settings
+    timeout = settings.request_timeout_s
+    routes = APIRouter()
+
+    async def recommend(request: Request) -> Response:
+        """Talking points for one contact at one stage."""
+        model = service.model()
+        request.state.model_version = model.version
+        async with asyncio.timeout(timeout):
+            body = parse_json(await read_body(request, settings.max_body_bytes))
+            parsed = model.parser.recommendation(body)
+            service.count_unknown([parsed])
+            request.state.warnings = len(parsed.warnings)
+            probabilities = await service.scorer.predict(model, [parsed.row])
+        return json_response(answer(model, parsed, probabilities[0]))
+
+    async def recommend_batch(request: Request) -> Response:
+        """The same for a list of requests: `{"requests": [...]}` → `{"model_version", "results": [...]}`."""
+        model = service.model()
+        request.state.model_version = model.version
+        async with asyncio.timeout(timeout):
+            parsed, probabilities = await service.score_items(request, model, "requests", model.parser.recommendation)
+        results = [answer(model, p, probabilities[i]) for i, p in enumerate(parsed)]
+        return json_response({"model_version": model.version, "results": results})
+
+    routes.add_route("/v1/recommendations", recommend, methods=["POST"])
+    routes.add_route("/v1/recommendations:batch", recommend_batch, methods=["POST"])
+    return routes

@@ -1,0 +1,269 @@
+"""The one service object every router shares, the error answer type and the ASGI guard.
+
+`Service` holds the settings, the model registry, the micro-batcher (`Scorer`), the logger and
+the Prometheus metrics. Routers (`serving.routes.*`) are built from it by the app factory
+(`serving.app.create_app`), so a route reaches everything through the closure: no per-request
+lookups or dependency solving on the hot path.
+
+The guard is a pure-ASGI wrapper in front of every route: it refuses oversized bodies (413, from
+Content-Length before anything is read), sheds load beyond `max_concurrency` scoring requests in
+flight (503 + Retry-After), and writes one JSON log line and the Prometheus observations per
+request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
+
+from serving.observability import Metrics, configure_logging, log_event
+from serving.registry import MODEL_NAME, Registry, ServingModel
+from serving.requests import ParsedRequest, parse_json
+from serving.scoring import Scorer
+from serving.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Endpoints (log/metric labels) whose POSTs count against `max_concurrency` and may be shed.
+SCORING_ENDPOINTS = frozenset({"recommendations", "recommendations_batch", "predict"})
+_STATIC_ENDPOINTS = {
+    "/v1/recommendations": "recommendations",
+    "/v1/recommendations:batch": "recommendations_batch",
+    "/healthz": "healthz",
+    "/readyz": "readyz",
+    "/metrics": "metrics",
+}
+_OUTCOMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    """An answer other than 200: status, the `error` text and extra headers."""
+
+    def __init__(self, status: int, message: str, *, outcome: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.outcome = outcome
+        self.headers = headers or {}
+
+
+class PayloadTooLarge(ApiError):
+    def __init__(self, limit: int):
+        super().__init__(413, f"body: larger than the limit of {limit} bytes", outcome="too_large")
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer serialised with orjson (numpy arrays allowed)."""
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The contract's error shape: `{"error": "..."}`."""
+    return json_response({"error": message}, status, headers)
+
+
+def endpoint_of(method: str, path: str) -> str:
+    """Low-cardinality endpoint label for logs and metrics (never the raw path)."""
+    name = _STATIC_ENDPOINTS.get(path)
+    if name is not None:
+        return name
+    if path.startswith("/v1/models/"):
+        if method == "POST" and path.endswith(":predict"):
+            return "predict"
+        return "metadata" if path.endswith("/metadata") else "model_status"
+    return "other"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, counting streamed bytes: 413 as soon as it passes `limit`, whatever Content-Length said."""
+    chunks = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "body: the client disconnected before sending all of it", outcome="disconnected") from None
+    return b"".join(chunks)
+
+
+class Service:
+    """Everything the routes share: settings, the model registry, the micro-batcher, logs and metrics."""
+
+    def __init__(self, settings: Settings, *, registry: Registry | None = None, logger: logging.Logger | None = None):
+        self.settings = settings
+        self.logger = logger or configure_logging(settings.log_level)
+        self.metrics = Metrics()
+        self.registry = registry or Registry(
+            settings.model,
+            poll_interval_s=settings.poll_interval_s,
+            warmup_rounds=settings.warmup_rounds,
+            max_rows=settings.max_rows_per_call,
+            logger=self.logger,
+            metrics=self.metrics,
+        )
+        if self.registry.metrics is None:
+            self.registry.metrics = self.metrics
+        self.scorer = Scorer(
+            max_rows=settings.max_rows_per_call,
+            workers=settings.model_workers,
+            metrics=self.metrics,
+            fast_rows=settings.fast_path_max_rows,
+        )
+        self.scorer.on_twin_error = self.twin_failed
+        self.shutting_down = False
+        self.in_flight = 0
+        self.retry_headers = {"Retry-After": str(settings.retry_after_s)}
+
+    def begin_shutdown(self) -> None:
+        """Readiness drops from now on (SIGTERM); in-flight requests still finish."""
+        if not self.shutting_down:
+            self.shutting_down = True
+            log_event(self.logger, "shutdown_started", in_flight=self.in_flight)
+
+    def twin_failed(self, model: ServingModel, exc: Exception) -> None:
+        """A NumPy twin raised: log it (type only: the message could quote request values) and drop the twin."""
+        model.twin = None
+        model.twin_note = f"dropped after {type(exc).__name__}"
+        log_event(self.logger, "fast_path_dropped", logging.ERROR, version=model.version, error=type(exc).__name__)
+
+    def model(self) -> ServingModel:
+        """The version to answer with (held for the whole request), or 503 when none is ready."""
+        model = self.registry.current
+        if model is None:
+            reason = self.registry.last_error or "the model is still loading"
+            raise ApiError(503, f"not ready: {reason}", outcome="not_ready", headers=self.retry_headers)
+        return model
+
+    def check_model_name(self, name: str) -> None:
+        """404 unless `name` is the model this service serves (TF Serving paths carry it)."""
+        if name != MODEL_NAME:
+            raise ApiError(404, f"unknown model {name!r}; this service serves {MODEL_NAME!r}")
+
+    def count_unknown(self, parsed: list[ParsedRequest]) -> None:
+        for item in parsed:
+            if item.unknown_fields:
+                self.metrics.count_unknown(item.unknown_fields)
+
+    async def score_items(
+        self, request: Request, model: ServingModel, key: str, parse: Callable[[Any, str], ParsedRequest]
+    ) -> tuple[list[ParsedRequest], np.ndarray]:
+        """A list body (`requests` or `instances`): read, check the batch limit, validate each item, score them."""
+        settings = self.settings
+        body = parse_json(await read_body(request, settings.max_body_bytes))
+        items = model.parser.batch(body, key, settings.max_batch)
+        parsed = [parse(item, f"{key}[{i}].") for i, item in enumerate(items)]
+        request.state.items = len(parsed)
+        self.count_unknown(parsed)
+        request.state.warnings = sum(len(p.warnings) for p in parsed)
+        if not parsed:
+            return parsed, np.zeros((0, len(model.vocabulary)), dtype=np.float32)
+        return parsed, await self.scorer.predict(model, [p.row for p in parsed])
+
+    # -- the ASGI guard --------------------------------------------------------------------
+
+    def guard(self, app: ASGIApp) -> ASGIApp:
+        """Wrap the app: body-size and concurrency limits, then one log line + metrics per request."""
+        logger = self.logger
+        metrics = self.metrics
+
+        async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            method = scope["method"]
+            endpoint = endpoint_of(method, scope["path"])
+            state = scope.setdefault("state", {})
+            status_box = [500]
+
+            async def send_capturing(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status_box[0] = message["status"]
+                await send(message)
+
+            scoring = endpoint in SCORING_ENDPOINTS and method == "POST"
+            try:
+                refusal = self._refusal(scope, scoring)
+                if refusal is not None:
+                    status, message, outcome, headers = refusal
+                    state["outcome"] = outcome
+                    await error_response(status, message, headers)(scope, receive, send_capturing)
+                    return
+                if scoring:
+                    self.in_flight += 1
+                    metrics.in_flight.inc()
+                    try:
+                        await app(scope, receive, send_capturing)
+                    finally:
+                        self.in_flight -= 1
+                        metrics.in_flight.dec()
+                else:
+                    await app(scope, receive, send_capturing)
+            finally:
+                elapsed = time.perf_counter() - started
+                status = status_box[0]
+                metrics.observe_request(endpoint, status, elapsed)
+                if logger.isEnabledFor(logging.INFO):
+                    outcome = state.get("outcome") or ("ok" if status < 400 else _OUTCOMES.get(status, "error"))
+                    fields = {
+                        "method": method,
+                        "endpoint": endpoint,
+                        "status": status,
+                        "outcome": outcome,
+                        "latency_ms": round(elapsed * 1000, 3),
+                        "model_version": state.get("model_version"),
+                    }
+                    if "items" in state:
+                        fields["items"] = state["items"]
+                    if state.get("warnings"):
+                        fields["warnings"] = state["warnings"]
+                    logger.info("request", extra={"fields": fields})
+
+        return guarded
+
+    def _refusal(self, scope: Scope, scoring: bool) -> tuple[int, str, str, dict[str, str] | None] | None:
+        """Why a request is refused before it reaches a route, or None."""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    return 400, "header 'Content-Length' is not a number", "bad_request", None
+                if length > self.settings.max_body_bytes:
+                    limit = self.settings.max_body_bytes
+                    return 413, f"body: {length} bytes is over the limit of {limit} bytes", "too_large", None
+                break
+        if scoring and self.in_flight >= self.settings.max_concurrency:
+            limit = self.settings.max_concurrency
+            return 503, f"overloaded: {limit} requests in flight; retry later", "shed", self.retry_headers
+        return None
+
+
+class GuardMiddleware:
+    """ASGI middleware adapter for `Service.guard` (Starlette instantiates middleware with the inner app)."""
+
+    def __init__(self, app: ASGIApp, service: Service):
+        self._guarded = service.guard(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._guarded(scope, receive, send)
