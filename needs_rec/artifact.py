@@ -10,7 +10,6 @@ renamed into place, so a reader never sees a half-written one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,50 +23,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from needs_rec import fast_path
+from needs_rec import fast_path, versions
 from needs_rec.errors import ModelError
 from needs_rec.features import FeatureEncoder, input_signature
 
-MANIFEST = "manifest.json"
-SAVED_MODEL = "saved_model"
-MANIFEST_FORMAT = 1
+MANIFEST = versions.MANIFEST
+SAVED_MODEL = versions.SAVED_MODEL
+MANIFEST_FORMAT = versions.MANIFEST_FORMAT
 
-
-def list_versions(models_dir: str | Path) -> list[int]:
-    """Version numbers present under `models_dir`, ascending (hidden temporary builds excluded)."""
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in models_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+# Version numbers, resolution and checksums belong to the TensorFlow-free `needs_rec.versions`;
+# these names stay for callers that import them from here.
+list_versions = versions.list_versions
+file_checksums = versions.file_checksums
 
 
 def resolve(model: str | Path) -> Path:
-    """`--model M`: a models directory (→ its newest version) or one version directory inside it."""
-    path = Path(model)
-    if (path / MANIFEST).is_file():
-        return path
-    versions = list_versions(path)
-    if not versions:
-        if not path.exists():
-            raise ModelError(
-                f"model path {str(path)!r} does not exist; expected a models directory or a version in it"
-            )
-        raise ModelError(
-            f"no model version under {str(path)!r}; train one with `python -m training.fit --output {path}`"
-        )
-    return path / str(versions[-1])
-
-
-def file_checksums(directory: Path) -> dict[str, str]:
-    """SHA-256 of every file under `directory`, keyed by its POSIX path relative to it."""
-    result = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        result[path.relative_to(directory).as_posix()] = digest.hexdigest()
-    return result
+    """`--model M`: a version directory, or the version a models directory serves (`stable`, else the newest)."""
+    return versions.resolve_serving(model)
 
 
 class _Recommender(keras.Model):
@@ -100,7 +72,8 @@ def export(
     """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=models_dir))
+    versions.clean_stale_builds(models_dir)  # what killed runs left behind
+    tmp = Path(tempfile.mkdtemp(prefix=versions.building_prefix(), dir=models_dir))
     try:
         recommender = _Recommender(encoder, network, name="recommender")
         recommender(_empty_inputs())  # builds the composite model, as Keras requires before export
@@ -126,6 +99,7 @@ def export(
         full["format"] = MANIFEST_FORMAT
         full["files"] = file_checksums(tmp / SAVED_MODEL)
         (tmp / MANIFEST).write_text(json.dumps(full, ensure_ascii=False, indent=2, sort_keys=False), encoding="utf-8")
+        versions.shared_modes(tmp)  # readable by a serving account of the same group (umask), not tempfile's 0700
         return _seal(models_dir, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -150,17 +124,21 @@ def _empty_inputs() -> dict[str, tf.Tensor]:
 
 
 def _seal(models_dir: Path, tmp: Path) -> Path:
-    """Rename the finished build to the next free version number, writing that number into its manifest first.
+    """Rename the finished build to the next free version number, sealing its manifest with that number first.
 
-    The manifest is rewritten inside the still-hidden build, so a sealed version is never edited.
-    If another writer takes the number between the check and the rename, try the next one.
+    The manifest is sealed (`versions.write_manifest`: checksum, HMAC when a key is set) inside the
+    still-hidden build, so a numbered version is never edited. Its files are flushed to disk before
+    the rename, so a crash never leaves a numbered version with missing bytes. If another writer
+    takes the number between the check and the rename, try the next one.
     """
     manifest_path = tmp / MANIFEST
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     for _ in range(100):
         version = (list_versions(models_dir) or [0])[-1] + 1
         manifest["version"] = version
-        manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+        versions.write_manifest(tmp, manifest)
+        os.chmod(manifest_path, 0o666 & ~versions.process_umask())
+        _fsync_tree(tmp)
         target = models_dir / str(version)
         try:
             os.rename(tmp, target)  # atomic on one file system; fails when the target already exists
@@ -168,33 +146,29 @@ def _seal(models_dir: Path, tmp: Path) -> Path:
             if target.exists():
                 continue
             raise
+        versions.fsync_dir(models_dir)
         return target
     raise ModelError(f"could not find a free version number under {str(models_dir)!r}")
 
 
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under `root` to disk (before the rename that publishes it)."""
+    for path in [*root.rglob("*"), root]:
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        elif path.is_dir():
+            versions.fsync_dir(path)
+
+
 def read_manifest(version_dir: str | Path) -> dict[str, Any]:
-    """The manifest of one version, with a clear error when it is missing or unreadable."""
-    path = Path(version_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelError(f"{path}: missing manifest; {str(version_dir)!r} is not a model version") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: manifest is not valid JSON ({exc})") from exc
+    """The manifest of one version, checked against its checksum (and HMAC when a signing key is set)."""
+    return dict(versions.read_manifest(version_dir).data)
 
 
 def verify(version_dir: str | Path) -> dict[str, Any]:
-    """Check every SavedModel file against the manifest's checksums; return the manifest."""
-    version_dir = Path(version_dir)
-    manifest = read_manifest(version_dir)
-    expected = manifest.get("files")
-    if not isinstance(expected, dict) or not expected:
-        raise ModelError(f"{version_dir / MANIFEST}: field 'files' (checksums) is missing")
-    actual = file_checksums(version_dir / SAVED_MODEL)
-    bad = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
-    if bad:
-        raise ModelError(f"{version_dir}: files do not match the manifest checksums: {', '.join(bad[:5])}")
-    return manifest
+    """Check the manifest's seal and every SavedModel file against its checksums; return the manifest."""
+    return dict(versions.verify_version(version_dir).data)
 
 
 @dataclass
@@ -202,11 +176,12 @@ class LoadedModel:
     """One verified version in memory: the SavedModel's `serve` function plus its manifest."""
 
     path: Path
-    version: int
+    version: int  # the directory's name (the manifest never overrides it)
     manifest: dict[str, Any]
     thresholds: np.ndarray
     vocabulary: list[str]
     _module: Any  # the loaded SavedModel; kept alive because `serve` references its variables
+    info: versions.Manifest | None = None  # the typed manifest (`manifest` is its plain JSON)
 
     def predict(self, inputs: Mapping[str, Any]) -> np.ndarray:
         """Raw field arrays (see `features.frame_to_inputs`) → probabilities (n, len(vocabulary))."""
@@ -220,21 +195,19 @@ _SIGNATURE = input_signature()
 def load(model: str | Path) -> LoadedModel:
     """Resolve, verify and load a version with `tf.saved_model.load` (no pickle, no Keras deserialisation)."""
     version_dir = resolve(model)
-    manifest = verify(version_dir)
+    info = versions.verify_version(version_dir)
     try:
         loaded = tf.saved_model.load(str(version_dir / SAVED_MODEL))
     except Exception as exc:  # TensorFlow raises many types for a broken SavedModel
-        raise ModelError(f"{version_dir}: SavedModel cannot be loaded ({type(exc).__name__}: {exc})") from exc
-    vocabulary = list(manifest["vocabulary"])
-    thresholds = np.asarray(manifest["thresholds"], dtype=np.float32)
-    if thresholds.shape != (len(vocabulary),):
-        raise ModelError(f"{version_dir / MANIFEST}: 'thresholds' has {thresholds.size} values for "
-                         f"{len(vocabulary)} characteristics")
+        raise ModelError(f"version {version_dir.name}: SavedModel cannot be loaded ({type(exc).__name__}: {exc})") \
+            from exc
+    name = version_dir.resolve().name
     return LoadedModel(
         path=version_dir,
-        version=int(manifest.get("version", version_dir.name)),
-        manifest=manifest,
-        thresholds=thresholds,
-        vocabulary=vocabulary,
+        version=int(name) if name.isdigit() else info.version,
+        manifest=dict(info.data),
+        thresholds=np.asarray(info.thresholds, dtype=np.float32),
+        vocabulary=list(info.vocabulary),
         _module=loaded,
+        info=info,
     )

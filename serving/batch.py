@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from needs_rec.errors import ConfigError, DataError, ModelError, preview
+from needs_rec.errors import ConfigError, DataError, preview
 
 CHUNK_ROWS = 65_536  # requests per model call and per written row group
 OUTPUT_SUFFIXES = (".csv", ".parquet")
@@ -280,18 +280,14 @@ def _writer(path: Path, schema: pa.Schema, suffix: str) -> Any:
 
 
 def resolve_version(model: Path) -> Path:
-    """`--model M`: one version directory, or the newest numeric version under a models directory.
+    """`--model M`: one version directory, or the version a models directory serves (`stable`, else the newest).
 
-    The same rule as `needs_rec.artifact.resolve`, without importing TensorFlow (so data errors are
-    reported before any model is loaded).
+    `needs_rec.versions.resolve_serving`, TensorFlow-free (so data errors are reported before any
+    model is loaded); the same rule the HTTP service follows.
     """
-    if (model / "manifest.json").is_file():
-        return model
-    versions = sorted(int(p.name) for p in model.iterdir() if p.is_dir() and p.name.isdigit()) if model.is_dir() else []
-    versions = [v for v in versions if v > 0]
-    if not versions:
-        raise ModelError(f"no model version under {str(model)!r}; expected a models directory or a version in it")
-    return model / str(versions[-1])
+    from needs_rec import versions
+
+    return versions.resolve_serving(model)
 
 
 def _output_schema(with_request_id: bool, suffix: str) -> pa.Schema:

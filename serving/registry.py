@@ -6,10 +6,16 @@ the dictionaries copied into the version (their checksums checked against the ma
 request parser and the talking-point renderer built from them, and the manifest's thresholds and
 top_k cap. It is warmed up (predictions over a range of batch sizes) before anyone sees it.
 
-`Registry` owns the current version. A background thread looks for a newer numbered version
-every `poll_interval_s`; one that loads, verifies and warms up is swapped in with a single
-reference assignment, so a request that already holds the old version finishes on it. A version
-that fails is never served and is not retried until its files change; the old one keeps serving.
+`Registry` owns the current version. A background thread asks `needs_rec.versions` every
+`poll_interval_s` which version should serve — `stable` (then `previous`) when the models directory
+has labels.json, else the newest — and swaps in the first of those that loads, verifies and warms
+up, with a single reference assignment, so a request that already holds the old version finishes
+on it. A version is known by its directory's name, whatever its manifest says. A poll that finds
+the served version still first in line and its files unchanged does nothing else (no load, no log
+line). A version that fails is never served and is not retried until its files change; the old
+one keeps serving. If the served version's directory disappears, the service keeps answering from
+memory, says so in the status, and moves to the next loadable version in line.
+Error texts that reach answers and the status name versions, never server paths (those go to the log).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from needs_rec import artifact, dictionaries, fast_path, features, schema
+from needs_rec import artifact, dictionaries, fast_path, features, schema, versions
 from needs_rec.errors import ModelError
 from needs_rec.talking_points import TalkingPoints
 from serving.observability import Metrics, log_event
@@ -140,27 +146,27 @@ class ServingModel:
 def load_version(version_dir: str | Path) -> ServingModel:
     """Load one version directory, verifying the SavedModel files and the copied dictionaries' checksums."""
     version_dir = Path(version_dir)
-    loaded = artifact.load(version_dir)  # verifies manifest["files"] before tf.saved_model.load
+    loaded = artifact.load(version_dir)  # checks the manifest's seal and files before tf.saved_model.load
+    info = loaded.info if loaded.info is not None else versions.Manifest.from_dict(loaded.manifest)
     manifest = loaded.manifest
+    name = f"version {loaded.version}"
     dict_dir = version_dir / DICTIONARIES_DIR
-    expected = (manifest.get("dictionaries") or {}).get("checksums")
-    if not isinstance(expected, dict) or not expected:
-        raise ModelError(f"{version_dir / artifact.MANIFEST}: field 'dictionaries.checksums' is missing")
+    expected = info.dictionary_checksums
+    if not expected:
+        raise ModelError(f"{name}: manifest field 'dictionaries.checksums' is missing")
     if not dict_dir.is_dir():
-        raise ModelError(f"{version_dir}: missing '{DICTIONARIES_DIR}/' (the dictionaries the model was trained with)")
+        raise ModelError(f"{name}: missing '{DICTIONARIES_DIR}/' (the dictionaries the model was trained with)")
     actual = dictionaries.checksums(dict_dir)
     bad = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
     if bad:
-        raise ModelError(f"{dict_dir}: files do not match the manifest's dictionary checksums: {', '.join(bad[:5])}")
+        raise ModelError(f"{name}: {DICTIONARIES_DIR}/ files do not match the manifest's dictionary checksums: "
+                         f"{', '.join(bad[:5])}")
     dicts = dictionaries.load(dict_dir)
     if loaded.vocabulary != dicts.characteristic_codes:
-        raise ModelError(f"{version_dir}: manifest 'vocabulary' differs from {DICTIONARIES_DIR}/characteristics.yaml")
-    stages = manifest.get("stages")
-    if stages is not None and list(stages) != dicts.stage_codes:
-        raise ModelError(f"{version_dir}: manifest 'stages' differs from {DICTIONARIES_DIR}/funnel_stages.yaml")
-    top_k = manifest.get("top_k")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
-        raise ModelError(f"{version_dir / artifact.MANIFEST}: 'top_k' must be an integer >= 1 or null, not {top_k!r}")
+        raise ModelError(f"{name}: manifest 'vocabulary' differs from {DICTIONARIES_DIR}/characteristics.yaml")
+    if info.stages is not None and list(info.stages) != dicts.stage_codes:
+        raise ModelError(f"{name}: manifest 'stages' differs from {DICTIONARIES_DIR}/funnel_stages.yaml")
+    top_k = info.top_k
     model = ServingModel(
         version=loaded.version,
         path=version_dir,
@@ -231,8 +237,14 @@ def collect_replaced() -> None:
     gc.collect()
 
 
-def _signature(path: Path) -> tuple[tuple[str, int, int], ...]:
-    """Cheap fingerprint of a version directory (names, sizes, mtimes): a refused one is retried only if it changes."""
+Signature = tuple[tuple[str, int, int], ...]
+
+
+def _signature(path: Path) -> Signature:
+    """Cheap fingerprint of a version directory (names, sizes, mtimes): content changed ↔ fingerprint changed.
+
+    Empty when the directory is gone.
+    """
     try:
         return tuple(
             sorted(
@@ -245,14 +257,23 @@ def _signature(path: Path) -> tuple[tuple[str, int, int], ...]:
         return ()
 
 
+def redact(message: str, replacements: Sequence[tuple[Path, str]]) -> str:
+    """`message` with each server path (as given and resolved) replaced by its public name (a version, "models")."""
+    for path, public in replacements:
+        for form in {str(path.resolve()), str(path)}:
+            if form and form != ".":
+                message = message.replace(form, public)
+    return message
+
+
 @dataclass
 class _Refused:
-    signature: tuple[tuple[str, int, int], ...]
+    signature: Signature
     error: str
 
 
 class Registry:
-    """The current model version and the background loader that swaps in newer ones."""
+    """The current model version and the background loader that follows labels.json (or the newest version)."""
 
     def __init__(
         self,
@@ -266,7 +287,7 @@ class Registry:
         loader: Callable[[Path], ServingModel] = load_version,
     ):
         self.model_path = Path(model_path)
-        self.fixed = (self.model_path / artifact.MANIFEST).is_file()  # one version directory: no reload
+        self.fixed = versions.is_version_dir(self.model_path)  # one version directory: no reload
         self.poll_interval_s = poll_interval_s
         self.warmup_rounds = warmup_rounds
         self.max_rows = max_rows
@@ -278,6 +299,10 @@ class Registry:
         self.retired: list[int] = []
         self.refused: dict[int, _Refused] = {}
         self.last_error: str | None = None
+        self.labels: versions.Labels | None = None  # labels.json as last read (None: none, or unreadable)
+        self.labels_error: str | None = None
+        self.current_gone = False  # the served version's directory disappeared; answering from memory
+        self._signatures: dict[int, Signature] = {}  # fingerprint of each loaded version's files at load time
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._collect_due = False
@@ -286,7 +311,7 @@ class Registry:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the newest good version and keep polling, in a daemon thread (the server starts at once)."""
+        """Load the version to serve and keep polling, in a daemon thread (the server starts at once)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="model-registry", daemon=True)
             self._thread.start()
@@ -315,36 +340,77 @@ class Registry:
     # -- loading -----------------------------------------------------------------------------
 
     def candidates(self) -> list[tuple[int, Path]]:
-        """Versions newer than the current one, newest first (or the fixed version directory)."""
+        """Versions that should serve, best first: [stable, previous] with labels, else newest first.
+
+        For a fixed version directory: that directory until it is loaded, then nothing.
+        """
         if self.fixed:
             if self.current is not None:
                 return []
             name = self.model_path.resolve().name
             return [(int(name) if name.isdigit() else 0, self.model_path)]
-        floor = self.current.version if self.current is not None else 0
-        return [(v, self.model_path / str(v)) for v in reversed(artifact.list_versions(self.model_path)) if v > floor]
+        try:
+            labels = versions.read_labels(self.model_path)
+        except ModelError as exc:  # a broken labels.json: keep what we serve (never guess a candidate), say so once
+            message = redact(str(exc), [(self.model_path, "models")])
+            if message != self.labels_error:
+                log_event(self.logger, "labels_unreadable", logging.ERROR, error=message,
+                          serving=self.current.version if self.current else None)
+            self.labels_error = message
+            if self.current is None:
+                self.last_error = message
+            return []
+        self.labels_error = None
+        if labels != self.labels:
+            if labels is not None:
+                log_event(self.logger, "labels_changed", **labels.to_dict())
+            self.labels = labels
+        order = versions.serving_order(versions.list_versions(self.model_path), labels)
+        return [(v, self.model_path / str(v)) for v in order]
 
     def poll_once(self) -> bool:
-        """Try the candidates newest first; swap in the first that loads. True when a version was swapped in."""
+        """Serve the first candidate that loads, unless the current version already is it. True when swapped.
+
+        The served version is kept (and nothing loaded) while it is first in line with its files
+        unchanged; a version refused before is skipped until its files change.
+        """
+        current = self.current
+        if current is not None and not self.fixed:
+            gone = not current.path.is_dir()
+            if gone != self.current_gone:
+                self.current_gone = gone
+                if gone:
+                    log_event(self.logger, "model_directory_gone", logging.ERROR, version=current.version,
+                              path=str(current.path))
         for number, path in self.candidates():
             if self._stop.is_set():
                 return False
+            signature = _signature(path)
+            if current is not None and number == current.version and not self.fixed:
+                if not signature:  # its directory is gone: look further down the line
+                    continue
+                if signature == self._signatures.get(number):
+                    return False  # already serving the best choice, unchanged: nothing to do
             refused = self.refused.get(number)
-            if refused is not None and refused.signature == _signature(path):
+            if refused is not None and refused.signature == signature:
+                if current is not None and number == current.version:
+                    return False  # its files changed into something refused: keep serving it from memory
                 continue
-            if self._try_load(number, path):
+            if self._try_load(number, path, signature):
                 return True
+            if current is not None and number == current.version:
+                return False
         return False
 
-    def _try_load(self, number: int, path: Path) -> bool:
+    def _try_load(self, number: int, path: Path, signature: Signature) -> bool:
         started = time.perf_counter()
         self.loading = number
-        signature = _signature(path)
         try:
             model = self.loader(path)
             warm_up(model, self.warmup_rounds, self.max_rows)
         except Exception as exc:  # whatever breaks (checksums, TensorFlow, warm-up), the version is refused
-            message = " ".join(str(exc).split()) or type(exc).__name__
+            full = " ".join(str(exc).split()) or type(exc).__name__
+            message = redact(full, [(path, f"version {number}"), (self.model_path, "models")])
             with self._lock:
                 self.refused[number] = _Refused(signature, message)
                 self.last_error = f"version {number} refused: {message}"
@@ -352,19 +418,24 @@ class Registry:
             if self.metrics:
                 self.metrics.model_loads.labels("refused").inc()
             log_event(
-                self.logger, "model_refused", logging.ERROR, version=number, error=message,
+                self.logger, "model_refused", logging.ERROR, version=number, error=full, path=str(path),
                 serving=self.current.version if self.current else None,
             )
             return False
+        model.version = number  # the directory's name is the number, whatever the manifest says
         seconds = round(time.perf_counter() - started, 3)
         with self._lock:
             previous = self.current
             self.current = model  # the swap: one reference assignment; requests holding `previous` finish on it
-            if previous is not None:
+            if previous is not None and previous.version != number:
                 self.retired.append(previous.version)
+                self._signatures.pop(previous.version, None)
+            self.retired = [v for v in self.retired if v != number]
+            self._signatures[number] = signature
             self.refused.pop(number, None)
             self.loading = None
             self.last_error = None
+            self.current_gone = False
             self._collect_due = previous is not None
         if self.metrics:
             self.metrics.model_loads.labels("loaded").inc()
@@ -397,5 +468,15 @@ class Registry:
             if self.loading is not None:
                 put(self.loading, "LOADING")
             if self.current is not None:
-                put(self.current.version, "AVAILABLE")
+                if self.current_gone:
+                    put(self.current.version, "AVAILABLE", "NOT_FOUND",
+                        f"version {self.current.version}'s directory is gone; answering from memory until "
+                        "another version loads")
+                else:
+                    put(self.current.version, "AVAILABLE")
         return [entries[v] for v in sorted(entries, reverse=True)]
+
+    def labelled(self, label: str) -> int | None:
+        """The version `label` names in the models directory's labels.json as last read (None: no such label)."""
+        labels = self.labels
+        return labels.get(label) if labels is not None else None

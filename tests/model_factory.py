@@ -34,7 +34,7 @@ import pandas as pd
 import sklearn
 import tensorflow as tf
 
-from needs_rec import artifact, dictionaries, features, schema
+from needs_rec import artifact, dictionaries, features, schema, versions
 from needs_rec.talking_points import resonance_stats
 
 DICTIONARY_DIR = "dictionaries"
@@ -239,17 +239,14 @@ def build_version(
 
 
 def copy_version(version_dir: str | Path, models_dir: str | Path, version: int) -> Path:
-    """Copy an exported version to `models_dir/<version>` (its manifest's `version` rewritten), atomically.
+    """Copy an exported version to `models_dir/<version>` atomically, as an operator's `cp -r` would.
 
+    The manifest is left as it is (its seal covers it): a version's number is its directory's name.
     Cheaper than exporting again when a test needs a second version (hot reload).
     """
     models_dir = Path(models_dir)
     tmp = models_dir / f".copy-{version}"
     shutil.copytree(version_dir, tmp)
-    manifest_path = tmp / artifact.MANIFEST
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["version"] = version
-    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
     target = models_dir / str(version)
     tmp.rename(target)
     return target
@@ -265,3 +262,12 @@ def corrupt_copy(source: Path, models: Path, number: int) -> Path:
     target.write_bytes(bytes(data))
     tmp.rename(models / str(number))
     return models / str(number)
+
+
+def reseal_manifest(version_dir: str | Path, **changes: Any) -> Path:
+    """Change manifest keys and seal it again, as a re-export would (a plain hand edit is refused on load)."""
+    path = Path(version_dir) / artifact.MANIFEST
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(changes)
+    versions.write_manifest(version_dir, data)
+    return path

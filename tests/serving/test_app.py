@@ -14,6 +14,7 @@ import orjson
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from model_factory import reseal_manifest
 from serving_support import VOCABULARY, capture_logger, models_dir_with, serve, settings_for, wait_until
 
 from needs_rec import artifact, fast_path, features, schema
@@ -80,10 +81,7 @@ def test_top_k(client: TestClient) -> None:
 
 def test_manifest_top_k_caps_the_default_selection(built: dict[str, Path], tmp_path: Path) -> None:
     models = models_dir_with(tmp_path, built["fixed"])
-    manifest_path = models / "1" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["top_k"] = 1
-    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    reseal_manifest(models / "1", top_k=1)
     with serve(settings_for(models), "cap") as (capped, _):
         default = post(capped, "/v1/recommendations", {**BODY, "stage": "lead"}).json()["talking_points"]
         asked = post(capped, "/v1/recommendations", {**BODY, "stage": "lead", "top_k": 3}).json()["talking_points"]

@@ -1,0 +1,547 @@
+"""Model versions on disk without TensorFlow: numbers, manifests, labels, locks (contract §3, §7).
+
+Everything that decides *which* version is which lives here, so serving, batch scoring, training,
+promotion and the pages all agree, and none of them needs TensorFlow to find out:
+
+* A version is the directory `M/<n>/`, n a positive integer. Its name is its number; the manifest
+  may repeat it but never overrides it (a copied directory is served under its own name).
+* `Manifest` is the typed view of `M/<n>/manifest.json`, and this module is its one owner: it
+  writes it (`write_manifest`, called by `needs_rec.artifact.export`) and reads it
+  (`read_manifest`). The manifest carries `checksum`, the SHA-256 of its own canonical JSON, and
+  `signature`, an HMAC-SHA256 over the same bytes when `NEEDS_REC_SIGNING_KEY` is set. A manifest
+  edited by hand no longer matches and is refused; with the key set, an unsigned or wrongly
+  signed manifest is refused too (the checksum alone catches accidents, the HMAC catches anyone
+  without the key).
+* `M/labels.json` maps `stable` and `previous` to versions, as TensorFlow Serving's version labels
+  do. It is written atomically (temporary file, fsync, rename) under a lock, so a reader always
+  sees the old or the new mapping, never half of one. With labels, `stable` is what serves; a
+  version that is not `stable` is a candidate and is never served. Without labels the newest
+  version serves (v1 behaviour).
+* `exclusive_lock` is the one-writer lock (`fcntl.flock`) of retraining and label changes: the
+  kernel drops it when its holder dies, so a lock left by a killed process is seen as stale at once.
+* `clean_stale_builds` removes `.building-<pid>-*` directories whose builder is no longer running.
+
+Files are created with modes from the process umask (`shared_modes`), not the 0700/0600 that
+`tempfile` uses, so a service running as another user in the same group can read every version;
+see docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from needs_rec.errors import ConfigError, ModelError
+
+MANIFEST = "manifest.json"
+SAVED_MODEL = "saved_model"
+LABELS = "labels.json"
+PROMOTIONS = "promotions.jsonl"
+BUILDING_PREFIX = ".building-"
+SIGNING_KEY_ENV = "NEEDS_REC_SIGNING_KEY"
+#: 2: the manifest carries its own `checksum` (and `signature` when signed); format 1 had neither.
+MANIFEST_FORMAT = 2
+LABEL_NAMES = ("stable", "previous")
+#: A `.building-*` directory without a process id in its name (an older export) counts as stale after this.
+STALE_BUILD_AGE_S = 6 * 3600
+_SEAL_KEYS = ("checksum", "signature")
+
+
+# -- version numbers ---------------------------------------------------------------------------
+
+
+def list_versions(models_dir: str | Path) -> list[int]:
+    """Version numbers present under `models_dir`, ascending (hidden temporary builds and other entries excluded)."""
+    models_dir = Path(models_dir)
+    try:
+        entries = list(models_dir.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(p.name) for p in entries if p.name.isdigit() and int(p.name) > 0 and p.is_dir())
+
+
+def version_number(version_dir: str | Path) -> int:
+    """The number of a version directory: its name (ModelError when the name is not a positive integer)."""
+    name = Path(version_dir).resolve().name
+    if not name.isdigit() or int(name) < 1:
+        raise ModelError(f"directory {name!r} is not a model version: a version's directory is named by its number")
+    return int(name)
+
+
+def is_version_dir(path: str | Path) -> bool:
+    """True when `path` holds a manifest (one version), False for a models directory."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+# -- the manifest ------------------------------------------------------------------------------
+
+
+def signing_key() -> bytes | None:
+    """The HMAC key from `NEEDS_REC_SIGNING_KEY` (None when unset or empty)."""
+    value = os.environ.get(SIGNING_KEY_ENV, "")
+    return value.encode("utf-8") if value else None
+
+
+def canonical_bytes(data: Mapping[str, Any]) -> bytes:
+    """The manifest's content as the checksum and the HMAC see it: sorted keys, no whitespace, seal keys left out."""
+    body = {k: v for k, v in data.items() if k not in _SEAL_KEYS}
+    return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def seal(data: Mapping[str, Any], key: bytes | None = None) -> dict[str, Any]:
+    """`data` with its `checksum` (and `signature` when `key` is given) set."""
+    body = canonical_bytes(data)
+    sealed = {k: v for k, v in data.items() if k not in _SEAL_KEYS}
+    sealed["checksum"] = hashlib.sha256(body).hexdigest()
+    if key is not None:
+        sealed["signature"] = hmac.new(key, body, hashlib.sha256).hexdigest()
+    return sealed
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The typed manifest of one version (docs/ARCHITECTURE.md lists every key).
+
+    The fields are what serving, batch scoring, promotion and the pages rely on; `data` is the
+    whole JSON object for everything else (metrics, resonance, features, side files' entries).
+    `version` is the number in the file; the number a version is known by is its directory's name.
+    """
+
+    version: int
+    format: int
+    created_at: str | None
+    vocabulary: tuple[str, ...]
+    stages: tuple[str, ...] | None
+    thresholds: tuple[float, ...]
+    top_k: int | None
+    files: Mapping[str, str]
+    dictionary_checksums: Mapping[str, str]
+    signed: bool
+    data: Mapping[str, Any] = field(repr=False)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Any manifest key, as in the JSON file (e.g. `metrics`, `resonance`, `data`)."""
+        return self.data.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.data.get("metrics") or {})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = MANIFEST) -> Manifest:
+        """Check the keys serving relies on (type and shape) and build the typed view; ModelError naming the key."""
+
+        def need(key: str, kind: type | tuple[type, ...]) -> Any:
+            value = data.get(key)
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                allowed = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+                raise ModelError(f"{where}: key {key!r} must be {allowed}, got {type(value).__name__}")
+            return value
+
+        vocabulary = need("vocabulary", list)
+        thresholds = need("thresholds", list)
+        if not all(isinstance(v, str) for v in vocabulary) or not vocabulary:
+            raise ModelError(f"{where}: key 'vocabulary' must be a non-empty list of characteristic codes")
+        if len(thresholds) != len(vocabulary) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds
+        ):
+            raise ModelError(f"{where}: key 'thresholds' must hold one number per characteristic "
+                             f"({len(vocabulary)}), got {len(thresholds)} value(s)")
+        top_k = data.get("top_k")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+            raise ModelError(f"{where}: key 'top_k' must be an integer >= 1 or null, not {top_k!r}")
+        stages = data.get("stages")
+        if stages is not None and not (isinstance(stages, list) and all(isinstance(s, str) for s in stages)):
+            raise ModelError(f"{where}: key 'stages' must be a list of stage codes")
+        files = data.get("files")
+        if not isinstance(files, dict) or not files:
+            raise ModelError(f"{where}: key 'files' (checksums) is missing")
+        checksums = (data.get("dictionaries") or {}).get("checksums") if isinstance(data.get("dictionaries"), dict) \
+            else None
+        return cls(
+            version=int(data.get("version") or 0),
+            format=int(data.get("format") or 0),
+            created_at=data.get("created_at"),
+            vocabulary=tuple(vocabulary),
+            stages=tuple(stages) if stages is not None else None,
+            thresholds=tuple(float(t) for t in thresholds),
+            top_k=top_k,
+            files=dict(files),
+            dictionary_checksums=dict(checksums) if isinstance(checksums, dict) else {},
+            signed="signature" in data,
+            data=dict(data),
+        )
+
+
+def write_manifest(directory: str | Path, data: Mapping[str, Any]) -> Manifest:
+    """Write `directory/manifest.json`, sealed (checksum, plus the HMAC when a signing key is set)."""
+    full = {**data, "format": MANIFEST_FORMAT}
+    sealed = seal(full, signing_key())
+    path = Path(directory) / MANIFEST
+    path.write_text(json.dumps(sealed, ensure_ascii=False, indent=2), encoding="utf-8")
+    return Manifest.from_dict(sealed)
+
+
+def read_manifest(version_dir: str | Path, *, key: bytes | bool | None = True) -> Manifest:
+    """Read and check one version's manifest: parses, its checksum matches, its HMAC matches when a key is set.
+
+    `key`: True (default) → `NEEDS_REC_SIGNING_KEY`; None/False → checksum only; bytes → that key.
+    Messages name the version, not the server path (paths belong in the log, not in answers).
+    """
+    version_dir = Path(version_dir)
+    name = f"version {version_dir.name}"
+    path = version_dir / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError(f"{name}: missing {MANIFEST}; not a model version") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{name}: {MANIFEST} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{name}: {MANIFEST} must hold a JSON object")
+    body = canonical_bytes(data)
+    checksum = data.get("checksum")
+    if not isinstance(checksum, str):
+        raise ModelError(f"{name}: {MANIFEST} has no 'checksum' (exported before manifests were sealed, "
+                         "or edited); export it again")
+    if not hmac.compare_digest(checksum, hashlib.sha256(body).hexdigest()):
+        raise ModelError(f"{name}: {MANIFEST} does not match its checksum (edited after export?); refused")
+    secret = signing_key() if key is True else (key or None)
+    if secret is not None:
+        signature = data.get("signature")
+        if not isinstance(signature, str):
+            raise ModelError(f"{name}: {MANIFEST} is not signed, but {SIGNING_KEY_ENV} is set; refused")
+        if not hmac.compare_digest(signature, hmac.new(secret, body, hashlib.sha256).hexdigest()):
+            raise ModelError(f"{name}: {MANIFEST} signature does not match {SIGNING_KEY_ENV}; refused")
+    return Manifest.from_dict(data, where=f"{name}: {MANIFEST}")
+
+
+def file_checksums(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file under `directory`, keyed by its POSIX path relative to it."""
+    result = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        result[path.relative_to(directory).as_posix()] = digest.hexdigest()
+    return result
+
+
+def verify_version(version_dir: str | Path) -> Manifest:
+    """The manifest checks of `read_manifest` plus every SavedModel file against the manifest's checksums."""
+    version_dir = Path(version_dir)
+    manifest = read_manifest(version_dir)
+    actual = file_checksums(version_dir / SAVED_MODEL)
+    expected = manifest.files
+    bad = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
+    if bad:
+        raise ModelError(f"version {version_dir.name}: files do not match the manifest checksums: {', '.join(bad[:5])}")
+    return manifest
+
+
+# -- labels ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Labels:
+    """`M/labels.json`: which version is `stable` (served) and which was `previous` (the rollback target)."""
+
+    stable: int
+    previous: int | None = None
+
+    def to_dict(self) -> dict[str, int]:
+        out = {"stable": self.stable}
+        if self.previous is not None:
+            out["previous"] = self.previous
+        return out
+
+    def get(self, label: str) -> int | None:
+        """The version a label names (None for an unset or unknown label)."""
+        return self.to_dict().get(label)
+
+
+def read_labels(models_dir: str | Path) -> Labels | None:
+    """The labels of `models_dir`, None when it has no labels.json; ModelError naming the key when it is invalid."""
+    path = Path(models_dir) / LABELS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{LABELS} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{LABELS} must hold an object like {{\"stable\": 7, \"previous\": 6}}")
+    unknown = sorted(set(data) - set(LABEL_NAMES))
+    if unknown:
+        raise ModelError(f"{LABELS}: unknown label(s) {', '.join(map(repr, unknown))}; allowed: stable, previous")
+    values: dict[str, int | None] = {}
+    for label in LABEL_NAMES:
+        value = data.get(label)
+        if value is None and label == "previous":
+            values[label] = None
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ModelError(f"{LABELS}: label {label!r} must be a version number >= 1, got {value!r}")
+        values[label] = value
+    return Labels(stable=int(values["stable"]), previous=values["previous"])  # type: ignore[arg-type]
+
+
+def write_labels(models_dir: str | Path, labels: Labels) -> None:
+    """Replace labels.json atomically: a reader (or a crash) sees the old file or the new one, never a mix."""
+    atomic_write(Path(models_dir) / LABELS, json.dumps(labels.to_dict()) + "\n")
+
+
+def serving_order(present: list[int], labels: Labels | None) -> list[int]:
+    """Versions to serve, best first: [stable, previous] (those present) with labels, else all, newest first.
+
+    A models directory with labels never serves a candidate (a version that is neither label);
+    `previous` is the known-good fallback when `stable` cannot be loaded or has disappeared.
+    """
+    if labels is None:
+        return sorted(present, reverse=True)
+    return [v for v in (labels.stable, labels.previous) if v is not None and v in present]
+
+
+def resolve_serving(models_dir: str | Path) -> Path:
+    """`--model M`: one version directory as given, or the version a models directory serves now.
+
+    With labels that is `stable` (ModelError when its directory is missing); without, the newest.
+    """
+    path = Path(models_dir)
+    if is_version_dir(path):
+        return path
+    labels = read_labels(path)
+    if labels is not None:
+        target = path / str(labels.stable)
+        if not target.is_dir():
+            raise ModelError(f"label 'stable' names version {labels.stable}, which is not in the models directory")
+        return target
+    versions = list_versions(path)
+    if not versions:
+        if not path.exists():
+            raise ModelError(f"model path {str(path)!r} does not exist; expected a models directory or a version in it")
+        raise ModelError(
+            f"no model version under {str(path)!r}; train one with `python -m training.fit --output {path}`"
+        )
+    return path / str(versions[-1])
+
+
+def promote(models_dir: str | Path, version: int) -> Labels:
+    """Make `version` stable; the old stable (or, without labels, the version serving now) becomes previous.
+
+    The version must be present and pass the manifest and file checks; nothing is changed otherwise.
+    """
+    models_dir = Path(models_dir)
+    with exclusive_lock(models_dir / ".labels.lock", "a label change"):
+        target = models_dir / str(version)
+        if not target.is_dir():
+            present = list_versions(models_dir)
+            raise ModelError(f"--version {version}: no such version; present: {', '.join(map(str, present)) or 'none'}")
+        verify_version(target)
+        labels = read_labels(models_dir)
+        if labels is not None:
+            old: int | None = labels.stable
+        else:
+            present = list_versions(models_dir)
+            old = present[-1] if present else None
+        same = old == version
+        new = (labels or Labels(stable=version)) if same else Labels(stable=version, previous=old)
+        write_labels(models_dir, new)
+        return new
+
+
+def rollback(models_dir: str | Path) -> Labels:
+    """Make `previous` stable again (the rolled-back stable becomes previous, so a second rollback undoes it)."""
+    models_dir = Path(models_dir)
+    with exclusive_lock(models_dir / ".labels.lock", "a label change"):
+        labels = read_labels(models_dir)
+        if labels is None or labels.previous is None:
+            raise ModelError(f"nothing to roll back to: {LABELS} has no 'previous' label")
+        target = models_dir / str(labels.previous)
+        if not target.is_dir():
+            raise ModelError(f"label 'previous' names version {labels.previous}, which is no longer present")
+        verify_version(target)
+        new = Labels(stable=labels.previous, previous=labels.stable)
+        write_labels(models_dir, new)
+        return new
+
+
+# -- files, modes, locks -----------------------------------------------------------------------
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else by the set-and-restore idiom."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shared_modes(root: str | Path) -> None:
+    """Give `root` and everything under it the modes a plain mkdir/open would (0777/0666 less the umask).
+
+    `tempfile` makes 0700 directories and 0600 files; a version built that way is unreadable by a
+    service running as another user. With umask 022 versions become world-readable; with 027 and a
+    shared group (setgid models directory) readable by the group only.
+    """
+    mask = process_umask()
+    root = Path(root)
+    os.chmod(root, 0o777 & ~mask)
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same directory, fsync, rename, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp_name, 0o666 & ~process_umask())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename inside `directory` durable (best effort where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (a JSON object) and fsync: promotions.jsonl never holds half a line from a crash we survive."""
+    with path.open("a", encoding="utf-8") as out:
+        out.write(line.rstrip("\n") + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+class LockBusy(ConfigError):
+    """Another process holds the lock (retrain maps it to exit 2: 'another retrain is running')."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, what: str) -> Iterator[str | None]:
+    """Hold an exclusive `flock` on `path` for the block; LockBusy when another live process holds it.
+
+    The lock file records the holder's pid and start time. The kernel releases a flock when its
+    process dies, so a file left by a killed holder is simply taken over; the context value is then
+    a note naming the dead holder (None when the file was free or new).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown holder"
+            raise LockBusy(f"{what} is already running ({holder}); try again when it has finished") from None
+        before = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        stale = f"took over a stale lock left by a process that is gone ({before})" if before else None
+        os.ftruncate(fd, 0)
+        started = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        os.pwrite(fd, f"pid {os.getpid()} since {started}".encode(), 0)
+        try:
+            yield stale
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def building_prefix() -> str:
+    """Prefix of this process's temporary build directories: `.building-<pid>-` (so the next run can tell it died)."""
+    return f"{BUILDING_PREFIX}{os.getpid()}-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_builds(models_dir: str | Path) -> list[str]:
+    """Remove `.building-*` directories and temporary label files of runs that died; returns the names removed.
+
+    A build is stale when the process named in it is not running (or, for a name without a pid,
+    when it is older than STALE_BUILD_AGE_S). Builds of live processes are never touched.
+    """
+    models_dir = Path(models_dir)
+    removed = []
+    try:
+        entries = list(models_dir.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    now = time.time()
+    for path in entries:
+        name = path.name
+        if name.startswith(BUILDING_PREFIX):
+            pid_text = name[len(BUILDING_PREFIX):].split("-", 1)[0]
+        elif name.startswith(f".{LABELS}.") and name.endswith(".tmp"):
+            pid_text = name[len(LABELS) + 2:].split(".", 1)[0]
+        else:
+            continue
+        if pid_text.isdigit():
+            stale = int(pid_text) != os.getpid() and not _running(int(pid_text))
+        else:
+            try:
+                stale = now - path.stat().st_mtime > STALE_BUILD_AGE_S
+            except FileNotFoundError:
+                continue
+        if stale:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed.append(name)
+    return removed
