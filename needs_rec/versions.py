@@ -49,6 +49,8 @@ from needs_rec.errors import ConfigError, ModelError
 MANIFEST = "manifest.json"
 SAVED_MODEL = "saved_model"
 LABELS = "labels.json"
+LABELS_LOCK = ".labels.lock"
+RETRAIN_LOCK = ".retrain.lock"
 PROMOTIONS = "promotions.jsonl"
 BUILDING_PREFIX = ".building-"
 SIGNING_KEY_ENV = "NEEDS_REC_SIGNING_KEY"
@@ -338,26 +340,33 @@ def resolve_serving(models_dir: str | Path) -> Path:
     versions = list_versions(path)
     if not versions:
         if not path.exists():
-            raise ModelError(f"model path {str(path)!r} does not exist; expected a models directory or a version in it")
+            raise ModelError(f"no model version under {str(path)!r}: the path does not exist; expected a models "
+                             "directory or a version in it")
         raise ModelError(
             f"no model version under {str(path)!r}; train one with `python -m training.fit --output {path}`"
         )
     return path / str(versions[-1])
 
 
-def promote(models_dir: str | Path, version: int) -> Labels:
+def promote(models_dir: str | Path, version: int, *, replacing: int | None = None) -> Labels:
     """Make `version` stable; the old stable (or, without labels, the version serving now) becomes previous.
 
     The version must be present and pass the manifest and file checks; nothing is changed otherwise.
+    `replacing` (retrain): the stable version the decision was made against; if someone moved the
+    label meanwhile, nothing is changed and ModelError says so.
     """
     models_dir = Path(models_dir)
-    with exclusive_lock(models_dir / ".labels.lock", "a label change"):
+    with exclusive_lock(models_dir / LABELS_LOCK, "label change"):
         target = models_dir / str(version)
         if not target.is_dir():
             present = list_versions(models_dir)
             raise ModelError(f"--version {version}: no such version; present: {', '.join(map(str, present)) or 'none'}")
         verify_version(target)
         labels = read_labels(models_dir)
+        if replacing is not None and (labels is None or labels.stable != replacing):
+            now = labels.stable if labels is not None else None
+            raise ModelError(f"stable was replaced while deciding (was version {replacing}, now {now}); "
+                             "nothing changed")
         if labels is not None:
             old: int | None = labels.stable
         else:
@@ -372,7 +381,7 @@ def promote(models_dir: str | Path, version: int) -> Labels:
 def rollback(models_dir: str | Path) -> Labels:
     """Make `previous` stable again (the rolled-back stable becomes previous, so a second rollback undoes it)."""
     models_dir = Path(models_dir)
-    with exclusive_lock(models_dir / ".labels.lock", "a label change"):
+    with exclusive_lock(models_dir / LABELS_LOCK, "label change"):
         labels = read_labels(models_dir)
         if labels is None or labels.previous is None:
             raise ModelError(f"nothing to roll back to: {LABELS} has no 'previous' label")
@@ -463,7 +472,7 @@ class LockBusy(ConfigError):
 
 @contextlib.contextmanager
 def exclusive_lock(path: str | Path, what: str) -> Iterator[str | None]:
-    """Hold an exclusive `flock` on `path` for the block; LockBusy when another live process holds it.
+    """Hold an exclusive `flock` on `path` for the block; LockBusy ("another <what> is running") when it is held.
 
     The lock file records the holder's pid and start time. The kernel releases a flock when its
     process dies, so a file left by a killed holder is simply taken over; the context value is then
@@ -479,7 +488,7 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[str | None]:
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown holder"
-            raise LockBusy(f"{what} is already running ({holder}); try again when it has finished") from None
+            raise LockBusy(f"another {what} is running ({holder}); try again when it has finished") from None
         before = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
         stale = f"took over a stale lock left by a process that is gone ({before})" if before else None
         os.ftruncate(fd, 0)

@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from needs_rec.errors import NeedsRecError
 from serving.observability import log_event
 from serving.registry import Registry
-from serving.routes import health, recommendations, tf_serving
+from serving.routes import health, labels, recommendations, tf_serving
 from serving.service import ApiError, GuardMiddleware, Service, error_response
 from serving.settings import Settings
 
@@ -47,6 +47,7 @@ from serving.settings import Settings
 ROUTERS: tuple[Callable[[Service], APIRouter], ...] = (
     recommendations.router,
     tf_serving.router,
+    labels.router,
     health.router,
 )
 

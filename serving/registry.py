@@ -299,7 +299,10 @@ class Registry:
         self.retired: list[int] = []
         self.refused: dict[int, _Refused] = {}
         self.last_error: str | None = None
-        self.labels: versions.Labels | None = None  # labels.json as last read (None: none, or unreadable)
+        #: labels.json as it stood when the last poll finished (published after the swap it caused, so
+        #: `labels/stable` names the version answering). None: no labels.json.
+        self.labels: versions.Labels | None = None
+        self._seen_labels: versions.Labels | None = None
         self.labels_error: str | None = None
         self.current_gone = False  # the served version's directory disappeared; answering from memory
         self._signatures: dict[int, Signature] = {}  # fingerprint of each loaded version's files at load time
@@ -361,10 +364,10 @@ class Registry:
                 self.last_error = message
             return []
         self.labels_error = None
-        if labels != self.labels:
+        if labels != self._seen_labels:
             if labels is not None:
                 log_event(self.logger, "labels_changed", **labels.to_dict())
-            self.labels = labels
+            self._seen_labels = labels
         order = versions.serving_order(versions.list_versions(self.model_path), labels)
         return [(v, self.model_path / str(v)) for v in order]
 
@@ -374,6 +377,12 @@ class Registry:
         The served version is kept (and nothing loaded) while it is first in line with its files
         unchanged; a version refused before is skipped until its files change.
         """
+        try:
+            return self._poll()
+        finally:
+            self.labels = self._seen_labels
+
+    def _poll(self) -> bool:
         current = self.current
         if current is not None and not self.fixed:
             gone = not current.path.is_dir()

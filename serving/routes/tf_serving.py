@@ -21,20 +21,24 @@ def _version_number(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+async def predict_with(service: Service, request: Request, model: ServingModel) -> Response:
+    """The TF Serving predict answer for `request`'s `{"instances": [...]}`, scored by `model`."""
+    request.state.model_version = model.version
+    async with asyncio.timeout(service.settings.request_timeout_s):
+        parsed, probabilities = await service.score_items(request, model, "instances", model.parser.instance)
+    warnings = [f"instances[{i}]: {w}" for i, p in enumerate(parsed) for w in p.warnings]
+    answer: dict[str, Any] = {"predictions": probabilities, "model_version": model.version}
+    if warnings:
+        answer["warnings"] = warnings
+    return json_response(answer)
+
+
 def router(service: Service) -> APIRouter:
     """The TF Serving endpoints over `service`."""
-    timeout = service.settings.request_timeout_s
     routes = APIRouter()
 
     async def tf_predict(request: Request, model: ServingModel) -> Response:
-        request.state.model_version = model.version
-        async with asyncio.timeout(timeout):
-            parsed, probabilities = await service.score_items(request, model, "instances", model.parser.instance)
-        warnings = [f"instances[{i}]: {w}" for i, p in enumerate(parsed) for w in p.warnings]
-        answer: dict[str, Any] = {"predictions": probabilities, "model_version": model.version}
-        if warnings:
-            answer["warnings"] = warnings
-        return json_response(answer)
+        return await predict_with(service, request, model)
 
     def model_for_version(name: str, version: str) -> ServingModel:
         service.check_model_name(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from model_factory import copy_version, corrupt_copy
 from serving_support import capture_logger, models_dir_with, settings_for, wait_until
 
+from needs_rec import versions
 from needs_rec.errors import ModelError
 from serving.app import create_app
 from serving.registry import Registry, ServingModel, load_version
@@ -104,3 +106,106 @@ def test_a_version_directory_is_served_as_is(built: dict[str, Path]) -> None:
     assert registry.fixed and registry.poll_once()
     assert registry.current is not None and registry.current.version == 1
     assert registry.candidates() == []  # nothing newer is looked for
+
+
+def test_a_copied_directory_is_served_under_its_own_name_and_idle_polls_do_nothing(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    """`cp -r models/1 models/2` while serving: version 2 is served once, not reloaded every poll."""
+    models = models_dir_with(tmp_path, built["fixed"])
+    logger, log = capture_logger("copied")
+    calls: Counter[int] = Counter()
+
+    def counting_loader(path: Path) -> ServingModel:
+        calls[int(path.name)] += 1
+        return load_version(path)
+
+    registry = Registry(models, poll_interval_s=0, warmup_rounds=0, logger=logger, loader=counting_loader)
+    assert registry.poll_once() and registry.current.version == 1
+    copy_version(models / "1", models, 2)  # the manifest inside still says version 1
+    assert registry.poll_once() and registry.current.version == 2
+    lines = len(log.getvalue().splitlines())
+    for _ in range(5):
+        assert registry.poll_once() is False
+    assert calls == Counter({1: 1, 2: 1})
+    assert len(log.getvalue().splitlines()) == lines  # an idle poll writes nothing
+    assert {e["version"]: e["state"] for e in registry.status()} == {"2": "AVAILABLE", "1": "END"}
+
+
+def test_labels_decide_what_serves_and_promotion_and_rollback_follow(built: dict[str, Path], tmp_path: Path) -> None:
+    models = models_dir_with(tmp_path, built["fixed"], built["random"])
+    versions.write_labels(models, versions.Labels(stable=1))
+    logger, _ = capture_logger("labels")
+    registry = Registry(models, poll_interval_s=0.1, warmup_rounds=1, max_rows=8, logger=logger)
+    instances = {"instances": [{"stage": "lead", "industry": "it", "position": "ceo"}]}
+    with TestClient(create_app(settings_for(models), registry=registry, logger=logger)) as client:
+        assert wait_until(lambda: version_of(client) == 1)
+        wait_until(lambda: False, timeout=0.4)
+        assert version_of(client) == 1  # version 2 is a candidate: never served while labels exist
+        stable = client.get("/v1/models/needs_rec/labels/stable").json()["model_version_status"]
+        assert stable == [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+        answer = client.post("/v1/models/needs_rec/labels/stable:predict", json=instances)
+        assert answer.status_code == 200 and answer.json()["model_version"] == 1
+
+        assert versions.promote(models, 2) == versions.Labels(stable=2, previous=1)
+        assert wait_until(lambda: version_of(client) == 2)
+        assert client.post("/v1/models/needs_rec/labels/stable:predict", json=instances).json()["model_version"] == 2
+        previous = client.post("/v1/models/needs_rec/labels/previous:predict", json=instances)
+        assert previous.status_code == 404
+        assert previous.json() == {"error": "label 'previous' names version 1, which is not loaded; "
+                                            "this service serves version 2"}
+        assert client.get("/v1/models/needs_rec/labels/previous").json()["model_version_status"][0]["state"] == "END"
+        missing = client.get("/v1/models/needs_rec/labels/canary")
+        assert missing.status_code == 404 and "labels: stable=2, previous=1" in missing.json()["error"]
+
+        versions.rollback(models)
+        assert wait_until(lambda: version_of(client) == 1)
+
+
+def test_a_vanished_served_directory_keeps_answering_then_moves_on(built: dict[str, Path], tmp_path: Path) -> None:
+    models = models_dir_with(tmp_path, built["fixed"], built["random"])
+    versions.write_labels(models, versions.Labels(stable=2, previous=1))
+    logger, log = capture_logger("vanished")
+    registry = Registry(models, poll_interval_s=0, warmup_rounds=0, logger=logger)
+    assert registry.poll_once() and registry.current.version == 2
+    shutil.rmtree(models / "2")
+    (models / "1").rename(models / ".away")  # nothing else loadable yet: answer from memory
+    assert registry.poll_once() is False and registry.current.version == 2
+    (entry,) = registry.status()
+    assert entry["state"] == "AVAILABLE" and entry["status"]["error_code"] == "NOT_FOUND"
+    assert "version 2's directory is gone; answering from memory" in entry["status"]["error_message"]
+    (models / ".away").rename(models / "1")
+    assert registry.poll_once() and registry.current.version == 1  # `previous`, within one poll
+    assert {e["version"]: e["status"]["error_code"] for e in registry.status()} == {"2": "OK", "1": "OK"}
+    assert any(json.loads(line)["event"] == "model_directory_gone" for line in log.getvalue().splitlines())
+
+
+def test_a_hand_edited_manifest_is_refused_and_the_answer_names_no_path(built: dict[str, Path], tmp_path: Path) -> None:
+    models = models_dir_with(tmp_path, built["fixed"])
+    copy_version(built["random"], models, 2)
+    manifest = models / "2" / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data["thresholds"] = [0.0] * len(data["thresholds"])
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    logger, log = capture_logger("edited")
+    registry = Registry(models, poll_interval_s=0, warmup_rounds=0, logger=logger)
+    assert registry.poll_once() and registry.current.version == 1
+    error = registry.refused[2].error
+    assert "version 2: manifest.json does not match its checksum" in error and str(tmp_path) not in error
+    refused = [json.loads(line) for line in log.getvalue().splitlines() if '"model_refused"' in line]
+    assert refused and refused[0]["path"] == str(models / "2")  # the path goes to the log only
+
+
+def test_a_version_refused_at_start_answers_503_without_a_path(built: dict[str, Path], tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    corrupt_copy(built["fixed"], models, 1)
+    logger, _ = capture_logger("refused")
+    registry = Registry(models, poll_interval_s=0, warmup_rounds=0, logger=logger)
+    with TestClient(create_app(settings_for(models), registry=registry, logger=logger)) as client:
+        assert wait_until(lambda: 1 in registry.refused)
+        answer = client.post("/v1/recommendations", json=BODY)
+        assert answer.status_code == 503 and "version 1 refused" in answer.json()["error"]
+        assert str(tmp_path) not in answer.text
+        status = client.get("/v1/models/needs_rec/versions/1").text
+        assert str(tmp_path) not in status

@@ -1,0 +1,64 @@
+"""TensorFlow Serving's labelled paths (contract §7): a version addressed by its label in labels.json.
+
+`GET /v1/models/needs_rec/labels/<label>` answers the status form for the version the label names;
+`POST /v1/models/needs_rec/labels/<label>:predict` scores with it. Only `stable` is ever loaded (a
+candidate is never served), so a label naming a version this service does not hold answers 404
+naming both versions. The registry publishes a new mapping only after the newly labelled version
+has been swapped in, so `labels/stable:predict` keeps answering through a promotion or rollback.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from needs_rec.versions import LABELS
+from serving.registry import MODEL_NAME, ServingModel
+from serving.routes.tf_serving import predict_with
+from serving.service import ApiError, Service, json_response
+
+
+def router(service: Service) -> APIRouter:
+    """The labelled TF Serving endpoints over `service`."""
+    routes = APIRouter()
+
+    def labelled_version(name: str, label: str) -> int:
+        service.check_model_name(name)
+        labels = service.registry.labels
+        if labels is None:
+            raise ApiError(404, f"model {MODEL_NAME!r} has no labels: its models directory has no {LABELS}")
+        version = labels.get(label)
+        if version is None:
+            known = ", ".join(f"{k}={v}" for k, v in labels.to_dict().items())
+            raise ApiError(404, f"model {MODEL_NAME!r} has no label {label!r}; labels: {known}")
+        return version
+
+    def model_for_label(name: str, label: str) -> ServingModel:
+        version = labelled_version(name, label)
+        model = service.model()
+        if model.version != version:
+            raise ApiError(404, f"label {label!r} names version {version}, which is not loaded; "
+                                f"this service serves version {model.version}")
+        return model
+
+    async def predict_label(request: Request) -> Response:
+        """TensorFlow Serving REST predict on a labelled version: `labels/stable:predict`."""
+        name, target = request.path_params["name"], request.path_params["target"]
+        label, _, verb = target.partition(":")
+        if verb != "predict":
+            raise ApiError(404, f"no such endpoint: POST {request.url.path}")
+        return await predict_with(service, request, model_for_label(name, label))
+
+    routes.add_route("/v1/models/{name}/labels/{target}", predict_label, methods=["POST"])
+
+    @routes.get("/v1/models/{name}/labels/{label}")
+    async def label_status(name: str, label: str) -> Response:
+        """Status of the version a label names (END with a note when this service does not hold it)."""
+        version = labelled_version(name, label)
+        entries = [e for e in service.registry.status() if e["version"] == str(version)]
+        if not entries:
+            entries = [{"version": str(version), "state": "END",
+                        "status": {"error_code": "OK", "error_message": "not loaded by this service"}}]
+        return json_response({"model_version_status": entries})
+
+    return routes

@@ -1,0 +1,202 @@
+"""needs_rec.versions: numbers, sealed manifests, labels, promotion, locks, stale builds, file modes (no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from needs_rec import versions
+from needs_rec.errors import ModelError
+
+VOCAB = ["ch_a", "ch_b"]
+
+
+def fake_version(models: Path, number: int, **extra: object) -> Path:
+    """A version directory with a one-file 'SavedModel' and a sealed manifest (enough for everything TF-free)."""
+    target = models / str(number)
+    (target / versions.SAVED_MODEL).mkdir(parents=True)
+    (target / versions.SAVED_MODEL / "saved_model.pb").write_bytes(b"graph %d" % number)
+    manifest = {"version": number, "vocabulary": VOCAB, "thresholds": [0.5, 0.5], "top_k": None,
+                "files": versions.file_checksums(target / versions.SAVED_MODEL), **extra}
+    versions.write_manifest(target, manifest)
+    return target
+
+
+def test_list_versions_takes_numbers_from_directory_names_only(tmp_path: Path) -> None:
+    for name in ("3", "10", "0", "x1", ".building-1-abc"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "7").write_text("a file, not a version")
+    assert versions.list_versions(tmp_path) == [3, 10]
+    assert versions.list_versions(tmp_path / "missing") == []
+
+
+def test_a_copied_version_keeps_its_manifest_and_is_known_by_its_directory(tmp_path: Path) -> None:
+    fake_version(tmp_path, 1)
+    os.rename(tmp_path / "1", tmp_path / "2")
+    manifest = versions.verify_version(tmp_path / "2")
+    assert manifest.version == 1 and versions.version_number(tmp_path / "2") == 2
+    assert versions.resolve_serving(tmp_path) == tmp_path / "2"
+
+
+def test_hand_edited_manifest_is_refused_and_names_the_version_not_the_path(tmp_path: Path) -> None:
+    version = fake_version(tmp_path, 4)
+    path = version / versions.MANIFEST
+    data = json.loads(path.read_text())
+    data["thresholds"] = [0.1, 0.1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=r"version 4: manifest\.json does not match its checksum") as caught:
+        versions.read_manifest(version)
+    assert str(tmp_path) not in str(caught.value)
+    del data["checksum"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="has no 'checksum'"):
+        versions.read_manifest(version)
+
+
+def test_a_changed_savedmodel_file_is_refused(tmp_path: Path) -> None:
+    version = fake_version(tmp_path, 1)
+    (version / versions.SAVED_MODEL / "saved_model.pb").write_bytes(b"other graph")
+    with pytest.raises(ModelError, match=r"files do not match the manifest checksums: saved_model\.pb"):
+        versions.verify_version(version)
+
+
+def test_signing_key_requires_a_matching_hmac(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unsigned = fake_version(tmp_path, 1)
+    monkeypatch.setenv(versions.SIGNING_KEY_ENV, "s3cret")
+    signed = fake_version(tmp_path, 2)
+    assert versions.read_manifest(signed).signed
+    with pytest.raises(ModelError, match=r"version 1: manifest\.json is not signed, but NEEDS_REC_SIGNING_KEY is set"):
+        versions.read_manifest(unsigned)
+    # Someone without the key re-computes the checksum after an edit: the HMAC still refuses it.
+    data = json.loads((signed / versions.MANIFEST).read_text())
+    data["top_k"] = 1
+    resealed = versions.seal(data, key=b"guess")
+    (signed / versions.MANIFEST).write_text(json.dumps(resealed))
+    with pytest.raises(ModelError, match="signature does not match"):
+        versions.read_manifest(signed)
+    monkeypatch.setenv(versions.SIGNING_KEY_ENV, "")
+    assert versions.read_manifest(signed).top_k == 1  # without a key only the checksum is checked
+
+
+def test_manifest_typed_fields_are_checked_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="key 'thresholds' must hold one number per characteristic"):
+        versions.Manifest.from_dict({"vocabulary": VOCAB, "thresholds": [0.5], "files": {"a": "b"}})
+    with pytest.raises(ModelError, match="key 'top_k' must be an integer >= 1 or null"):
+        versions.Manifest.from_dict({"vocabulary": VOCAB, "thresholds": [0.5, 1], "files": {"a": "b"}, "top_k": 0})
+    manifest = versions.Manifest.from_dict({"vocabulary": VOCAB, "thresholds": [0.5, 1], "files": {"a": "b"},
+                                            "metrics": {"x": 1}})
+    assert manifest.thresholds == (0.5, 1.0) and manifest.get("metrics") == {"x": 1}
+
+
+def test_labels_round_trip_and_errors_name_the_key(tmp_path: Path) -> None:
+    assert versions.read_labels(tmp_path) is None
+    versions.write_labels(tmp_path, versions.Labels(stable=3, previous=2))
+    assert json.loads((tmp_path / "labels.json").read_text()) == {"stable": 3, "previous": 2}
+    assert versions.read_labels(tmp_path) == versions.Labels(3, 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.json"]  # no temporary file left
+    for text, message in (('{"stable": "3"}', "label 'stable' must be a version number"),
+                          ('{"stable": 3, "canary": 4}', r"unknown label\(s\) 'canary'"),
+                          ("{not json", "labels.json is not valid JSON")):
+        (tmp_path / "labels.json").write_text(text)
+        with pytest.raises(ModelError, match=message):
+            versions.read_labels(tmp_path)
+
+
+def test_serving_order_never_includes_a_candidate_when_labels_exist() -> None:
+    assert versions.serving_order([1, 2, 3], None) == [3, 2, 1]
+    assert versions.serving_order([1, 2, 3], versions.Labels(stable=2, previous=1)) == [2, 1]
+    assert versions.serving_order([1, 3], versions.Labels(stable=2, previous=1)) == [1]
+
+
+def test_promote_and_rollback(tmp_path: Path) -> None:
+    for n in (1, 2, 3):
+        fake_version(tmp_path, n)
+    assert versions.resolve_serving(tmp_path) == tmp_path / "3"  # no labels: the newest
+    assert versions.promote(tmp_path, 2) == versions.Labels(stable=2, previous=3)
+    assert versions.resolve_serving(tmp_path) == tmp_path / "2"
+    assert versions.promote(tmp_path, 1) == versions.Labels(stable=1, previous=2)
+    assert versions.rollback(tmp_path) == versions.Labels(stable=2, previous=1)
+    assert versions.rollback(tmp_path) == versions.Labels(stable=1, previous=2)  # a second rollback undoes it
+    assert versions.promote(tmp_path, 1) == versions.Labels(stable=1, previous=2)  # already stable: unchanged
+    with pytest.raises(ModelError, match="--version 9: no such version; present: 1, 2, 3"):
+        versions.promote(tmp_path, 9)
+    (tmp_path / "3" / versions.SAVED_MODEL / "saved_model.pb").write_bytes(b"broken")
+    with pytest.raises(ModelError, match="version 3: files do not match"):
+        versions.promote(tmp_path, 3)
+    assert versions.read_labels(tmp_path) == versions.Labels(stable=1, previous=2)  # nothing changed
+    with pytest.raises(ModelError, match="replaced while"):
+        versions.promote(tmp_path, 2, replacing=5)
+
+
+def test_rollback_without_previous_is_an_error(tmp_path: Path) -> None:
+    fake_version(tmp_path, 1)
+    with pytest.raises(ModelError, match="nothing to roll back to"):
+        versions.rollback(tmp_path)
+
+
+def _hold_lock(path: str, ready: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event) -> None:
+    with versions.exclusive_lock(path, "retrain"):
+        ready.set()
+        release.wait(30)
+
+
+def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path: Path) -> None:
+    lock = tmp_path / ".retrain.lock"
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(str(lock), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(versions.LockBusy, match=rf"another retrain is running \(pid {holder.pid} since"), \
+                versions.exclusive_lock(lock, "retrain"):
+            pass
+    finally:
+        release.set()
+        holder.join(30)
+    # A holder killed with SIGKILL leaves its file behind; the kernel has dropped its flock.
+    code = ("import sys, os, signal\nfrom needs_rec import versions\n"
+            "with versions.exclusive_lock(sys.argv[1], 'retrain'):\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", code, str(lock)], check=False)
+    assert "pid" in lock.read_text()
+    with versions.exclusive_lock(lock, "retrain") as note:
+        assert note is not None and "stale lock" in note
+
+
+def test_clean_stale_builds_removes_only_dead_runs(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / f".building-{dead_pid}-abc" / "saved_model").mkdir(parents=True)
+    (tmp_path / f".building-{os.getpid()}-mine").mkdir()
+    (tmp_path / f".labels.json.{dead_pid}.xyz.tmp").write_text("{")
+    (tmp_path / "1").mkdir()
+    removed = versions.clean_stale_builds(tmp_path)
+    assert sorted(removed) == sorted([f".building-{dead_pid}-abc", f".labels.json.{dead_pid}.xyz.tmp"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["1", f".building-{os.getpid()}-mine"])
+
+
+@pytest.mark.parametrize(("mask", "directory", "file"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_shared_modes_follow_the_umask(tmp_path: Path, mask: int, directory: int, file: int) -> None:
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700, as export's build directory starts
+    (root / "sub").mkdir(mode=0o700)
+    handle, name = tempfile.mkstemp(dir=root / "sub")  # 0600
+    os.close(handle)
+    old = os.umask(mask)
+    try:
+        versions.shared_modes(root)
+        versions.write_labels(tmp_path, versions.Labels(stable=1))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(root.stat().st_mode) == directory
+    assert stat.S_IMODE((root / "sub").stat().st_mode) == directory
+    assert stat.S_IMODE(Path(name).stat().st_mode) == file
+    assert stat.S_IMODE((tmp_path / "labels.json").stat().st_mode) == file
