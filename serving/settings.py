@@ -7,10 +7,11 @@ environment. docs/serving.md lists them all.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from needs_rec.errors import ConfigError
@@ -43,6 +44,66 @@ class Settings(BaseSettings):
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow inter-op threads (0 = TensorFlow's default)")
     shutdown_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
     shutdown_delay_s: float = Field(0.0, ge=0, description="on SIGTERM, keep serving this long with /readyz at 503")
+    auth_token: SecretStr | None = Field(
+        None,
+        description="token for the pages and /v1/feedback: 'Authorization: Bearer <token>', or as the password of "
+        "HTTP Basic auth with any user name; required beyond loopback unless basic_auth is set (prefer the env var)",
+    )
+    basic_auth: SecretStr | None = Field(
+        None,
+        description="'user:password' for HTTP Basic auth on the pages and /v1/feedback (prefer the env var)",
+    )
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _user_and_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            user, colon, password = value.get_secret_value().partition(":")
+            if not (user and colon and password):
+                raise ValueError("expected 'user:password' with neither part empty")
+        return value
+
+    @field_validator("auth_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"a token needs at least {MIN_TOKEN_LENGTH} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _credential_beyond_loopback(self) -> Settings:
+        if not is_loopback(self.host) and self.auth_token is None and self.basic_auth is None:
+            raise ValueError(
+                f"host {self.host!r} listens beyond loopback, where the pages and /v1/feedback need a credential: "
+                "set NEEDS_REC_AUTH_TOKEN or NEEDS_REC_BASIC_AUTH (or --auth-token / --basic-auth)"
+            )
+        return self
+
+    @property
+    def credential_required(self) -> bool:
+        """True when a credential is configured: the pages and /v1/feedback then refuse requests without it."""
+        return self.auth_token is not None or self.basic_auth is not None
+
+
+#: Shortest accepted token (a guessable token is no protection).
+MIN_TOKEN_LENGTH = 16
+#: Settings whose values are never echoed in an error message.
+SECRET_FIELDS = frozenset({"auth_token", "basic_auth"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: 127.0.0.0/8, ::1 or `localhost`.
+
+    Anything else — 0.0.0.0, a LAN address, a host name that is not `localhost` — counts as beyond
+    loopback (a name could resolve to anything, so it is not trusted to be local).
+    """
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -56,8 +117,12 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def _describe(err: Any) -> str:
-    name = ".".join(str(p) for p in err["loc"]) or "settings"
+    name = ".".join(str(p) for p in err["loc"])
+    if not name:  # a rule across fields (model validator): its message says everything
+        return str(err["msg"]).removeprefix("Value error, ")
     flag, env = "--" + name.replace("_", "-"), "NEEDS_REC_" + name.upper()
     if err["type"] == "missing":
         return f"{name} is required: pass {flag} or set {env}"
+    if name in SECRET_FIELDS:  # never echo a secret, not even a malformed one
+        return f"{name} ({flag} / {env}): {err['msg']}"
     return f"{name} ({flag} / {env}): {err['msg']}, got {err.get('input')!r}"

@@ -1,0 +1,188 @@
+"""Who may use the pages and `/v1/feedback`, and the browser protections around them.
+
+Contact data (names on the manager's page) and managers' feedback are for the firm's staff, so:
+
+* **Credential.** When `auth_token` or `basic_auth` is configured, every request to a protected
+  path must carry it — `Authorization: Bearer <token>` (the CRM, scripts), or HTTP Basic auth
+  (browsers: they ask once and resend it; the token is accepted as the Basic password with any user
+  name). Missing or wrong: 401 with `WWW-Authenticate: Basic`, so a browser shows its login box.
+  Settings refuse to start a service that listens beyond loopback with neither configured
+  (`serving.settings`); on loopback with none configured the pages are open to this machine only.
+* **Cross-site requests.** A browser attaches Basic credentials (and cookies) to any request,
+  also one a foreign page makes it send. So a state-changing request (POST, PUT, PATCH, DELETE) to
+  a protected path is refused with 403 when its `Origin` names another host or `Sec-Fetch-Site`
+  says `cross-site`/`same-site`, and — whenever it comes from a browser (it carries `Origin`,
+  `Sec-Fetch-Site`, a cookie or Basic auth) — unless its `X-CSRF-Token` header equals the
+  `needs_rec_csrf` cookie the pages set (double-submit: a foreign page can neither read the cookie
+  nor add the header without a CORS preflight, which this service never grants). Programs that
+  send a Bearer token or nothing at all (the CRM on the same host) need no CSRF token.
+
+Only protected paths pay for any of this: every other request passes with one prefix test, so the
+JSON scoring endpoints keep their latency.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from serving.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Paths behind the credential: the pages and what they post to (prefixes; "/" itself exactly).
+PROTECTED_PREFIXES = ("/analyst", "/contacts", "/v1/feedback")
+CSRF_COOKIE = "needs_rec_csrf"
+CSRF_HEADER = "x-csrf-token"
+REALM = 'Basic realm="needs_rec", charset="UTF-8"'
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_TOKEN_BYTES = 32
+
+
+def is_protected(path: str) -> bool:
+    """True for the manager page `/`, the analyst page, contact cards and `/v1/feedback`."""
+    return path == "/" or path.startswith(PROTECTED_PREFIXES)
+
+
+def new_csrf_token() -> str:
+    """A fresh random token for the `needs_rec_csrf` cookie and the page that carries it."""
+    return secrets.token_urlsafe(_TOKEN_BYTES)
+
+
+def valid_csrf_token(value: str | None) -> bool:
+    """True for a token this service could have made (right length and alphabet); never trusts its content."""
+    return bool(value) and len(value) == len(new_csrf_token()) and value.replace("-", "").replace("_", "").isalnum()
+
+
+def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+    """The value of cookie `name` in the request's `Cookie` headers, or None."""
+    for key, raw in headers:
+        if key != b"cookie":
+            continue
+        jar = SimpleCookie()
+        try:
+            jar.load(raw.decode("latin-1"))
+        except CookieError:
+            continue
+        if name in jar:
+            return jar[name].value
+    return None
+
+
+class Credentials:
+    """The configured token and/or Basic-auth pair, compared in constant time."""
+
+    def __init__(self, settings: Settings):
+        self.token = settings.auth_token.get_secret_value().encode() if settings.auth_token else None
+        self.basic: tuple[bytes, bytes] | None = None
+        if settings.basic_auth is not None:
+            user, _, password = settings.basic_auth.get_secret_value().partition(":")
+            self.basic = (user.encode(), password.encode())
+
+    @property
+    def required(self) -> bool:
+        return self.token is not None or self.basic is not None
+
+    def accepts(self, authorization: bytes | None) -> bool:
+        """True when the `Authorization` header value carries a configured credential."""
+        if authorization is None:
+            return False
+        scheme, _, value = authorization.strip().partition(b" ")
+        scheme, value = scheme.lower(), value.strip()
+        if scheme == b"bearer":
+            return self.token is not None and secrets.compare_digest(value, self.token)
+        if scheme != b"basic":
+            return False
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        user, colon, password = decoded.partition(b":")
+        if not colon:
+            return False
+        ok = False
+        if self.basic is not None:  # evaluate both halves: no early exit that times which one was wrong
+            same_user = secrets.compare_digest(user, self.basic[0])
+            same_password = secrets.compare_digest(password, self.basic[1])
+            ok = same_user and same_password
+        if self.token is not None:
+            ok = secrets.compare_digest(password, self.token) or ok
+        return ok
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def refusal(scope: Scope, credentials: Credentials) -> tuple[int, str, dict[str, str]] | None:
+    """Why a request to a protected path is refused (status, error text, headers), or None to let it through."""
+    headers = scope.get("headers", [])
+    authorization = _header(headers, b"authorization")
+    if credentials.required and not credentials.accepts(authorization):
+        what = "wrong credential" if authorization else "a credential is required"
+        message = f"{what}: send 'Authorization: Bearer <token>' or sign in with HTTP Basic auth"
+        return 401, message, {"WWW-Authenticate": REALM}
+    if scope["method"] not in _UNSAFE:
+        return None
+    origin = _header(headers, b"origin")
+    fetch_site = _header(headers, b"sec-fetch-site")
+    host = _header(headers, b"host")
+    if origin is not None and origin != b"null":
+        if host is None or urlsplit(origin.decode("latin-1")).netloc.lower() != host.decode("latin-1").lower():
+            return 403, "cross-site request refused: the Origin is not this service; use the service's own page", {}
+    elif origin == b"null":
+        return 403, "cross-site request refused: Origin 'null'; use the service's own page", {}
+    if fetch_site is not None and fetch_site not in (b"same-origin", b"none"):
+        return 403, "cross-site request refused (Sec-Fetch-Site); use the service's own page", {}
+    basic = authorization is not None and authorization.strip()[:6].lower() == b"basic "
+    cookie = _header(headers, b"cookie")
+    from_browser = origin is not None or fetch_site is not None or cookie is not None or basic
+    if from_browser:
+        expected = cookie_value(headers, CSRF_COOKIE)
+        given = _header(headers, CSRF_HEADER)
+        if (
+            not expected
+            or given is None
+            or not secrets.compare_digest(given, expected.encode("latin-1", errors="replace"))
+        ):
+            return 403, "missing or stale CSRF token (header 'X-CSRF-Token'): reload the page and try again", {}
+    return None
+
+
+class AccessMiddleware:
+    """ASGI middleware: credential and cross-site checks on protected paths (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings):
+        self.app = app
+        self.credentials = Credentials(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        refused = refusal(scope, self.credentials)
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        status, message, extra = refused
+        scope.setdefault("state", {})["outcome"] = "unauthorized" if status == 401 else "forbidden"
+        body = orjson.dumps({"error": message})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        headers.append((b"cache-control", b"no-store"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
