@@ -201,8 +201,8 @@ def overview(model_path: Path, served: int | None) -> Overview:
             roles.append("stable")
         if number == previous:
             roles.append("previous")
-        if number not in (stable, previous):
-            roles.append("candidate")
+        if labels and number not in (stable, previous):
+            roles.append("candidate")  # without labels.json the newest version serves: no candidates (v1)
         if number == served:
             roles.append("served")
         row, row_k = version_row(models, number, roles)
@@ -242,6 +242,12 @@ def render_report(model_path: Path, number: int, chart_url: str) -> str:
     text = path.read_text(encoding="utf-8", errors="replace")
     tokens = _markdown.parse(text)
     for token in tokens:
+        style = token.attrGet("style")
+        if style:  # table alignment: a class instead of an inline style, which the pages' CSP forbids
+            token.attrs.pop("style", None)
+            align = str(style).removeprefix("text-align:").strip()
+            if align in ("left", "right", "center"):
+                token.attrSet("class", f"align-{align}")
         if token.children:
             token.children = [child for child in token.children if _chart_image(child, number, chart_url)]
     return _markdown.renderer.render(tokens, _markdown.options, {})

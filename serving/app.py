@@ -39,7 +39,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from needs_rec.errors import NeedsRecError
 from serving.observability import log_event
 from serving.registry import Registry
-from serving.routes import health, labels, recommendations, tf_serving
+from serving.access import AccessMiddleware
+from serving.routes import health, labels, pages, recommendations, tf_serving
 from serving.service import ApiError, GuardMiddleware, Service, error_response
 from serving.settings import Settings
 
@@ -49,6 +50,7 @@ ROUTERS: tuple[Callable[[Service], APIRouter], ...] = (
     tf_serving.router,
     labels.router,
     health.router,
+    pages.router,
 )
 
 
@@ -83,6 +85,7 @@ def create_app(
     add_error_handlers(app, service)
     for build in ROUTERS:
         app.include_router(build(service))
+    app.add_middleware(AccessMiddleware, settings=settings)  # pages and /v1/feedback: credential, cross-site
     app.add_middleware(GuardMiddleware, service=service)
     return app
 

@@ -86,6 +86,7 @@ class Metrics:
         )
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._unknown_children: dict[str, Any] = {}
+        self.unknown_totals: dict[str, int] = {}  # the same counts as plain numbers, for the analyst page
         self.numpy_calls = self.model_calls.labels("numpy")  # label children cached: counted on every request
         self.tensorflow_calls = self.model_calls.labels("tensorflow")
 
@@ -107,6 +108,7 @@ class Metrics:
             if child is None:
                 child = self._unknown_children[field] = self.unknown_codes.labels(field)
             child.inc()
+            self.unknown_totals[field] = self.unknown_totals.get(field, 0) + 1
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for GET /metrics."""

@@ -1,0 +1,247 @@
+"""What the manager's page shows: found contacts, one contact's card, its talking points at a stage.
+
+The CRM source (`crm.open_source`, given to the service with `--crm`) answers the search and the
+contact lookup; the served version scores the contact exactly as `POST /v1/recommendations` with
+its `contact_id` would, and its dictionaries give every name and the stage's talking-point text
+as written there. The card's points are the JSON answer's points: those passing the version's
+thresholds, at most its `top_k` cap (or `DEFAULT_CAP` when the version has none); "show more"
+asks for every characteristic offered at the stage. Each card is one recommendation answer with
+its own `request_id`, whose exposures are recorded like the JSON endpoint's, and which the
+feedback buttons send back with `/v1/feedback`.
+
+The CRM's own names (organization, person) are shown here and nowhere else: never logged, never
+written to a model version or to needs_rec's tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from serving.analyst import feedback_summary
+from serving.registry import ServingModel
+from serving.service import Service
+from serving.web import probability_word
+
+#: Talking points on a card when the version has no `top_k` cap of its own.
+DEFAULT_CAP = 5
+#: Contacts listed for one search.
+SEARCH_LIMIT = 20
+#: Longest search text accepted (longer is cut).
+MAX_QUERY = 200
+
+
+@dataclass
+class ContactView:
+    """One contact as the card shows it: CRM names, dictionary names for codes."""
+
+    contact_id: str
+    organization: str
+    contact_name: str
+    position: str
+    decision_role: str
+    department: str
+    industry: str
+    region: str
+    employees: str | None
+    status: str
+    interests: list[str]
+    products_owned: list[str]
+
+
+@dataclass
+class CardView:
+    """The talking points of one answer, ready for the template."""
+
+    points: list[dict[str, Any]] = field(default_factory=list)
+    request_id: str | None = None
+    more: bool = False
+    hidden: int = 0
+    error: str | None = None
+
+
+def _name(model: ServingModel, vocabulary: str, code: Any) -> str:
+    if code is None or code == "":
+        return ""
+    text = str(code)
+    return model.dictionaries.name_of(vocabulary, text.strip().lower()) or text
+
+
+def _names(model: ServingModel, vocabulary: str, codes: Any) -> list[str]:
+    return [_name(model, vocabulary, c) for c in (codes or []) if str(c).strip()]
+
+
+def _need_names(model: ServingModel, codes: Any) -> list[str]:
+    names = model.dictionaries.need_names()
+    return [names.get(str(c).strip().lower(), str(c)) for c in (codes or []) if str(c).strip()]
+
+
+def contact_view(model: ServingModel, record: Any, display: Mapping[str, Any] | None) -> ContactView:
+    """The card's header from a `crm.ContactRecord` and the contact's search row (its CRM names)."""
+    org = record.organization or {}
+    person = record.contact or {}
+    employees = org.get("employees")
+    since = org.get("client_since")
+    status = f"клиент с {since}" if since else "потенциальный клиент"
+    display = display or {}
+    return ContactView(
+        contact_id=record.contact_id,
+        organization=str(display.get("organization") or record.org_id),
+        contact_name=str(display.get("contact") or ""),
+        position=_name(model, "positions", person.get("position")),
+        decision_role=_name(model, "decision_roles", person.get("decision_role")),
+        department=_name(model, "departments", person.get("department")),
+        industry=_name(model, "industries", org.get("industry")),
+        region=_name(model, "regions", org.get("region")),
+        employees=None if employees is None else f"{int(employees):,}".replace(",", "\u202f"),
+        status=status,
+        interests=_need_names(model, person.get("interests")),
+        products_owned=_names(model, "products", org.get("products_owned")),
+    )
+
+
+def request_body(record: Any, stage: str) -> dict[str, Any]:
+    """The full-fields recommendation request for a looked-up contact (what `contact_id` stands for)."""
+    return {"stage": stage, "organization": dict(record.organization or {}), "contact": dict(record.contact or {})}
+
+
+async def score_card(service: Service, model: ServingModel, record: Any, stage: str, more: bool) -> CardView:
+    """Score the contact at `stage` and render the card's points (all offered ones with `more`)."""
+    parsed = model.parser.recommendation(request_body(record, stage))
+    service.count_unknown([parsed])
+    probabilities = (await service.scorer.predict(model, [parsed.row]))[0]
+    talking = model.talking
+    offered = int(talking.offered(stage).sum())
+    if more:
+        chosen = talking.select(probabilities, model.thresholds, stage, top_k=offered)
+    else:
+        chosen = talking.select(probabilities, model.thresholds, stage, cap=model.top_k or DEFAULT_CAP)
+    points = talking.render(
+        probabilities,
+        chosen,
+        stage=stage,
+        thresholds=model.thresholds,
+        position=parsed.position,
+        industry=parsed.industry,
+        interests=parsed.interests,
+        products_owned=parsed.products_owned,
+    )
+    product_names = {item.code: item.name for item in model.dictionaries.products}
+    for point in points:
+        p = float(point["probability"])
+        point["percent"] = round(p * 100)
+        point["word"] = probability_word(p)
+        point["product_name"] = product_names.get(point["product"], point["product"])
+    request_id = service.record_answer(model, record.contact_id, stage, points)
+    return CardView(points=points, request_id=request_id, more=more, hidden=max(offered - len(points), 0))
+
+
+def _stages(model: ServingModel) -> list[tuple[str, str]]:
+    return [(item.code, item.name) for item in model.dictionaries.funnel_stages]
+
+
+def _query(params: Mapping[str, str], name: str) -> str:
+    return (params.get(name) or "").strip()[:MAX_QUERY]
+
+
+async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
+    """Template context and status for `GET /`: search results and/or one contact's card."""
+    q = _query(params, "q")
+    contact_id = _query(params, "contact")
+    context: dict[str, Any] = {
+        "q": q,
+        "results": None,
+        "notice": None,
+        "contact": None,
+        "search_limit": SEARCH_LIMIT,
+    }
+    crm = getattr(service, "crm", None)  # TODO(issue 9): service.crm once merged
+    if crm is None:
+        context["notice"] = (
+            "Сервис запущен без источника CRM, поэтому искать контакты негде. "
+            "Администратору: перезапустите его с --crm (каталог выгрузки или URL базы CRM)."
+        )
+        return context, 503 if (q or contact_id) else 200
+    if q:
+        try:
+            context["results"] = await run_in_threadpool(crm.search, q, SEARCH_LIMIT)
+        except service.crm_unavailable:
+            context["notice"] = "База CRM сейчас недоступна, поиск не выполнен. Попробуйте через минуту."
+            return context, 503
+    if contact_id:
+        card, status = await card_context(service, params, contact_page=True)
+        context.update(card)
+        return context, status
+    return context, 200
+
+
+async def card_context(
+    service: Service, params: Mapping[str, str], *, contact_page: bool = False
+) -> tuple[dict[str, Any], int]:
+    """Template context and status for one contact's card (`contact`, `stage`, `more` query parameters)."""
+    contact_id = _query(params, "contact")
+    more = params.get("more") == "1"
+    context: dict[str, Any] = {"card": CardView(more=more), "contact": None, "stage": "", "stage_name": ""}
+    crm = getattr(service, "crm", None)  # TODO(issue 9): service.crm once merged
+    if crm is None:
+        context["notice"] = "Сервис запущен без источника CRM (--crm)."
+        return context, 503
+    model = service.registry.current
+    if model is None:
+        context["notice"] = "Модель ещё загружается. Обновите страницу через несколько секунд."
+        return context, 503
+    if not contact_id:
+        context["notice"] = "Не указан контакт: выберите его в результатах поиска."
+        return context, 400
+    try:
+        record = await run_in_threadpool(crm.contact, contact_id)
+        display = None
+        if record is not None:
+            rows = await run_in_threadpool(crm.search, contact_id, SEARCH_LIMIT)
+            display = next((r for r in rows if r.get("contact_id") == contact_id), None)
+            latest = await run_in_threadpool(crm.latest_stage, contact_id)
+    except service.crm_unavailable:
+        context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
+        return context, 503
+    if record is None:
+        context["notice"] = f"Контакт {contact_id!r} не найден в CRM. Найдите его поиском заново."
+        return context, 404
+    stages = _stages(model)
+    codes = [code for code, _ in stages]
+    requested = _query(params, "stage").lower()
+    latest_code = latest if latest in codes else None
+    stage = requested if requested in codes else (latest_code or codes[0])
+    context.update(
+        contact=contact_view(model, record, display),
+        stages=stages,
+        stage=stage,
+        stage_name=dict(stages)[stage],
+        latest_stage=latest_code,
+    )
+    if record.organization is None:
+        context["card"].error = "У контакта в CRM нет организации (org_id не найден), подсказки не построить."
+        return context, 200
+    try:
+        context["card"] = await score_card(service, model, record, stage, more)
+    except service.request_errors as exc:  # a CRM value the request rules refuse: show it, do not fail the page
+        context["card"].error = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"
+    return context, 200
+
+
+async def feedback_context(service: Service, days: int) -> dict[str, Any]:
+    """`feedback` (per characteristic: count, share positive) of the last `days` days, or a notice why not."""
+    crm = getattr(service, "crm", None)  # TODO(issue 9): service.crm once merged
+    if crm is None:
+        return {"feedback": [], "feedback_notice": "Сервис запущен без источника CRM (--crm): отзывов не видно."}
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    try:
+        rows = await run_in_threadpool(crm.feedback_since, since)
+    except service.crm_unavailable:
+        return {"feedback": [], "feedback_notice": "База CRM сейчас недоступна: отзывы не прочитаны."}
+    model = service.registry.current
+    names = {ch.code: ch.name for ch in model.dictionaries.characteristics} if model is not None else {}
+    return {"feedback": feedback_summary(rows, names), "feedback_notice": None}

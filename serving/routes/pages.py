@@ -1,0 +1,106 @@
+"""The HTML pages (contract §8): the manager's `GET /` and the analyst's `GET /analyst`, plus their assets.
+
+* `GET /` — search a contact of the CRM source (`q`), open one (`contact`), pick the stage
+  (`stage`, default the contact's latest known one) and read its talking points; `more=1` shows
+  every characteristic offered at the stage. `GET /contacts/card` answers the same card as an HTML
+  fragment, which the page's script swaps in when the stage changes.
+* `GET /analyst` — versions side by side, the promotion log, managers' feedback of the last 30
+  days, unknown codes per field, and one version's report (`report=N`, default the newest);
+  `GET /analyst/versions/{n}/{chart}` serves that report's charts.
+* `GET /static/{name}` — the pages' CSS and script, shipped inside the package.
+
+Access (credential, cross-site checks) is `serving.access.AccessMiddleware`'s job; these routes
+only render. Pages never log what they show: the request log line holds the endpoint label only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+
+from serving import analyst, manager
+from serving.service import ApiError, Service
+from serving.web import PAGE_HEADERS, Pages
+
+#: Feedback window on the analyst page (days).
+FEEDBACK_DAYS = 30
+
+
+def router(service: Service) -> APIRouter:
+    """The pages over `service`."""
+    pages = Pages()
+    routes = APIRouter()
+    model_path = service.settings.model
+
+    def served_version() -> int | None:
+        current = service.registry.current
+        return current.version if current is not None else None
+
+    @routes.get("/", include_in_schema=False)
+    async def manager_page(request: Request) -> Response:
+        """The manager's page: search, contact, stage, talking points."""
+        context, status = await manager.page_context(service, dict(request.query_params))
+        context.update(page="manager", model_version=served_version())
+        return pages.render(request, "manager.html", context, status)
+
+    @routes.get("/contacts/card", include_in_schema=False)
+    async def contact_card(request: Request) -> Response:
+        """The talking-point card of one contact at one stage, as an HTML fragment (the page's script swaps it in)."""
+        context, status = await manager.card_context(service, dict(request.query_params))
+        return pages.render(request, "_points.html", context, status)
+
+    @routes.get("/analyst", include_in_schema=False)
+    async def analyst_page(request: Request) -> Response:
+        """The analyst's page: versions, promotions, feedback, unknown codes, a report."""
+        served = served_version()
+        requested = request.query_params.get("report")
+        report_number = int(requested) if requested and requested.isdigit() else None
+        overview = analyst.overview(model_path, served)
+        context: dict[str, Any] = {
+            "page": "analyst",
+            "model_version": served,
+            "served": served,
+            "overview": overview,
+            "feedback_days": FEEDBACK_DAYS,
+        }
+        context.update(await manager.feedback_context(service, FEEDBACK_DAYS))
+        context["unknown"] = _unknown_rows(service)
+        shown = analyst.report_version(model_path, report_number, overview.rows)
+        context["report_version"] = shown
+        context["report_html"] = None
+        if shown is None:
+            context["report_notice"] = (
+                f"У версии {report_number} нет отчёта." if report_number else "Ни у одной версии пока нет отчёта."
+            )
+        else:
+            chart_url = "/analyst/versions/{version}/{name}"
+            context["report_html"] = analyst.render_report(model_path, shown, chart_url)
+        return pages.render(request, "analyst.html", context)
+
+    @routes.get("/analyst/versions/{number}/{name}", include_in_schema=False)
+    async def chart(number: str, name: str) -> Response:
+        """A chart of a version's report (`report_*.png` inside the version directory only)."""
+        path = analyst.chart_path(model_path, int(number), name) if number.isdigit() else None
+        if path is None:
+            raise ApiError(404, f"no chart {name!r} in version {number!r}")
+        headers = {**PAGE_HEADERS, "Cache-Control": "private, max-age=3600"}
+        return FileResponse(path, media_type="image/png", headers=headers)
+
+    @routes.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        """The pages' CSS and script (shipped in the package)."""
+        response = pages.static_file(name)
+        if response is None:
+            raise ApiError(404, f"no static file {name!r}")
+        return response
+
+    def _unknown_rows(service: Service) -> list[tuple[str, int, int]]:
+        current = service.registry.current
+        trained = analyst.training_unknown_codes(current.loaded.manifest) if current is not None else {}
+        live = service.metrics.unknown_totals
+        fields = sorted(set(trained) | set(live))
+        return [(f, live.get(f, 0), trained.get(f, 0)) for f in fields]
+
+    return routes

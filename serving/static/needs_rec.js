@@ -1,0 +1,158 @@
+/* needs_rec pages: stage switch and "show more" without a reload, feedback buttons.
+   Plain JavaScript, no dependencies, no inline handlers (the pages' Content-Security-Policy allows
+   only this file). Without JavaScript the page still works through its GET forms and links. */
+(function () {
+  "use strict";
+
+  var cardRequest = 0;
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  /* A URL on this origin: never relative to a page URL that may carry user:password@ (fetch refuses those). */
+  function here(path) {
+    return new URL(path, window.location.origin).toString();
+  }
+
+  /* A random UUID v4; crypto.randomUUID exists only in secure contexts, getRandomValues everywhere. */
+  function newId() {
+    var b = new Uint8Array(16);
+    window.crypto.getRandomValues(b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    var h = Array.prototype.map.call(b, function (x) { return (x + 0x100).toString(16).slice(1); }).join("");
+    return h.slice(0, 8) + "-" + h.slice(8, 12) + "-" + h.slice(12, 16) + "-" + h.slice(16, 20) + "-" + h.slice(20);
+  }
+
+  function setStatus(el, text, kind) {
+    el.textContent = text;
+    el.className = "status" + (kind ? " " + kind : "");
+  }
+
+  function loadCard(contact, stage, more) {
+    var card = document.getElementById("card");
+    if (!card) { return; }
+    var ticket = ++cardRequest;
+    var query = "?contact=" + encodeURIComponent(contact) + "&stage=" + encodeURIComponent(stage) + (more ? "&more=1" : "");
+    card.setAttribute("aria-busy", "true");
+    fetch(here("/contacts/card" + query), { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (response) {
+        return response.text().then(function (text) { return { ok: response.ok, status: response.status, text: text }; });
+      })
+      .then(function (r) {
+        if (ticket !== cardRequest) { return; }  /* a newer choice is on its way */
+        card.removeAttribute("aria-busy");
+        if (!r.ok) {
+          var box = card.querySelector(".points > .notice") || document.createElement("p");
+          box.className = "notice";
+          box.setAttribute("role", "alert");
+          box.textContent = "Не удалось загрузить подсказки (" + r.status + "). Обновите страницу; если не поможет — сообщите администратору.";
+          card.insertBefore(box, card.firstChild);
+          return;
+        }
+        card.innerHTML = r.text;
+        window.history.replaceState(null, "", "/" + query);
+      })
+      .catch(function () {
+        if (ticket !== cardRequest) { return; }
+        card.removeAttribute("aria-busy");
+        var box = document.createElement("p");
+        box.className = "notice";
+        box.setAttribute("role", "alert");
+        box.textContent = "Нет связи с сервисом. Проверьте сеть и выберите этап ещё раз.";
+        card.insertBefore(box, card.firstChild);
+      });
+  }
+
+  function explain(status, body) {
+    var said = body && body.error ? " (" + body.error + ")" : "";
+    if (status === 409) {
+      return "По этой подсказке уже сохранён другой ответ; изменить его нельзя.";
+    }
+    if (status === 401 || status === 403) {
+      return "Не сохранено: сессия устарела" + said + ". Обновите страницу и нажмите ещё раз.";
+    }
+    if (status === 404) {
+      return "Не сохранено: контакт не найден в CRM" + said + ". Обновите страницу.";
+    }
+    if (status >= 500 || status === 0) {
+      return "Не сохранено: сервис или база данных сейчас недоступны. Нажмите ещё раз через минуту — повтор не создаст дубль.";
+    }
+    return "Не сохранено" + said + ". Обновите страницу и попробуйте снова.";
+  }
+
+  function sendFeedback(button) {
+    var point = button.closest("[data-characteristic]");
+    var points = button.closest(".points");
+    if (!point || !points) { return; }
+    var status = point.querySelector(".status");
+    var outcome = button.getAttribute("data-outcome");
+    var buttons = point.querySelectorAll("button[data-outcome]");
+    /* One event per shown talking point: a retry reuses its id, so the server stores it at most once,
+       and a different answer after an unclear failure is refused (409) rather than stored twice. */
+    if (!point.dataset.feedbackId) { point.dataset.feedbackId = newId(); }
+    var body = {
+      feedback_id: point.dataset.feedbackId,
+      contact_id: points.getAttribute("data-contact"),
+      stage: points.getAttribute("data-stage"),
+      characteristic: point.getAttribute("data-characteristic"),
+      outcome: outcome
+    };
+    var requestId = points.getAttribute("data-request-id");
+    if (requestId) { body.request_id = requestId; }
+    Array.prototype.forEach.call(buttons, function (b) { b.disabled = true; });
+    setStatus(status, "Сохраняю…", "pending");
+    fetch(here("/v1/feedback"), {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrfToken() },
+      body: JSON.stringify(body)
+    })
+      .then(function (response) {
+        return response.json().catch(function () { return null; }).then(function (data) {
+          return { status: response.status, data: data };
+        });
+      })
+      .then(function (r) {
+        if (r.status === 200 || r.status === 201) {
+          button.setAttribute("aria-pressed", "true");
+          point.classList.add(outcome === "positive" ? "resonated" : "not-resonated");
+          setStatus(status, outcome === "positive" ? "Сохранено: отозвалось." : "Сохранено: не отозвалось.", "saved");
+          return;
+        }
+        if (r.status !== 409) {
+          Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
+        }
+        setStatus(status, explain(r.status, r.data), "error");
+      })
+      .catch(function () {
+        Array.prototype.forEach.call(buttons, function (b) { b.disabled = false; });
+        setStatus(status, explain(0, null), "error");
+      });
+  }
+
+  document.documentElement.classList.add("js");
+
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (select.matches && select.matches('form.stage select[name="stage"]')) {
+      var contact = select.form.querySelector('input[name="contact"]').value;
+      loadCard(contact, select.value, false);
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    var target = event.target.closest ? event.target.closest("a[data-more], button[data-outcome]") : null;
+    if (!target) { return; }
+    if (target.matches("button[data-outcome]")) {
+      sendFeedback(target);
+      return;
+    }
+    var points = target.closest(".points");
+    if (!points) { return; }
+    event.preventDefault();
+    loadCard(points.getAttribute("data-contact"), points.getAttribute("data-stage"), target.getAttribute("data-more") === "1");
+  });
+})();
