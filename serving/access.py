@@ -15,7 +15,8 @@ Contact data (names on the manager's page) and managers' feedback are for the fi
   `Sec-Fetch-Site`, a cookie or Basic auth) — unless its `X-CSRF-Token` header equals the
   `needs_rec_csrf` cookie the pages set (double-submit: a foreign page can neither read the cookie
   nor add the header without a CORS preflight, which this service never grants). Programs that
-  send a Bearer token or nothing at all (the CRM on the same host) need no CSRF token.
+  send a Bearer token, or nothing at all (the CRM on the same host), need no CSRF token: a
+  browser adds neither a Bearer header nor a missing Origin on its own.
 
 Only protected paths pay for any of this: every other request passes with one prefix test, so the
 JSON scoring endpoints keep their latency.
@@ -148,12 +149,13 @@ def refusal(scope: Scope, credentials: Credentials) -> tuple[int, str, dict[str,
         return 403, "cross-site request refused: Origin 'null'; use the service's own page", {}
     if fetch_site is not None and fetch_site not in (b"same-origin", b"none"):
         return 403, "cross-site request refused (Sec-Fetch-Site); use the service's own page", {}
-    basic = authorization is not None and authorization.strip()[:6].lower() == b"basic "
+    scheme = authorization.strip()[:7].lower() if authorization is not None else b""
+    if scheme == b"bearer ":  # a browser never adds a Bearer header on its own: a program sent this
+        return None
     cookie = _header(headers, b"cookie")
-    from_browser = origin is not None or fetch_site is not None or cookie is not None or basic
-    if from_browser:
+    if origin is not None or fetch_site is not None or cookie is not None or scheme.startswith(b"basic "):
         expected = cookie_value(headers, CSRF_COOKIE)
-        given = _header(headers, CSRF_HEADER)
+        given = _header(headers, CSRF_HEADER.encode())
         if (
             not expected
             or given is None

@@ -37,9 +37,9 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from needs_rec.errors import NeedsRecError
+from serving.access import AccessMiddleware
 from serving.observability import log_event
 from serving.registry import Registry
-from serving.access import AccessMiddleware
 from serving.routes import health, labels, pages, recommendations, tf_serving
 from serving.service import ApiError, GuardMiddleware, Service, error_response
 from serving.settings import Settings

@@ -49,6 +49,8 @@ def router(service: Service) -> APIRouter:
     async def contact_card(request: Request) -> Response:
         """The talking-point card of one contact at one stage, as an HTML fragment (the page's script swaps it in)."""
         context, status = await manager.card_context(service, dict(request.query_params))
+        if context["contact"] is None:
+            return pages.render(request, "_notice.html", {"notice": context.get("notice")}, status)
         return pages.render(request, "_points.html", context, status)
 
     @routes.get("/analyst", include_in_schema=False)

@@ -1,0 +1,188 @@
+"""Access to the pages and /v1/feedback: credentials, the start-up refusal beyond loopback, cross-site checks."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from serving_support import serve, settings_for
+
+from needs_rec.errors import ConfigError
+from serving.access import CSRF_COOKIE, CSRF_HEADER, Credentials, is_protected
+from serving.settings import is_loopback, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "t0ken-for-the-tests-0123456789"
+BODY = {"stage": "lead", "organization": {"industry": "it"}, "contact": {"position": "ceo"}}
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("crm.example.org", False)],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_settings_refuse_a_public_host_without_a_credential(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"listens beyond loopback.*NEEDS_REC_AUTH_TOKEN or NEEDS_REC_BASIC_AUTH"):
+        load_settings(model=tmp_path, host="0.0.0.0")
+    assert load_settings(model=tmp_path, host="0.0.0.0", auth_token=TOKEN).credential_required
+    assert load_settings(model=tmp_path, host="0.0.0.0", basic_auth="anna:s3cret-pass").credential_required
+    assert not load_settings(model=tmp_path).credential_required
+
+
+def test_bad_credentials_are_refused_without_echoing_them(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(model=tmp_path, basic_auth="no-colon-secret")
+    assert "user:password" in str(caught.value) and "no-colon-secret" not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(model=tmp_path, auth_token="short-secret")
+    assert "at least 16 characters" in str(caught.value) and "short-secret" not in str(caught.value)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("NEEDS_REC_")}
+    return {**keep, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+def test_service_refuses_to_start_beyond_loopback_without_a_credential(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "serving", "--model", str(tmp_path), "--host", "0.0.0.0"],
+                            capture_output=True, text=True, cwd=REPO, env=_env(), timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "beyond loopback" in lines[0] and "NEEDS_REC_AUTH_TOKEN" in lines[0]
+
+
+# -- the credential check itself ----------------------------------------------------------------
+
+
+def test_credentials_accept_bearer_and_basic(tmp_path: Path) -> None:
+    both = Credentials(load_settings(model=tmp_path, auth_token=TOKEN, basic_auth="anna:s3cret-pass"))
+    header = lambda h: h["Authorization"].encode()  # noqa: E731
+    assert both.accepts(header(BEARER))
+    assert both.accepts(header(basic("anyone", TOKEN)))  # the token works as a Basic password
+    assert both.accepts(header(basic("anna", "s3cret-pass")))
+    assert not both.accepts(header(basic("anna", "wrong")))
+    assert not both.accepts(header(basic("boris", "s3cret-pass")))
+    assert not both.accepts(b"Bearer " + TOKEN.encode() + b"x")
+    assert not both.accepts(b"Basic !!!not-base64")
+    assert not both.accepts(b"Digest abc")
+    assert not both.accepts(None)
+    basic_only = Credentials(load_settings(model=tmp_path, basic_auth="anna:s3cret-pass"))
+    assert not basic_only.accepts(b"Bearer s3cret-pass")
+
+
+def test_protected_paths() -> None:
+    assert all(is_protected(p) for p in ("/", "/analyst", "/analyst/versions/1/report_gain.png",
+                                         "/contacts/card", "/v1/feedback"))
+    assert not any(is_protected(p) for p in ("/v1/recommendations", "/healthz", "/readyz", "/metrics",
+                                             "/static/needs_rec.js", "/v1/models/needs_rec"))
+
+
+# -- through the app -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def locked(built: dict[str, Path]) -> Iterator[TestClient]:
+    """A service that requires a credential: the token, or Basic anna:s3cret-pass."""
+    settings = settings_for(built["fixed"].parent, auth_token=TOKEN, basic_auth="anna:s3cret-pass")
+    with serve(settings, "locked") as (client, _):
+        yield client
+
+
+@pytest.mark.parametrize("path", ["/", "/analyst", "/contacts/card?contact=C1&stage=lead"])
+def test_pages_need_the_credential(locked: TestClient, path: str) -> None:
+    refused = locked.get(path)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"].startswith("Basic realm=")
+    assert "credential is required" in refused.json()["error"]
+    wrong = locked.get(path, headers=basic("anna", "nope"))
+    assert wrong.status_code == 401 and "wrong credential" in wrong.json()["error"]
+    for headers in (BEARER, basic("anna", "s3cret-pass"), basic("x", TOKEN)):
+        answer = locked.get(path, headers=headers)
+        assert answer.status_code != 401, (path, headers, answer.text[:200])
+    assert locked.get("/analyst", headers=BEARER).status_code == 200
+
+
+def test_json_api_stays_open(locked: TestClient) -> None:
+    assert locked.post("/v1/recommendations", json=BODY).status_code == 200
+    assert locked.get("/healthz").status_code == 200
+    assert locked.get("/static/needs_rec.css").status_code == 200
+
+
+def test_feedback_needs_the_credential(locked: TestClient) -> None:
+    refused = locked.post("/v1/feedback", json={})
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
+    # a program with the token passes the access check (whatever the route then says about the body)
+    passed = locked.post("/v1/feedback", json={}, headers=BEARER)
+    assert passed.status_code not in (401, 403)
+
+
+def _csrf(client: TestClient, headers: dict[str, str]) -> str:
+    """Open a page (which sets the CSRF cookie) and return the token it carries."""
+    page = client.get("/analyst", headers=headers)
+    assert page.status_code == 200
+    token = page.cookies.get(CSRF_COOKIE) or client.cookies.get(CSRF_COOKIE)
+    assert token and f'<meta name="csrf-token" content="{token}">' in page.text
+    return str(token)
+
+
+def _post(client: TestClient, headers: dict[str, str], **extra: Any) -> Any:
+    return client.post("/v1/feedback", json={}, headers={**headers, **extra})
+
+
+def test_cross_site_posts_are_refused(built: dict[str, Path]) -> None:
+    settings = settings_for(built["fixed"].parent, basic_auth="anna:s3cret-pass")
+    with serve(settings, "csrf") as (client, _):
+        login = basic("anna", "s3cret-pass")
+        token = _csrf(client, login)
+        host = {"Origin": "http://testserver"}
+        ok = _post(client, login, **host, **{CSRF_HEADER: token})
+        assert ok.status_code not in (401, 403), ok.text
+        foreign = _post(client, login, Origin="http://evil.example", **{CSRF_HEADER: token})
+        assert foreign.status_code == 403 and "Origin" in foreign.json()["error"]
+        assert _post(client, login, Origin="null", **{CSRF_HEADER: token}).status_code == 403
+        cross = _post(client, login, **{"Sec-Fetch-Site": "cross-site", CSRF_HEADER: token})
+        assert cross.status_code == 403 and "Sec-Fetch-Site" in cross.json()["error"]
+        missing = _post(client, login, **host)
+        assert missing.status_code == 403 and "CSRF token" in missing.json()["error"]
+        stale = _post(client, login, **host, **{CSRF_HEADER: token[::-1]})
+        assert stale.status_code == 403
+        client.cookies.clear()  # a Basic-auth browser without the page's cookie cannot post either
+        assert _post(client, login, **{CSRF_HEADER: token}).status_code == 403
+
+
+def test_loopback_without_credential_still_checks_cross_site(app_page_client: TestClient) -> None:
+    client = app_page_client
+    assert client.get("/analyst").status_code == 200  # open on loopback when no credential is configured
+    assert _post(client, {}, Origin="http://evil.example").status_code == 403
+    token = _csrf(client, {})
+    assert _post(client, {}, Origin="http://testserver", **{CSRF_HEADER: token}).status_code not in (401, 403)
+    client.cookies.clear()
+    # a program on this machine (no Origin, no cookie) posts feedback with no CSRF token
+    assert _post(client, {}).status_code not in (401, 403)
+
+
+@pytest.fixture
+def app_page_client(built: dict[str, Path]) -> Iterator[TestClient]:
+    with serve(settings_for(built["fixed"].parent), "open") as (client, _):
+        yield client
