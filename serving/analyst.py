@@ -1,8 +1,9 @@
 """What the analyst's page shows, read from the models directory: versions, metrics, report, promotions.
 
-Everything here reads plain files that training and promotion write — each version's
-`manifest.json` and `report.md` with its charts, `M/labels.json`, `M/promotions.jsonl` — and never
-loads TensorFlow, so the page stays cheap and works while a version is still loading. Only
+Everything here reads the files that training and promotion write — each version's manifest
+(through `needs_rec.versions`, which checks its seal) and `report.md` with its charts,
+`M/labels.json`, `M/promotions.jsonl` — and never loads TensorFlow, so the page stays cheap and
+works while a version is still loading. Only
 aggregates are read: manifests, reports and the promotion log carry no personal data by
 construction (contract §3, §7).
 
@@ -23,10 +24,10 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-MANIFEST = "manifest.json"
+from needs_rec import versions
+from needs_rec.errors import ModelError
+
 REPORT = "report.md"
-LABELS = "labels.json"
-PROMOTIONS = "promotions.jsonl"
 #: Files the chart route serves from a version directory (what `training.report` writes).
 CHART_NAME = re.compile(r"^report_[a-z0-9_]{1,40}\.png$")
 #: Candidates shown beside stable and previous (newest first).
@@ -80,32 +81,16 @@ class Overview:
 
 def models_root(model_path: Path) -> Path:
     """The models directory: `model_path` itself, or its parent when it is one version directory."""
-    return model_path.parent if (model_path / MANIFEST).is_file() else model_path
-
-
-def version_numbers(models: Path) -> list[int]:
-    """Numbered version directories holding a manifest, oldest first (hidden builds are skipped)."""
-    try:
-        entries = list(models.iterdir())
-    except OSError:
-        return []
-    numbers = [int(p.name) for p in entries if p.name.isdigit() and int(p.name) > 0 and (p / MANIFEST).is_file()]
-    return sorted(numbers)
+    return model_path.parent if versions.is_version_dir(model_path) else model_path
 
 
 def read_labels(models: Path) -> tuple[dict[str, int], str | None]:
-    """`labels.json` as {label: version}; ({}, None) when absent, ({}, reason) when unreadable."""
-    path = models / LABELS
-    if not path.is_file():
-        return {}, None
+    """`labels.json` as {label: version}; ({}, None) when absent, ({}, reason) when invalid."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return {}, f"{LABELS} не читается: {type(exc).__name__}"
-    if not isinstance(data, dict):
-        return {}, f"{LABELS}: ожидался объект {{метка: версия}}"
-    labels = {str(k): int(v) for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool)}
-    return labels, None
+        labels = versions.read_labels(models)
+    except ModelError as exc:
+        return {}, f"{versions.LABELS} не читается: {' '.join(str(exc).split())}"
+    return (labels.to_dict() if labels is not None else {}), None
 
 
 def read_promotions(models: Path, limit: int = MAX_PROMOTIONS) -> tuple[list[dict[str, Any]] | None, int]:
@@ -114,7 +99,7 @@ def read_promotions(models: Path, limit: int = MAX_PROMOTIONS) -> tuple[list[dic
     None when the file does not exist yet (no retrain has run). A torn last line (a writer killed
     mid-append) is counted, not fatal.
     """
-    path = models / PROMOTIONS
+    path = models / versions.PROMOTIONS
     if not path.is_file():
         return None, 0
     entries: list[dict[str, Any]] = []
@@ -147,17 +132,14 @@ def headline_keys(k: int) -> list[tuple[str, str]]:
 
 
 def version_row(models: Path, number: int, roles: Sequence[str]) -> tuple[VersionRow, int]:
-    """One version's column (and its metrics' cut-off k) from its manifest; a broken manifest is shown, not raised."""
+    """One version's column (and its metrics' cut-off k) from its manifest; a refused manifest is shown, not raised."""
     directory = models / str(number)
     has_report = (directory / REPORT).is_file()
     try:
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as exc:
-        row = VersionRow(number, tuple(roles), None, None, None, {}, None, None, has_report,
-                         problem=f"manifest.json не читается: {type(exc).__name__}")
-        return row, 5
+        manifest = versions.read_manifest(directory)
+    except ModelError as exc:
+        problem = " ".join(str(exc).split())
+        return VersionRow(number, tuple(roles), None, None, None, {}, None, None, has_report, problem=problem), 5
     metrics = manifest.get("metrics") or {}
     k = int(metrics.get("k") or 5)
     segment = ((metrics.get("segments") or {}).get("all") or {})
@@ -172,7 +154,7 @@ def version_row(models: Path, number: int, roles: Sequence[str]) -> tuple[Versio
     row = VersionRow(
         number=number,
         roles=tuple(roles),
-        created_at=manifest.get("created_at") if isinstance(manifest.get("created_at"), str) else None,
+        created_at=manifest.created_at,
         episodes=validation.get("episodes") if isinstance(validation.get("episodes"), int) else None,
         test_episodes=split.get("test_episodes") if isinstance(split.get("test_episodes"), int) else None,
         metrics=values,
@@ -186,7 +168,7 @@ def version_row(models: Path, number: int, roles: Sequence[str]) -> tuple[Versio
 def overview(model_path: Path, served: int | None) -> Overview:
     """Stable, previous and the newest candidates side by side, plus the promotion log."""
     models = models_root(model_path)
-    numbers = version_numbers(models)
+    numbers = versions.list_versions(models)
     labels, labels_problem = read_labels(models)
     stable, previous = labels.get("stable"), labels.get("previous")
     chosen: list[int] = [n for n in (stable, previous) if n is not None and n in numbers]
@@ -226,7 +208,7 @@ def report_version(model_path: Path, requested: int | None, rows: Iterable[Versi
     models = models_root(model_path)
     if requested is not None:
         return requested if (models / str(requested) / REPORT).is_file() else None
-    with_report = [n for n in reversed(version_numbers(models)) if (models / str(n) / REPORT).is_file()]
+    with_report = [n for n in reversed(versions.list_versions(models)) if (models / str(n) / REPORT).is_file()]
     if with_report:
         return with_report[0]
     return next((r.number for r in rows if r.has_report), None)
@@ -303,8 +285,11 @@ def feedback_summary(
     return summary
 
 
-def training_unknown_codes(manifest: Mapping[str, Any]) -> dict[str, int]:
-    """Unknown-code rows per column in the training data of a version (its validation report's warnings)."""
+def training_unknown_codes(manifest: Any) -> dict[str, int]:
+    """Unknown-code rows per column in the training data of a version (its validation report's warnings).
+
+    `manifest`: a `needs_rec.versions.Manifest` or its JSON object (anything with `.get`).
+    """
     validation = ((manifest.get("data") or {}).get("validation")) or {}
     found: dict[str, int] = {}
     for warning in validation.get("warnings") or ():

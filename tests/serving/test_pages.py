@@ -169,3 +169,14 @@ def test_feedback_summary_counts_and_share() -> None:
     summary = analyst.feedback_summary(rows, {"ch_price": "Цена"})
     assert [(s["name"], s["count"], s["positive"]) for s in summary] == [("Цена", 3, 2), ("ch_cloud", 1, 0)]
     assert summary[0]["share"] == pytest.approx(2 / 3)
+
+
+def test_a_hand_edited_manifest_is_shown_as_refused(built: dict[str, Path], tmp_path: Path) -> None:
+    root = models_dir_with(tmp_path, built["fixed"], built["fixed"])
+    path = root / "2" / "manifest.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["thresholds"] = [0.0 for _ in data["thresholds"]]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    rows = {r.number: r for r in analyst.overview(root, served=1).rows}
+    assert rows[2].problem is not None and "checksum" in rows[2].problem and rows[2].metrics == {}
+    assert rows[1].problem is None
