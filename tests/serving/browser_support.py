@@ -106,3 +106,25 @@ def live_server(app: Any, ready_path: str = "/readyz", timeout: float = 120.0) -
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def output_dir() -> Path:
+    """Where browser tests leave screenshots: $NEEDS_REC_TEST_OUTPUT, else test-output/ at the repository root."""
+    root = os.environ.get("NEEDS_REC_TEST_OUTPUT") or str(Path(__file__).resolve().parents[2] / "test-output")
+    path = Path(root) / "screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def severe_console_messages(driver: Any) -> list[str]:
+    """Browser console errors since the last call (CSP violations, failed loads, script errors)."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+
+
+def full_page_screenshot(driver: Any, path: Path) -> Path:
+    """Resize the window to the page's height and save a PNG of all of it."""
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(WINDOW[0], min(max(height + 40, 600), 8000))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(*WINDOW)
+    return path
