@@ -44,6 +44,9 @@ _STATIC_ENDPOINTS = {
     "/healthz": "healthz",
     "/readyz": "readyz",
     "/metrics": "metrics",
+    "/": "page_manager",
+    "/contacts/card": "page_card",
+    "/analyst": "page_analyst",
 }
 _OUTCOMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "unavailable"}
 
@@ -88,6 +91,10 @@ def endpoint_of(method: str, path: str) -> str:
         if method == "POST" and path.endswith(":predict"):
             return "predict"
         return "metadata" if path.endswith("/metadata") else "model_status"
+    if path.startswith("/static/"):
+        return "page_asset"
+    if path.startswith("/analyst/"):
+        return "page_chart"
     return "other"
 
 
