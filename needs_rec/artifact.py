@@ -86,13 +86,13 @@ def export(
             fn=lambda inputs: recommender(inputs, training=False),
             input_signature=[input_signature()],
         )
+        archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
         try:
             twin = fast_path.export_tensors(encoder, network)
         except Exception:  # the twin is an optimisation: a version without one is served by TensorFlow alone
             twin = None
-        if twin is not None:  # the encoder's tables and the network's weights, for the verified NumPy twin
-            archive.add_endpoint(name=fast_path.ENDPOINT, fn=_constant_endpoint(twin))
-        archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
+        if twin is not None:  # the NumPy twin's tables and weights: a checksummed file, never a signature
+            fast_path.write_twin(tmp / SAVED_MODEL, twin)
         if write_extras is not None:
             write_extras(tmp)
         full = dict(manifest)
@@ -104,17 +104,6 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _constant_endpoint(values: Mapping[str, Any]) -> Any:
-    """A traced no-argument tf.function returning `values` (arrays become constants, variables are read)."""
-
-    @tf.function(input_signature=[])
-    def endpoint() -> dict[str, tf.Tensor]:
-        return {name: tf.convert_to_tensor(value) for name, value in values.items()}
-
-    endpoint()  # the archive needs a traced function
-    return endpoint
 
 
 def _empty_inputs() -> dict[str, tf.Tensor]:

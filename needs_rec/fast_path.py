@@ -5,10 +5,13 @@ function call costs ≈ 0.3 ms when the process is busy but 1–1.5 ms after a f
 milliseconds (even an identity function; the cost is TensorFlow's call path going cold), which
 alone would break a 2 ms p50 at a steady 200 requests/s. The same row through NumPy costs ≈ 0.1 ms.
 
-How it stays honest: the SavedModel remains the single source of truth. `export_tensors` is
-traced into the SavedModel as a `fast_path` endpoint returning the encoder's tables (lookup keys,
-link matrix, number statistics) and the network's layer graph and weights; `Twin.from_saved_model`
-builds the twin from nothing but what `tf.saved_model.load` returns, and `Twin.verify` runs probe
+How it stays honest: the SavedModel remains the single source of truth. `export_tensors`
+collects the encoder's tables (lookup keys, link matrix, number statistics) and the network's
+layer graph and weights; `write_twin` stores them as one NumPy `.npz` file of the version
+(`saved_model/assets.extra/twin.npz`, where TensorFlow and TF Serving keep files they never load
+or serve; checksummed in the manifest's `files` like every SavedModel file, read back with
+`allow_pickle=False`). It is not a signature of the SavedModel, so no TF Serving client can fetch
+the weights. `Twin.from_version` builds the twin from that file, and `Twin.verify` runs probe
 rows (every code, unknown and missing values, odd numbers and dates) through both and refuses the
 twin unless every probability agrees within `TOLERANCE`. The serving side then uses the twin for
 calls of a few rows and the SavedModel for everything else. The encoding mirrors
@@ -25,6 +28,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -33,7 +37,8 @@ import numpy as np
 from needs_rec import schema
 from needs_rec.features import MISSING_TOKEN, NUMBER_BINS, FeatureEncoder
 
-ENDPOINT = "fast_path"
+#: The twin's file, relative to the version's SavedModel directory (TensorFlow ignores `assets.extra/`).
+TWIN_FILE = "assets.extra/twin.npz"
 TOLERANCE = 1e-5
 _KEY_SEPARATOR = "\x1f"
 _ASCII_SPACE = " \t\n\v\f\r"
@@ -136,7 +141,7 @@ def _walk(network: keras.Model) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 
 def export_tensors(encoder: FeatureEncoder, network: keras.Model) -> dict[str, Any] | None:
-    """What the `fast_path` endpoint returns: the encoder's tables, the layer graph (JSON) and the weights."""
+    """What the twin file holds: the encoder's tables, the layer graph (JSON) and the weights."""
     found = network_graph(network)
     if found is None:
         return None
@@ -145,6 +150,21 @@ def export_tensors(encoder: FeatureEncoder, network: keras.Model) -> dict[str, A
     out["network/graph"] = np.array(json.dumps(graph), dtype=object)
     out.update({f"network/{k}": v for k, v in weights.items()})
     return out
+
+
+def write_twin(saved_model_dir: str | Path, tensors: Mapping[str, Any]) -> Path:
+    """Store `export_tensors`' output as `TWIN_FILE` under `saved_model_dir`: plain arrays, strings as unicode."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in tensors.items():
+        array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        if array.dtype == object or array.dtype.kind == "S":  # no pickled objects in the file
+            array = np.array([_text(v) for v in array.reshape(-1)], dtype=str).reshape(array.shape)
+        arrays[name] = array
+    path = Path(saved_model_dir) / TWIN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
+    return path
 
 
 # -- the twin ---------------------------------------------------------------------------------
@@ -384,7 +404,7 @@ class Twin:
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, Any]) -> Twin:
-        """Build from the `fast_path` endpoint's output (tensors or arrays)."""
+        """Build from `export_tensors`' output or the twin file's arrays (tensors or arrays)."""
         arrays = {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in tensors.items()}
         tables = {k.removeprefix("encoder/"): v for k, v in arrays.items() if k.startswith("encoder/")}
         graph = json.loads(_text(np.asarray(arrays["network/graph"]).item()))
@@ -393,10 +413,17 @@ class Twin:
         return cls(RowEncoder(tables), NetworkTwin(graph, weights))
 
     @classmethod
-    def from_saved_model(cls, module: Any) -> Twin | None:
-        """The twin of a loaded SavedModel, or None when the version was exported without one."""
-        endpoint = getattr(module, ENDPOINT, None)
-        return None if endpoint is None else cls.from_tensors(endpoint())
+    def from_version(cls, saved_model_dir: str | Path) -> Twin | None:
+        """The twin stored beside a SavedModel (`TWIN_FILE`), or None when the version was exported without one.
+
+        Read with `allow_pickle=False`: the file holds numbers and strings only. Verify the file's
+        checksum first (`needs_rec.artifact.load` does, for every file of the SavedModel directory).
+        """
+        path = Path(saved_model_dir) / TWIN_FILE
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as stored:
+            return cls.from_tensors({name: stored[name] for name in stored.files})
 
     def predict_rows(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
         encoded = self.encoder(rows)

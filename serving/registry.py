@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,32 @@ DICTIONARIES_DIR = "dictionaries"
 MODEL_NAME = "needs_rec"
 _NUMERIC = frozenset(schema.NUMERIC_INPUTS)
 _SIGNATURE = features.input_signature()
+DEFAULT_SIGNATURE = "serving_default"  # TF Serving's default `signature_name`
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[^\s'\"(),;]+")
+_TF_DTYPES = {"string": "DT_STRING", "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "int64": "DT_INT64",
+              "int32": "DT_INT32", "bool": "DT_BOOL"}
+
+
+def _tensor_info(spec: Any) -> dict[str, Any]:
+    """A `tf.TensorSpec` as TF Serving's JSON `TensorInfo` (dtype, tensor_shape, name)."""
+    dims = None if spec.shape.rank is None else [{"size": str(-1 if d is None else d), "name": ""}
+                                                 for d in spec.shape.as_list()]
+    shape: dict[str, Any] = {"dim": dims or [], "unknown_rank": dims is None}
+    return {"dtype": _TF_DTYPES.get(spec.dtype.name, "DT_" + spec.dtype.name.upper()),
+            "tensor_shape": shape, "name": f"{spec.name}:0"}
+
+
+def signature_defs(module: Any) -> dict[str, Any]:
+    """The loaded SavedModel's signatures in TF Serving's metadata shape (`signature_def` map)."""
+    defs: dict[str, Any] = {}
+    for name, function in getattr(module, "signatures", {}).items():
+        _, inputs = function.structured_input_signature
+        defs[name] = {
+            "inputs": {key: _tensor_info(spec) for key, spec in sorted(inputs.items())},
+            "outputs": {key: _tensor_info(spec) for key, spec in sorted(function.structured_outputs.items())},
+            "method_name": "tensorflow/serving/predict",
+        }
+    return defs
 
 
 def rows_to_inputs(rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
@@ -84,6 +111,8 @@ class ServingModel:
 
     def __post_init__(self) -> None:
         self._serve = _concrete_serve(self.loaded)
+        self.signature_def = signature_defs(self.loaded._module)
+        self.signature_names = sorted(self.signature_def) or [DEFAULT_SIGNATURE]
 
     def predict_rows(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
         """Probabilities (n, C) for rows of raw inputs (see `serving.requests.ParsedRequest.row`).
@@ -99,15 +128,15 @@ class ServingModel:
         return self._serve(tensors).numpy()
 
     def attach_twin(self) -> None:
-        """Build the NumPy twin from the SavedModel's `fast_path` endpoint and keep it only if it matches `serve`.
+        """Build the NumPy twin from the version's twin file and keep it only if it matches `serve`.
 
         Probe rows cover every dictionary code plus unknown and missing values; a twin that differs by
         more than `fast_path.TOLERANCE` anywhere is dropped and the version is served by TensorFlow alone.
         """
         try:
-            twin = fast_path.Twin.from_saved_model(self.loaded._module)
+            twin = fast_path.Twin.from_version(self.path / artifact.SAVED_MODEL)
             if twin is None:
-                self.twin_note = "the version has no fast_path endpoint"
+                self.twin_note = f"the version has no {fast_path.TWIN_FILE}"
                 return
             codes = {c.name: self.dictionaries.codes(c.vocabulary) for c in schema.MODEL_INPUTS if c.vocabulary}
             gap = twin.verify(self.predict_rows, fast_path.probe_rows(codes))
@@ -128,7 +157,7 @@ class ServingModel:
         """Manifest summary for GET /v1/models/needs_rec/metadata (no personal data is ever in a manifest)."""
         manifest = self.loaded.manifest
         return {
-            "model_spec": {"name": MODEL_NAME, "version": str(self.version)},
+            "model_spec": {"name": MODEL_NAME, "signature_name": "", "version": str(self.version)},
             "version": self.version,
             "created_at": manifest.get("created_at"),
             "vocabulary": self.vocabulary,
@@ -137,6 +166,7 @@ class ServingModel:
             "top_k": self.top_k,
             "stages": self.parser.stages,
             "inputs": list(schema.MODEL_INPUT_NAMES),
+            "metadata": {"signature_def": {"signature_def": self.signature_def}},
             "metrics": manifest.get("metrics", {}),
             "data": manifest.get("data", {}),
             "libraries": manifest.get("libraries", {}),
@@ -263,7 +293,7 @@ def redact(message: str, replacements: Sequence[tuple[Path, str]]) -> str:
         for form in {str(path.resolve()), str(path)}:
             if form and form != ".":
                 message = message.replace(form, public)
-    return message
+    return _ABSOLUTE_PATH.sub("<path>", message)  # any other server path (TensorFlow's own, a library's)
 
 
 @dataclass

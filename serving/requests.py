@@ -3,12 +3,15 @@
 The field kinds come from `needs_rec.schema` (contract §2) and the codes from the served version's
 own dictionaries, so nothing here is hard-wired to one firm. A wrong type, a missing required field
 or an unknown stage raises `RequestError` naming the field (the service answers 400); an unknown
-code is kept — the model encodes it as unknown — and reported as a warning. Extra fields (an id, a
-name, an e-mail) are ignored and never copied anywhere.
+code is kept — the model encodes it as unknown — and reported as a warning. A field the contract
+does not know (a misspelled `intrests`) is ignored and named in `warnings` (contract §4 v2), with a
+close match when there is one; personal fields (`schema.PERSONAL_COLUMNS`: `full_name`, `email`, …)
+are ignored silently, and no field's value is ever copied into an answer or a log.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -31,6 +34,16 @@ _MULTI_POSITIONS = tuple(
 )
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 FLOAT32_MAX = 3.4028234663852886e38  # larger numbers would become infinity inside the model
+
+#: Fields each part of a request may carry; anything else is named in `warnings` (personal fields
+#: excepted). Routers that accept more fields (e.g. `contact_id`) extend these sets.
+RECOMMENDATION_FIELDS = {schema.STAGE, "organization", "contact", "top_k", "request_id", schema.OCCURRED_ON,
+                         "contact_id"}
+ORGANIZATION_KEYS = frozenset(c.name for c in schema.ORGANIZATIONS.columns)
+CONTACT_KEYS = frozenset(c.name for c in schema.CONTACTS.columns)
+INSTANCE_FIELDS = {*ORGANIZATION_KEYS, *CONTACT_KEYS, schema.STAGE, schema.OCCURRED_ON}
+#: TensorFlow Serving's predict body: row form (`instances`) or columnar form (`inputs`).
+PREDICT_FIELDS = frozenset({"instances", "inputs", "signature_name"})
 
 
 def parse_json(body: bytes) -> Any:
@@ -56,6 +69,22 @@ def _type_name(value: Any) -> str:
 
 def _wrong_type(where: str, expected: str, value: Any) -> RequestError:
     return RequestError(f"field '{where}' must be {expected}, got {_type_name(value)} {_shown(value)}")
+
+
+def unknown_fields(
+    source: Mapping[str, Any], known: frozenset[str] | set[str], prefix: str, warnings: list[str]
+) -> None:
+    """Name in `warnings` each key of `source` that is not in `known` (personal fields ignored without a word)."""
+    extra = source.keys() - known
+    if not extra:
+        return
+    for key in sorted(extra, key=str):
+        if schema.is_personal(key):
+            continue
+        shown = key if len(key) <= 40 else key[:37] + "..."
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        warnings.append(f"unknown field '{prefix}{shown}' ignored{hint}")
 
 
 @dataclass
@@ -96,10 +125,13 @@ class RequestParser:
         warnings: list[str] = []
         unknown: list[str] = []
         stage = self._stage(body, where)
-        self._fields(self._object(body, "organization", where), ORGANIZATION_FIELDS, f"{where}organization.",
-                     values, warnings, unknown)
-        self._fields(self._object(body, "contact", where), CONTACT_FIELDS, f"{where}contact.", values, warnings,
-                     unknown)
+        organization = self._object(body, "organization", where)
+        contact = self._object(body, "contact", where)
+        self._fields(organization, ORGANIZATION_FIELDS, f"{where}organization.", values, warnings, unknown)
+        self._fields(contact, CONTACT_FIELDS, f"{where}contact.", values, warnings, unknown)
+        unknown_fields(body, RECOMMENDATION_FIELDS, "", warnings)  # warnings belong to their item: no `where`
+        unknown_fields(organization, ORGANIZATION_KEYS, "organization.", warnings)
+        unknown_fields(contact, CONTACT_KEYS, "contact.", warnings)
         parsed = self._finish(body, where, stage, values, warnings, unknown)
         parsed.top_k = self._top_k(body.get("top_k"), f"{where}top_k")
         request_id = body.get("request_id")
@@ -119,7 +151,41 @@ class RequestParser:
         stage = self._stage(body, where)
         self._fields(body, ORGANIZATION_FIELDS, where, values, warnings, unknown)
         self._fields(body, CONTACT_FIELDS, where, values, warnings, unknown)
+        unknown_fields(body, INSTANCE_FIELDS, "", warnings)
         return self._finish(body, where, stage, values, warnings, unknown)
+
+    def predict_items(self, body: Any, limit: int) -> tuple[list[tuple[Any, str]], bool, list[str]]:
+        """TensorFlow Serving predict body → ([(instance, where)], columnar?, warnings).
+
+        Row form `{"instances": [{field: value, ...}, ...]}` or columnar form
+        `{"inputs": {field: [value per row], ...}}` (every list the same length), as TF Serving's REST API.
+        """
+        if not isinstance(body, dict):
+            raise _wrong_type("body", "a JSON object with 'instances' or 'inputs'", body)
+        warnings: list[str] = []
+        unknown_fields(body, PREDICT_FIELDS, "", warnings)
+        if "inputs" not in body:
+            items = self.batch(body, "instances", limit)
+            return [(item, f"instances[{i}].") for i, item in enumerate(items)], False, warnings
+        if "instances" in body:
+            raise RequestError("body: give either 'instances' (row form) or 'inputs' (columnar form), not both")
+        columns = body["inputs"]
+        if not isinstance(columns, dict) or not columns:
+            raise _wrong_type("inputs", "an object mapping each input name to a list of values (columnar form)",
+                              columns)
+        sizes = set()
+        for name, values in columns.items():
+            if not isinstance(values, list):
+                raise _wrong_type(f"inputs.{name}", "an array (one value per row)", values)
+            sizes.add(len(values))
+        if len(sizes) != 1:
+            lengths = ", ".join(f"{name}: {len(v)}" for name, v in columns.items())
+            raise RequestError(f"field 'inputs': every input needs the same number of rows, got {lengths}")
+        rows = sizes.pop()
+        if rows > limit:
+            raise RequestError(f"field 'inputs' holds {rows} rows; at most {limit} are allowed per call")
+        return [({name: values[i] for name, values in columns.items()}, f"inputs[{i}].") for i in range(rows)], \
+            True, warnings
 
     def batch(self, body: Any, key: str, limit: int) -> list[Any]:
         """The list under `key` (`requests` or `instances`), checked for type and the batch-size limit."""

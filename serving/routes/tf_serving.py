@@ -2,7 +2,10 @@
 
 `POST /v1/models/needs_rec:predict` (and `/versions/N:predict`) is a plain Starlette endpoint on
 the hot path, like the recommendation routes; the GET status and metadata routes are ordinary
-FastAPI routes.
+FastAPI routes. As in TF Serving's REST API: the row form `{"instances": [...]}` answers
+`{"predictions": [...]}`, the columnar form `{"inputs": {name: [...]}}` answers `{"outputs": [...]}`;
+`signature_name` (default `serving_default`) must name one of the SavedModel's signatures, else 400;
+metadata carries `metadata.signature_def` in TF Serving's shape.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from serving.registry import MODEL_NAME, ServingModel
-from serving.service import ApiError, Service, json_response
+from serving.registry import DEFAULT_SIGNATURE, MODEL_NAME, ServingModel
+from serving.requests import ParsedRequest, parse_json
+from serving.service import ApiError, Service, json_response, read_body
 
 
 def _version_number(text: str) -> int | None:
@@ -22,15 +26,39 @@ def _version_number(text: str) -> int | None:
 
 
 async def predict_with(service: Service, request: Request, model: ServingModel) -> Response:
-    """The TF Serving predict answer for `request`'s `{"instances": [...]}`, scored by `model`."""
+    """The TF Serving predict answer for `request`'s body, scored by `model`.
+
+    Row form `{"instances": [...]}` → `{"predictions": [...]}`; columnar form `{"inputs": {...}}` →
+    `{"outputs": [...]}`; `signature_name` must be one of the version's signatures (400 otherwise).
+    """
+    settings = service.settings
     request.state.model_version = model.version
-    async with asyncio.timeout(service.settings.request_timeout_s):
-        parsed, probabilities = await service.score_items(request, model, "instances", model.parser.instance)
-    warnings = [f"instances[{i}]: {w}" for i, p in enumerate(parsed) for w in p.warnings]
-    answer: dict[str, Any] = {"predictions": probabilities, "model_version": model.version}
+    async with asyncio.timeout(settings.request_timeout_s):
+        body = parse_json(await read_body(request, settings.max_body_bytes))
+        items, columnar, warnings = model.parser.predict_items(body, settings.max_batch)
+        check_signature(model, body.get("signature_name"))
+        parsed: list[ParsedRequest] = [model.parser.instance(item, where) for item, where in items]
+        request.state.items = len(parsed)
+        service.count_unknown(parsed)
+        warnings += [f"{where.rstrip('.')}: {w}" for (_, where), p in zip(items, parsed, strict=True)
+                     for w in p.warnings]
+        request.state.warnings = len(warnings)
+        probabilities = await service.scorer.predict(model, [p.row for p in parsed]) if parsed else []
+    answer: dict[str, Any] = {"outputs" if columnar else "predictions": probabilities, "model_version": model.version}
     if warnings:
         answer["warnings"] = warnings
     return json_response(answer)
+
+
+def check_signature(model: ServingModel, name: Any) -> None:
+    """400 unless `name` (TF Serving's `signature_name`; absent or empty: the default) is one of `model`'s."""
+    if name is None or name == "":
+        return
+    if not isinstance(name, str) or name not in model.signature_names:
+        allowed = ", ".join(model.signature_names)
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        raise ApiError(400, f"field 'signature_name': unknown signature {shown}; allowed: {allowed} "
+                            f"(default {DEFAULT_SIGNATURE})")
 
 
 def router(service: Service) -> APIRouter:

@@ -11,6 +11,7 @@ from model_factory import build_parts, export_parts, sample_frame
 
 from needs_rec import artifact, fast_path, features, schema
 from needs_rec.config import NetworkConfig
+from needs_rec.errors import ModelError
 from needs_rec.model import build_network
 
 REPO_DICTIONARIES = Path(__file__).resolve().parents[2] / "dictionaries"
@@ -74,7 +75,7 @@ NETWORKS = {
 @pytest.mark.parametrize("label", list(NETWORKS))
 def test_twin_equals_the_saved_model(tmp_path: Path, label: str) -> None:
     parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NETWORKS[label])
-    twin = fast_path.Twin.from_saved_model(loaded._module)
+    twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
     assert twin is not None
     rows = fast_path.probe_rows(_codes(parts.dictionaries), n=120)
     rows += _frame_rows(sample_frame(parts.dictionaries, 80, 9))
@@ -86,9 +87,22 @@ def test_twin_equals_the_saved_model(tmp_path: Path, label: str) -> None:
     assert float(np.abs(expected).max()) > 0  # not a trivially zero comparison
 
 
+def test_the_twin_is_a_checksummed_file_not_a_signature(tmp_path: Path) -> None:
+    _, loaded = _export(tmp_path, REPO_DICTIONARIES, NetworkConfig(hidden_units=(16,)))
+    assert set(loaded._module.signatures) == {"serve", "serving_default"}  # no TF Serving client gets the weights
+    assert not hasattr(loaded._module, "fast_path")
+    assert fast_path.TWIN_FILE in loaded.manifest["files"]
+    path = loaded.path / artifact.SAVED_MODEL / fast_path.TWIN_FILE
+    with np.load(path, allow_pickle=False) as stored:  # numbers and strings only: no pickle needed
+        assert "network/graph" in stored.files
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelError, match=r"assets\.extra/twin\.npz"):
+        artifact.load(loaded.path)
+
+
 def test_twin_encoding_equals_the_keras_encoder_column_by_column(tiny_dictionaries_dir: Path, tmp_path: Path) -> None:
     parts, loaded = _export(tmp_path, tiny_dictionaries_dir, None)
-    twin = fast_path.Twin.from_saved_model(loaded._module)
+    twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
     rows = fast_path.probe_rows(_codes(parts.dictionaries), n=60)
     frame = parts.frame.iloc[:0].reindex(range(len(rows)))
     for i, name in enumerate(schema.MODEL_INPUT_NAMES):
@@ -114,10 +128,11 @@ def test_probe_rows_cover_every_code(tiny_dictionaries) -> None:
 
 def test_a_twin_that_disagrees_is_refused(tmp_path: Path) -> None:
     parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NetworkConfig(hidden_units=(16,)))
-    tensors = loaded._module.fast_path()
+    with np.load(loaded.path / artifact.SAVED_MODEL / fast_path.TWIN_FILE, allow_pickle=False) as stored:
+        tensors = {name: stored[name] for name in stored.files}
     tampered = dict(tensors)
     kernel = next(k for k in tensors if k.endswith("/kernel"))
-    tampered[kernel] = tensors[kernel].numpy() + 0.01
+    tampered[kernel] = tensors[kernel] + 0.01
     twin = fast_path.Twin.from_tensors(tampered)
     rows = fast_path.probe_rows(_codes(parts.dictionaries))
     with pytest.raises(ValueError, match="differs from the SavedModel"):
@@ -133,7 +148,7 @@ def test_networks_with_unsupported_layers_export_without_a_twin(tmp_path: Path) 
     parts.network = keras.Model(inputs, outputs)
     assert fast_path.network_graph(parts.network) is None
     loaded = artifact.load(export_parts(tmp_path / "models", REPO_DICTIONARIES, parts))
-    assert fast_path.Twin.from_saved_model(loaded._module) is None
+    assert fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL) is None
     assert loaded.predict(features.frame_to_inputs(parts.frame.iloc[:3])).shape == (3, parts.network.output_shape[-1])
 
 
@@ -157,4 +172,4 @@ def test_an_activation_keras_cannot_describe_means_no_twin_not_a_failed_export(t
     parts.network = keras.Model(inputs, outputs)
     assert fast_path.network_graph(parts.network) is None
     loaded = artifact.load(export_parts(tmp_path / "models", REPO_DICTIONARIES, parts))
-    assert fast_path.Twin.from_saved_model(loaded._module) is None
+    assert fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL) is None

@@ -107,6 +107,24 @@ def test_unknown_code_is_a_warning_not_an_error(client: TestClient) -> None:
     ]
 
 
+def test_unknown_fields_are_named_in_warnings_and_personal_fields_ignored_silently(client: TestClient) -> None:
+    body = {**BODY, "toop_k": 2, "full_name": "Иван Петров",
+            "organization": {**BODY["organization"], "inn": "7701234567", "segment": "smb"},
+            "contact": {"position": "ceo", "intrests": ["speed"], "email": "ivan@example.com", "phone": "+7 900"}}
+    response = post(client, "/v1/recommendations", body)
+    assert response.status_code == 200
+    assert response.json()["warnings"] == [
+        "unknown field 'toop_k' ignored (did you mean 'top_k'?)",
+        "unknown field 'organization.segment' ignored",
+        "unknown field 'contact.intrests' ignored (did you mean 'interests'?)",
+    ]
+    for value in ("Иван", "7701234567", "ivan@example.com", "+7 900", "smb"):
+        assert value not in response.text
+    ids = {**BODY, "request_id": "r1", "organization": {**BODY["organization"], "org_id": "o1"},
+           "contact": {**BODY["contact"], "contact_id": "c1", "org_id": "o1"}}
+    assert post(client, "/v1/recommendations", ids).json()["warnings"] == []  # contract fields are known
+
+
 def test_codes_are_normalised(client: TestClient) -> None:
     body = {**BODY, "stage": " DEMO ", "organization": {"industry": " IT"}, "contact": {"position": "CEO "}}
     response = post(client, "/v1/recommendations", body)

@@ -74,7 +74,9 @@ def test_hot_reload_swaps_in_new_version_and_refuses_a_corrupted_one(built: dict
         status = {e["version"]: e for e in client.get("/v1/models/needs_rec").json()["model_version_status"]}
         assert status["2"]["state"] == "AVAILABLE"
         assert status["1"]["state"] == "END"
-        assert status["3"]["state"] == "END" and "checksums" in status["3"]["status"]["error_message"]
+        refusal = status["3"]["status"]["error_message"]
+        assert status["3"]["state"] == "END" and "checksums" in refusal
+        assert refusal.startswith("version 3:") and str(tmp_path) not in refusal and "/tmp" not in refusal
         assert client.get("/v1/models/needs_rec/versions/3").status_code == 200
         assert client.get("/v1/models/needs_rec/versions/4").status_code == 404
 
