@@ -1,7 +1,8 @@
 """Serving side: the HTTP service and offline batch scoring."""
 
-import os
+from needs_rec.native_log import quiet_tensorflow_environment
 
 # TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature hints) is not for our users; real
-# errors still show. Set before anything imports TensorFlow; an explicit setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# errors still show. Set before anything imports TensorFlow; an explicit setting wins. The lines
+# TensorFlow writes before it reads the setting are handled by `needs_rec.native_log`.
+quiet_tensorflow_environment()

@@ -70,12 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"model path {str(settings.model)!r} does not exist; expected a models directory or a version in it"
         )
 
+    from serving.observability import configure_logging, wrap_native_log
+
+    logger = configure_logging(settings.log_level)
+    wrap_native_log(logger)  # before TensorFlow is imported: its C++ lines become JSON records too
+
     import uvicorn
 
     from serving.app import create_app
-    from serving.observability import configure_logging
 
-    logger = configure_logging(settings.log_level)
     configure_tensorflow(settings, logger)
     app = create_app(settings, logger=logger)
     service = app.state.service

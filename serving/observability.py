@@ -39,17 +39,42 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+#: Python loggers of the libraries whose records join the service's JSON log (TensorFlow, absl, Keras,
+#: `warnings` via `logging.captureWarnings`); anything else propagating to the root logger does too.
+LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "tensorflow", "absl", "keras", "py.warnings")
+
+
 def configure_logging(level: str = "info", stream: Any = None) -> logging.Logger:
-    """JSON lines on stderr (or `stream`) for the service and uvicorn's own error log; returns the service logger."""
+    """JSON lines on stderr (or `stream`) for the service and the libraries' Python logs; returns the service logger."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in (LOGGER_NAME, "uvicorn", "uvicorn.error"):
+    for name in (LOGGER_NAME, *LIBRARY_LOGGERS):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
-        logger.setLevel(level.upper())
+        logger.setLevel(level.upper() if name == LOGGER_NAME or name.startswith("uvicorn") else logging.WARNING)
         logger.propagate = False
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
     logging.getLogger("uvicorn.access").disabled = True  # our request line replaces it
     return logging.getLogger(LOGGER_NAME)
+
+
+def wrap_native_log(logger: logging.Logger) -> None:
+    """Send the lines native code writes to stderr (TensorFlow's C++ log) into `logger` as JSON records.
+
+    Each becomes a `native_log` record with its level and text; TensorFlow's start-up chatter and
+    known-harmless messages are demoted to debug, so an info-level log starts with our own lines.
+    """
+    from needs_rec import native_log
+
+    def on_line(line: str) -> None:
+        level, text = native_log.parse_native(line)
+        number = logging.DEBUG if native_log.is_tensorflow_noise(line) else logging.getLevelName(level.upper())
+        log_event(logger, "native_log", number, text=text)
+
+    native_log.capture_native_stderr(on_line)
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:

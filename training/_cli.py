@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from needs_rec import native_log
 from needs_rec.errors import NeedsRecError
 
 EXIT_USAGE = 2
@@ -47,7 +48,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> NoReturn:
-    """Run `main(argv)` and exit with its return code (None = 0); user errors exit 2 with one line."""
+    """Run `main(argv)` and exit with its return code (None = 0); user errors exit 2 with one line.
+
+    TensorFlow's native start-up chatter never reaches the user (`needs_rec.native_log`); any other
+    native message still shows. That takes over the process's stderr, so it is done only for a real
+    command line (`argv` None), not when a host such as a test calls `run_cli(main, argv)` in-process.
+    """
+    native_log.quiet_tensorflow_environment()
+    if argv is None:
+        native_log.capture_native_stderr(native_log.filter_for_users())
     try:
         code = main(argv)
     except NeedsRecError as exc:

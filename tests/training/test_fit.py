@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,16 @@ def test_cli_data_error_exits_2_with_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "organizations" in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "m").exists() or list((tmp_path / "m").iterdir()) == []
+
+
+def test_cli_shows_no_tensorflow_start_up_noise(crm, config_file, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "GLOG", "GRPC"))}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.fit", *_args(crm, config_file, tmp_path / "m")[:-1]],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for noise in ("absl::InitializeLog", "I0000", "E0000", "W0000", "oneDNN", "cpu_feature_guard", "NodeDef"):
+        assert noise not in proc.stderr and noise not in proc.stdout, proc.stderr[-2000:]
+    assert artifact.list_versions(tmp_path / "m") == [1]
