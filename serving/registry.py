@@ -465,6 +465,7 @@ class Registry:
         seconds = round(time.perf_counter() - started, 3)
         with self._lock:
             previous = self.current
+            self.labels = self._seen_labels  # published with the swap, so `labels/stable` never names the old one
             self.current = model  # the swap: one reference assignment; requests holding `previous` finish on it
             if previous is not None and previous.version != number:
                 self.retired.append(previous.version)
