@@ -98,6 +98,7 @@ def export(
         full = dict(manifest)
         full["format"] = MANIFEST_FORMAT
         full["files"] = file_checksums(tmp / SAVED_MODEL)
+        full["side_files"] = versions.side_checksums(tmp)
         (tmp / MANIFEST).write_text(json.dumps(full, ensure_ascii=False, indent=2, sort_keys=False), encoding="utf-8")
         versions.shared_modes(tmp)  # readable by a serving account of the same group (umask), not tempfile's 0700
         return _seal(models_dir, tmp)

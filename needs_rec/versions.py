@@ -56,6 +56,10 @@ BUILDING_PREFIX = ".building-"
 SIGNING_KEY_ENV = "NEEDS_REC_SIGNING_KEY"
 #: 2: the manifest carries its own `checksum` (and `signature` when signed); format 1 had neither.
 MANIFEST_FORMAT = 2
+#: Side files a version may carry beside the SavedModel (written through `artifact.export`'s
+#: `write_extras`), checksummed in the manifest's `side_files` and verified with the SavedModel: the
+#: organization index of `needs_rec.similar`.
+SIDE_DIRS = ("organizations",)
 LABEL_NAMES = ("stable", "previous")
 #: A `.building-*` directory without a process id in its name (an older export) counts as stale after this.
 STALE_BUILD_AGE_S = 6 * 3600
@@ -246,13 +250,23 @@ def file_checksums(directory: Path) -> dict[str, str]:
     return result
 
 
+def side_checksums(version_dir: Path) -> dict[str, str]:
+    """SHA-256 of the files under a version's `SIDE_DIRS`, keyed by their path relative to the version."""
+    return {f"{name}/{path}": digest for name in SIDE_DIRS if (version_dir / name).is_dir()
+            for path, digest in file_checksums(version_dir / name).items()}
+
+
 def verify_version(version_dir: str | Path) -> Manifest:
-    """The manifest checks of `read_manifest` plus every SavedModel file against the manifest's checksums."""
+    """The manifest checks of `read_manifest` plus every SavedModel file and side file against their checksums."""
     version_dir = Path(version_dir)
     manifest = read_manifest(version_dir)
     actual = file_checksums(version_dir / SAVED_MODEL)
     expected = manifest.files
     bad = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
+    side = manifest.get("side_files")
+    if isinstance(side, dict):  # versions exported before side files existed have none to check
+        found = side_checksums(version_dir)
+        bad += sorted(k for k in side.keys() | found.keys() if side.get(k) != found.get(k))
     if bad:
         raise ModelError(f"version {version_dir.name}: files do not match the manifest checksums: {', '.join(bad[:5])}")
     return manifest

@@ -73,8 +73,13 @@ def write_report(
     characteristic_names: Sequence[str] | Mapping[str, str],
     extra_summary: Mapping[str, Any] | None = None,
     presented_test: np.ndarray | None = None,
+    audience: Mapping[str, Any] | None = None,
+    similar: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `report.md` and its PNG charts into `directory` (which must exist); return the report path.
+
+    `audience` (`needs_rec.audience.audience_gain`) and `similar` (the summary of
+    `needs_rec.similar.build_for_version`) add the sections on ranked audiences and similar organizations.
 
     `presented_test` (bool, like `y_test`): which characteristics were actually put to the contact.
     When given, calibration is drawn on those cells only — the network's probability is that of
@@ -117,6 +122,7 @@ def write_report(
     for file_name, figure in charts.items():
         _write_atomic(directory / file_name, _png(figure))
     text = _markdown(context, title, extra_summary or {})
+    text += "".join(f"\n{section}\n" for section in (_audience_section(audience), _similar_section(similar)) if section)
     path = directory / REPORT_FILE
     _write_atomic(path, text.encode("utf-8"))
     return path
@@ -326,12 +332,12 @@ def _characteristics_chart(c: _Context) -> Figure:
 # markdown
 
 
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.0f}%"
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
 
 
-def _num(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.3f}"
+def _num(value: float | None) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _cell(text: str) -> str:
@@ -402,6 +408,51 @@ def _metrics_section(c: _Context) -> list[str]:
         "",
         *legend,
     ]
+
+
+def _audience_section(gain: Mapping[str, Any] | None) -> str:
+    """"Who to call": cumulative gain and lift of ranked audiences per method (empty without figures)."""
+    if not gain or not gain.get("audiences"):
+        return ""
+    shares = gain["shares"]
+    lines = [
+        "## Who to call: ranked audiences",
+        "",
+        f"For every characteristic and stage with at least {gain['min_positives']} positives among the test "
+        f"conversations ({gain['audiences']} audiences, {gain['positives']} positives), the contacts were ranked by "
+        "each method the way `GET /v1/audience` ranks them (owners of the product left out before the last stage); "
+        "the table shows the share of all positives found in the top of each ranking (lift over a random order).",
+        "",
+        "| method | " + " | ".join(f"top {q:.0%}" for q in shares) + " |",
+        "| --- |" + " ---: |" * len(shares),
+    ]
+    for method, values in gain["methods"].items():
+        cells = ["—" if g is None else f"{g:.1%} (×{lift:.2f})" for g, lift in zip(values["gain"], values["lift"],
+                                                                                  strict=True)]
+        lines.append(f"| {_cell(_method_name(method))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _similar_section(summary: Mapping[str, Any] | None) -> str:
+    """"Where it worked before": which organization embedding was chosen and its neighbour lift."""
+    if not summary:
+        return ""
+    lines = [
+        "## Where it worked before: similar organizations",
+        "",
+        f"Embedding used: `{summary['kind']}` ({summary['organizations']} organizations, {summary['dimensions']} "
+        f"dimensions), chosen by the higher lift on the validation period. Lift: how much more often a "
+        f"characteristic had resonated at an organization's {summary['k']} most similar organizations than at "
+        "organizations of its industry, where it later resonated at the organization itself.",
+        "",
+        "| embedding | validation lift | test lift | test: similar rate | test: same-industry rate |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for kind in summary["lift_test"]:
+        v, t = summary["lift_validation"][kind], summary["lift_test"][kind]
+        lines.append(f"| {kind} | {_num(v['lift'])} | {_num(t['lift'])} | {_pct(t['neighbour_rate'])} "
+                     f"| {_pct(t['industry_rate'])} |")
+    return "\n".join(lines)
 
 
 def _stages_section(c: _Context) -> list[str]:

@@ -109,6 +109,8 @@ def train(
     import tensorflow as tf
 
     from needs_rec import artifact, features, model
+    from needs_rec import audience as audience_mod
+    from needs_rec import similar as similar_mod
     from training import report as report_mod
 
     progress("building episodes and the time split")
@@ -171,6 +173,17 @@ def train(
     table = evaluation.format_table(comparison)
     warnings = comparison.warnings()
 
+    progress("evaluating ranked audiences and building the similar-organizations index")
+    audience_gain = audience_mod.audience_gain(
+        y[te], test_probas, stages[te], audience_mod.owns_product_matrix(frame.loc[te, "products_owned"], dicts),
+        dicts.stage_codes, dicts.offered(),
+    )
+    organizations = similar_mod.build_for_version(
+        encoder, network, crm, dicts.characteristic_codes, dicts.stage_codes,
+        validation_start=split.validation_start, test_start=split.test_start,
+        on=(cutoff or crm.outcomes["occurred_on"].max().date()), until=cutoff,
+    )
+
     progress("computing reason statistics")
     resonance = talking_points.resonance_stats(
         frame.loc[tr, ["stage", "position", "industry"]].reset_index(drop=True),
@@ -188,6 +201,8 @@ def train(
         "dictionaries": {"checksums": dict(dicts.checksums), "sizes": dicts.summary()},
         "resonance": resonance,
         "metrics": comparison.to_dict(),
+        "audience": audience_gain,
+        "similar": organizations.summary,
         "warnings": warnings,
         "data": {
             "validation": validation.to_dict(),
@@ -206,6 +221,7 @@ def train(
 
     def write_extras(tmp: Path) -> None:
         shutil.copytree(dictionaries_dir, tmp / "dictionaries", ignore=shutil.ignore_patterns(".*"))
+        organizations.write(tmp)
         report_mod.write_report(
             tmp,
             title="needs_rec model report",
@@ -219,6 +235,8 @@ def train(
             characteristic_names=[c.name for c in dicts.characteristics],
             extra_summary={"episodes": len(eps.keys), **split.summary()},
             presented_test=presented[te] if explicit else None,
+            audience=audience_gain,
+            similar=organizations.summary,
         )
 
     version_dir = artifact.export(
