@@ -352,3 +352,21 @@ def owns_product_matrix(products_owned: Sequence[str], dictionaries: Dictionarie
     owned = np.array([[p in set(str(text).split(schema.MULTI_SEPARATOR)) for p in products] for text in uniques],
                      dtype=bool).reshape(-1, len(products))
     return owned[codes]
+
+
+def score_stage(
+    predict: Any, population: Population, crm: schema.CrmData, stage: str, on: dt.date, chunk: int = 65536
+) -> np.ndarray:
+    """Probabilities (contacts, characteristics) of every contact at `stage` as of `on`, in population order.
+
+    `predict` takes the raw field arrays of `features.frame_to_inputs` (a LoadedModel's `predict`).
+    """
+    from needs_rec.episodes import model_inputs
+    from needs_rec.features import frame_to_inputs
+
+    inputs = frame_to_inputs(model_inputs(population.model_inputs_keys(stage, on), crm))
+    parts = [
+        np.asarray(predict({name: values[start : start + chunk] for name, values in inputs.items()}), dtype=np.float32)
+        for start in range(0, len(population), chunk)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, len(population.characteristic_codes)), np.float32)

@@ -107,7 +107,7 @@ def penultimate_model(network: Any) -> Any:
     if not outputs:
         raise ModelError("the network has no layer named '*logits' to take the penultimate activations from")
     merged = outputs[0] if len(outputs) == 1 else keras.layers.Concatenate()(outputs)
-    return keras.Model(network.inputs, merged)
+    return keras.Model(network.input, merged)
 
 
 def network_embedding(
