@@ -101,7 +101,6 @@ OUTCOMES = Table(
         Column("stage", Kind.CODE, required=True, vocabulary="funnel_stages"),
         Column("characteristic", Kind.CODE, required=True, vocabulary="characteristics"),
         Column("outcome", Kind.OUTCOME, required=True),
-        Column("manager_id", Kind.ID),  # v2: who presented it (an opaque code, never a name)
     ),
 )
 
@@ -168,9 +167,8 @@ MAX_DROPPED_OUTCOME_FRACTION = 0.05
 #: How many offending rows or values an error or warning shows.
 SHOW = 5
 #: Optional columns where an empty value is meaningful, not missing: an empty `client_since` is a
-#: prospect, an empty multi-valued field is the empty set, an empty manager_id an unrecorded
-#: manager. They are counted, not warned about.
-EMPTY_IS_MEANINGFUL = frozenset({"client_since", "products_owned", "interests", "manager_id"})
+#: prospect, an empty multi-valued field is the empty set. They are counted, not warned about.
+EMPTY_IS_MEANINGFUL = frozenset({"client_since", "products_owned", "interests"})
 _DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
 _DATE_MIN, _DATE_MAX = pd.Timestamp("1678-01-01"), pd.Timestamp("2261-12-31")
 _TABLES_BY_NAME = {t.name: t for t in (*TABLES, REQUESTS)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from needs_rec import artifact, dictionaries, features
+from needs_rec.errors import ModelError
 from training import fit as fit_mod
 from training import sample
 
@@ -76,6 +78,30 @@ def test_version_directory_holds_saved_model_manifest_dictionaries_and_report(fi
     assert "network" in manifest["metrics"]["methods"]
     assert set(manifest["libraries"]) >= {"tensorflow", "keras", "numpy"}
     assert artifact.verify(version)["version"] == 1
+
+
+def test_version_carries_audience_gain_and_a_verified_organization_index(fitted, tmp_path):
+    from needs_rec import similar
+
+    result, _ = fitted
+    manifest = json.loads((result.version_dir / "manifest.json").read_text(encoding="utf-8"))
+    gain = manifest["audience"]
+    assert gain["shares"] == [0.05, 0.1, 0.2] and gain["audiences"] > 0
+    assert set(gain["methods"]) >= {"network", "group_popularity", "logistic"}
+    assert gain["methods"]["popularity"]["gain"] == [0.05, 0.1, 0.2]  # one score per audience: a random order
+    summary = manifest["similar"]
+    assert summary["kind"] in similar.KINDS and set(summary["lift_test"]) == set(similar.KINDS)
+    side = result.version_dir / similar.SIDE_DIR
+    assert sorted(manifest["side_files"]) == sorted(f"{similar.SIDE_DIR}/{p.name}" for p in side.iterdir())
+    index = similar.OrganizationIndex.read(side, manifest["vocabulary"], summary["kind"])
+    assert len(index) == summary["organizations"]
+    assert "## Where it worked before" in (result.version_dir / "report.md").read_text(encoding="utf-8")
+    # a changed side file is refused like a changed SavedModel file
+    copy = tmp_path / "1"
+    shutil.copytree(result.version_dir, copy)
+    (copy / similar.SIDE_DIR / similar.EMBEDDINGS_FILE).write_bytes(b"changed")
+    with pytest.raises(ModelError, match=r"organizations/embeddings\.npy"):
+        artifact.verify(copy)
 
 
 def test_export_reloads_in_a_fresh_process_with_the_same_probabilities(fitted, crm, tmp_path):
