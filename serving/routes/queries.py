@@ -1,0 +1,140 @@
+"""`GET /v1/audience` and `GET /v1/organizations/<org_id>/similar` (contract §8), from the CRM source.
+
+Both answer from a `serving.queries.Snapshot` of the service's CRM source scored by the serving
+version (see that module for how fresh it is; every answer says when it was scored). Without a CRM
+source (`--crm`) they answer 503, as §5 says. Query parameters are checked here, each error naming
+its parameter (400); a parameter the contract does not know is named in `warnings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from needs_rec import audience, similar
+from needs_rec.errors import NeedsRecError, RequestError
+from serving.queries import DEFAULT_MAX_AGE_S, Snapshot, Snapshots, SnapshotUnavailable, iso_utc
+from serving.service import ApiError, Service, json_response
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+AUDIENCE_PARAMS = ("characteristic", "stage", "limit", "industry", "region", "clients", "exclude_presented_days")
+SIMILAR_PARAMS = ("characteristic", "k")
+
+
+def _whole(params: Any, name: str, default: int | None, low: int, high: int | None = None) -> int | None:
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise RequestError(f"field '{name}': must be a whole number; received {text!r}") from None
+    if value < low or (high is not None and value > high):
+        allowed = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise RequestError(f"field '{name}': must be {allowed}; received {value}")
+    return value
+
+
+def _required(params: Any, name: str) -> str:
+    value = (params.get(name) or "").strip()
+    if not value:
+        raise RequestError(f"field '{name}': required (a code from the dictionaries)")
+    return value
+
+
+def _unknown(params: Any, known: tuple[str, ...]) -> list[str]:
+    return [f"unknown parameter {name!r} ignored; known: {', '.join(known)}" for name in params if name not in known]
+
+
+def router(service: Service, max_age_s: float = DEFAULT_MAX_AGE_S) -> APIRouter:
+    """The query endpoints over `service` and its CRM source (`service.crm`)."""
+    routes = APIRouter()
+    snapshots = Snapshots(max_age_s)
+
+    async def snapshot(request: Request, what: str) -> Snapshot:
+        source = getattr(service, "crm", None)
+        if source is None:
+            raise ApiError(503, f"{what} needs a CRM source (--crm): start the service with --crm D "
+                           "(a CRM directory or a database URL)", outcome="no_crm")
+        model = service.model()
+        request.state.model_version = model.version
+        try:
+            return await asyncio.to_thread(snapshots.get, model, source.read_crm)
+        except SnapshotUnavailable as exc:
+            raise ApiError(503, str(exc), outcome="crm_unavailable", headers=service.retry_headers) from None
+        except NeedsRecError as exc:  # the source cannot be read (unreachable database, missing file)
+            raise ApiError(503, f"the CRM source cannot be read: {' '.join(str(exc).split())}",
+                           outcome="crm_unavailable", headers=service.retry_headers) from None
+
+    @routes.get("/v1/audience")
+    async def audience_query(request: Request) -> Response:
+        """Contacts of the CRM ranked by the probability that a characteristic resonates at a stage."""
+        params = request.query_params
+        characteristic, stage = _required(params, "characteristic"), _required(params, "stage")
+        limit = _whole(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        filters = audience.Filters(
+            industry=params.get("industry") or None,
+            region=params.get("region") or None,
+            clients=params.get("clients") or None,
+            exclude_presented_days=_whole(params, "exclude_presented_days", None, 1),
+        )
+        current = await snapshot(request, "GET /v1/audience")
+        population = current.population
+        # checks the codes before scoring anything
+        audience.rank(population, _zeros(len(population)), characteristic, stage, filters=filters, limit=1)
+        code = population.stage_codes[population.stage_index(stage)]
+        probabilities, scored_at = await asyncio.to_thread(current.probabilities, code)
+        ranked = audience.rank(population, probabilities, characteristic, code, filters=filters, limit=limit,
+                               today=current.scored_on)
+        return json_response({
+            "model_version": current.version,
+            "characteristic": population.characteristic_codes[population.characteristic_index(characteristic)],
+            "stage": code,
+            "contacts": ranked.to_json(population),
+            "total": ranked.total,
+            "scored_at": iso_utc(scored_at),
+            "warnings": _unknown(params, AUDIENCE_PARAMS),
+        })
+
+    @routes.get("/v1/organizations/{org_id}/similar")
+    async def similar_query(request: Request, org_id: str) -> Response:
+        """Organizations most like `org_id` where the characteristic resonated."""
+        params = request.query_params
+        characteristic = _required(params, "characteristic")
+        k = _whole(params, "k", similar.DEFAULT_K, 1, similar.MAX_K)
+        current = await snapshot(request, "GET /v1/organizations/<org_id>/similar")
+        index = current.index
+        if index is None:
+            raise ApiError(503, f"similar organizations are not available: {current.index_note}",
+                           outcome="no_index")
+        code = index.characteristic(characteristic)
+        org = org_id.strip()
+        if org not in set(current.population.org_id) and org not in index.row_of:
+            raise ApiError(404, f"unknown organization {org_id!r}: not in the CRM source")
+        try:
+            found = index.similar(org, code, k)
+        except LookupError as exc:
+            raise ApiError(404, str(exc).strip("'\"")) from None
+        names = {item.code: item.name for item in current.model.dictionaries.industries}
+        return json_response({
+            "model_version": current.version,
+            "org_id": org,
+            "characteristic": code,
+            "embedding": index.kind,
+            "similar": [n.to_json(index.has_managers) for n in found],
+            "reason": similar.similar_reason(found, names),
+            "scored_at": iso_utc(current.built_at),
+            "warnings": _unknown(params, SIMILAR_PARAMS),
+        })
+
+    return routes
+
+
+def _zeros(n: int) -> Any:
+    import numpy as np
+
+    return np.zeros(n, dtype=np.float32)
