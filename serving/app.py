@@ -40,7 +40,7 @@ from needs_rec.errors import NeedsRecError
 from serving.access import AccessMiddleware
 from serving.observability import log_event
 from serving.registry import Registry
-from serving.routes import health, labels, pages, recommendations, tf_serving
+from serving.routes import health, labels, pages, queries, recommendations, tf_serving
 from serving.service import ApiError, GuardMiddleware, Service, error_response
 from serving.settings import Settings
 
@@ -51,6 +51,7 @@ ROUTERS: tuple[Callable[[Service], APIRouter], ...] = (
     labels.router,
     health.router,
     pages.router,
+    queries.router,
 )
 
 

@@ -16,6 +16,7 @@ probabilities were scored (`scored_at`), so a caller always knows how fresh it i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -153,10 +154,8 @@ def _quietly(work: Callable[[], None]) -> Callable[[], None]:
     """Run `work`, swallowing errors: a stage that fails here is scored (and reported) by its query."""
 
     def run() -> None:
-        try:
+        with contextlib.suppress(Exception):
             work()
-        except Exception:
-            pass
 
     return run
 

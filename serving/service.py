@@ -47,6 +47,7 @@ _STATIC_ENDPOINTS = {
     "/": "page_manager",
     "/contacts/card": "page_card",
     "/analyst": "page_analyst",
+    "/v1/audience": "audience",
 }
 _OUTCOMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "unavailable"}
 
@@ -95,6 +96,8 @@ def endpoint_of(method: str, path: str) -> str:
         return "page_asset"
     if path.startswith("/analyst/"):
         return "page_chart"
+    if path.startswith("/v1/organizations/") and path.endswith("/similar"):
+        return "similar_organizations"
     return "other"
 
 

@@ -1,0 +1,164 @@
+"""`GET /v1/audience` and `GET /v1/organizations/<org_id>/similar` end to end: raw CRM → train → HTTP answer.
+
+The answers must equal the in-process rule (`needs_rec.audience.rank` over the version's own
+probabilities, `needs_rec.similar.OrganizationIndex` over its side files with the CRM's outcomes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from serving_support import serve, settings_for
+
+from needs_rec import artifact, audience, dictionaries, schema, similar
+from training import data as data_io
+from training import sample
+from training.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CONFIG = """
+network: {hidden_units: [16], dropout: 0.1}
+training: {batch_size: 128, max_epochs: 3, patience: 2}
+"""
+
+pytestmark = pytest.mark.slow
+
+
+class DirectorySource:
+    """The CRM directory as the service reads it (`read_crm`: the raw §2 tables)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def read_crm(self) -> dict[str, pd.DataFrame]:
+        return data_io.read_crm(self.directory)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("queries")
+    dicts = dictionaries.load(REPO / "dictionaries")
+    crm_dir = sample.write(sample.generate(dicts, n_orgs=150, seed=5), root / "crm")
+    config = root / "tiny.yaml"
+    config.write_text(TINY_CONFIG, encoding="utf-8")
+    result = train(crm_dir, REPO / "dictionaries", root / "models", config=config, seed=3, baselines=False)
+    crm, _ = schema.validate(data_io.read_crm(crm_dir), dicts)
+    return root, crm_dir, result.version_dir, dicts, crm
+
+
+@pytest.fixture(scope="module")
+def client(trained):
+    root, crm_dir, _, _, _ = trained
+    with serve(settings_for(root / "models"), "queries") as (test_client, _log):
+        test_client.app.state.service.crm = DirectorySource(crm_dir)
+        yield test_client
+
+
+def test_audience_answer_is_the_ranked_audience_of_the_crm(client, trained):
+    _, _, version, dicts, crm = trained
+    code, stage = dicts.characteristic_codes[0], "needs_analysis"
+    answer = client.get("/v1/audience", params={"characteristic": code, "stage": stage, "limit": 25})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) >= {"model_version", "characteristic", "stage", "contacts", "total", "scored_at"}
+    assert body["model_version"] == int(version.name) and body["characteristic"] == code
+    population = audience.Population.from_crm(crm, dicts)
+    model = artifact.load(version)
+    today = dt.datetime.now(dt.UTC).date()
+    expected = audience.rank(population, audience.score_stage(model.predict, population, crm, stage, today),
+                             code, stage, limit=25)
+    assert [c["contact_id"] for c in body["contacts"]] == list(population.contact_id[expected.rows])
+    assert [c["rank"] for c in body["contacts"]] == list(range(1, 26))
+    np.testing.assert_allclose([c["probability"] for c in body["contacts"]], expected.probabilities, atol=1e-5)
+    assert body["total"] == expected.total < len(population)  # owners of the product are left out
+
+
+def test_audience_filters(client, trained):
+    _, _, _, dicts, crm = trained
+    code = dicts.characteristic_codes[0]
+    industry = crm.organizations["industry"].iloc[0]
+    body = client.get("/v1/audience", params={"characteristic": code, "stage": "retention", "limit": 10000,
+                                              "industry": industry, "clients": "only"}).json()
+    orgs = crm.organizations.set_index("org_id")
+    assert body["contacts"] and body["total"] == len(body["contacts"])
+    assert all(orgs.loc[c["org_id"], "industry"] == industry for c in body["contacts"])
+    assert all(pd.notna(orgs.loc[c["org_id"], "client_since"]) for c in body["contacts"])
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"stage": "proposal"}, "field 'characteristic': required"),
+        ({"characteristic": "nope", "stage": "proposal"}, "field 'characteristic': unknown characteristic 'nope'"),
+        ({"characteristic": "CODE", "stage": "later"}, "field 'stage': unknown stage 'later'"),
+        ({"characteristic": "CODE", "stage": "proposal", "limit": "ten"}, "field 'limit': must be a whole number"),
+        ({"characteristic": "CODE", "stage": "proposal", "limit": "0"}, "field 'limit': must be from 1 to 10000"),
+        ({"characteristic": "CODE", "stage": "proposal", "clients": "all"}, "field 'clients': 'all' is not allowed"),
+    ],
+)
+def test_audience_bad_parameters_are_400_naming_them(client, trained, params, message):
+    code = trained[3].characteristic_codes[0]
+    answer = client.get("/v1/audience", params={k: v.replace("CODE", code) for k, v in params.items()})
+    assert answer.status_code == 400
+    assert message in answer.json()["error"]
+
+
+def test_unknown_parameter_is_a_warning(client, trained):
+    code = trained[3].characteristic_codes[0]
+    body = client.get("/v1/audience", params={"characteristic": code, "stage": "proposal", "limt": "3"}).json()
+    assert body["warnings"] == [f"unknown parameter 'limt' ignored; known: {', '.join(_audience_params())}"]
+
+
+def _audience_params():
+    from serving.routes.queries import AUDIENCE_PARAMS
+
+    return AUDIENCE_PARAMS
+
+
+def test_similar_organizations_answer_matches_the_version_index(client, trained):
+    _, _, version, _, crm = trained
+    manifest = artifact.read_manifest(version)
+    index = similar.OrganizationIndex.read(version / similar.SIDE_DIR, manifest["vocabulary"],
+                                           manifest["similar"]["kind"], positives=similar.positive_table(crm),
+                                           managers=similar.manager_table(crm))
+    positives = similar.positive_table(crm)
+    code = positives["characteristic"].value_counts().index[0]
+    org = crm.organizations["org_id"].iloc[3]
+    answer = client.get(f"/v1/organizations/{org}/similar", params={"characteristic": code, "k": 4})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    expected = index.similar(org, code, 4)
+    assert body["org_id"] == org and body["characteristic"] == code and len(body["similar"]) == 4
+    assert [s["org_id"] for s in body["similar"]] == [n.org_id for n in expected]
+    assert org not in [s["org_id"] for s in body["similar"]]
+    sims = [s["similarity"] for s in body["similar"]]
+    assert sims == sorted(sims, reverse=True)
+    table = positives.set_index(["org_id", "characteristic"])
+    for s in body["similar"]:
+        assert s["positives"] == table.loc[(s["org_id"], code), "positives"] >= 1
+        assert s["last_positive_on"] == table.loc[(s["org_id"], code), "last_positive_on"].isoformat()
+    assert body["reason"].startswith("сработало у 4 похожих организаций")
+
+
+def test_similar_errors(client, trained):
+    code = trained[3].characteristic_codes[0]
+    org = trained[4].organizations["org_id"].iloc[0]
+    missing = client.get("/v1/organizations/NO-SUCH-ORG/similar", params={"characteristic": code})
+    assert missing.status_code == 404 and "unknown organization 'NO-SUCH-ORG'" in missing.json()["error"]
+    bad_k = client.get(f"/v1/organizations/{org}/similar", params={"characteristic": code, "k": "500"})
+    assert bad_k.status_code == 400 and "field 'k'" in bad_k.json()["error"]
+    no_char = client.get(f"/v1/organizations/{org}/similar")
+    assert no_char.status_code == 400 and "field 'characteristic': required" in no_char.json()["error"]
+
+
+def test_without_a_crm_source_both_queries_are_503(built):
+    with serve(settings_for(built["fixed"].parent), "no_crm") as (test_client, _log):
+        for path in ("/v1/audience?characteristic=ch_price&stage=lead",
+                     "/v1/organizations/o1/similar?characteristic=x"):
+            answer = test_client.get(path)
+            assert answer.status_code == 503
+            assert "needs a CRM source (--crm)" in answer.json()["error"]
