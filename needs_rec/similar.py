@@ -258,6 +258,7 @@ class OrganizationIndex:
                 )[:MAX_MANAGERS]
         for code, (org_rows, _, _) in self._positives.items():
             self._indexes[code] = NearestNeighbors(metric="cosine", algorithm="brute").fit(self.embeddings[org_rows])
+        self._everyone = NearestNeighbors(metric="cosine", algorithm="brute").fit(self.embeddings)
 
     def __len__(self) -> int:
         return len(self.org_ids)
@@ -294,20 +295,43 @@ class OrganizationIndex:
         result = []
         for d, i in zip(distance[0], found[0], strict=True):
             other = int(org_rows[i])
-            if other == row:
-                continue
-            result.append(
-                Neighbour(
-                    org_id=str(self.org_ids[other]),
-                    similarity=float(1.0 - d),
-                    positives=int(counts[i]),
-                    last_positive_on=pd.Timestamp(last[i]).date() if not np.isnat(last[i]) else None,
-                    managers=self._managers.get((other, code), []),
-                    industry=str(self.industry[other]),
-                    employees=float(self.employees[other]),
-                )
-            )
+            if other != row:
+                result.append(self._neighbour(other, float(1.0 - d), code, int(i), counts, last))
         return result[:k]
+
+    def card_neighbours(
+        self, org_id: str, characteristics: Sequence[str], k: int = DEFAULT_K
+    ) -> dict[str, list[Neighbour]]:
+        """For the card: of the k organizations most like `org_id` (any, itself excluded), those where
+        each characteristic resonated — so «сработало у 4 похожих организаций» means 4 of its 10
+        nearest, not merely the 4 nearest of all that ever had it. Unknown organization: {}."""
+        row = self.row_of.get(str(org_id).strip())
+        if row is None:
+            return {}
+        n = min(k + 1, len(self.org_ids))
+        distance, found = self._everyone.kneighbors(self.embeddings[row : row + 1], n_neighbors=n)
+        pairs = [(int(i), float(1.0 - d)) for d, i in zip(distance[0], found[0], strict=True) if int(i) != row][:k]
+        result: dict[str, list[Neighbour]] = {}
+        for code in characteristics:
+            if code not in self._positives:
+                result[code] = []
+                continue
+            org_rows, counts, last = self._positives[code]
+            where = {int(r): i for i, r in enumerate(org_rows)}
+            result[code] = [self._neighbour(other, sim, code, where[other], counts, last)
+                            for other, sim in pairs if other in where]
+        return result
+
+    def _neighbour(self, other: int, sim: float, code: str, i: int, counts: np.ndarray, last: np.ndarray) -> Neighbour:
+        return Neighbour(
+            org_id=str(self.org_ids[other]),
+            similarity=sim,
+            positives=int(counts[i]),
+            last_positive_on=pd.Timestamp(last[i]).date() if not np.isnat(last[i]) else None,
+            managers=self._managers.get((other, code), []),
+            industry=str(self.industry[other]),
+            employees=float(self.employees[other]),
+        )
 
     # -- files -----------------------------------------------------------------------------
 

@@ -121,3 +121,12 @@ def test_neighbour_lift_without_queries_is_none():
                                                  (6000, "более 5000"), (math.nan, None)])
 def test_employee_band(employees, band):
     assert similar.employee_band(employees) == band
+
+
+def test_card_neighbours_count_positives_among_the_nearest_organizations(index):
+    # o1's 3 nearest of all: o5, o2, o4 (o3 is 4th); ch_a resonated at all three, ch_b only at o3
+    found = index.card_neighbours("o1", ["ch_a", "ch_b"], k=3)
+    assert [n.org_id for n in found["ch_a"]] == ["o5", "o2", "o4"]
+    assert found["ch_b"] == []
+    assert [n.org_id for n in index.card_neighbours("o1", ["ch_b"], k=4)["ch_b"]] == ["o3"]
+    assert index.card_neighbours("o9", ["ch_a"]) == {}
