@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,11 @@ class Snapshot:
     @property
     def version(self) -> int:
         return int(self.model.version)
+
+    @functools.cached_property
+    def org_ids(self) -> frozenset[str]:
+        """Every org_id of the CRM source (for a 404 naming an unknown organization)."""
+        return frozenset(str(o) for o in self.crm.organizations["org_id"])
 
     def probabilities(self, stage: str) -> tuple[np.ndarray, float]:
         """(contacts × characteristics probabilities at `stage`, when they were scored), scoring once."""

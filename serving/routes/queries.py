@@ -113,7 +113,7 @@ def router(service: Service, max_age_s: float = DEFAULT_MAX_AGE_S) -> APIRouter:
                            outcome="no_index")
         code = index.characteristic(characteristic)
         org = org_id.strip()
-        if org not in set(current.population.org_id) and org not in index.row_of:
+        if org not in current.org_ids and org not in index.row_of:
             raise ApiError(404, f"unknown organization {org_id!r}: not in the CRM source")
         try:
             found = index.similar(org, code, k)
