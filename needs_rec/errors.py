@@ -42,3 +42,11 @@ def preview(values, limit: int = 5) -> str:
     shown = ", ".join(repr(v) for v in values[:limit])
     more = len(values) - limit
     return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+class SourceUnavailable(NeedsRecError):
+    """The CRM source (a database) cannot be reached, read or written right now; retrying may work.
+
+    The service answers it with 503; command-line programs exit 2 with its one line. The message
+    names the source without its password.
+    """

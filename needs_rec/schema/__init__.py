@@ -1,0 +1,98 @@
+"""Column names and kinds of the CRM tables (contract §2) and needs_rec's own tables (§6), the
+model's raw inputs, and validation of loaded tables against the contract and the dictionaries.
+
+Only this package knows column names; nothing downstream re-checks what it validated.
+
+- `columns`: tables, columns, kinds, the model's inputs, header matching (`select_columns`).
+- `tables`: per-table checks (`check_table`): one table's values parsed, normalised, its key unique.
+- `crossref`: checks across tables and `validate` (the whole CRM), `validate_contacts` (no
+  outcomes: batch scoring, lookups), `check_feedback` (rows posted by managers).
+- `report`: `CrmData` (the clean tables) and `ValidationReport`.
+"""
+
+from needs_rec.schema.columns import (
+    CONTACTS,
+    DISPLAY_TABLES,
+    EMPTY_IS_MEANINGFUL,
+    EVENT_COLUMNS,
+    EXPOSURES,
+    FEEDBACK,
+    MAX_DROPPED_OUTCOME_FRACTION,
+    MODEL_INPUT_NAMES,
+    MODEL_INPUTS,
+    MULTI_SEPARATOR,
+    NEGATIVE,
+    NUMERIC_INPUTS,
+    OCCURRED_ON,
+    ORGANIZATIONS,
+    OUTCOME_VALUES,
+    OUTCOMES,
+    PERSONAL_COLUMNS,
+    POSITIVE,
+    REQUESTS,
+    SHOW,
+    STAGE,
+    STRING_INPUTS,
+    TABLES,
+    TABLES_BY_NAME,
+    Column,
+    Kind,
+    Table,
+    check_required_columns,
+    contract_columns,
+    is_personal,
+    isin,
+    lookup,
+    normalize_column_name,
+    select_columns,
+)
+from needs_rec.schema.crossref import check_feedback, episode_codes, validate, validate_contacts
+from needs_rec.schema.report import CrmData, ValidationReport, ValidationWarning
+from needs_rec.schema.tables import check_table, clean_table, raise_if
+
+__all__ = [
+    "CONTACTS",
+    "DISPLAY_TABLES",
+    "EMPTY_IS_MEANINGFUL",
+    "EVENT_COLUMNS",
+    "EXPOSURES",
+    "FEEDBACK",
+    "MAX_DROPPED_OUTCOME_FRACTION",
+    "MODEL_INPUTS",
+    "MODEL_INPUT_NAMES",
+    "MULTI_SEPARATOR",
+    "NEGATIVE",
+    "NUMERIC_INPUTS",
+    "OCCURRED_ON",
+    "ORGANIZATIONS",
+    "OUTCOMES",
+    "OUTCOME_VALUES",
+    "PERSONAL_COLUMNS",
+    "POSITIVE",
+    "REQUESTS",
+    "SHOW",
+    "STAGE",
+    "STRING_INPUTS",
+    "TABLES",
+    "TABLES_BY_NAME",
+    "Column",
+    "CrmData",
+    "Kind",
+    "Table",
+    "ValidationReport",
+    "ValidationWarning",
+    "check_feedback",
+    "check_required_columns",
+    "check_table",
+    "clean_table",
+    "contract_columns",
+    "episode_codes",
+    "is_personal",
+    "isin",
+    "lookup",
+    "normalize_column_name",
+    "raise_if",
+    "select_columns",
+    "validate",
+    "validate_contacts",
+]

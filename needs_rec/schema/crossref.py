@@ -1,0 +1,275 @@
+"""Cross-table validation (contract §2): contacts against organizations, outcome rows against
+contacts and the dictionaries, feedback beside outcomes, episodes — and `validate`, which runs the
+per-table checks of `needs_rec.schema.tables` on every table first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from needs_rec.errors import DataError
+from needs_rec.schema.columns import (
+    CONTACTS,
+    EVENT_COLUMNS,
+    FEEDBACK,
+    MAX_DROPPED_OUTCOME_FRACTION,
+    ORGANIZATIONS,
+    OUTCOMES,
+    POSITIVE,
+    SHOW,
+    Table,
+    isin,
+    lookup,
+)
+from needs_rec.schema.messages import _n_rows, _short, _shown
+from needs_rec.schema.report import CrmData, ValidationReport, ValidationWarning
+from needs_rec.schema.tables import check_table, raise_if
+
+if TYPE_CHECKING:
+    from needs_rec.dictionaries import Dictionaries
+
+#: A feedback date is "in the future" once it is past today in the easternmost time zone (UTC+14):
+#: a manager anywhere may report today's call by their own calendar.
+EARLIEST_ZONE = dt.timedelta(hours=14)
+
+
+def validate(frames: Mapping[str, pd.DataFrame], dictionaries: Dictionaries) -> tuple[CrmData, ValidationReport]:
+    """Check the CRM tables against the contract (§2) and the dictionaries.
+
+    `frames` maps 'organizations', 'contacts', 'outcomes' (and optionally 'feedback', needs_rec's
+    own table of §6) to raw DataFrames (as read by `crm`, or built in memory: strings, numbers,
+    dates or lists are accepted). Raises DataError, naming the file or table, column, up to 5
+    offending rows (1-based data row numbers, the header not counted) or values, and what is
+    allowed, for: a missing table or required column, an empty table, an empty required value, an
+    unparseable date or number, a negative count, an outcome other than positive/negative, a
+    duplicate org_id/contact_id, a contact whose org is missing, more than 5% of outcome rows
+    dropped, no episode with a positive outcome.
+
+    Tolerated with a warning in the report: a code not in its dictionary (kept, the model encodes
+    it as unknown), a missing optional value or column (kept as missing), outcome rows whose
+    contact, characteristic or stage is unknown (dropped: an episode needs a known contact and
+    stage, and the label a known characteristic).
+
+    Feedback rows get exactly the row rules of outcome rows and are outcomes from then on; a
+    feedback row equal to an outcome row (or to an earlier feedback row) in `EVENT_COLUMNS` is the
+    same event and counts once. The report counts them (`rows['feedback']`, notes).
+    """
+    report = ValidationReport()
+    errors: list[str] = []
+    orgs, contacts = _organizations_and_contacts(frames, dictionaries, report, errors)
+    outcomes = check_table(_required(frames, OUTCOMES), OUTCOMES, dictionaries, report, errors)
+    raise_if(errors)
+    _check_orphans(orgs, contacts, report, errors)
+    raise_if(errors)
+    if frames.get(FEEDBACK.name) is not None:
+        outcomes = _with_feedback(outcomes, frames[FEEDBACK.name], dictionaries, report)
+
+    outcomes, contact_pos, stage_pos = _drop_unknown_outcomes(outcomes, contacts, dictionaries, report)
+    _count_episodes(outcomes, contact_pos, stage_pos, report)
+    if report.positive_episodes == 0:
+        raise DataError(
+            f"{report.files['outcomes']} column 'outcome': no episode with a positive outcome among "
+            f"{report.outcome_rows_kept:,} usable outcome rows; at least one 'positive' is needed to learn from"
+        )
+    return CrmData(organizations=orgs, contacts=contacts, outcomes=outcomes), report
+
+
+def validate_contacts(
+    frames: Mapping[str, pd.DataFrame], dictionaries: Dictionaries
+) -> tuple[CrmData, ValidationReport]:
+    """Organizations and contacts only (batch scoring, contact lookups): the same checks as in
+    `validate` for those two tables and their link; no outcomes are needed, and the returned
+    CrmData's `outcomes` is empty."""
+    report = ValidationReport()
+    errors: list[str] = []
+    orgs, contacts = _organizations_and_contacts(frames, dictionaries, report, errors)
+    raise_if(errors)
+    _check_orphans(orgs, contacts, report, errors)
+    raise_if(errors)
+    empty = pd.DataFrame({c.name: pd.Series(dtype="str") for c in OUTCOMES.columns})
+    empty["occurred_on"] = empty["occurred_on"].astype("datetime64[ns]")
+    return CrmData(organizations=orgs, contacts=contacts, outcomes=empty), report
+
+
+def check_feedback(
+    frame: pd.DataFrame, dictionaries: Dictionaries, *, today: dt.date | None = None
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Feedback rows as they are about to be stored: the row rules of an outcome row (via
+    `check_table`), and then strictly, since a manager can correct a typo at once: a stage or
+    characteristic outside the dictionaries, a characteristic not offered at that stage, and a date
+    in the future are errors here rather than dropped rows. Raises DataError naming the column."""
+    report = ValidationReport()
+    errors: list[str] = []
+    clean = check_table(frame, FEEDBACK, dictionaries, report, errors)
+    raise_if(errors)
+    source = report.files[FEEDBACK.name]
+    stages = dictionaries.stage_codes
+    stage_pos = lookup(clean["stage"], stages)
+    char_pos = lookup(clean["characteristic"], dictionaries.characteristic_codes)
+    for column, pos, allowed in (
+        ("stage", stage_pos, f"allowed: {', '.join(stages)}"),
+        ("characteristic", char_pos, "allowed: a code of characteristics.yaml"),
+    ):
+        if (pos < 0).any():
+            bad = [repr(_short(v)) for v in clean[column][pos < 0].unique()]
+            errors.append(f"{source} column {column!r}: unknown {column} {_shown(bad, len(bad))}; {allowed}")
+    raise_if(errors)
+    offered = dictionaries.offered()[stage_pos, char_pos]
+    if not offered.all():
+        rows = clean.loc[~offered, ["characteristic", "stage"]].drop_duplicates()
+        shown = [f"{c!r} at {s!r}" for c, s in rows.itertuples(index=False)]
+        errors.append(
+            f"{source} column 'characteristic': {_shown(shown, len(shown))}: not offered at that stage "
+            "(characteristics.yaml has no talking point for it there); only an offered characteristic can be put"
+        )
+    latest = today or (dt.datetime.now(dt.UTC) + EARLIEST_ZONE).date()
+    future = (clean["occurred_on"] > pd.Timestamp(latest)).to_numpy()
+    if future.any():
+        shown = [repr(d.strftime("%Y-%m-%d")) for d in clean.loc[future, "occurred_on"].unique()]
+        errors.append(
+            f"{source} column 'occurred_on': date {_shown(shown, len(shown))} is in the future; "
+            f"allowed: a date up to today ({latest.isoformat()})"
+        )
+    raise_if(errors)
+    return clean, report
+
+
+# --- pieces -----------------------------------------------------------------------------------
+
+
+def _required(frames: Mapping[str, pd.DataFrame], table: Table) -> pd.DataFrame:
+    raw = frames.get(table.name)
+    if raw is None:
+        raise DataError(f"missing file {table.name}.csv (or {table.name}.parquet): the {table.name} table is required")
+    return raw
+
+
+def _organizations_and_contacts(
+    frames: Mapping[str, pd.DataFrame], dictionaries: Dictionaries, report: ValidationReport, errors: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    raws = [_required(frames, table) for table in (ORGANIZATIONS, CONTACTS)]
+    orgs = check_table(raws[0], ORGANIZATIONS, dictionaries, report, errors)
+    contacts = check_table(raws[1], CONTACTS, dictionaries, report, errors)
+    return orgs, contacts
+
+
+def _check_orphans(orgs: pd.DataFrame, contacts: pd.DataFrame, report: ValidationReport, errors: list[str]) -> None:
+    orphan = ~isin(contacts["org_id"], orgs["org_id"])
+    if not orphan.any():
+        return
+    rows = np.flatnonzero(orphan)
+    shown = [
+        f"contact {c!r} → org {o!r} (row {r + 1})"
+        for c, o, r in zip(
+            contacts["contact_id"].iloc[rows[:SHOW]], contacts["org_id"].iloc[rows[:SHOW]], rows[:SHOW], strict=True
+        )
+    ]
+    errors.append(
+        f"{report.files['contacts']} column 'org_id': {len(rows)} contact(s) refer to an org_id that is not in "
+        f"{report.files['organizations']}: {_shown(shown, len(rows))}; every contact's org_id must be an "
+        "org_id of organizations"
+    )
+
+
+def _with_feedback(
+    outcomes: pd.DataFrame, raw: pd.DataFrame, dictionaries: Dictionaries, report: ValidationReport
+) -> pd.DataFrame:
+    """Outcomes plus the feedback events not already among them (same event = equal EVENT_COLUMNS)."""
+    source = raw.attrs.get("source") or FEEDBACK.name
+    report.files[FEEDBACK.name] = source
+    if len(raw) == 0:
+        report.rows[FEEDBACK.name] = 0
+        return outcomes
+    errors: list[str] = []
+    feedback = check_table(raw, FEEDBACK, dictionaries, report, errors)
+    raise_if(errors)
+    events = feedback.loc[:, list(EVENT_COLUMNS)]
+    combined = pd.concat([outcomes, events], ignore_index=True)
+    repeated = combined.duplicated(subset=list(EVENT_COLUMNS), keep="first").to_numpy().copy()
+    repeated[: len(outcomes)] = False  # the CRM's own rows are kept as they are
+    added = len(events) - int(repeated.sum())
+    report.notes["outcome_rows_from_feedback"] = added
+    report.notes["feedback_rows_already_counted"] = int(repeated.sum())
+    return combined.loc[~repeated].reset_index(drop=True)
+
+
+def _drop_unknown_outcomes(
+    outcomes: pd.DataFrame, contacts: pd.DataFrame, dictionaries: Dictionaries, report: ValidationReport
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Drop outcome rows whose contact, characteristic or stage is unknown (warnings; > 5% is an error).
+
+    Returns the kept rows and, per kept row, the position of its contact in `contacts` and of its
+    stage in the funnel (integer keys for counting episodes).
+    """
+    source = report.files["outcomes"]
+    contact_pos = lookup(outcomes["contact_id"], contacts["contact_id"])
+    stage_pos = lookup(outcomes["stage"], dictionaries.stage_codes)
+    checks = (
+        ("contact_id", contact_pos >= 0, f"not in {report.files['contacts']}"),
+        (
+            "characteristic",
+            isin(outcomes["characteristic"], dictionaries.characteristic_codes),
+            "not in characteristics.yaml",
+        ),
+        ("stage", stage_pos >= 0, "not in funnel_stages.yaml (an episode needs a known stage)"),
+    )
+    dropped = np.zeros(len(outcomes), dtype=bool)
+    parts: list[str] = []
+    for column, known, why in checks:
+        bad = ~known
+        if not bad.any():
+            continue
+        dropped |= bad
+        counts = outcomes[column][bad].value_counts()
+        examples = tuple(str(v) for v in counts.index[:SHOW])
+        shown = ", ".join(f"{_short(v)!r} ({_n_rows(c)})" for v, c in counts.iloc[:SHOW].items())
+        more = f" and {len(counts) - SHOW} more" if len(counts) > SHOW else ""
+        message = f"{source} column {column!r}: {_n_rows(int(bad.sum()))} dropped, {column} {why}: {shown}{more}"
+        parts.append(message)
+        report.warnings.append(ValidationWarning("dropped_rows", source, column, int(bad.sum()), examples, message))
+    n_dropped = int(dropped.sum())
+    report.outcome_rows_dropped = n_dropped
+    report.outcome_rows_kept = len(outcomes) - n_dropped
+    if n_dropped > MAX_DROPPED_OUTCOME_FRACTION * len(outcomes):
+        raise DataError(
+            f"{source}: {n_dropped:,} of {len(outcomes):,} outcome rows ({n_dropped / len(outcomes):.1%}) would be "
+            f"dropped, more than the {MAX_DROPPED_OUTCOME_FRACTION:.0%} allowed — "
+            f"{'; '.join(parts)}. Check that the export and the dictionaries belong together"
+        )
+    if n_dropped:
+        outcomes = outcomes.loc[~dropped].reset_index(drop=True)
+        contact_pos, stage_pos = contact_pos[~dropped], stage_pos[~dropped]
+    return outcomes, contact_pos, stage_pos
+
+
+def episode_codes(contact: np.ndarray, occurred_on: pd.Series | np.ndarray, stage: np.ndarray) -> np.ndarray:
+    """One int64 per outcome row, equal for rows of the same episode (contact, date, stage), from
+    non-negative integer codes of the contact and the stage."""
+    day = np.asarray(occurred_on).astype("datetime64[D]").astype(np.int64)
+    if len(day) == 0:
+        return day
+    day = day - day.min()
+    n_stages = int(stage.max()) + 1
+    return (contact.astype(np.int64) * (int(day.max()) + 1) + day) * n_stages + stage
+
+
+
+
+def _count_episodes(
+    outcomes: pd.DataFrame, contact_pos: np.ndarray, stage_pos: np.ndarray, report: ValidationReport
+) -> None:
+    if outcomes.empty:
+        return
+    keys = episode_codes(contact_pos, outcomes["occurred_on"].to_numpy(), stage_pos)
+    report.episodes = len(pd.unique(keys))
+    report.positive_episodes = len(pd.unique(keys[(outcomes["outcome"] == POSITIVE).to_numpy()]))
+    report.contacts_with_episodes = len(pd.unique(contact_pos))
+    dates = outcomes["occurred_on"]
+    report.date_min = dates.min().strftime("%Y-%m-%d")
+    report.date_max = dates.max().strftime("%Y-%m-%d")
+

@@ -1,0 +1,291 @@
+"""Per-table validation (contract §2): one raw table → its clean, normalised frame, errors and warnings.
+
+Everything here looks at one table only, so the same rules apply wherever rows come from: a CSV or
+Parquet file, a database table or view, or one feedback row posted to the service. Checks that
+relate tables (a contact's organization, outcome rows for unknown contacts, episodes) are in
+`needs_rec.schema.crossref`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from needs_rec.errors import DataError
+from needs_rec.schema.columns import (
+    EMPTY_IS_MEANINGFUL,
+    MULTI_SEPARATOR,
+    OUTCOME_VALUES,
+    SHOW,
+    Column,
+    Kind,
+    Table,
+    isin,
+    select_columns,
+)
+from needs_rec.schema.messages import _bad_values, _examples_for, _id_label, _n_rows, _rows, _short, _shown
+from needs_rec.schema.report import ValidationReport, ValidationWarning
+
+if TYPE_CHECKING:
+    from needs_rec.dictionaries import Dictionaries
+
+_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
+_DATE_MIN, _DATE_MAX = pd.Timestamp("1678-01-01"), pd.Timestamp("2261-12-31")
+#: Tables of outcome rows: their unknown codes drop the row (crossref), so they get no unknown-code warning here.
+OUTCOME_TABLES = frozenset({"outcomes", "feedback"})
+
+
+def check_table(
+    raw: pd.DataFrame, table: Table, dictionaries: Dictionaries, report: ValidationReport, errors: list[str]
+) -> pd.DataFrame:
+    """One raw table → its clean frame: contract columns, not empty, values parsed, key unique.
+
+    Records the table's source and row count (and dropped personal or extra column names) in
+    `report`; value problems are appended to `errors` (raise them with `raise_if`), tolerated ones
+    become warnings. Raises DataError at once for a missing required column or an empty table.
+    """
+    source = raw.attrs.get("source") or f"{table.name}.csv"
+    raw = select_columns(raw, table, source)
+    if len(raw) == 0:
+        raise DataError(f"{source}: empty table (a header but no data rows); at least one row is required")
+    report.files[table.name] = source
+    report.rows[table.name] = len(raw)
+    for key in ("personal_columns_dropped", "extra_columns_ignored"):
+        if raw.attrs.get(key):
+            report.notes.setdefault(key, {})[source] = list(raw.attrs[key])
+    clean = clean_table(raw, table, dictionaries, report, errors)
+    if table.key and not errors:
+        check_unique(clean, table.key, source, errors)
+    return clean
+
+
+def raise_if(errors: list[str]) -> None:
+    """DataError with the first problem, the others appended, when there are any."""
+    if errors:
+        more = f" (and {len(errors) - 1} more problem(s): " + " | ".join(errors[1:]) + ")" if len(errors) > 1 else ""
+        raise DataError(errors[0] + more)
+
+
+def check_unique(df: pd.DataFrame, key: str, source: str, errors: list[str]) -> None:
+    """An error naming each duplicated `key` value and its rows."""
+    dup = df[key].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return
+    groups = pd.Series(np.flatnonzero(dup) + 1).groupby(df[key].to_numpy()[dup], sort=False).agg(list)
+    shown = [f"{k!r} (rows {', '.join(map(str, v[:SHOW]))})" for k, v in groups.iloc[:SHOW].items()]
+    errors.append(f"{source} column {key!r}: duplicate {key} {_shown(shown, len(groups))}; each {key} must appear once")
+
+
+def clean_table(
+    df: pd.DataFrame, table: Table, dictionaries: Dictionaries, report: ValidationReport, errors: list[str]
+) -> pd.DataFrame:
+    source = report.files[table.name]
+    n = len(df)
+    ids = df[table.key] if table.key else None
+    out: dict[str, pd.Series] = {}
+    for col in table.columns:
+        where = f"{source} column {col.name!r}"
+        if col.name not in df.columns:
+            if not col.required and col.name not in EMPTY_IS_MEANINGFUL:
+                report.warnings.append(
+                    ValidationWarning(
+                        "absent_column",
+                        source,
+                        col.name,
+                        n,
+                        (),
+                        f"{where}: column absent, all {n:,} values treated as missing",
+                    )
+                )
+            out[col.name] = _missing_column(col, n)
+            continue
+        raw = df[col.name].reset_index(drop=True)
+        if col.kind in (Kind.NUMBER, Kind.YEAR, Kind.INTEGER):
+            values, empty = _parse_numbers(raw, col, where, errors)
+        elif col.kind is Kind.DATE:
+            values, empty = _parse_dates(raw, where, errors, optional=not col.required)
+        elif col.kind is Kind.MULTI:
+            assert col.vocabulary is not None
+            values, unknown = _canonical_multi(raw, dictionaries.codes(col.vocabulary))
+            empty = (values == "").to_numpy()
+            if unknown:
+                _warn_unknown(unknown, col, source, report)
+        else:  # ID, CODE, OUTCOME
+            text = _text(raw).str.strip()
+            if col.kind not in (Kind.ID, Kind.TIMESTAMP):
+                text = text.str.lower()
+            values = text.astype("str")
+            empty = (values == "").to_numpy()
+        if col.required:
+            if empty.any():
+                rows = np.flatnonzero(empty)
+                errors.append(
+                    f"{where}: {len(rows)} row(s) with an empty required value: rows {_rows(rows)}; "
+                    f"{col.name!r} is required in every row"
+                )
+        elif empty.any() and col.name not in EMPTY_IS_MEANINGFUL:
+            rows = np.flatnonzero(empty)
+            examples = _examples_for(rows, ids)
+            report.warnings.append(
+                ValidationWarning(
+                    "missing_value",
+                    source,
+                    col.name,
+                    len(rows),
+                    examples,
+                    f"{where}: {_n_rows(len(rows))} with no value, kept and encoded as missing "
+                    f"({_id_label(table)} {', '.join(examples)}{' …' if len(rows) > SHOW else ''})",
+                )
+            )
+        if col.kind is Kind.OUTCOME:
+            bad = ~isin(values, OUTCOME_VALUES) & ~empty
+            if bad.any():
+                errors.append(_bad_values(where, values, bad, "allowed: positive, negative"))
+        if col.kind is Kind.CODE and col.vocabulary and table.name not in OUTCOME_TABLES:
+            unknown_rows = ~empty & ~isin(values, dictionaries.codes(col.vocabulary))
+            if unknown_rows.any():
+                counts = values[unknown_rows].value_counts()
+                _warn_unknown({str(k): int(v) for k, v in counts.items()}, col, source, report, int(unknown_rows.sum()))
+        out[col.name] = values
+        if col.name == "client_since":
+            report.notes["prospects_without_client_since"] = int(empty.sum())
+        elif col.kind is Kind.MULTI:
+            report.notes[f"{table.name}_without_{col.name}"] = int(empty.sum())
+    return pd.DataFrame(out)
+
+
+def _missing_column(col: Column, n: int) -> pd.Series:
+    if col.kind in (Kind.NUMBER, Kind.YEAR, Kind.INTEGER):
+        return pd.Series(np.full(n, np.nan), dtype="float64")
+    if col.kind is Kind.DATE:
+        return pd.Series(np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]"))
+    return pd.Series([""] * n, dtype="str")
+
+
+def _text(s: pd.Series) -> pd.Series:
+    """Values as `str` dtype with "" for missing; lists become `;`-joined text."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return s.fillna("").astype("str")
+    if s.dtype == object:
+        return s.map(_scalar_text).astype("str")
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    texts = np.array([_scalar_text(v) for v in uniques] + [""], dtype=object)
+    return pd.Series(texts[codes], index=s.index, dtype="str")
+
+
+def _scalar_text(value: Any) -> str:
+    if value is None or value is pd.NaT:
+        return ""
+    if isinstance(value, list | tuple | np.ndarray):
+        return MULTI_SEPARATOR.join(_scalar_text(v) for v in value)
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            return ""
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d") if value == value.normalize() else value.isoformat()
+    return str(value)
+
+
+def _parse_numbers(raw: pd.Series, col: Column, where: str, errors: list[str]) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        values = raw.astype("float64").reset_index(drop=True)
+        empty = values.isna().to_numpy()
+        text = None
+    else:
+        text = _text(raw).str.strip()
+        codes, uniques = pd.factorize(text)
+        parsed = pd.to_numeric(pd.Series(uniques, dtype="str"), errors="coerce").to_numpy(dtype="float64")
+        values = pd.Series(parsed[codes], dtype="float64")
+        empty = (text == "").to_numpy()
+    vals = values.to_numpy()
+    bad = ~empty & ~np.isfinite(vals)
+    if bad.any():
+        shown = text if text is not None else values
+        errors.append(_bad_values(where, shown, bad, "allowed: a number such as 120 or 3.5 (decimal point), or empty"))
+        return values, empty
+    if col.kind is Kind.NUMBER:
+        negative = ~empty & (vals < 0)
+        if negative.any():
+            errors.append(_bad_values(where, values, negative, "allowed: a number ≥ 0 (a count cannot be negative)"))
+    else:
+        fraction = ~empty & (vals != np.floor(vals))
+        if fraction.any():
+            allowed = "a whole year such as 2004" if col.kind is Kind.YEAR else "a whole number such as 3"
+            errors.append(_bad_values(where, values, fraction, f"allowed: {allowed}"))
+    return values, empty
+
+
+def _parse_dates(raw: pd.Series, where: str, errors: list[str], optional: bool) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        values = raw.reset_index(drop=True)
+        if getattr(values.dt, "tz", None) is not None:
+            values = values.dt.tz_localize(None)
+        values = values.dt.normalize().astype("datetime64[ns]")
+        return values, values.isna().to_numpy()
+    text = _text(raw).str.strip()
+    codes, uniques = pd.factorize(text)
+    uniq = pd.Series(uniques, dtype="str")
+    parsed = pd.to_datetime(uniq, format="%Y-%m-%d", errors="coerce")
+    retry = parsed.isna() & uniq.str.match(_DATE_PREFIX)
+    if retry.any():
+        parsed[retry] = pd.to_datetime(uniq[retry].str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+    in_range = (parsed >= _DATE_MIN) & (parsed <= _DATE_MAX)  # what datetime64[ns] can hold
+    parsed_ns = parsed.where(in_range).astype("datetime64[ns]").to_numpy()
+    values = pd.Series(parsed_ns[codes], dtype="datetime64[ns]")
+    empty = (text == "").to_numpy()
+    bad = ~empty & values.isna().to_numpy()
+    if bad.any():
+        allowed = "allowed: an ISO date YYYY-MM-DD such as 2024-03-15" + (", or empty" if optional else "")
+        errors.append(_bad_values(where, text, bad, allowed))
+    return values, empty
+
+
+def _canonical_multi(raw: pd.Series, known: Sequence[str]) -> tuple[pd.Series, dict[str, int]]:
+    """`;`-separated codes → distinct normalised codes, sorted, `;`-joined ("" for none).
+
+    Also returns {unknown code: number of rows holding it}. Works on the distinct raw strings only.
+    """
+    text = _text(raw)
+    codes, uniques = pd.factorize(text)
+    rows_per_unique = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    known_set = set(known)
+    canon: list[str] = []
+    unknown: dict[str, int] = {}
+    for value, rows in zip(uniques, rows_per_unique, strict=True):
+        parts = sorted({p.strip().lower() for p in value.split(MULTI_SEPARATOR)} - {""})
+        canon.append(MULTI_SEPARATOR.join(parts))
+        for part in parts:
+            if part not in known_set:
+                unknown[part] = unknown.get(part, 0) + int(rows)
+    table = np.array([*canon, ""], dtype=object)
+    return pd.Series(table[codes], dtype="str"), unknown
+
+
+def _warn_unknown(
+    counts: Mapping[str, int], col: Column, source: str, report: ValidationReport, rows: int | None = None
+) -> None:
+    """A warning for codes not in `col`'s dictionary; `counts`: code → rows holding it."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    rows = rows if rows is not None else sum(counts.values())  # multi: a row may hold two unknown codes
+    examples = tuple(code for code, _ in ordered[:SHOW])
+    shown = ", ".join(f"{_short(code)!r} ({_n_rows(n)})" for code, n in ordered[:SHOW])
+    more = f" and {len(ordered) - SHOW} more codes" if len(ordered) > SHOW else ""
+    report.warnings.append(
+        ValidationWarning(
+            "unknown_code",
+            source,
+            col.name,
+            rows,
+            examples,
+            f"{source} column {col.name!r}: {_n_rows(rows)} with a code not in {col.vocabulary}.yaml, "
+            f"kept and encoded as unknown: {shown}{more}",
+        )
+    )
+
