@@ -1,14 +1,17 @@
-"""Reading CRM tables (contract §2) from CSV or Parquet files into DataFrames.
+"""A directory of CSV or Parquet files as a CRM source (contract §2), and the file readers themselves.
 
-The only place on the training side that touches CRM files. Every table comes back with its
-contract columns only (renamed to their contract names), every value as text (`str` dtype, ""
-when empty), and `df.attrs["source"]` = the file name; personal-data and extra columns are never
-loaded, so personal data goes no further than the file. Parsing, normalising and checking the
-values is `needs_rec.schema.validate`'s job.
+The only place that touches the firm's CRM files. Every table comes back with its contract
+columns only (renamed to their contract names), every value as text (`str` dtype, "" when empty),
+and `df.attrs["source"]` = the file name; personal-data and extra columns are never loaded, so
+personal data goes no further than the file. Parsing, normalising and checking the values is
+`needs_rec.schema`'s job.
 
 CSV: UTF-8 (a BOM is tolerated), comma-separated, first row = header, quoted fields may span
 lines. Parquet: any column types; a list column is accepted for multi-valued fields (joined with
 `;`), numbers and dates are turned into the same text a CSV would hold.
+
+`FileSource` is the `crm.CrmSource` of a directory: needs_rec's own tables (feedback, exposures)
+live in a SQLite file `needs_rec.db` inside it (contract §5), never in the firm's files.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from crm.own import OwnTables
+from crm.records import record_of
+from crm.source import OWN_DATABASE, ContactRecord, FeedbackEvent, FeedbackResult
 from needs_rec import schema
 from needs_rec.errors import DataError
 
@@ -88,10 +98,9 @@ def read_requests(path: str | Path) -> pd.DataFrame:
 def _table(table: schema.Table | str) -> schema.Table:
     if isinstance(table, schema.Table):
         return table
-    for candidate in (*schema.TABLES, schema.REQUESTS):
-        if candidate.name == table:
-            return candidate
-    raise ValueError(f"unknown table {table!r}")
+    if table not in schema.TABLES_BY_NAME:
+        raise ValueError(f"unknown table {table!r}")
+    return schema.TABLES_BY_NAME[table]
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -202,3 +211,136 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
         # numbers and dates: 120.0 → "120", a date → "2024-03-15", a timestamp → "2024-03-15 00:00:00…"
         column = pc.cast(column, pa.string())
     return pc.fill_null(column, "")
+
+
+# --- the source ------------------------------------------------------------------------------
+
+
+class FileSource:
+    """`crm.CrmSource` over a directory of CSV/Parquet files (contract §2), own tables in `needs_rec.db`.
+
+    Contact lookups read organizations and contacts once and index them by id; the index is
+    rebuilt when either file changes (checked at most every `refresh_s` seconds), so a lookup is
+    never older than the files were `refresh_s` ago.
+    """
+
+    def __init__(self, directory: Path, *, refresh_s: float = 1.0):
+        self.directory = Path(directory)
+        self.refresh_s = refresh_s
+        self._own: OwnTables | None = None
+        self._lock = threading.Lock()
+        self._index: _ContactIndex | None = None
+        self._checked = 0.0
+
+    def describe(self) -> str:
+        return str(self.directory)
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        if name == schema.FEEDBACK.name:
+            feedback = self.own(create=False).read_feedback()
+            if feedback is None:
+                raise DataError(f"no feedback table yet in {str(self.directory / OWN_DATABASE)!r}")
+            return feedback
+        self._check_directory()
+        return read_table(find_table_file(self.directory, name), name)
+
+    def read_crm(self) -> dict[str, pd.DataFrame]:
+        frames = read_crm(self.directory)
+        if (self.directory / OWN_DATABASE).is_file():
+            feedback = self.own(create=False).read_feedback()
+            if feedback is not None:
+                frames[schema.FEEDBACK.name] = feedback
+        return frames
+
+    def contact(self, contact_id: str) -> ContactRecord | None:
+        return self._contacts().get(contact_id)
+
+    def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        self._check_directory()
+        tables = schema.DISPLAY_TABLES
+        orgs = read_table(find_table_file(self.directory, "organizations"), tables["organizations"])
+        contacts = read_table(find_table_file(self.directory, "contacts"), tables["contacts"])
+        rows = contacts.merge(orgs, on="org_id", how="left", validate="many_to_one") if "name" in orgs else contacts
+        needle = query.strip().lower()
+        hit = pd.Series(False, index=rows.index)
+        for column in ("contact_id", "org_id", "position", "full_name", "name"):
+            if column in rows:
+                hit |= rows[column].fillna("").str.lower().str.contains(needle, regex=False)
+        found = rows.loc[hit].sort_values("contact_id", kind="stable").head(limit)  # as the SQL search orders
+        return [_display_row(row) for row in found.to_dict("records")]
+
+    def own(self, *, create: bool = True) -> OwnTables:
+        """needs_rec's own tables, in `needs_rec.db` inside the directory (created on first write)."""
+        if self._own is None:
+            self._check_directory()
+            self._own = OwnTables.for_sqlite(self.directory / OWN_DATABASE, describe=self.describe())
+        return self._own
+
+    def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
+        return self.own().add_feedback(event)
+
+    def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        return self.own().add_exposures(rows)
+
+    def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.own().recent_feedback(limit)
+
+    def model_version_of(self, request_id: str) -> int | None:
+        return self.own().model_version_of(request_id)
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.close()
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _check_directory(self) -> None:
+        if not self.directory.is_dir():
+            raise DataError(f"CRM data directory {str(self.directory)!r} does not exist or is not a directory")
+
+    def _contacts(self) -> _ContactIndex:
+        now = time.monotonic()
+        index = self._index
+        if index is not None and now - self._checked < self.refresh_s:
+            return index
+        with self._lock:
+            self._checked = now
+            paths = [find_table_file(self.directory, name) for name in ("organizations", "contacts")]
+            stamp = tuple(p.stat().st_mtime_ns for p in paths)
+            if self._index is None or self._index.stamp != stamp:
+                orgs, contacts = read_table(paths[0], "organizations"), read_table(paths[1], "contacts")
+                self._index = _ContactIndex(orgs, contacts, stamp)
+            return self._index
+
+
+class _ContactIndex:
+    """contact_id → (contact row, organization row), from the files' text."""
+
+    def __init__(self, orgs: pd.DataFrame, contacts: pd.DataFrame, stamp: tuple[int, ...]):
+        self.stamp = stamp
+        self._orgs = {row["org_id"].strip(): row for row in orgs.to_dict("records")}
+        self._contacts = {row["contact_id"].strip(): row for row in contacts.to_dict("records")}
+
+    def get(self, contact_id: str) -> ContactRecord | None:
+        row = self._contacts.get(contact_id.strip())
+        if row is None:
+            return None
+        return record_of(row, self._orgs.get(str(row.get("org_id", "")).strip()))
+
+
+def _display_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    def text(name: str) -> str | None:
+        value = row.get(name)
+        return None if value is None or (isinstance(value, float) and value != value) or value == "" else str(value)
+
+    return {
+        "contact_id": text("contact_id"),
+        "org_id": text("org_id"),
+        "organization": text("name"),
+        "contact": text("full_name"),
+        "position": text("position"),
+    }

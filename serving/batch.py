@@ -1,13 +1,14 @@
 """`python -m serving.batch --model M --data D --requests R --output O [--top-k N]`: offline scoring (contract §3).
 
 Reads the requests (`contact_id*`, `stage*`, optional `request_id`; CSV or Parquet), looks each
-contact up in D's contacts and organizations (read by `training.data`, validated by
-`needs_rec.schema.validate` against the served version's own dictionaries, turned into raw model
-inputs by `needs_rec.episodes.model_inputs`), scores them in large vectorised chunks with the
-version's SavedModel, and writes one row per (request, characteristic): request_id (when the
-requests have it), contact_id, stage, characteristic, probability, selected (passes the manifest's
-threshold cut and top_k cap, as `needs_rec.thresholds.select`), rank (1 = most probable). Without
-`--top-k` every characteristic is written for every request; with it, the N most probable.
+contact up in D's contacts and organizations (D: a directory or a database URL, read through
+`crm.open_source`, validated by `needs_rec.schema.validate_contacts` against the served version's
+own dictionaries, turned into raw model inputs by `needs_rec.episodes.model_inputs`), scores them in
+large vectorised chunks with the version's SavedModel, and writes one row per (request,
+characteristic): request_id (when the requests have it), contact_id, stage, characteristic,
+probability, selected (passes the manifest's threshold cut and top_k cap, as
+`needs_rec.thresholds.select`), rank (1 = most probable). Without `--top-k` every characteristic is
+written for every request; with it, the N most probable.
 
 Output is CSV or Parquet by O's extension, written to a temporary file beside O and renamed, so O
 is either complete or untouched. Data problems exit 2 with one line: an unknown stage, an empty
@@ -48,7 +49,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Score contacts at funnel stages offline with a needs_rec model version.",
     )
     parser.add_argument("--model", type=Path, required=True, help="models directory (newest version) or one version")
-    parser.add_argument("--data", type=Path, required=True, help="CRM directory with organizations and contacts")
+    parser.add_argument(
+        "--data", required=True, help="CRM with organizations and contacts: a directory or a database URL"
+    )
     parser.add_argument("--requests", type=Path, required=True, help="CSV/Parquet: contact_id, stage[, request_id]")
     parser.add_argument("--output", type=Path, required=True, help="output file, .csv or .parquet")
     parser.add_argument("--top-k", type=int, default=None, help="write only the N most probable per request")
@@ -64,36 +67,23 @@ def _check_output(path: Path) -> str:
     return suffix
 
 
-def load_contacts(data_dir: Path, dicts: Any) -> Any:
-    """D's organizations and contacts, validated; D's outcomes are not needed for scoring and not read.
-
-    `schema.validate` checks all three tables, so it gets a one-row stand-in outcomes table naming
-    the first contact (nothing of it reaches the output).
-    """
+def load_contacts(data: str | Path, dicts: Any) -> Any:
+    """D's organizations and contacts, validated on their own (`schema.validate_contacts`); D's
+    outcomes are not needed for scoring and not read."""
+    import crm
     from needs_rec import schema
-    from training import data as data_io
 
-    frames = {
-        table.name: data_io.read_table(data_io.find_table_file(data_dir, table.name), table)
-        for table in (schema.ORGANIZATIONS, schema.CONTACTS)
-    }
-    contacts = frames["contacts"]
-    first = contacts["contact_id"].iloc[0] if len(contacts) else ""
-    stand_in = pd.DataFrame(
-        {
-            "contact_id": [first],
-            "occurred_on": ["2000-01-01"],
-            "stage": [dicts.stage_codes[0]],
-            "characteristic": [dicts.characteristic_codes[0]],
-            "outcome": [schema.POSITIVE],
-        }
-    )
-    stand_in.attrs = {"source": "outcomes (not used for scoring)"}
-    crm, report = schema.validate({**frames, "outcomes": stand_in}, dicts)
+    with crm.open_source(data) as source:
+        frames = {name: source.read_table(name) for name in (schema.ORGANIZATIONS.name, schema.CONTACTS.name)}
+        described = source.describe()
+    contacts, report = schema.validate_contacts(frames, dicts)
     if report.warnings_count:
-        print(f"warning: {report.warnings_count} data warning(s) in {data_dir} (unknown codes are scored as unknown); "
-              f"run `python -m training.validate` for details", file=sys.stderr)
-    return crm
+        print(
+            f"warning: {report.warnings_count} data warning(s) in {described} (unknown codes are "
+            "scored as unknown); run `python -m training.validate` for details",
+            file=sys.stderr,
+        )
+    return contacts
 
 
 def check_requests(requests: pd.DataFrame, stages: Sequence[str], source: str) -> pd.DataFrame:
@@ -198,12 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Data checks first, with the version's own dictionaries and without TensorFlow: a data error
     # then costs no model load and prints exactly one line.
+    from crm import files
     from needs_rec import dictionaries, episodes
-    from training import data as data_io
 
     version_dir = resolve_version(args.model)
     dicts = dictionaries.load(version_dir / "dictionaries")
-    raw_requests = data_io.read_requests(args.requests)
+    raw_requests = files.read_requests(args.requests)
     source = raw_requests.attrs.get("source", args.requests.name)
     requests = check_requests(raw_requests, dicts.stage_codes, source)
     crm = load_contacts(args.data, dicts)

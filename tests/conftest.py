@@ -1,9 +1,22 @@
-"""Shared fixtures: a tiny valid dictionary set. CRM test data: `crm_factory.write_crm`."""
+"""Shared fixtures: a tiny valid dictionary set; database URLs of each kind (SQLite, PostgreSQL).
+
+CRM test data: `crm_factory.write_crm` (files) and `crm.write.write_tables(database_url, frames)`.
+
+PostgreSQL: the tests use the server named by NEEDS_REC_TEST_POSTGRES_URL (`.ci/run` starts a
+throwaway cluster and sets it; by hand: `source .ci/postgres.sh && pg_throwaway_start`). Each test
+gets a schema of its own in it, dropped afterwards. Without that variable the PostgreSQL cases
+skip with the reason — except under CI=true, where they fail: CI must really test PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,3 +37,82 @@ def tiny_dictionaries_dir(tmp_path: Path) -> Path:
 def tiny_dictionaries(tiny_dictionaries_dir: Path) -> dictionaries.Dictionaries:
     """The tiny dictionary set, loaded."""
     return dictionaries.load(tiny_dictionaries_dir)
+
+
+POSTGRES_ENV = "NEEDS_REC_TEST_POSTGRES_URL"
+DATABASES = ("sqlite", "postgresql")
+
+
+def postgres_base_url() -> str:
+    """The test server's URL, or skip (fail under CI=true) when there is none or it does not answer."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        reason = f"PostgreSQL tests need {POSTGRES_ENV} (source .ci/postgres.sh && pg_throwaway_start)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI=true they must run")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind, as a `--data`/`--crm` URL: a new SQLite file (not created
+    yet) or a fresh schema (`?schema=`) on the test PostgreSQL server, dropped after the test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'crm.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL server (see `database_url`)."""
+    with postgres_schema() as url:
+        yield url
+
+
+def postgres_schema() -> contextlib.AbstractContextManager[str]:
+    """A context giving `…?schema=t_<random>` on the test server; the schema is dropped at exit."""
+    import sqlalchemy as sa
+
+    base = postgres_base_url()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+
+    @contextlib.contextmanager
+    def schema() -> Iterator[str]:
+        engine = sa.create_engine(base)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"test PostgreSQL server does not answer: {exc.orig}")
+            pytest.skip(f"test PostgreSQL server does not answer ({POSTGRES_ENV})")
+        try:
+            yield f"{base}?schema={name}"
+        finally:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+            engine.dispose()
+
+    return schema()
+
+
+@pytest.fixture
+def open_crm() -> Iterator[Any]:
+    """`open_crm(location)` → `crm.open_source(location)`, closed after the test (its pooled
+    database connections too, so none is left for the garbage collector)."""
+    import crm
+
+    opened: list[Any] = []
+
+    def open_source(location: Any) -> Any:
+        source = crm.open_source(location)
+        opened.append(source)
+        return source
+
+    yield open_source
+    for source in opened:
+        source.close()

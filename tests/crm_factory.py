@@ -300,3 +300,20 @@ def _typed(column: str, values: pd.Series, parquet_lists: bool) -> pa.Array:
     if column in MULTI_COLUMNS and parquet_lists:
         return pa.array([[p for p in v.split(";") if p] for v in text], pa.list_(pa.string()))
     return pa.array(text.tolist(), pa.string())
+
+
+def write_crm_database(url: str, dictionaries: Any, **knobs: Any) -> str:
+    """The same tiny CRM as `write_crm(…, **knobs)` (problems injected alike), as tables of the
+    database at `url` (an empty SQLite file or PostgreSQL schema, e.g. the `database_url` fixture).
+    Every value is text, as in the CSV export."""
+    import tempfile
+
+    from crm.write import write_tables
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = write_crm(Path(tmp), dictionaries, fmt="csv", **knobs)
+        frames = {
+            path.stem: pd.read_csv(path, dtype=str, keep_default_na=False) for path in sorted(directory.glob("*.csv"))
+        }
+    write_tables(url, frames)
+    return url

@@ -11,25 +11,26 @@ from pathlib import Path
 
 import pandas as pd
 
+import crm
 from needs_rec import artifact, dictionaries, episodes, features, schema
 from needs_rec.talking_points import TalkingPoints
-from training import data as data_io
 
 FALLBACK_SHOWN = 3
 #: A manager reads a handful of talking points, not a catalogue.
 SHOWN = 5
 
 
-def render_example(version_dir: Path, data_dir: Path, dictionaries_dir: Path) -> str:
+def render_example(version_dir: Path, data: str | Path, dictionaries_dir: Path) -> str:
     """Pick the contact of the most recent episode and render its talking points at that stage."""
     loaded = artifact.load(version_dir)
     dicts = dictionaries.load(version_dir / "dictionaries")
-    crm, _ = schema.validate(data_io.read_crm(data_dir), dicts)
-    latest = crm.outcomes.sort_values(["occurred_on", "contact_id"]).iloc[-1]
+    with crm.open_source(data) as source:
+        crm_data, _ = schema.validate(source.read_crm(), dicts)
+    latest = crm_data.outcomes.sort_values(["occurred_on", "contact_id"]).iloc[-1]
     keys = pd.DataFrame(
         {"contact_id": [latest["contact_id"]], "stage": [latest["stage"]], "occurred_on": [latest["occurred_on"]]}
     )
-    frame = episodes.model_inputs(keys, crm)
+    frame = episodes.model_inputs(keys, crm_data)
     proba = loaded.predict(features.frame_to_inputs(frame))[0]
     row = frame.iloc[0]
     stage = str(row["stage"])

@@ -26,7 +26,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m training.fit",
         description="Train, evaluate and export a new needs_rec model version.",
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CRM directory (CSV or Parquet tables)")
+    parser.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="CRM: a directory of CSV/Parquet tables or a database URL"
+    )
     parser.add_argument("--dictionaries", type=Path, default=DEFAULT_DICTIONARIES, help="reference dictionaries")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="models directory; a new version is added")
     parser.add_argument("--config", type=Path, default=None, help="YAML overriding needs_rec/default_config.yaml")

@@ -37,6 +37,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+import crm
+from crm.write import write_tables
 from needs_rec.dictionaries import Dictionaries, load, normalize_code
 from needs_rec.errors import ConfigError
 from needs_rec.schema import CONTACTS, MULTI_SEPARATOR, NEGATIVE, ORGANIZATIONS, OUTCOMES, POSITIVE
@@ -975,7 +977,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m training.sample",
         description="Write a synthetic CRM (contract §2 tables plus the true probabilities) into a new directory.",
     )
-    parser.add_argument("--output", required=True, type=Path, help="directory to create (must not exist or be empty)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="directory to create (must not exist or be empty), or a database URL (sqlite:///crm.db, "
+        "postgresql+psycopg://…[?schema=NAME]) to create the three tables in",
+    )
     parser.add_argument(
         "--orgs", type=_positive_int, default=DEFAULT_ORGS, help=f"organizations (default {DEFAULT_ORGS})"
     )
@@ -985,13 +992,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-oracle", action="store_true", help="leave out oracle.parquet (smaller output)")
     args = parser.parse_args(argv)
-    _check_output(args.output)
+    to_database = crm.is_url(args.output)
+    if not to_database:
+        args.output = Path(args.output)
+        _check_output(args.output)
     started = time.perf_counter()
     sample = generate(load(args.dictionaries), n_orgs=args.orgs, seed=args.seed)
-    write(sample, args.output, oracle=not args.no_oracle)
+    if to_database:  # the three CRM tables only; the oracle stays a file of directory samples
+        frames = {t.name: getattr(sample, t.name) for t in (ORGANIZATIONS, CONTACTS, OUTCOMES)}
+        where = write_tables(args.output, frames)
+    else:
+        write(sample, args.output, oracle=not args.no_oracle)
+        where = str(args.output)
     s = sample.stats
     print(
-        f"wrote {args.output}: {s['organizations']} organizations, {s['contacts']} contacts, "
+        f"wrote {where}: {s['organizations']} organizations, {s['contacts']} contacts, "
         f"{s['episodes']} episodes, {s['outcome_rows']} outcome rows "
         f"({s['positives_per_episode']:.2f} positives per episode) in {time.perf_counter() - started:.1f} s"
     )

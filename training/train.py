@@ -78,7 +78,7 @@ def train(
     oracle: Any = None,
     extra_manifest: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train on `data` (a CRM directory), export a new version under `models_dir`; NeedsRecError for bad input.
+    """Train on `data` (a CRM directory or database URL, read through `crm.open_source`), export a new version under `models_dir`; NeedsRecError for bad input.
 
     `config`: a YAML file overriding needs_rec/default_config.yaml (None: the defaults).
     `cutoff`: train, validate and test on episodes before this date only (the held-out window of
@@ -93,7 +93,7 @@ def train(
     from needs_rec import config as config_mod
     from needs_rec import dictionaries, episodes, evaluation, schema, talking_points
     from needs_rec import thresholds as thresholds_mod
-    from training import data as data_io
+    import crm as crm_source
 
     progress = progress or Progress(quiet=True)
     dictionaries_dir, models_dir = Path(dictionaries_dir), Path(models_dir)
@@ -102,8 +102,9 @@ def train(
     cfg = config_mod.load_config(config)
     seed = cfg.seed if seed is None else seed
 
-    progress(f"reading and validating CRM data from {data}")
-    crm, validation = schema.validate(data_io.read_crm(data), dicts)
+    with crm_source.open_source(data) as source:
+        progress(f"reading and validating CRM data from {source.describe()}")  # never the password of a URL
+        crm, validation = schema.validate(source.read_crm(), dicts)
     progress.note(str(validation))
 
     import tensorflow as tf

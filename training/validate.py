@@ -1,4 +1,8 @@
-"""`python -m training.validate --data D --dictionaries K`: check a CRM export against the contract.
+"""`python -m training.validate --data D --dictionaries K`: check a CRM against the contract.
+
+D is a directory of CSV/Parquet files or a database URL (`sqlite:///crm.db`,
+`postgresql+psycopg://user:password@host/db[?schema=NAME]`); the report counts feedback rows that
+needs_rec's own `feedback` table adds to the outcomes.
 
 Prints the validation report (table sizes, episodes, date range, warnings) and exits 0 when the
 data is clean or has warnings only, 2 with one `error: ...` line on errors. Writes nothing.
@@ -10,8 +14,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+import crm
 from needs_rec import dictionaries, schema
-from training import data
 from training._cli import run_cli
 
 DEFAULT_DICTIONARIES = Path(__file__).resolve().parents[1] / "dictionaries"
@@ -20,10 +24,10 @@ DEFAULT_DICTIONARIES = Path(__file__).resolve().parents[1] / "dictionaries"
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training.validate",
-        description="Validate a CRM export (organizations, contacts, outcomes as CSV or Parquet) "
+        description="Validate a CRM (organizations, contacts, outcomes as CSV or Parquet files, or database tables) "
         "against the data contract and the reference dictionaries; print the report.",
     )
-    parser.add_argument("--data", required=True, type=Path, help="directory with the CRM tables")
+    parser.add_argument("--data", required=True, help="directory with the CRM tables, or a database URL")
     parser.add_argument(
         "--dictionaries",
         type=Path,
@@ -36,7 +40,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     dicts = dictionaries.load(args.dictionaries)
-    _, report = schema.validate(data.read_crm(args.data), dicts)
+    with crm.open_source(args.data) as source:
+        _, report = schema.validate(source.read_crm(), dicts)
     print(report)
     return 0
 

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from crm_factory import N_CONTACTS, N_OUTCOME_ROWS, PERSONAL, crm_frames, write_crm
 
+from crm import files as data
 from needs_rec import schema
 from needs_rec.errors import DataError
-from training import data
 
 
 def test_read_crm_keeps_contract_columns_as_text(tmp_path, tiny_dictionaries):

@@ -131,3 +131,44 @@ def test_bad_output_extension_and_model_path_exit_2(built: dict[str, Path], crm_
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "'.xlsx'" in result.stderr
     result = cli("--model", tmp_path / "none", *common, "--output", tmp_path / "o.csv")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no model version" in result.stderr
+
+
+def test_batch_reads_contacts_from_a_database_like_from_files(
+    built: dict[str, Path], crm_dir: Path, database_url: str, tmp_path: Path
+) -> None:
+    """--data URL: the same scores as the directory; the database needs no outcomes table."""
+    from crm_factory import write_crm_database
+
+    from crm.write import write_tables
+
+    dicts = dictionaries.load(built["fixed"] / "dictionaries")
+    write_crm_database(database_url, dicts)
+    requests = write_requests(tmp_path / "r.csv", {"contact_id": ["c1", "c5"], "stage": ["lead", "deal"]})
+    scores = {}
+    for name, data in (("files", crm_dir), ("database", database_url)):
+        out = tmp_path / f"{name}.parquet"
+        assert run(["--model", built["random"].parent, "--data", data, "--requests", requests, "--output", out]) == 0
+        scores[name] = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(scores["database"], scores["files"])
+    contacts_only = database_url.replace("crm.db", "contacts_only.db") if database_url.startswith("sqlite") else None
+    if contacts_only:
+        frames = {n: pd.read_csv(crm_dir / f"{n}.csv", dtype=str, keep_default_na=False)
+                  for n in ("organizations", "contacts")}
+        write_tables(contacts_only, frames)
+        out = tmp_path / "contacts_only.csv"
+        assert run(["--model", built["random"].parent, "--data", contacts_only, "--requests", requests,
+                    "--output", out]) == 0
+        assert len(pd.read_csv(out)) == 2 * len(VOCABULARY)
+
+
+def test_batch_unknown_contact_in_a_database_exits_2_naming_it(
+    built: dict[str, Path], database_url: str, tmp_path: Path
+) -> None:
+    from crm_factory import write_crm_database
+
+    write_crm_database(database_url, dictionaries.load(built["fixed"] / "dictionaries"))
+    requests = write_requests(tmp_path / "r.csv", {"contact_id": ["c1", "c404"], "stage": ["lead", "deal"]})
+    result = cli("--model", built["fixed"].parent, "--data", database_url, "--requests", requests,
+                 "--output", tmp_path / "o.csv")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "'c404'" in result.stderr and "contact_id" in result.stderr

@@ -1,0 +1,228 @@
+"""needs_rec's own tables, `feedback` and `exposures` (contract §6), in the CRM's database.
+
+The only writer to a database in needs_rec, and it writes only these two tables (created on first
+use, with `CREATE TABLE IF NOT EXISTS` semantics; never a firm's table). Every write is one
+transaction, committed before the method returns, so "returned" means "stored" and a killed
+process leaves whole rows or none.
+
+- `add_feedback`: `INSERT … ON CONFLICT (feedback_id) DO NOTHING RETURNING`, then, when nothing was
+  inserted, the stored row is compared: the same event is a duplicate (nothing written), another
+  one under the same id a conflict. Concurrent posts of one id store it once (the primary key
+  decides, not a read before the write).
+- `add_exposures`: one multi-row insert per call (the service batches them off the request path).
+
+SQLite runs in WAL mode with `synchronous=FULL` (a commit survives a killed process and a power
+cut) and waits up to `busy_timeout` for the write lock rather than failing; PostgreSQL commits are
+durable by default. Connection problems become `SourceUnavailable` (the service's 503).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+
+from crm.source import FeedbackEvent, FeedbackResult
+from needs_rec import schema
+from needs_rec.errors import SourceUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_TYPES = {
+    schema.Kind.ID: sa.Text,
+    schema.Kind.CODE: sa.Text,
+    schema.Kind.OUTCOME: sa.Text,
+    schema.Kind.DATE: sa.Date,
+    schema.Kind.TIMESTAMP: lambda: sa.DateTime(timezone=True),
+    schema.Kind.INTEGER: sa.Integer,
+    schema.Kind.NUMBER: sa.Float,
+    schema.Kind.FLAG: sa.Boolean,
+}
+
+
+def own_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The SQLAlchemy tables of `schema.FEEDBACK` and `schema.EXPOSURES` in `metadata`."""
+
+    def columns(table: schema.Table, key: str | None) -> list[sa.Column[Any]]:
+        return [
+            sa.Column(c.name, _TYPES[c.kind](), primary_key=c.name == key, nullable=not c.required and c.name != key)
+            for c in table.columns
+        ]
+
+    feedback = sa.Table(schema.FEEDBACK.name, metadata, *columns(schema.FEEDBACK, "feedback_id"))
+    exposures = sa.Table(schema.EXPOSURES.name, metadata, *columns(schema.EXPOSURES, None))
+    sa.Index("feedback_received_at", feedback.c.received_at)
+    sa.Index("exposures_request_id", exposures.c.request_id)
+    return feedback, exposures
+
+
+def sqlite_engine(path: Path | str, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine on a SQLite file: WAL, synchronous=FULL, busy timeout (see the module doc)."""
+    engine = sa.create_engine(f"sqlite+pysqlite:///{path}", **kwargs)
+    tune_sqlite(engine)
+    return engine
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """Set the pragmas of the module doc on every new connection of a SQLite engine."""
+
+    @sa_event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.close()
+        # SQLite's own lower() folds ASCII only; contact search must fold Cyrillic names too.
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+
+
+@contextlib.contextmanager
+def database_errors(where: str, action: str) -> Iterator[None]:
+    """SQLAlchemy errors → `SourceUnavailable` naming `where` (no password) and what was being done."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({_reason(exc)}); retry later") from None
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise SourceUnavailable(f"CRM database {where}: connection lost while trying to {action}") from None
+        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({_reason(exc)})") from None
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    first = str(original).strip().splitlines()
+    return (first[0] if first else type(original).__name__)[:200]
+
+
+class OwnTables:
+    """`feedback` and `exposures` on one engine (and PostgreSQL schema); see the module doc."""
+
+    def __init__(self, engine: Engine, *, schema_name: str | None = None, describe: str = ""):
+        self.engine = engine
+        self.describe = describe or engine.url.render_as_string(hide_password=True)
+        self.metadata = sa.MetaData(schema=schema_name)
+        self.feedback, self.exposures = own_tables(self.metadata)
+        self._ready = False
+        self._lock = threading.Lock()
+        if engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self._insert = insert
+
+    @classmethod
+    def for_sqlite(cls, path: Path, *, describe: str = "") -> OwnTables:
+        """Own tables in a SQLite file of their own (a directory source's `needs_rec.db`)."""
+        return cls(sqlite_engine(path), describe=describe or str(path))
+
+    def ensure(self) -> None:
+        """Create the two tables (and their indexes) when they are not there yet."""
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                with database_errors(self.describe, "create needs_rec's tables feedback and exposures"):
+                    self.metadata.create_all(self.engine, checkfirst=True)
+                self._ready = True
+
+    def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
+        """Insert one event unless its feedback_id is stored; committed before returning."""
+        self.ensure()
+        values = {
+            "feedback_id": event.feedback_id,
+            "contact_id": event.contact_id,
+            "occurred_on": dt.date.fromisoformat(event.occurred_on),
+            "stage": event.stage,
+            "characteristic": event.characteristic,
+            "outcome": event.outcome,
+            "request_id": event.request_id,
+            "manager_id": event.manager_id,
+            "model_version": event.model_version,
+            "received_at": dt.datetime.now(dt.UTC),
+        }
+        table = self.feedback
+        statement = (
+            self._insert(table)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["feedback_id"])
+            .returning(table.c.feedback_id)
+        )
+        with database_errors(self.describe, "store the feedback"), self.engine.begin() as conn:
+            if conn.execute(statement).first() is not None:  # RETURNING: a row only when inserted
+                return FeedbackResult.STORED
+            stored = conn.execute(sa.select(table).where(table.c.feedback_id == event.feedback_id)).one()
+        return FeedbackResult.DUPLICATE if event.same_content(stored._mapping) else FeedbackResult.CONFLICT
+
+    def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append exposure rows in one transaction."""
+        if not rows:
+            return 0
+        self.ensure()
+        with database_errors(self.describe, "store exposures"), self.engine.begin() as conn:
+            conn.execute(sa.insert(self.exposures), list(rows))
+        return len(rows)
+
+    def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest feedback rows, newest first."""
+        if not self._exists(self.feedback):
+            return []
+        table = self.feedback
+        query = sa.select(table).order_by(table.c.received_at.desc(), table.c.feedback_id).limit(limit)
+        with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def model_version_of(self, request_id: str) -> int | None:
+        """The model version of an answer, from its exposures (None when none was written)."""
+        if not self._exists(self.exposures):
+            return None
+        table = self.exposures
+        query = sa.select(table.c.model_version).where(table.c.request_id == request_id).limit(1)
+        with database_errors(self.describe, "read exposures"), self.engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def read_feedback(self) -> pd.DataFrame | None:
+        """The whole feedback table as text (like a CSV export of it), or None when there is none yet."""
+        if not self._exists(self.feedback):
+            return None
+        with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
+            result = conn.execute(sa.select(self.feedback).order_by(self.feedback.c.received_at))
+            names = list(result.keys())
+            rows = result.all()
+        frame = pd.DataFrame(
+            {name: pd.array([_text(row[i]) for row in rows], dtype="str") for i, name in enumerate(names)}
+        )
+        frame.attrs = {"source": f"table {schema.FEEDBACK.name!r} of {self.describe}"}
+        return frame
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _exists(self, table: sa.Table) -> bool:
+        if self._ready:
+            return True
+        with database_errors(self.describe, f"look for the {table.name} table"), self.engine.connect() as conn:
+            return sa.inspect(conn).has_table(table.name, schema=self.metadata.schema)
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)

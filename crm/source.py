@@ -1,0 +1,203 @@
+"""The CRM source seam: what every reader of the firm's CRM and writer of needs_rec's own tables gets.
+
+`open_source(location)` takes what a user passes as `--data D` or `--crm D` (contract §5):
+
+- a directory of CSV or Parquet files (`crm.files.FileSource`); needs_rec's own tables then live
+  in a SQLite file `needs_rec.db` inside it;
+- a SQLAlchemy database URL (`crm.sql.SqlSource`): `sqlite:///path/crm.db` or
+  `postgresql+psycopg://user:password@host:5432/dbname[?schema=NAME]` (`postgresql://` and
+  `postgres://` are read as psycopg 3). The tables — or views — `organizations`, `contacts`,
+  `outcomes` hold the §2 columns; needs_rec's own `feedback` and `exposures` are created there on
+  first use (never anything else is written).
+
+Every source answers `CrmSource`. Errors: `DataError` for what the data or the location gets wrong
+(a missing table, column or file; naming the table or file), `SourceUnavailable` for a database
+that cannot be reached, read or written right now (the service answers 503; retrying may work).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from needs_rec.errors import ConfigError
+
+#: URL schemes accepted, and the SQLAlchemy driver each one means.
+DRIVERS = {
+    "sqlite": "sqlite+pysqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+ALLOWED_URLS = "sqlite:///path/crm.db or postgresql+psycopg://user:password@host:5432/dbname[?schema=NAME]"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: needs_rec's own SQLite file inside a directory source (contract §5).
+OWN_DATABASE = "needs_rec.db"
+
+
+class FeedbackResult(StrEnum):
+    """What adding one feedback event did (contract §6)."""
+
+    STORED = "stored"  # a new row, committed
+    DUPLICATE = "duplicate"  # this feedback_id is already stored with the same content: nothing written
+    CONFLICT = "conflict"  # this feedback_id is already stored with different content: nothing written
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One manager's report (the body of POST /v1/feedback, validated), as stored in `feedback`.
+
+    `occurred_on` is ISO; `occurred_on_given` says whether the caller sent it (a retry that leaves
+    it out on another day is the same event, so then it is not compared).
+    """
+
+    feedback_id: str
+    contact_id: str
+    stage: str
+    characteristic: str
+    outcome: str
+    occurred_on: str
+    request_id: str | None = None
+    manager_id: str | None = None
+    model_version: int | None = None
+    occurred_on_given: bool = True
+
+    def same_content(self, stored: Mapping[str, Any]) -> bool:
+        """Whether `stored` (a row of `feedback`) is this event (model_version and received_at aside)."""
+        names = ["contact_id", "stage", "characteristic", "outcome", "request_id", "manager_id"]
+        if self.occurred_on_given:
+            names.append("occurred_on")
+        return all(_plain(stored.get(name)) == _plain(getattr(self, name)) for name in names)
+
+
+def _plain(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return text[:10] if re.match(r"^\d{4}-\d{2}-\d{2}", text) else text
+
+
+class CrmSource(Protocol):
+    """A CRM: the firm's three tables to read, contacts to look up, needs_rec's own tables to write."""
+
+    def describe(self) -> str:
+        """Where the data is, for messages and logs: a path, or the URL without its password."""
+        ...
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        """One contract table (organizations, contacts, outcomes, or `feedback`): contract columns
+        only, every value as text ("" when empty), personal-data columns never read; attrs hold
+        `source` (the file or table, for messages), `personal_columns_dropped`, `extra_columns_ignored`."""
+        ...
+
+    def read_crm(self) -> dict[str, pd.DataFrame]:
+        """organizations, contacts, outcomes — and `feedback` when needs_rec's own table exists."""
+        ...
+
+    def contact(self, contact_id: str) -> ContactRecord | None:
+        """The §2 organization and contact fields of one contact (None: no such contact)."""
+        ...
+
+    def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Contacts whose id, name, position, organization id or name contain `query` (any case),
+        for the manager's page: contact_id, org_id, organization (its name), contact (the person's
+        name), position. The CRM's own names: for pages behind access control, never logged."""
+        ...
+
+    def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
+        """Store one feedback event, committed before returning; idempotent by feedback_id."""
+        ...
+
+    def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append exposure rows (§6 columns) in one transaction; returns how many were written."""
+        ...
+
+    def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest feedback rows, newest first (received_at), as stored."""
+        ...
+
+    def model_version_of(self, request_id: str) -> int | None:
+        """The model version that answered `request_id`, from the exposures written so far."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (also at the end of a `with` block: sources are context managers)."""
+        ...
+
+    def __enter__(self) -> CrmSource: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@dataclass(frozen=True)
+class ContactRecord:
+    """One contact and its organization: the §2 fields as JSON values (numbers, ISO dates, codes,
+    lists of codes; None when empty), exactly what a full-fields recommendation request carries."""
+
+    contact_id: str
+    org_id: str
+    organization: dict[str, Any] | None  # None: the contact's org_id is not in organizations
+    contact: dict[str, Any]
+
+
+def is_url(location: str | Path) -> bool:
+    """True for a database URL (`scheme://...`), False for a directory path."""
+    return isinstance(location, str) and bool(_SCHEME.match(location))
+
+
+def parse_url(text: str, flag: str = "--data") -> tuple[URL, str | None]:
+    """A location string → (SQLAlchemy URL with the psycopg 3 / pysqlite driver, the `?schema=` name).
+
+    ConfigError for a URL that does not parse or names another database.
+    """
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ConfigError(f"{flag} {redact(text)!r}: not a database URL; allowed: {ALLOWED_URLS}") from None
+    driver = DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ConfigError(f"{flag} {redact(text)!r}: unsupported database {url.drivername!r}; allowed: {ALLOWED_URLS}")
+    schema = url.query.get("schema")
+    if isinstance(schema, tuple):
+        schema = schema[-1]
+    if schema is not None and not driver.startswith("postgresql"):
+        raise ConfigError(f"{flag} {redact(text)!r}: ?schema= is for PostgreSQL; SQLite has one schema")
+    url = url.set(drivername=driver).difference_update_query(["schema"])
+    if driver.startswith("sqlite") and not url.database:
+        raise ConfigError(f"{flag} {redact(text)!r}: give the SQLite file, as in sqlite:///path/crm.db")
+    return url, schema or None
+
+
+def describe_url(url: URL, schema: str | None = None) -> str:
+    """A database URL for messages and logs: its password hidden, the scheme as users write it."""
+    shown = url.set(drivername=url.drivername.split("+")[0]).render_as_string(hide_password=True)
+    return shown + (f"?schema={schema}" if schema else "")
+
+
+def redact(text: str) -> str:
+    """A URL with its password replaced by ***, for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
+
+
+def open_source(location: str | Path, *, flag: str = "--data") -> CrmSource:
+    """The CRM at `location`: a directory (CSV/Parquet) or a database URL (contract §5).
+
+    Nothing is read yet: a missing directory, file or table is reported by the first read.
+    """
+    if is_url(location):
+        from crm.sql import SqlSource
+
+        url, schema = parse_url(str(location), flag)
+        return SqlSource(url, schema=schema)
+    from crm.files import FileSource
+
+    return FileSource(Path(location))

@@ -1,0 +1,196 @@
+"""crm.sql: a SQLite or PostgreSQL database as the CRM source — the same frames, errors and warnings
+as files, tables or views, `?schema=`, lookups, search, and needs_rec's own tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from crm_factory import N_CONTACTS, N_OUTCOME_ROWS, write_crm, write_crm_database
+
+import crm
+from crm.write import write_tables
+from needs_rec import schema
+from needs_rec.errors import ConfigError, DataError, SourceUnavailable
+
+
+def test_database_gives_the_same_validated_frames_as_files(open_crm, database_url, tmp_path, tiny_dictionaries):
+    files = open_crm(write_crm(tmp_path / "files", tiny_dictionaries))
+    database = open_crm(write_crm_database(database_url, tiny_dictionaries))
+    raw = database.read_crm()
+    assert set(raw) == {"organizations", "contacts", "outcomes"}  # no feedback table yet
+    assert raw["contacts"].attrs["source"] == "table 'contacts'"
+    assert raw["contacts"].attrs["personal_columns_dropped"] == ["full_name", "email", "phone"]
+    assert len(raw["contacts"]) == N_CONTACTS and len(raw["outcomes"]) == N_OUTCOME_ROWS
+    expected, expected_report = schema.validate(files.read_crm(), tiny_dictionaries)
+    got, report = schema.validate(raw, tiny_dictionaries)
+    for name in ("organizations", "contacts", "outcomes"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(expected, name))
+    assert report.episodes == expected_report.episodes and report.warnings_count == 0
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"bad_date": True}, "table 'outcomes' column 'occurred_on': 1 invalid value(s) '2024-13-45' (row 3)"),
+        ({"orphan_contact": True}, "table 'contacts' column 'org_id': 1 contact(s) refer to an org_id"),
+        ({"drop_column": ("contacts", "position")}, "table 'contacts': missing required column(s) 'position'"),
+        ({"empty_table": "outcomes"}, "table 'outcomes': empty table"),
+    ],
+)
+def test_errors_name_the_table(open_crm, database_url, tiny_dictionaries, knobs, message):
+    source = open_crm(write_crm_database(database_url, tiny_dictionaries, **knobs))
+    with pytest.raises(DataError) as caught:
+        schema.validate(source.read_crm(), tiny_dictionaries)
+    assert message in str(caught.value)
+
+
+def test_warnings_name_the_table(open_crm, database_url, tiny_dictionaries):
+    source = open_crm(write_crm_database(database_url, tiny_dictionaries, unknown_code=True))
+    _, report = schema.validate(source.read_crm(), tiny_dictionaries)
+    assert {(w.kind, w.file, w.column) for w in report.warnings} == {
+        ("unknown_code", "table 'contacts'", "position"),
+        ("unknown_code", "table 'contacts'", "interests"),
+    }
+
+
+def test_missing_table_is_named_with_what_is_there(open_crm, database_url, tiny_dictionaries):
+    write_tables(database_url, {"organizations": pd.DataFrame({"org_id": ["o1"], "industry": ["it"]})})
+    with pytest.raises(DataError, match=r"missing table contacts in .*: the contacts table \(or a view of that "
+                       r"name\) is required; found: organizations"):
+        open_crm(database_url).read_crm()
+
+
+def test_views_map_a_firms_own_schema(open_crm, database_url, tmp_path, tiny_dictionaries):
+    """A firm keeps its own table and column names; views named as in the contract map them."""
+    frames = {p.stem: pd.read_csv(p, dtype=str, keep_default_na=False)
+              for p in write_crm(tmp_path / "f", tiny_dictionaries, personal_data=False).glob("*.csv")}
+    own_names = {"organizations": "firm_orgs", "contacts": "firm_people", "outcomes": "firm_calls"}
+    renamed = {own_names[n]: df.rename(columns=lambda c: f"x_{c}") for n, df in frames.items()}
+    write_tables(database_url, renamed)
+    source = open_crm(database_url)
+    prefix = f'"{source.schema}".' if source.schema else ""
+    with source.engine.begin() as conn:
+        for name, own in own_names.items():
+            columns = ", ".join(f'"x_{c}" AS "{c}"' for c in frames[name].columns)
+            conn.execute(sa.text(f'CREATE VIEW {prefix}"{name}" AS SELECT {columns} FROM {prefix}"{own}"'))
+    crm_data, report = schema.validate(source.read_crm(), tiny_dictionaries)
+    assert report.rows == {"organizations": 6, "contacts": N_CONTACTS, "outcomes": N_OUTCOME_ROWS}
+    assert crm_data.contacts["contact_id"].iloc[0] == "c1"
+    assert source.contact("c1") is not None
+
+
+def test_postgresql_typed_columns_and_arrays_read_like_a_typed_parquet(open_crm, postgres_url, tiny_dictionaries):
+    """Numbers, dates and text[] columns (a natural PostgreSQL CRM) validate like their text form."""
+    text_url = postgres_url
+    write_crm_database(text_url, tiny_dictionaries)
+    source = open_crm(text_url)
+    expected, _ = schema.validate(source.read_crm(), tiny_dictionaries)
+    with source.engine.begin() as conn:
+        s = f'"{source.schema}"'
+        conn.execute(sa.text(f"ALTER TABLE {s}.organizations ALTER COLUMN employees TYPE double precision "
+                             "USING NULLIF(employees, '')::double precision"))
+        conn.execute(sa.text(f"ALTER TABLE {s}.organizations ALTER COLUMN client_since TYPE date "
+                             "USING NULLIF(client_since, '')::date"))
+        conn.execute(sa.text(f"ALTER TABLE {s}.contacts ALTER COLUMN interests TYPE text[] "
+                             "USING string_to_array(NULLIF(interests, ''), ';')"))
+        conn.execute(sa.text(f"ALTER TABLE {s}.outcomes ALTER COLUMN occurred_on TYPE date USING occurred_on::date"))
+    got, _ = schema.validate(source.read_crm(), tiny_dictionaries)
+    for name in ("organizations", "contacts", "outcomes"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(expected, name))
+    record = source.contact("c2")
+    assert isinstance(record.contact["interests"], list) and isinstance(record.organization["employees"], float)
+
+
+def test_contact_lookup_matches_the_files_and_search_finds_names(open_crm, database_url, tmp_path, tiny_dictionaries):
+    files = open_crm(write_crm(tmp_path / "files", tiny_dictionaries))
+    database = open_crm(write_crm_database(database_url, tiny_dictionaries))
+    for contact_id in ("c1", "c2", "c12"):
+        assert database.contact(contact_id) == files.contact(contact_id)
+    record = database.contact("c2")
+    assert record.org_id and record.organization["industry"] and isinstance(record.contact["interests"], list)
+    assert database.contact("c404") is None and files.contact("c404") is None
+    found = database.search("ИВАН ПЕТРОВ 1", limit=50)  # case-insensitive, Cyrillic included
+    assert [row["contact_id"] for row in found] == [row["contact_id"] for row in files.search("иван петров 1", 50)]
+    assert found and set(found[0]) == {"contact_id", "org_id", "organization", "contact", "position"}
+
+
+def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_url, tiny_dictionaries):
+    source = open_crm(write_crm_database(database_url, tiny_dictionaries))
+    event = crm.FeedbackEvent("fb-1", "c1", "demo", "ch_price", "positive", "2024-03-01", request_id="r1")
+    assert source.add_feedback(event) is crm.FeedbackResult.STORED
+    assert source.add_feedback(event) is crm.FeedbackResult.DUPLICATE
+    changed = crm.FeedbackEvent("fb-1", "c1", "demo", "ch_price", "negative", "2024-03-01", request_id="r1")
+    assert source.add_feedback(changed) is crm.FeedbackResult.CONFLICT
+    retry_without_date = crm.FeedbackEvent(
+        "fb-1", "c1", "demo", "ch_price", "positive", "2024-03-09", request_id="r1", occurred_on_given=False
+    )
+    assert source.add_feedback(retry_without_date) is crm.FeedbackResult.DUPLICATE
+    [row] = source.recent_feedback()
+    assert row["feedback_id"] == "fb-1" and row["outcome"] == "positive" and row["received_at"] is not None
+
+
+def test_training_reads_feedback_beside_outcomes_counting_an_event_once(open_crm, database_url, tiny_dictionaries):
+    source = open_crm(write_crm_database(database_url, tiny_dictionaries))
+    first = source.read_table("outcomes").iloc[0]
+    already = crm.FeedbackEvent("fb-a", first["contact_id"], first["stage"], first["characteristic"],
+                                first["outcome"], first["occurred_on"])
+    new = crm.FeedbackEvent("fb-b", "c3", "deal", "ch_support", "positive", "2024-06-03")
+    for event in (already, new):
+        assert source.add_feedback(event) is crm.FeedbackResult.STORED
+    frames = source.read_crm()
+    assert len(frames["feedback"]) == 2 and frames["feedback"].attrs["source"]
+    data, report = schema.validate(frames, tiny_dictionaries)
+    assert report.rows["feedback"] == 2
+    assert report.notes["outcome_rows_from_feedback"] == 1 and report.notes["feedback_rows_already_counted"] == 1
+    assert len(data.outcomes) == N_OUTCOME_ROWS + 1
+    assert "incl. 1 from feedback" in str(report)
+
+
+def test_positive_only_outcomes_are_a_normal_crm(open_crm, database_url, tiny_dictionaries):
+    url = write_crm_database(database_url, tiny_dictionaries)
+    source = open_crm(url)
+    with source.engine.begin() as conn:
+        table = f'"{source.schema}".outcomes' if source.schema else "outcomes"
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE outcome = 'negative'"))
+    data, report = schema.validate(source.read_crm(), tiny_dictionaries)
+    assert set(data.outcomes["outcome"]) == {"positive"} and report.positive_episodes > 0
+    assert report.warnings_count == 0
+
+
+def test_existing_tables_are_never_overwritten(database_url, tiny_dictionaries):
+    write_crm_database(database_url, tiny_dictionaries)
+    with pytest.raises(ConfigError, match=r"table.s. contacts, organizations, outcomes already exist; nothing is "
+                       "overwritten"):
+        write_crm_database(database_url, tiny_dictionaries)
+
+
+def test_unreachable_database_is_source_unavailable_without_the_password(open_crm):
+    source = open_crm("postgresql+psycopg://user:s3cret@127.0.0.1:9/crm")
+    for action in (source.read_crm, lambda: source.contact("c1"),
+                   lambda: source.add_feedback(crm.FeedbackEvent("f", "c1", "demo", "ch_price", "positive",
+                                                                 "2024-01-01"))):
+        with pytest.raises(SourceUnavailable) as caught:
+            action()
+        assert "s3cret" not in str(caught.value) and "127.0.0.1:9/crm" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:pw@h/db", "unsupported database 'mysql'"),
+        ("sqlite://", "give the SQLite file"),
+        ("sqlite:///x.db?schema=a", "?schema= is for PostgreSQL"),
+    ],
+)
+def test_bad_urls_are_config_errors(open_crm, url, message):
+    with pytest.raises(ConfigError) as caught:
+        open_crm(url)
+    assert message in str(caught.value) and "pw" not in str(caught.value)
+
+
+def test_missing_sqlite_file_is_never_created(open_crm, tmp_path):
+    path = tmp_path / "nope.db"
+    with pytest.raises(DataError, match=r"SQLite database .* does not exist"):
+        open_crm(f"sqlite:///{path}").read_crm()
+    assert not path.exists()
