@@ -1,7 +1,13 @@
 """Data-path speed: read + validate + build_episodes + time_split on a large synthetic CRM.
 
-    python bench/data_speed.py                        # 100k contacts, 1M outcome rows, CSV and Parquet
+    python bench/data_speed.py                        # 100k contacts, 1M outcome rows: CSV, Parquet, SQLite
+    python bench/data_speed.py --postgres postgresql+psycopg://user@127.0.0.1:5432/db   # … and PostgreSQL
     python bench/data_speed.py --contacts 20000 --outcomes 200000 --keep out/bench_crm
+
+The same tables are also written into a SQLite file and (with --postgres URL, or
+NEEDS_REC_TEST_POSTGRES_URL set) into a fresh schema on that PostgreSQL server, dropped afterwards,
+and read back through `crm.open_source` — the database columns of the issue-9 target (a 1M-row
+outcomes table within 3× the Parquet read time).
 
 Generates the CRM with `training.sample.generate` (outcome rows subsampled to --outcomes, in file
 order; contacts kept whole), or with a small vectorised generator of its own when training.sample
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -117,16 +124,27 @@ def write(frames: dict[str, pd.DataFrame], directory: Path, fmt: str) -> int:
     return size
 
 
-def measure(data_dir: Path, dictionaries_dir: Path) -> dict[str, float]:
+def write_database(frames: dict[str, pd.DataFrame], url: str) -> None:
+    from crm.write import write_tables
+
+    write_tables(url, {name: df.astype(str) for name, df in frames.items()})
+
+
+def measure(location: str, dictionaries_dir: Path) -> dict[str, float]:
     """Run the data path once in this process; return stage timings and the peak RSS."""
+    import crm
     from needs_rec import dictionaries, episodes, schema
-    from training import data
 
     dicts = dictionaries.load(dictionaries_dir)
     timings: dict[str, float] = {}
     start = t = time.perf_counter()
-    frames = data.read_crm(data_dir)
-    timings["read_s"] = time.perf_counter() - t
+    with crm.open_source(location) as source:
+        frames = source.read_crm()
+        timings["read_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        source.read_table("outcomes")
+        timings["read_outcomes_s"] = time.perf_counter() - t  # the 1M-row table alone (extra, not in the total)
+    start += timings["read_outcomes_s"]
     t = time.perf_counter()
     crm, report = schema.validate(frames, dicts)
     timings["validate_s"] = time.perf_counter() - t
@@ -172,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dictionaries", type=Path, default=ROOT / "dictionaries")
     parser.add_argument("--own-generator", action="store_true", help="do not use training.sample")
     parser.add_argument("--keep", type=Path, help="write the data here (and keep it) instead of a temp dir")
-    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: one measurement
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("NEEDS_REC_TEST_POSTGRES_URL"),
+        help="PostgreSQL server URL for the PostgreSQL column (a schema is created and dropped there)",
+    )
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one measurement
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(args.measure, args.dictionaries)))
@@ -183,12 +206,25 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         frames = generate(args.dictionaries, args.contacts, args.outcomes, args.seed, args.own_generator)
         sizes = {fmt: write(frames, base / fmt, fmt) for fmt in ("csv", "parquet")}
+        locations = {"csv": str(base / "csv"), "parquet": str(base / "parquet")}
+        started = time.perf_counter()
+        locations["sqlite"] = f"sqlite:///{base / 'crm.db'}"
+        write_database(frames, locations["sqlite"])
+        sizes["sqlite"] = (base / "crm.db").stat().st_size
+        schema_name = None
+        if args.postgres:
+            schema_name = f"bench_{os.getpid()}"
+            locations["postgresql"] = f"{args.postgres}?schema={schema_name}"
+            write_database(frames, locations["postgresql"])
+            sizes["postgresql"] = 0
         rows = {name: len(df) for name, df in frames.items()}
         del frames
-        print(f"generated {rows} in {time.perf_counter() - t:.1f} s")
-        for fmt in ("csv", "parquet"):
+        print(f"generated {rows} in {time.perf_counter() - t:.1f} s (databases written in "
+              f"{time.perf_counter() - started:.1f} s)")
+        figures_of = {}
+        for fmt, location in locations.items():
             out = subprocess.run(
-                [sys.executable, __file__, "--measure", str(base / fmt), "--dictionaries", str(args.dictionaries)],
+                [sys.executable, __file__, "--measure", location, "--dictionaries", str(args.dictionaries)],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -196,13 +232,33 @@ def main(argv: list[str] | None = None) -> int:
             if out.returncode != 0:
                 print(f"{fmt}: failed\n{out.stderr.strip()}")
                 continue
-            figures = json.loads(out.stdout.strip().splitlines()[-1])
+            figures = figures_of[fmt] = json.loads(out.stdout.strip().splitlines()[-1])
             stages = ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in figures.items() if "_s" in k)
+            disk = f"{sizes[fmt] / 2**20:.0f} MiB on disk" if sizes[fmt] else "server"
             print(
-                f"{fmt:8s} ({sizes[fmt] / 2**20:.0f} MiB on disk): total {figures['total_s']:.2f} s, "
+                f"{fmt:10s} ({disk}): total {figures['total_s']:.2f} s, "
                 f"peak RSS {figures['peak_rss_mib']:.0f} MiB, {figures['episodes']:,} episodes [{stages}]"
             )
+        if schema_name:
+            drop_schema(args.postgres, schema_name)
+        if "parquet" in figures_of:
+            base_s = figures_of["parquet"]["read_outcomes_s"]
+            ratios = ", ".join(
+                f"{fmt} {figures_of[fmt]['read_outcomes_s']:.2f} s = {figures_of[fmt]['read_outcomes_s'] / base_s:.1f}×"
+                for fmt in figures_of
+                if fmt != "parquet"
+            )
+            print(f"outcomes table alone: parquet {base_s:.2f} s; {ratios} (target for the databases: ≤ 3×)")
     return 0
+
+
+def drop_schema(url: str, name: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    engine.dispose()
 
 
 if __name__ == "__main__":

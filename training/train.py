@@ -78,7 +78,8 @@ def train(
     oracle: Any = None,
     extra_manifest: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train on `data` (a CRM directory or database URL, read through `crm.open_source`), export a new version under `models_dir`; NeedsRecError for bad input.
+    """Train on `data` (a CRM directory or database URL, read through `crm.open_source`), export a
+    new version under `models_dir`; NeedsRecError for bad input.
 
     `config`: a YAML file overriding needs_rec/default_config.yaml (None: the defaults).
     `cutoff`: train, validate and test on episodes before this date only (the held-out window of
@@ -90,10 +91,10 @@ def train(
     """
     # TensorFlow is imported only once the inputs are known good: argument and data errors answer
     # instantly, and a data error prints its one line with no TensorFlow chatter.
+    import crm as crm_source
     from needs_rec import config as config_mod
     from needs_rec import dictionaries, episodes, evaluation, schema, talking_points
     from needs_rec import thresholds as thresholds_mod
-    import crm as crm_source
 
     progress = progress or Progress(quiet=True)
     dictionaries_dir, models_dir = Path(dictionaries_dir), Path(models_dir)

@@ -1,4 +1,4 @@
-"""training.data: reading CRM tables from CSV and Parquet."""
+"""crm.files: reading CRM tables from CSV and Parquet (the directory source)."""
 
 from __future__ import annotations
 

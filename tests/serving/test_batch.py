@@ -79,9 +79,9 @@ def test_top_k_and_no_request_id(built: dict[str, Path], crm_dir: Path, tmp_path
 
 
 def test_batch_probabilities_equal_the_service_model(built: dict[str, Path], crm_dir: Path, tmp_path: Path) -> None:
+    from crm import files as data_io
     from needs_rec import episodes, features, schema
     from serving.registry import load_version
-    from training import data as data_io
 
     requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c6", "c7"], "stage": ["demo", "deal"]})
     output = tmp_path / "scores.parquet"

@@ -186,7 +186,7 @@ def test_relationships_span_the_years(medium):
 
 
 def test_the_repo_validator_accepts_the_sample(medium, repo_dictionaries, tmp_path):
-    from training import data
+    from crm import files as data
 
     _, report = schema.validate(data.read_crm(write(medium, tmp_path / "crm")), repo_dictionaries)
     assert report.outcome_rows_dropped == 0
