@@ -80,9 +80,9 @@ def quality(seed: int, orgs: int, root: Path, dictionaries: Path) -> object:
 
 
 def speed(result: object, crm_dir: Path, dictionaries: Path, contacts: int, index_orgs: int) -> None:
+    from crm import files as data_io
     from needs_rec import artifact, audience, schema, similar
     from needs_rec import dictionaries as dicts_mod
-    from training import data as data_io
 
     dicts = dicts_mod.load(dictionaries)
     raw = data_io.read_crm(crm_dir)

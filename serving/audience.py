@@ -34,7 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Rank the CRM's contacts by the probability that a characteristic resonates at a stage.",
     )
     parser.add_argument("--model", type=Path, required=True, help="models directory (newest version) or one version")
-    parser.add_argument("--data", required=True, help="CRM: a directory of CSV/Parquet tables")
+    parser.add_argument("--data", required=True, help="CRM: a directory of CSV/Parquet tables or a database URL")
     parser.add_argument("--characteristic", required=True, help="characteristic code (characteristics.yaml)")
     parser.add_argument("--stage", required=True, help="funnel stage code (funnel_stages.yaml)")
     parser.add_argument("--limit", type=int, default=None, help="keep the best N contacts (default: all)")
@@ -50,18 +50,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    import crm as crm_source
     from needs_rec import audience, dictionaries, schema
     from serving.batch import _check_output, resolve_version
-    from training import data as data_io
 
     suffix = _check_output(args.output)
     started = time.perf_counter()
     filters = _filters(args)
     version_dir = resolve_version(args.model)
     dicts = dictionaries.load(version_dir / "dictionaries")
-    crm, report = schema.validate(data_io.read_crm(args.data), dicts)
+    with crm_source.open_source(args.data) as source:
+        crm, report = schema.validate(source.read_crm(), dicts)
+        described = source.describe()
     if report.warnings_count:
-        print(f"warning: {report.warnings_count} data warning(s) in {args.data}; "
+        print(f"warning: {report.warnings_count} data warning(s) in {described}; "
               "run `python -m training.validate` for details", file=sys.stderr)
     population = audience.Population.from_crm(crm, dicts)
     today = dt.datetime.now(dt.UTC).date()

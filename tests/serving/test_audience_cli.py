@@ -10,9 +10,9 @@ import pytest
 from crm_factory import write_crm
 from model_factory import build_version
 
+from crm import files as data_io
 from needs_rec import artifact, audience, schema
 from serving import audience as audience_cli
-from training import data as data_io
 from training._cli import run_cli
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from serving_support import serve, settings_for
 
+from crm import files as data_io
 from needs_rec import artifact, audience, dictionaries, schema, similar
-from training import data as data_io
 from training import sample
 from training.train import train
 
