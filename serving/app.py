@@ -23,6 +23,13 @@ route needs is on `service` (settings, registry, scorer, metrics, logger). Raise
 catch-all 500. Give a POST's log/metric label in `serving.service.endpoint_of` if it should be
 counted apart from `other`, and in `SCORING_ENDPOINTS` if it runs the model (then it is shed under
 overload).
+
+Documenting it (`/openapi.json`, `/docs`; tests/serving/test_fuzz.py fuzzes every operation listed
+there with Schemathesis): a decorated route documents itself — give it `responses={200: {"model":
+AnswerModel}, 409: {"model": ErrorAnswer}}` for its answers and any status beyond the common
+400/404/413/503; a hand-tuned `add_route` route is declared with
+`service.docs.document("POST", path, summary=..., request=RequestModel, responses={200: Answer})`
+(models in `serving.api_schemas`); a route that is not JSON (a page) passes `include_in_schema=False`.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from needs_rec import __version__
 from needs_rec.errors import NeedsRecError
 from serving.access import AccessMiddleware
 from serving.observability import log_event
+from serving.openapi import mount_docs
 from serving.registry import Registry
 from serving.routes import health, labels, pages, queries, recommendations, tf_serving
 from serving.service import ApiError, GuardMiddleware, Service, error_response
@@ -78,7 +87,8 @@ def create_app(
         title="needs_rec",
         summary="Which product characteristics to stress with a contact at a funnel stage, with talking points",
         lifespan=lifespan,
-        docs_url=None,
+        version=__version__,
+        docs_url=None,  # served by `serving.openapi.mount_docs` instead: local files, per-version vocabularies
         redoc_url=None,
         openapi_url=None,
     )
@@ -86,6 +96,7 @@ def create_app(
     add_error_handlers(app, service)
     for build in ROUTERS:
         app.include_router(build(service))
+    mount_docs(app, service)  # /openapi.json and /docs (Swagger UI, served locally)
     app.add_middleware(AccessMiddleware, settings=settings)  # pages and /v1/feedback: credential, cross-site
     app.add_middleware(GuardMiddleware, service=service)
     return app

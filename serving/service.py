@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from serving.observability import Metrics, configure_logging, log_event
+from serving.openapi import ApiDocs
 from serving.registry import MODEL_NAME, Registry, ServingModel
 from serving.requests import ParsedRequest, parse_json
 from serving.scoring import Scorer
@@ -140,6 +141,7 @@ class Service:
             fast_rows=settings.fast_path_max_rows,
         )
         self.scorer.on_twin_error = self.twin_failed
+        self.docs = ApiDocs()  # hand-routed operations' documentation (serving.openapi)
         self.shutting_down = False
         self.in_flight = 0
         self.retry_headers = {"Retry-After": str(settings.retry_after_s)}

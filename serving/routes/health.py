@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
+from serving import api_schemas as api
 from serving.service import ApiError, Service, json_response
 
 
@@ -12,12 +13,12 @@ def router(service: Service) -> APIRouter:
     """Liveness, readiness and metrics over `service`."""
     routes = APIRouter()
 
-    @routes.get("/healthz")
+    @routes.get("/healthz", responses={200: {"model": api.Alive}}, tags=["operations"])
     async def healthz() -> Response:
         """Alive: the process answers (whether or not a model is loaded)."""
         return json_response({"status": "alive"})
 
-    @routes.get("/readyz")
+    @routes.get("/readyz", responses={200: {"model": api.Ready}}, tags=["operations"])
     async def readyz(request: Request) -> Response:
         """Ready only once a model is loaded and warmed up, and not while shutting down."""
         if service.shutting_down:
@@ -26,7 +27,8 @@ def router(service: Service) -> APIRouter:
         request.state.model_version = model.version
         return json_response({"status": "ready", "model_version": model.version})
 
-    @routes.get("/metrics")
+    @routes.get("/metrics", response_class=PlainTextResponse, tags=["operations"],
+                responses={200: {"description": "Prometheus text exposition format"}})
     async def metrics() -> Response:
         """Prometheus metrics."""
         content, content_type = service.metrics.render()

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from needs_rec.versions import LABELS
+from serving import api_schemas as api
 from serving.registry import MODEL_NAME, ServingModel
 from serving.routes.tf_serving import predict_with
 from serving.service import ApiError, Service, json_response
@@ -50,8 +51,13 @@ def router(service: Service) -> APIRouter:
         return await predict_with(service, request, model_for_label(name, label))
 
     routes.add_route("/v1/models/{name}/labels/{target}", predict_label, methods=["POST"])
+    service.docs.document(
+        "POST", f"/v1/models/{MODEL_NAME}/labels/{{label}}:predict", summary="TF Serving predict on a labelled version",
+        request=api.PredictRequest, responses={200: api.PredictAnswer}, tags=["tensorflow serving"],
+    )
 
-    @routes.get("/v1/models/{name}/labels/{label}")
+    @routes.get("/v1/models/{name}/labels/{label}", responses={200: {"model": api.ModelStatus}},
+                tags=["tensorflow serving"])
     async def label_status(name: str, label: str) -> Response:
         """Status of the version a label names (END with a note when this service does not hold it)."""
         version = labelled_version(name, label)

@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from serving import api_schemas as api
 from serving.registry import ServingModel
 from serving.requests import ParsedRequest, parse_json
 from serving.service import Service, json_response, read_body
@@ -72,4 +73,13 @@ def router(service: Service) -> APIRouter:
 
     routes.add_route("/v1/recommendations", recommend, methods=["POST"])
     routes.add_route("/v1/recommendations:batch", recommend_batch, methods=["POST"])
+    service.docs.document(
+        "POST", "/v1/recommendations", summary="Talking points for one contact at one stage",
+        request=api.RecommendationRequest, responses={200: api.RecommendationAnswer}, tags=["recommendations"],
+        description="Ordered by probability, highest first. An unknown code or field is a warning, not an error.",
+    )
+    service.docs.document(
+        "POST", "/v1/recommendations:batch", summary="The same for a list of requests (at most --max-batch)",
+        request=api.BatchRequest, responses={200: api.BatchAnswer}, tags=["recommendations"],
+    )
     return routes

@@ -16,13 +16,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from serving import api_schemas as api
 from serving.registry import DEFAULT_SIGNATURE, MODEL_NAME, ServingModel
 from serving.requests import ParsedRequest, parse_json
 from serving.service import ApiError, Service, json_response, read_body
 
 
 def _version_number(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None  # "³".isdigit() is True, int("³") fails
 
 
 async def predict_with(service: Service, request: Request, model: ServingModel) -> Response:
@@ -94,14 +95,23 @@ def router(service: Service) -> APIRouter:
 
     routes.add_route("/v1/models/{target}", predict, methods=["POST"])
     routes.add_route("/v1/models/{name}/versions/{target}", predict_version, methods=["POST"])
+    for path in (f"/v1/models/{MODEL_NAME}:predict", f"/v1/models/{MODEL_NAME}/versions/{{version}}:predict"):
+        service.docs.document(
+            "POST", path, summary="TensorFlow Serving REST predict: one probability per characteristic",
+            request=api.PredictRequest, responses={200: api.PredictAnswer}, tags=["tensorflow serving"],
+            description="Row form {instances: [...]} answers {predictions}; columnar form {inputs: {...}} "
+                        "answers {outputs}. A version other than the one served is a 404.",
+        )
+    status_answers: dict[int | str, dict[str, Any]] = {200: {"model": api.ModelStatus}}
+    metadata_answers: dict[int | str, dict[str, Any]] = {200: {"model": api.Metadata}}
 
-    @routes.get("/v1/models/{name}")
+    @routes.get("/v1/models/{name}", responses=status_answers, tags=["tensorflow serving"])
     async def model_status(name: str) -> Response:
         """TensorFlow Serving status: every version this process knows and its state."""
         service.check_model_name(name)
         return json_response({"model_version_status": service.registry.status()})
 
-    @routes.get("/v1/models/{name}/versions/{version}")
+    @routes.get("/v1/models/{name}/versions/{version}", responses=status_answers, tags=["tensorflow serving"])
     async def model_version_status(name: str, version: str) -> Response:
         """Status of one version; 404 for a version this process does not know."""
         service.check_model_name(name)
@@ -110,7 +120,7 @@ def router(service: Service) -> APIRouter:
             raise ApiError(404, f"model {MODEL_NAME!r} has no version {version!r}")
         return json_response({"model_version_status": entries})
 
-    @routes.get("/v1/models/{name}/metadata")
+    @routes.get("/v1/models/{name}/metadata", responses=metadata_answers, tags=["tensorflow serving"])
     async def metadata(request: Request, name: str) -> Response:
         """Manifest summary of the version being served: version, vocabulary, thresholds, metrics."""
         service.check_model_name(name)
@@ -118,7 +128,8 @@ def router(service: Service) -> APIRouter:
         request.state.model_version = model.version
         return json_response(model.metadata())
 
-    @routes.get("/v1/models/{name}/versions/{version}/metadata")
+    @routes.get("/v1/models/{name}/versions/{version}/metadata", responses=metadata_answers,
+                tags=["tensorflow serving"])
     async def version_metadata(request: Request, name: str, version: str) -> Response:
         """Manifest summary of one version (404 unless it is the one being served)."""
         model = model_for_version(name, version)

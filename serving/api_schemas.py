@@ -1,0 +1,178 @@
+"""Request and answer schemas of the JSON endpoints, for `/openapi.json` and `/docs` only.
+
+The hot routes validate bodies by hand (`serving.requests`), so these pydantic models are never
+run per request: they describe what that validation accepts and what the routes answer, and
+`serving.openapi` fills in the served version's stage codes (as an enum) and dictionary codes
+(as examples: an unknown code is a warning, not an error). Request objects allow extra fields,
+as the service does (an unknown one is named in `warnings`, personal ones are ignored).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from serving.requests import FLOAT32_MAX
+
+Code = Annotated[str | None, Field(description="a dictionary code (compared stripped and lower-cased); "
+                                               "an unknown code is scored as unknown and named in `warnings`")]
+Codes = Annotated[list[str] | str | None, Field(description="dictionary codes: a JSON list, or one ';'-joined string")]
+Count = Annotated[float | None, Field(ge=0, le=FLOAT32_MAX, description="a number >= 0")]
+Year = Annotated[float | None, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, description="a year")]
+IsoDate = Annotated[str | None, Field(description="an ISO date, YYYY-MM-DD (empty: missing)", examples=["2024-06-30"],
+                                      pattern=r"^\s*(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))?\s*$")]
+Required = Annotated[str, Field(pattern=r"\S", description="a dictionary code (required)")]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Organization(_Open):
+    """The organization's contract §2 fields (all optional except `industry`)."""
+
+    org_id: str | int | None = None
+    industry: Required
+    region: Code = None
+    employees: Count = None
+    revenue_mln: Count = None
+    legal_form: Code = None
+    founded_year: Year = None
+    client_since: IsoDate = None
+    products_owned: Codes = None
+
+
+class Contact(_Open):
+    """The contact's contract §2 fields (all optional except `position`)."""
+
+    contact_id: str | int | None = None
+    org_id: str | int | None = None
+    position: Required
+    department: Code = None
+    decision_role: Code = None
+    interests: Codes = None
+
+
+class RecommendationRequest(_Open):
+    """`POST /v1/recommendations`: one contact at one funnel stage."""
+
+    stage: Annotated[str, Field(description="a funnel stage code of the served version")]
+    organization: Organization
+    contact: Contact
+    top_k: Annotated[int | None, Field(ge=1, description="how many talking points (default: those passing the cut)")] \
+        = None
+    request_id: str | int | None = None
+    occurred_on: IsoDate = None
+
+
+class TalkingPoint(_Open):
+    characteristic: str
+    name: str
+    product: str
+    probability: Annotated[float, Field(ge=0, le=1)]
+    text: str
+    selected: bool | None = None
+    reasons: list[str]
+
+
+class RecommendationAnswer(_Open):
+    model_version: int
+    stage: str
+    talking_points: list[TalkingPoint]
+    warnings: list[str]
+    request_id: str | None = None
+
+
+class BatchRequest(_Open):
+    """`POST /v1/recommendations:batch`: up to `--max-batch` recommendation requests."""
+
+    requests: list[RecommendationRequest]
+
+
+class BatchAnswer(_Open):
+    model_version: int
+    results: list[RecommendationAnswer]
+
+
+class Instance(Organization, Contact):
+    """A TF Serving instance: the organization's and the contact's fields and `stage`, side by side."""
+
+    stage: Annotated[str, Field(description="a funnel stage code of the served version")]
+    occurred_on: IsoDate = None
+
+
+class RowPredict(_Open):
+    """TF Serving's row form: a list of instances."""
+
+    signature_name: Annotated[str | None, Field(description="a SavedModel signature (default serving_default)")] = None
+    instances: list[Instance]
+
+
+class ColumnarInputs(_Open):
+    """TF Serving's columnar form: each input name → one value per row (every list the same length)."""
+
+    stage: list[str]
+    industry: list[str]
+    position: list[str]
+
+
+class ColumnarPredict(_Open):
+    signature_name: Annotated[str | None, Field(description="a SavedModel signature (default serving_default)")] = None
+    inputs: ColumnarInputs
+
+
+class PredictRequest(RootModel[RowPredict | ColumnarPredict]):
+    """TensorFlow Serving's predict body: row form (`instances`) or columnar form (`inputs`), not both."""
+
+
+class PredictAnswer(_Open):
+    predictions: Annotated[list[list[float]] | None, Field(description="row form: a probability per characteristic")] \
+        = None
+    outputs: Annotated[list[list[float]] | None, Field(description="columnar form: the same, TF Serving's key")] = None
+    model_version: int
+    warnings: list[str] | None = None
+
+
+class VersionStatusDetail(BaseModel):
+    error_code: str
+    error_message: str
+
+
+class VersionStatus(BaseModel):
+    version: str
+    state: Annotated[str, Field(examples=["AVAILABLE", "LOADING", "END"])]
+    status: VersionStatusDetail
+
+
+class ModelStatus(BaseModel):
+    model_version_status: list[VersionStatus]
+
+
+class Metadata(_Open):
+    """Manifest summary of the served version, with TF Serving's `model_spec` and `metadata.signature_def`."""
+
+    model_spec: dict[str, Any]
+    version: int
+    vocabulary: list[str]
+    names: list[str]
+    thresholds: list[float]
+    top_k: int | None
+    stages: list[str]
+    inputs: list[str]
+    metadata: dict[str, Any]
+
+
+class Alive(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    model_version: int
+
+
+class ErrorAnswer(BaseModel):
+    """Every answer other than 2xx: what is wrong, naming the field."""
+
+    error: str

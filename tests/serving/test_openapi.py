@@ -1,0 +1,51 @@
+"""/openapi.json and /docs: every JSON endpoint with its schemas, the served vocabularies, no external URL."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from serving_support import serve, settings_for
+
+
+@pytest.fixture(scope="module")
+def client(built: dict[str, Path]) -> Any:
+    with serve(settings_for(built["fixed"].parent, max_batch=7), "openapi") as (client, _):
+        yield client
+
+
+def test_every_json_endpoint_is_documented_with_request_and_answer_schemas(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    paths = document["paths"]
+    for path in ("/v1/recommendations", "/v1/recommendations:batch", "/v1/models/needs_rec:predict"):
+        post = paths[path]["post"]
+        assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].startswith("#/components/")
+        assert "$ref" in post["responses"]["200"]["content"]["application/json"]["schema"]
+        assert {"400", "413", "503"} <= set(post["responses"]) and "422" not in post["responses"]
+    for path in ("/v1/models/{name}", "/v1/models/{name}/metadata", "/healthz", "/readyz"):
+        assert "$ref" in paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"], path
+    assert "/" not in paths and "/analyst" not in paths  # pages are not JSON endpoints
+    error = document["components"]["schemas"]["ErrorAnswer"]
+    assert error["required"] == ["error"]
+
+
+def test_the_served_versions_stages_are_an_enum_and_its_codes_examples(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["RecommendationRequest"]["properties"]["stage"]["enum"] == ["lead", "demo", "deal"]
+    assert schemas["Instance"]["properties"]["stage"]["enum"] == ["lead", "demo", "deal"]
+    assert schemas["Organization"]["properties"]["region"]["examples"] == ["msk", "spb"]
+    assert "enum" not in schemas["Organization"]["properties"]["region"]  # unknown codes are warnings, not errors
+    assert schemas["BatchRequest"]["properties"]["requests"]["maxItems"] == 7
+
+
+def test_docs_are_served_locally_with_no_external_url(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert not re.search(r"(https?:)?//[a-z]", page.text)
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 100, asset
