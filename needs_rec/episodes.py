@@ -156,8 +156,13 @@ def time_split(
     test_fraction: float,
     cutoff: dt.date | str | None = None,
     contacts: pd.DataFrame | pd.Series | Mapping[str, str] | None = None,
+    test_start: dt.date | str | None = None,
 ) -> Split:
     """Split episodes by date: train < validation < test.
+
+    `test_start` (retraining): the test part is every kept episode on or after this date (the
+    gate's held-out window) and `test_fraction` is not used; validation is then the
+    `validation_fraction` share of the episodes before it.
 
     Episodes on or after `cutoff` are dropped (in no part). The remaining distinct dates are cut
     where the share of episodes before the cut is nearest 1 - validation_fraction - test_fraction
@@ -186,10 +191,18 @@ def time_split(
     total = before[-1]
     # Boundaries at the dates whose share of episodes before them is nearest the quantiles, each
     # part keeping at least one date.
-    lo, hi = 1, len(uniq) - 2
-    i_val = lo + int(np.argmin(np.abs(before[lo : hi + 1] - total * (1 - validation_fraction - test_fraction))))
-    lo, hi = i_val + 1, len(uniq) - 1
-    i_test = lo + int(np.argmin(np.abs(before[lo : hi + 1] - total * (1 - test_fraction))))
+    if test_start is not None:
+        i_test = int(np.searchsorted(uniq, _as_day(test_start)))
+        if not 2 <= i_test < len(uniq):
+            raise DataError(f"the held-out window from {_as_day(test_start)} leaves {i_test} distinct date(s) "
+                            "before it and needs at least 2, and at least one date in it")
+        lo, hi = 1, i_test - 1
+        i_val = lo + int(np.argmin(np.abs(before[lo : hi + 1] - before[i_test] * (1 - validation_fraction))))
+    else:
+        lo, hi = 1, len(uniq) - 2
+        i_val = lo + int(np.argmin(np.abs(before[lo : hi + 1] - total * (1 - validation_fraction - test_fraction))))
+        lo, hi = i_val + 1, len(uniq) - 1
+        i_test = lo + int(np.argmin(np.abs(before[lo : hi + 1] - total * (1 - test_fraction))))
     val_start, test_start = uniq[i_val], uniq[i_test]
     train = kept & (dates < val_start)
     validation = kept & (dates >= val_start) & (dates < test_start)

@@ -217,3 +217,23 @@ def evaluate_multilabel(y_true: np.ndarray, proba: np.ndarray, selected: np.ndar
         "coverage": coverage(y_true, proba),
         "average_precision": average_precision(y_true, proba),
     }
+
+
+def calibration_error(y_true: np.ndarray, proba: np.ndarray, mask: np.ndarray | None = None, bins: int = 10) -> float:
+    """Expected calibration error: |mean probability − positive rate| per equal-width bin, weighted by its cells.
+
+    Over the cells where `mask` is true (e.g. the characteristics presented, when outcomes have
+    explicit negatives), else over all cells. NaN when there is no cell.
+    """
+    y = (np.asarray(y_true) > 0).astype(np.float64)
+    p = np.asarray(proba, dtype=np.float64)
+    if mask is not None:
+        keep = np.asarray(mask, dtype=bool)
+        y, p = y[keep], p[keep]
+    y, p = y.ravel(), p.ravel()
+    if p.size == 0:
+        return float("nan")
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins))
+    return float(gap.sum() / counts.sum())

@@ -392,6 +392,28 @@ def promote(models_dir: str | Path, version: int, *, replacing: int | None = Non
         return new
 
 
+def pin_stable(models_dir: str | Path) -> int | None:
+    """The version serving now, made explicit: `stable` if labelled, else the newest version that verifies
+    becomes `stable` (None when there is none).
+
+    Retraining pins before it exports a challenger, so the challenger (newer) is a candidate and is
+    never served by the no-labels rule before the gate has decided.
+    """
+    models_dir = Path(models_dir)
+    with exclusive_lock(models_dir / LABELS_LOCK, "label change"):
+        labels = read_labels(models_dir)
+        if labels is not None:
+            return labels.stable
+        for number in reversed(list_versions(models_dir)):
+            try:
+                verify_version(models_dir / str(number))
+            except ModelError:
+                continue
+            write_labels(models_dir, Labels(stable=number))
+            return number
+        return None
+
+
 def rollback(models_dir: str | Path) -> Labels:
     """Make `previous` stable again (the rolled-back stable becomes previous, so a second rollback undoes it)."""
     models_dir = Path(models_dir)

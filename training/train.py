@@ -71,23 +71,30 @@ def train(
     *,
     config: str | Path | None = None,
     cutoff: dt.date | None = None,
+    holdout_start: dt.date | None = None,
     seed: int | None = None,
     baselines: bool = True,
     gbt: bool = False,
     progress: Progress | None = None,
     oracle: Any = None,
     extra_manifest: dict[str, Any] | None = None,
+    validated: tuple[Any, Any] | None = None,
 ) -> TrainResult:
     """Train on `data` (a CRM directory or database URL, read through `crm.open_source`), export a
     new version under `models_dir`; NeedsRecError for bad input.
 
     `config`: a YAML file overriding needs_rec/default_config.yaml (None: the defaults).
     `cutoff`: train, validate and test on episodes before this date only (the held-out window of
-    a retrain starts there). `seed`: None → the config's. `baselines`/`gbt`: fit the baselines
+    a retrain could start there). `holdout_start`: the test split is every episode from this date on
+    (retrain's gate window), validation the config's share of the episodes before it, so the
+    challenger trains on everything up to its validation split and its report is on the window.
+    `seed`: None → the config's. `baselines`/`gbt`: fit the baselines
     (and the gradient-boosted trees) on the same split for the comparison table.
     `oracle` (benchmarks only): a frame with contact_id, occurred_on, stage and one column per
     characteristic holding the generator's true probabilities; it is evaluated as one more method.
     `extra_manifest`: more keys for the manifest (retrain records its window there).
+    `validated`: `(crm, report)` from `needs_rec.schema.validate` when the caller already read the
+    data with these dictionaries (retrain does, to pick its window), so it is not read twice.
     """
     # TensorFlow is imported only once the inputs are known good: argument and data errors answer
     # instantly, and a data error prints its one line with no TensorFlow chatter.
@@ -103,9 +110,13 @@ def train(
     cfg = config_mod.load_config(config)
     seed = cfg.seed if seed is None else seed
 
-    with crm_source.open_source(data) as source:
-        progress(f"reading and validating CRM data from {source.describe()}")  # never the password of a URL
-        crm, validation = schema.validate(source.read_crm(), dicts)
+    if validated is not None:
+        progress("CRM data already read and validated by the caller")
+        crm, validation = validated
+    else:
+        with crm_source.open_source(data) as source:
+            progress(f"reading and validating CRM data from {source.describe()}")  # never the password of a URL
+            crm, validation = schema.validate(source.read_crm(), dicts)
     progress.note(str(validation))
 
     import tensorflow as tf
@@ -123,6 +134,7 @@ def train(
         test_fraction=cfg.split.test_fraction,
         cutoff=cutoff,
         contacts=crm.contacts,
+        test_start=holdout_start,
     )
     frame = episodes.model_inputs(eps.keys, crm)
     y = eps.positives

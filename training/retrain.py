@@ -1,0 +1,211 @@
+"""`python -m training.retrain --data D --dictionaries K --models M [--config C] [--gate G]` (contract §7).
+
+Trains a challenger with the most recent window of episodes held out, scores it and the champion
+(the `stable` version) on that same window with their own SavedModels, and promotes the challenger
+only if it passes the gate (`needs_rec.gate`; G merged over needs_rec/default_gate.yaml). Prints
+one line with the decision and the figures behind it and appends the same as one JSON object to
+`M/promotions.jsonl`. Exit code 0: promoted (or the first version, with no champion yet); 3: the
+gate kept the champion; 2: a data or config error, or another retrain is running.
+
+What is promoted is the challenger itself, the very model the gate measured, not a refit on all
+data after the gate: the figures in promotions.jsonl then describe exactly what serves, nothing
+unmeasured reaches managers, and a nightly run costs one training, not two. The price is that the
+served model has not learned from the newest window; the next run moves the window forward, so
+the lag is one window (docs/operations.md).
+
+Safe under faults: one retrain at a time per models directory (`M/.retrain.lock`, a flock the
+kernel drops when its holder dies, so a killed run's lock is stale at once); before a challenger
+is exported, a models directory without labels gets `stable` = the version serving now, so the
+challenger is a candidate and never served before the gate decides; versions are built hidden and
+renamed into place, labels.json is replaced atomically, and `.building-*` leftovers of dead runs
+are removed by the next run. A kill at any moment leaves labels.json naming a loadable version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from needs_rec import gate as gate_mod
+from needs_rec import versions
+from needs_rec.errors import ModelError, NeedsRecError
+from training._cli import ArgumentParser, one_line, run_cli
+from training.train import DEFAULT_DICTIONARIES, Progress, train
+
+EXIT_PROMOTED, EXIT_KEPT, EXIT_ERROR = 0, 3, 2
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(prog="python -m training.retrain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="CRM directory (CSV or Parquet tables)")
+    parser.add_argument("--dictionaries", type=Path, default=DEFAULT_DICTIONARIES, help="reference dictionaries")
+    parser.add_argument("--models", type=Path, required=True, help="models directory (labels.json, promotions.jsonl)")
+    parser.add_argument("--config", type=Path, default=None, help="training YAML over needs_rec/default_config.yaml")
+    parser.add_argument("--gate", type=Path, default=None, help="gate YAML over needs_rec/default_gate.yaml")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    parser.add_argument("--verbose", action="store_true", help="print the training steps too")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Decision:
+    """What one retrain decided, as printed and as appended to promotions.jsonl."""
+
+    decision: str  # promoted | first | kept | error
+    reasons: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return {"promoted": EXIT_PROMOTED, "first": EXIT_PROMOTED, "kept": EXIT_KEPT}.get(self.decision, EXIT_ERROR)
+
+    def line(self) -> str:
+        r = self.record
+        head = {
+            "promoted": f"retrain: promoted version {r.get('challenger')} to stable (champion was {r.get('champion')})",
+            "first": f"retrain: promoted version {r.get('challenger')} to stable (first version, no champion)",
+            "kept": f"retrain: kept champion {r.get('champion')}"
+                    + (f"; challenger {r['challenger']} stays a candidate" if r.get("challenger") else ""),
+            "error": "retrain: error",
+        }[self.decision]
+        return one_line(f"{head}: {'; '.join(self.reasons)}")
+
+
+def retrain(args: argparse.Namespace) -> Decision:
+    """The whole retrain under the lock; raises NeedsRecError for data/config problems."""
+    from needs_rec import dictionaries, episodes, schema
+    from training import data as data_io
+
+    gate = gate_mod.load_gate(args.gate)
+    models: Path = args.models
+    models.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    record: dict[str, Any] = {"gate": gate.to_dict()}
+    with versions.exclusive_lock(models / versions.RETRAIN_LOCK, "retrain") as stale:
+        if stale:
+            record["stale_lock"] = stale
+        cleaned = versions.clean_stale_builds(models)
+        if cleaned:
+            record["cleaned"] = cleaned
+        champion = versions.pin_stable(models)  # before the challenger exists: it must never serve unjudged
+        record["champion"] = champion
+
+        dicts = dictionaries.load(args.dictionaries)
+        crm, report = schema.validate(data_io.read_crm(args.data), dicts)
+        eps = episodes.build_episodes(crm.outcomes, dicts.characteristic_codes)
+        dates = eps.keys[schema.OCCURRED_ON].to_numpy().astype("datetime64[D]")
+        start = gate_mod.window_start(dates, gate.window)
+        in_window = dates >= start
+        y = eps.positives
+        explicit = bool(eps.negatives.any())
+        window_episodes = int(((y[in_window] > 0).sum(axis=1) > 0).sum())
+        record["window"] = {
+            "start": str(start), "end": str(dates.max()), "episodes": int(in_window.sum()),
+            "positive_episodes": window_episodes, "explicit_negatives": explicit,
+        }
+        if champion is not None and window_episodes < gate.min_window_episodes:
+            record["seconds"] = round(time.perf_counter() - started, 1)
+            return Decision("kept", [f"too little new data: {window_episodes} window episodes with a positive "
+                                     f"outcome since {start} (the gate needs ≥ {gate.min_window_episodes}); "
+                                     "no challenger trained"], record)
+
+        progress = Progress(quiet=not args.verbose)
+        result = train(
+            args.data, args.dictionaries, models, config=args.config, holdout_start=start.item(), seed=args.seed,
+            baselines=False, progress=progress, validated=(crm, report),
+            extra_manifest={"retrain": {"window_start": str(start), "champion": champion}},
+        )
+        challenger = result.version
+        record["challenger"] = challenger
+
+        frame = episodes.model_inputs(eps.keys[in_window].reset_index(drop=True), crm)
+        stages = frame["stage"].to_numpy().astype(str)
+        stage_index = {code: i for i, code in enumerate(dicts.stage_codes)}
+        offered = dicts.offered()[[stage_index[s] for s in stages]]
+        y_window = y[in_window]
+        presented = ((eps.positives > 0) | (eps.negatives > 0))[in_window]
+        calibration_mask = presented if explicit else offered
+
+        def scores(proba: np.ndarray) -> gate_mod.Scores:
+            return gate_mod.score(y_window, proba, stages, dicts.stage_codes, calibration_mask)
+
+        challenger_scores = scores(_predict(result.version_dir, frame))
+        popularity = scores(gate_mod.popularity(y[dates < start], len(frame), offered))
+        champion_scores, note = None, None
+        if champion is not None:
+            try:
+                champion_scores = scores(_predict(models / str(champion), frame, dicts.characteristic_codes))
+            except ModelError as exc:
+                note = f"champion {champion} cannot be scored ({one_line(exc)}); judged on the absolute checks only"
+        record["metrics"] = {
+            "challenger": challenger_scores.to_dict(),
+            "champion": champion_scores.to_dict() if champion_scores else None,
+            "popularity": popularity.to_dict(),
+        }
+        checks = gate_mod.decide(gate, window_episodes=window_episodes, challenger=challenger_scores,
+                                 champion=champion_scores, popularity=popularity)
+        record["checks"] = [c.to_dict() for c in checks]
+        failed = [c for c in checks if not c.passed]
+        reasons = ([note] if note else []) + [c.text for c in (failed or checks)]
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        if champion is None:
+            labels = versions.promote(models, challenger)
+            record["labels"] = labels.to_dict()
+            return Decision("first", reasons, record)
+        if failed:
+            return Decision("kept", ["failed " + ", ".join(c.key for c in failed), *reasons], record)
+        labels = versions.promote(models, challenger, replacing=champion)
+        record["labels"] = labels.to_dict()
+        return Decision("promoted", reasons, record)
+
+
+def _predict(version_dir: Path, frame: Any, vocabulary: list[str] | None = None) -> np.ndarray:
+    """Probabilities of one exported version over the window's raw model inputs (its own SavedModel)."""
+    from needs_rec import artifact, features
+
+    loaded = artifact.load(version_dir)
+    if vocabulary is not None and loaded.vocabulary != vocabulary:
+        raise ModelError(f"version {version_dir.name} was trained with other characteristics than the "
+                         "dictionaries now hold, so the two cannot be compared on the same window")
+    return loaded.predict(features.frame_to_inputs(frame))
+
+
+def append_record(models: Path, decision: Decision) -> None:
+    """One JSON object per retrain in M/promotions.jsonl (best effort when the directory itself is the problem)."""
+    entry = {
+        "at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "action": "retrain",
+        "decision": decision.decision,
+        "line": decision.line(),
+        "pid": os.getpid(),
+        **decision.record,
+    }
+    if models.is_dir():
+        versions.append_line(models / versions.PROMOTIONS, json.dumps(entry, ensure_ascii=False, allow_nan=False))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        decision = retrain(args)
+    except (NeedsRecError, OSError) as exc:
+        decision = Decision("error", [one_line(exc)], {"error": one_line(exc)})
+        if not isinstance(exc, versions.LockBusy):
+            append_record(args.models, decision)
+        raise
+    append_record(args.models, decision)
+    print(decision.line())
+    return decision.exit_code
+
+
+if __name__ == "__main__":
+    run_cli(main)
