@@ -11,22 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from version_factory import VOCAB, fake_version
 
 from needs_rec import versions
 from needs_rec.errors import ModelError
-
-VOCAB = ["ch_a", "ch_b"]
-
-
-def fake_version(models: Path, number: int, **extra: object) -> Path:
-    """A version directory with a one-file 'SavedModel' and a sealed manifest (enough for everything TF-free)."""
-    target = models / str(number)
-    (target / versions.SAVED_MODEL).mkdir(parents=True)
-    (target / versions.SAVED_MODEL / "saved_model.pb").write_bytes(b"graph %d" % number)
-    manifest = {"version": number, "vocabulary": VOCAB, "thresholds": [0.5, 0.5], "top_k": None,
-                "files": versions.file_checksums(target / versions.SAVED_MODEL), **extra}
-    versions.write_manifest(target, manifest)
-    return target
 
 
 def test_list_versions_takes_numbers_from_directory_names_only(tmp_path: Path) -> None:

@@ -1,0 +1,47 @@
+"""python -m serving.promote: --version N and --rollback move labels.json, record promotions.jsonl, errors exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from version_factory import fake_version
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def promote(models: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "serving.promote", "--models", str(models), *flags],
+                          cwd=REPO, capture_output=True, text=True)
+
+
+def test_promote_then_rollback_and_the_history(tmp_path: Path) -> None:
+    for n in (1, 2):
+        fake_version(tmp_path, n)
+    done = promote(tmp_path, "--version", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "version 1 is now stable (previous: 2)"
+    assert json.loads((tmp_path / "labels.json").read_text()) == {"stable": 1, "previous": 2}
+    done = promote(tmp_path, "--rollback")
+    assert done.returncode == 0 and done.stdout.strip() == "rolled back: version 2 is stable again (previous: 1)"
+    history = [json.loads(line) for line in (tmp_path / "promotions.jsonl").read_text().splitlines()]
+    assert [(h["action"], h["stable"], h["previous"]) for h in history] == [("promote", 1, 2), ("rollback", 2, 1)]
+    assert history[1]["rolled_back"] == 1
+
+
+def test_errors_exit_2_with_one_line_and_change_nothing(tmp_path: Path) -> None:
+    fake_version(tmp_path, 1)
+    for flags, message in ((("--version", "7"), "--version 7: no such version; present: 1"),
+                           (("--rollback",), "nothing to roll back to"),
+                           ((), "one of the arguments --version --rollback is required")):
+        done = promote(tmp_path, *flags)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
+        assert "Traceback" not in done.stderr
+    (tmp_path / "1" / "saved_model" / "saved_model.pb").write_bytes(b"tampered")
+    done = promote(tmp_path, "--version", "1")
+    assert done.returncode == 2 and "version 1: files do not match the manifest checksums" in done.stderr
+    assert str(tmp_path) not in done.stderr
+    assert not (tmp_path / "labels.json").exists() and not (tmp_path / "promotions.jsonl").exists()

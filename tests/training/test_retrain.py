@@ -1,0 +1,195 @@
+"""training.retrain: first version, gate decisions, promotions.jsonl, lock, pinning, stale builds, gate errors.
+
+The runs are tiny (a 120-organization CRM, a 16-unit network, 3 epochs); the gate's figures on
+such models are noise, so the mechanics tests pass a gate file that makes the decision certain.
+`test_gate_keeps_the_champion_on_shuffled_data_and_promotes_a_real_shift` (slow) runs the drift
+scenarios of bench/retrain_gate.py with the project's default config and gate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from needs_rec import dictionaries, versions
+from training import retrain, sample
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CONFIG = "network: {hidden_units: [16], dropout: 0.1}\ntraining: {batch_size: 128, max_epochs: 3, patience: 2}\n"
+ALWAYS = "min_window_episodes: 1\nmin_ndcg_vs_champion: 0.0\nmax_stage_drop: 1.0\nmax_calibration_error: 1.0\n" \
+         "min_ndcg_vs_popularity: 0.0\n"
+NEVER = "min_window_episodes: 1\nmin_ndcg_vs_champion: 10.0\n"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = sample.generate(dictionaries.load(REPO / "dictionaries"), n_orgs=120, seed=4)
+    return sample.write(data, tmp_path_factory.mktemp("crm") / "data", oracle=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("files")
+    out = {}
+    for name, text in (("tiny", TINY_CONFIG), ("always", ALWAYS), ("never", NEVER)):
+        (root / f"{name}.yaml").write_text(text, encoding="utf-8")
+        out[name] = root / f"{name}.yaml"
+    return out
+
+
+def run(crm: Path, models: Path, files: dict[str, Path], gate: str, *extra: str) -> int:
+    argv = ["--data", str(crm), "--models", str(models), "--config", str(files["tiny"]), "--gate", str(files[gate]),
+            "--seed", "1", *extra]
+    return retrain.main(argv)
+
+
+def history(models: Path) -> list[dict]:
+    return [json.loads(line) for line in (models / "promotions.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_first_retrain_promotes_then_the_gate_decides(crm: Path, files: dict[str, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    models = tmp_path / "models"
+    assert run(crm, models, files, "never") == 0  # no champion yet: the first version becomes stable
+    assert versions.read_labels(models) == versions.Labels(stable=1)
+    line = capsys.readouterr().out.strip().splitlines()
+    assert len(line) == 1 and line[0].startswith("retrain: promoted version 1 to stable (first version")
+
+    assert run(crm, models, files, "never") == 3
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("retrain: kept champion 1; challenger 2 stays a candidate: "
+                                               "failed min_ndcg_vs_champion")
+    assert versions.read_labels(models) == versions.Labels(stable=1)  # version 2 is a candidate, never served
+    assert versions.resolve_serving(models) == models / "1"
+
+    assert run(crm, models, files, "always") == 0
+    assert versions.read_labels(models) == versions.Labels(stable=3, previous=1)
+    records = history(models)
+    assert [r["decision"] for r in records] == ["first", "kept", "promoted"]
+    kept = records[1]
+    assert kept["champion"] == 1 and kept["challenger"] == 2 and kept["line"] == out[0]
+    assert kept["window"]["positive_episodes"] > 0 and kept["window"]["explicit_negatives"] is True
+    assert set(kept["metrics"]) == {"challenger", "champion", "popularity"}
+    assert [c["key"] for c in kept["checks"]] == ["min_window_episodes", "min_ndcg_vs_champion", "max_stage_drop",
+                                                  "max_calibration_error", "min_ndcg_vs_popularity"]
+    # The challenger's own report is on the same window (its test split is the window).
+    manifest = versions.read_manifest(models / "2")
+    assert manifest["data"]["split"]["test_start"] == kept["window"]["start"]
+    assert manifest["retrain"] == {"window_start": kept["window"]["start"], "champion": 1}
+
+
+def test_same_data_and_seed_give_the_same_figures(crm: Path, files: dict[str, Path], tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    run(crm, models, files, "always")
+    run(crm, models, files, "always")
+    first, second = history(models)
+    assert first["metrics"]["challenger"] == second["metrics"]["challenger"] == second["metrics"]["champion"]
+
+
+def test_too_little_new_data_keeps_the_champion_without_training(crm: Path, files: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    run(crm, models, files, "always")
+    (tmp_path / "scarce.yaml").write_text("min_window_episodes: 1000000\n", encoding="utf-8")
+    files = {**files, "scarce": tmp_path / "scarce.yaml"}
+    assert run(crm, models, files, "scarce") == 3
+    assert versions.list_versions(models) == [1]
+    record = history(models)[-1]
+    assert record["decision"] == "kept" and "too little new data" in record["line"]
+    assert "the gate needs ≥ 1000000" in record["line"]
+
+
+def test_positive_only_outcomes_work_alike(crm: Path, files: dict[str, Path], tmp_path: Path) -> None:
+    only = tmp_path / "positive_only"
+    only.mkdir()
+    for name in ("organizations.csv", "contacts.csv"):
+        (only / name).write_bytes((crm / name).read_bytes())
+    outcomes = pd.read_csv(crm / "outcomes.csv", dtype=str, keep_default_na=False)
+    outcomes[outcomes["outcome"] == "positive"].to_csv(only / "outcomes.csv", index=False)
+    models = tmp_path / "models"
+    assert run(only, models, files, "always") == 0
+    assert run(only, models, files, "always") == 0
+    record = history(models)[-1]
+    assert record["window"]["explicit_negatives"] is False and record["decision"] == "promoted"
+    assert record["metrics"]["challenger"]["calibration_error"] is not None
+
+
+def test_a_models_directory_without_labels_keeps_serving_its_newest(crm: Path, files: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    """A version from training.fit, no labels: retrain pins it as stable before exporting the challenger."""
+    from training import fit
+
+    models = tmp_path / "models"
+    fit.fit(fit.parse_args(["--data", str(crm), "--output", str(models), "--config", str(files["tiny"]),
+                            "--no-baselines", "--quiet"]))
+    assert run(crm, models, files, "never") == 3
+    assert versions.read_labels(models) == versions.Labels(stable=1)
+    assert versions.list_versions(models) == [1, 2] and versions.resolve_serving(models) == models / "1"
+
+
+def test_leftovers_of_dead_runs_are_removed_by_the_next(crm: Path, files: dict[str, Path], tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    (models / f".building-{dead}-x1" / "saved_model").mkdir(parents=True)
+    (models / ".retrain.lock").write_text(f"pid {dead} since 2026-01-01T00:00:00+00:00")
+    assert run(crm, models, files, "always") == 0
+    assert not any(p.name.startswith(".building-") for p in models.iterdir())
+    record = history(models)[-1]
+    assert record["cleaned"] == [f".building-{dead}-x1"] and f"pid {dead}" in record["stale_lock"]
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "training.retrain", *argv], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_a_second_retrain_while_one_runs_exits_2(crm: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    with versions.exclusive_lock(models / versions.RETRAIN_LOCK, "retrain"):
+        done = cli("--data", str(crm), "--models", str(models))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: another retrain is running (pid {os.getpid()} since")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("min_ndcg_vs_champion: high\n", "gate key 'min_ndcg_vs_champion' must be a number in [0, 10]"),
+    ("window: {share: 0.9}\n", "gate key 'window.share' must be a number in (0, 0.5)"),
+    ("min_ndgc_vs_champion: 0.9\n", "unknown gate key 'min_ndgc_vs_champion'"),
+])
+def test_gate_file_errors_name_the_key(crm: Path, tmp_path: Path, text: str, message: str) -> None:
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(text, encoding="utf-8")
+    done = cli("--data", str(crm), "--models", str(tmp_path / "models"), "--gate", str(gate))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
+    assert not (tmp_path / "models").exists() or versions.list_versions(tmp_path / "models") == []
+
+
+def test_gate_keeps_the_champion_on_shuffled_data_and_promotes_a_real_shift(tmp_path: Path) -> None:
+    """bench/retrain_gate.py's scenarios, small, with the project's default training config and gate."""
+    spec = importlib.util.spec_from_file_location("retrain_gate", REPO / "bench" / "retrain_gate.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.run_scenarios(tmp_path, orgs=400, seed=5, dictionaries=REPO / "dictionaries", config=None)
+    assert r["champion"][0] == 0
+    code, line, record = r["shuffled"]
+    assert code == 3 and line.startswith("retrain: kept champion 1"), line
+    assert r["stable_after_shuffled"] == versions.Labels(stable=1)
+    code, line, record = r["shifted"]
+    assert code == 0 and line.startswith(f"retrain: promoted version {record['challenger']}"), line
+    assert r["stable_after_shifted"] == versions.Labels(stable=record["challenger"], previous=1)
+    (p_old, rank_old), (p_new, rank_new) = r["rank_champion"], r["rank_stable"]
+    assert p_new > p_old and rank_new < rank_old  # the new stable ranks the risen characteristic higher
