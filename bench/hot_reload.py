@@ -69,6 +69,12 @@ def promote(models: Path, *flags: str) -> str:
     return done.stdout.strip()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def labels_phase(first: Path, second: Path, work: Path, rate: float, window_s: float = 8.0) -> None:
     """Promotion then rollback under ~`rate` requests/s; wrk figures of the window around each switch."""
     from needs_rec import versions
@@ -104,6 +110,12 @@ def labels_phase(first: Path, second: Path, work: Path, rate: float, window_s: f
             lines.append(row(f"~{rate:g} req/s, {window_s:g} s around it", result))
             lines.append(f"    failed requests: {int(result['failed'])}   "
                          f"p99 during the switch: {result['p99']:.2f} ms")
+        idle_s = 10.0
+        before = cpu_seconds(server.pid)
+        time.sleep(idle_s)
+        used = cpu_seconds(server.pid) - before
+        lines.append(f"  idle, polling every 1 s for {idle_s:g} s: {used:.2f} CPU s "
+                     f"({100 * used / idle_s:.1f}% of a core)")
     finally:
         stop_server(server)
     print(f"\npromotion and rollback under ~{rate:g} requests/s (wrk, loopback)")

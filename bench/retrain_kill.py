@@ -3,7 +3,8 @@
     .venv/bin/python bench/retrain_kill.py [--trials 20] [--orgs 300] [--seed 3]
 
 Generates a small synthetic CRM, runs `python -m training.retrain` once to completion (the
-champion, and the time T one run takes), then `--trials` times starts a retrain and kills it with
+champion, and the time T one run takes; the gate lets every finished run promote, so labels.json
+is rewritten each time), then `--trials` times starts a retrain and kills it with
 SIGKILL after a random delay in [0, 1.1·T]. After every kill it checks, as an operator would:
 labels.json parses and its `stable` version passes the manifest and file checks and loads with
 TensorFlow; every numbered version passes the same checks (no half-written version is ever
@@ -29,7 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
 TINY_CONFIG = "network: {hidden_units: [16]}\ntraining: {max_epochs: 3, patience: 1}\n"
-GATE = "min_window_episodes: 1\n"
+#: Every finished run promotes, so kills also land while labels.json is being replaced.
+GATE = ("min_window_episodes: 1\nmin_ndcg_vs_champion: 0.0\nmax_stage_drop: 1.0\nmax_calibration_error: 1.0\n"
+        "min_ndcg_vs_popularity: 0.0\n")
 
 
 def command(crm: Path, models: Path, work: Path) -> list[str]:

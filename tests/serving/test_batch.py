@@ -172,3 +172,19 @@ def test_batch_unknown_contact_in_a_database_exits_2_naming_it(
                  "--output", tmp_path / "o.csv")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "'c404'" in result.stderr and "contact_id" in result.stderr
+
+
+def test_a_models_directory_with_labels_is_scored_with_stable(built: dict[str, Path], crm_dir: Path,
+                                                              tmp_path: Path) -> None:
+    from serving_support import models_dir_with
+
+    from needs_rec import versions
+
+    models = models_dir_with(tmp_path, built["fixed"], built["random"])  # 2 is newest, but a candidate
+    versions.write_labels(models, versions.Labels(stable=1, previous=2))
+    requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c1"], "stage": ["lead"]})
+    output = tmp_path / "scores.csv"
+    assert run(["--model", models, "--data", crm_dir, "--requests", requests, "--output", output]) == 0
+    scores = pd.read_csv(output)
+    got = scores.set_index("characteristic").loc[VOCABULARY, "probability"].to_numpy()
+    np.testing.assert_allclose(got, FIXED_PROBABILITIES, atol=1e-6)  # the constant outputs of version 1
