@@ -92,6 +92,8 @@ def labels_phase(first: Path, second: Path, work: Path, rate: float, window_s: f
         wait_ready(port, server)
         wrk(port, script, duration=2, connections=4)  # warm the path
         connections = max(2, round(rate / 10))
+        steady = wrk(port, script, duration=window_s, connections=connections, delay_ms=1000.0 * connections / rate)
+        lines.append(row(f"~{rate:g} req/s, no switch (reference)", steady))
         for flags, expected in ((("--version", "2"), 2), (("--rollback",), 1)):
             result: dict[str, float] = {}
             load = threading.Thread(target=lambda out=result: out.update(

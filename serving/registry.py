@@ -23,9 +23,11 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,6 +271,23 @@ def collect_replaced() -> None:
 
 Signature = tuple[tuple[str, int, int], ...]
 
+#: While a version loads beside the served one, the interpreter hands the GIL over this often (default
+#: 5 ms): restoring a SavedModel is long stretches of Python, and a request waiting a whole default
+#: interval at each of its GIL hand-offs would add tens of milliseconds during the switch.
+LOADING_SWITCH_INTERVAL_S = 0.0005
+
+
+@contextmanager
+def _yielding_gil() -> Iterator[None]:
+    """Run the block with a short GIL switch interval, restoring the previous one after."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, LOADING_SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
 
 def _signature(path: Path) -> Signature:
     """Cheap fingerprint of a version directory (names, sizes, mtimes): content changed ↔ fingerprint changed.
@@ -445,8 +464,9 @@ class Registry:
         started = time.perf_counter()
         self.loading = number
         try:
-            model = self.loader(path)
-            warm_up(model, self.warmup_rounds, self.max_rows)
+            with _yielding_gil():
+                model = self.loader(path)
+                warm_up(model, self.warmup_rounds, self.max_rows)
         except Exception as exc:  # whatever breaks (checksums, TensorFlow, warm-up), the version is refused
             full = " ".join(str(exc).split()) or type(exc).__name__
             message = redact(full, [(path, f"version {number}"), (self.model_path, "models")])
