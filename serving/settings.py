@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NEEDS_REC_", extra="forbid", frozen=True)
 
-    model: Path = Field(description="models directory (newest numeric version is served) or one version directory")
+    model: Path = Field(description="models directory (its stable version, else the newest) or one version directory")
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port)")
     log_level: LogLevel = Field("info", description="level of the JSON log lines on stderr")
