@@ -84,8 +84,8 @@ def pick_rising(outcomes: pd.DataFrame, dictionaries: Path) -> tuple[str, list[s
 
 def rank_of(version: Path, crm: Path, characteristic: str, since: str, stages: list[str]) -> tuple[float, float]:
     """(mean probability, mean rank) of `characteristic` over the episodes on/after `since` at `stages`."""
+    from crm import files as data_io
     from needs_rec import artifact, dictionaries, episodes, features, schema
-    from training import data as data_io
 
     loaded = artifact.load(version)
     dicts = dictionaries.load(version / "dictionaries")

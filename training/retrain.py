@@ -46,7 +46,7 @@ EXIT_PROMOTED, EXIT_KEPT, EXIT_ERROR = 0, 3, 2
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog="python -m training.retrain", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="CRM directory (CSV or Parquet tables)")
+    parser.add_argument("--data", required=True, help="CRM directory (CSV or Parquet tables) or database URL")
     parser.add_argument("--dictionaries", type=Path, default=DEFAULT_DICTIONARIES, help="reference dictionaries")
     parser.add_argument("--models", type=Path, required=True, help="models directory (labels.json, promotions.jsonl)")
     parser.add_argument("--config", type=Path, default=None, help="training YAML over needs_rec/default_config.yaml")
@@ -82,8 +82,8 @@ class Decision:
 
 def retrain(args: argparse.Namespace) -> Decision:
     """The whole retrain under the lock; raises NeedsRecError for data/config problems."""
+    import crm as crm_source
     from needs_rec import dictionaries, episodes, schema
-    from training import data as data_io
 
     gate = gate_mod.load_gate(args.gate)
     models: Path = args.models
@@ -100,7 +100,9 @@ def retrain(args: argparse.Namespace) -> Decision:
         record["champion"] = champion
 
         dicts = dictionaries.load(args.dictionaries)
-        crm, report = schema.validate(data_io.read_crm(args.data), dicts)
+        with crm_source.open_source(args.data) as source:
+            record["data"] = source.describe()  # never a password
+            crm, report = schema.validate(source.read_crm(), dicts)
         eps = episodes.build_episodes(crm.outcomes, dicts.characteristic_codes)
         dates = eps.keys[schema.OCCURRED_ON].to_numpy().astype("datetime64[D]")
         start = gate_mod.window_start(dates, gate.window)
