@@ -96,8 +96,8 @@ def window_start(dates: np.ndarray, window: WindowConfig) -> np.datetime64:
         raise DataError(f"retrain needs episodes on at least 3 distinct dates (2 to train on, 1 to hold out); "
                         f"found {len(uniq)}")
     if window.weeks is not None:
-        start = uniq[-1] - np.timedelta64(7 * window.weeks - 1, "D")
-        where = int(np.searchsorted(uniq, start))
+        where = int(np.searchsorted(uniq, uniq[-1] - np.timedelta64(7 * window.weeks - 1, "D")))
+        start = uniq[min(where, len(uniq) - 1)]  # the first day with episodes in those weeks
         how = f"the last {window.weeks} week(s)"
     else:
         after = counts[::-1].cumsum()[::-1]  # after[i]: episodes on uniq[i] or later

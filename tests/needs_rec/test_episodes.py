@@ -103,6 +103,16 @@ def test_time_split_cutoff_drops_episodes_on_and_after_it():
     assert not split.cold_start[~kept].any()
 
 
+def test_time_split_with_a_held_out_window_as_the_test_part():
+    days = list(range(10))  # 2024-01-01 … 2024-01-10, one episode each
+    split = episodes.time_split(keys_on(days), validation_fraction=0.25, test_fraction=0.3, test_start="2024-01-09")
+    assert np.array(days)[split.test].tolist() == [8, 9]  # the window, whatever test_fraction says
+    assert np.array(days)[split.validation].tolist() == [6, 7]  # 25% of the 8 episodes before it
+    assert split.test_start == dt.date(2024, 1, 9)
+    with pytest.raises(DataError, match="leaves 1 distinct date"):
+        episodes.time_split(keys_on(days), validation_fraction=0.2, test_fraction=0.2, test_start="2024-01-02")
+
+
 def test_time_split_each_part_gets_at_least_one_date():
     split = episodes.time_split(keys_on([0, 0, 0, 0, 0, 0, 1, 2]), validation_fraction=0.01, test_fraction=0.01)
     assert (split.train.sum(), split.validation.sum(), split.test.sum()) == (6, 1, 1)
