@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import re
 import sys
 import threading
@@ -277,6 +278,24 @@ Signature = tuple[tuple[str, int, int], ...]
 LOADING_SWITCH_INTERVAL_S = 0.0005
 
 
+#: Niceness added to the loader thread once a version serves: later loads and warm-ups then yield
+#: the CPU to request handling when the machine is busy.
+LOADER_NICENESS = 10
+
+
+def _lower_thread_priority() -> None:
+    """Raise this thread's niceness by LOADER_NICENESS (Linux: niceness is per thread; others keep theirs).
+
+    Done only after the first version is loaded, when TensorFlow's thread pools (which would inherit
+    it) already exist; never undone, as an unprivileged process could not undo it.
+    """
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + LOADER_NICENESS))
+    except (AttributeError, OSError):  # not Linux, or not allowed: loads simply compete as equals
+        pass
+
+
 @contextmanager
 def _yielding_gil() -> Iterator[None]:
     """Run the block with a short GIL switch interval, restoring the previous one after."""
@@ -334,6 +353,7 @@ class Registry:
         logger: logging.Logger | None = None,
         metrics: Metrics | None = None,
         loader: Callable[[Path], ServingModel] = load_version,
+        preload: bool = True,
     ):
         self.model_path = Path(model_path)
         self.fixed = versions.is_version_dir(self.model_path)  # one version directory: no reload
@@ -355,6 +375,9 @@ class Registry:
         self.labels_error: str | None = None
         self.current_gone = False  # the served version's directory disappeared; answering from memory
         self._signatures: dict[int, Signature] = {}  # fingerprint of each loaded version's files at load time
+        #: Versions held loaded but not served (`previous`, the newest candidate) with their fingerprints.
+        self.standby: dict[int, tuple[ServingModel, Signature]] = {}
+        self.preload = preload
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._collect_due = False
@@ -376,6 +399,7 @@ class Registry:
 
     def _run(self) -> None:
         freeze_libraries()  # before any version: nobody is waiting for an answer yet
+        lowered = False
         while not self._stop.is_set():
             if self._collect_due:
                 self._collect_due = False
@@ -384,6 +408,9 @@ class Registry:
                 self.poll_once()
             except Exception:  # never let the loader thread die: the service keeps its current version
                 self.logger.exception("model_poll_failed")
+            if not lowered and self.current is not None:
+                lowered = True
+                _lower_thread_priority()
             if (self.fixed or self.poll_interval_s <= 0) and self.current is not None:
                 return  # nothing more to look for
             if self._stop.wait(self.poll_interval_s if self.poll_interval_s > 0 else 1.0):
@@ -448,7 +475,8 @@ class Registry:
                 if not signature:  # its directory is gone: look further down the line
                     continue
                 if signature == self._signatures.get(number):
-                    return False  # already serving the best choice, unchanged: nothing to do
+                    self._keep_standby()
+                    return False  # already serving the best choice, unchanged: nothing to swap
             refused = self.refused.get(number)
             if refused is not None and refused.signature == signature:
                 if current is not None and number == current.version:
@@ -460,9 +488,8 @@ class Registry:
                 return False
         return False
 
-    def _try_load(self, number: int, path: Path, signature: Signature) -> bool:
-        started = time.perf_counter()
-        self.loading = number
+    def _load(self, number: int, path: Path, signature: Signature) -> ServingModel | None:
+        """Load, verify and warm up one version (None, recorded as refused, when any step fails)."""
         try:
             with _yielding_gil():
                 model = self.loader(path)
@@ -480,8 +507,23 @@ class Registry:
                 self.logger, "model_refused", logging.ERROR, version=number, error=full, path=str(path),
                 serving=self.current.version if self.current else None,
             )
-            return False
+            return None
         model.version = number  # the directory's name is the number, whatever the manifest says
+        return model
+
+    def _try_load(self, number: int, path: Path, signature: Signature) -> bool:
+        """Swap in version `number`: from the standby versions when held with these very files, else loaded now."""
+        started = time.perf_counter()
+        held = self.standby.pop(number, None)
+        preloaded = held is not None and held[1] == signature
+        if preloaded:
+            model = held[0]
+        else:
+            self.loading = number
+            loaded = self._load(number, path, signature)
+            if loaded is None:
+                return False
+            model = loaded
         seconds = round(time.perf_counter() - started, 3)
         with self._lock:
             previous = self.current
@@ -489,23 +531,59 @@ class Registry:
             self.current = model  # the swap: one reference assignment; requests holding `previous` finish on it
             if previous is not None and previous.version != number:
                 self.retired.append(previous.version)
-                self._signatures.pop(previous.version, None)
+                # kept loaded beside the served one: a rollback to it is a swap, no load
+                self.standby[previous.version] = (previous, self._signatures.pop(previous.version, ()))
             self.retired = [v for v in self.retired if v != number]
             self._signatures[number] = signature
             self.refused.pop(number, None)
             self.loading = None
             self.last_error = None
             self.current_gone = False
-            self._collect_due = previous is not None
         if self.metrics:
             self.metrics.model_loads.labels("loaded").inc()
             self.metrics.model_version.set(model.version)
         log_event(
             self.logger, "model_switched" if previous else "model_loaded", version=model.version,
             previous=previous.version if previous else None, load_seconds=seconds, path=str(path),
-            fast_path=model.twin_note,
+            fast_path=model.twin_note, preloaded=preloaded,
         )
+        self._keep_standby()
         return True
+
+    def _keep_standby(self) -> None:
+        """Hold `previous` and the newest candidate loaded beside `stable` (TF Serving keeps labelled versions
+        loaded too), so a rollback or a promotion is a swap, not a load; free every other held version.
+
+        At most one version is loaded per poll, after the swaps: the load happens when a candidate
+        appears (retrain exports it before the gate decides), at the loader thread's lower priority.
+        """
+        labels = self._seen_labels
+        wanted: list[int] = []
+        if labels is not None and self.current is not None and not self.fixed and self.preload:
+            present = versions.list_versions(self.model_path)
+            if labels.previous is not None and labels.previous in present:
+                wanted.append(labels.previous)
+            newer = [v for v in present if v > labels.stable and v not in (labels.stable, labels.previous)]
+            if newer:
+                wanted.append(newer[-1])
+        dropped = [v for v in self.standby if v not in wanted]
+        for number in dropped:
+            del self.standby[number]
+        if dropped:
+            self._collect_due = True  # their reference cycles go with the next collection
+        for number in wanted:
+            if number in self.standby or number == self.current.version or self._stop.is_set():  # type: ignore[union-attr]
+                continue
+            path = self.model_path / str(number)
+            signature = _signature(path)
+            refused = self.refused.get(number)
+            if not signature or (refused is not None and refused.signature == signature):
+                continue
+            model = self._load(number, path, signature)
+            if model is not None:
+                self.standby[number] = (model, signature)
+                log_event(self.logger, "model_preloaded", version=number, serving=self.current.version)  # type: ignore[union-attr]
+            return  # one load per poll
 
     # -- status ------------------------------------------------------------------------------
 

@@ -211,3 +211,31 @@ def test_a_version_refused_at_start_answers_503_without_a_path(built: dict[str, 
         assert str(tmp_path) not in answer.text
         status = client.get("/v1/models/needs_rec/versions/1").text
         assert str(tmp_path) not in status
+
+
+def test_promotion_and_rollback_swap_versions_held_loaded(built: dict[str, Path], tmp_path: Path) -> None:
+    """The newest candidate and `previous` are loaded beside `stable`, so switching to them loads nothing."""
+    models = models_dir_with(tmp_path, built["fixed"], built["random"])
+    versions.write_labels(models, versions.Labels(stable=1))
+    logger, log = capture_logger("standby")
+    calls: Counter[int] = Counter()
+
+    def counting_loader(path: Path) -> ServingModel:
+        calls[int(path.name)] += 1
+        return load_version(path)
+
+    registry = Registry(models, poll_interval_s=0, warmup_rounds=0, logger=logger, loader=counting_loader)
+    assert registry.poll_once() and registry.current.version == 1
+    assert registry.poll_once() is False and set(registry.standby) == {2}  # candidate preloaded, not served
+    assert registry.current.version == 1
+    versions.promote(models, 2)
+    assert registry.poll_once() and registry.current.version == 2
+    versions.rollback(models)
+    assert registry.poll_once() and registry.current.version == 1
+    assert calls == Counter({1: 1, 2: 1})  # each loaded once, whatever the switches
+    switched = [json.loads(line) for line in log.getvalue().splitlines() if '"model_switched"' in line]
+    assert [(e["version"], e["preloaded"], e["load_seconds"] < 0.5) for e in switched] == [(2, True, True),
+                                                                                          (1, True, True)]
+    shutil.rmtree(models / "2")  # a held version whose directory goes is let go
+    registry.poll_once()
+    assert registry.standby == {}
