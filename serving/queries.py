@@ -21,6 +21,7 @@ import datetime as dt
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +131,15 @@ class Snapshots:
                 current = self._install(build_snapshot(model, read_crm))
             return current
 
+    def peek(self, model: Any, read_crm: Callable[[], dict[str, Any]] | None = None) -> Snapshot | None:
+        """The snapshot of `model` if one is built, never waiting; with `read_crm`, a missing or stale
+        one is built in the background for the next call (the card asks this way: it never waits)."""
+        current = self._current
+        fresh = current is not None and current.model is model
+        if read_crm is not None and (not fresh or time.time() - current.built_at > self.max_age_s):
+            self._refresh_in_background(model, read_crm)
+        return current if fresh else None
+
     def _install(self, snapshot: Snapshot) -> Snapshot:
         self._current = snapshot
         threading.Thread(target=_quietly(snapshot.score_all), name="audience-scoring", daemon=True).start()
@@ -146,7 +156,8 @@ class Snapshots:
                 fresh = build_snapshot(model, read_crm)
                 fresh.score_all()  # swap in only once scored, so answers never wait on a refresh
                 with self._lock:
-                    if self._current is None or self._current.version == fresh.version:
+                    current = self._current
+                    if current is None or current.model is not fresh.model or current.built_at < fresh.built_at:
                         self._current = fresh
             except Exception:  # a failed refresh keeps the old snapshot; the next stale query retries
                 pass
@@ -154,6 +165,35 @@ class Snapshots:
                 self._refreshing = False
 
         threading.Thread(target=refresh, name="audience-refresh", daemon=True).start()
+
+
+_PER_SERVICE: weakref.WeakKeyDictionary[Any, Snapshots] = weakref.WeakKeyDictionary()
+
+
+def snapshots_for(service: Any) -> Snapshots:
+    """The one `Snapshots` of a service (shared by the query router and the manager's card)."""
+    found = _PER_SERVICE.get(service)
+    if found is None:
+        found = _PER_SERVICE[service] = Snapshots()
+    return found
+
+
+def similar_reasons(service: Any, model: Any, org_id: str, characteristics: list[str]) -> dict[str, str]:
+    """The card's «сработало у N похожих организаций …» per characteristic for one organization.
+
+    Answers only from a snapshot already built for `model` (a missing one starts building for the
+    next card), so a card never waits on the CRM; {} without a CRM source, an index or neighbours.
+    """
+    source = getattr(service, "crm", None)
+    if source is None or not org_id:
+        return {}
+    current = snapshots_for(service).peek(model, source.read_crm)
+    if current is None or current.index is None:
+        return {}
+    names = {item.code: item.name for item in model.dictionaries.industries}
+    found = current.index.card_neighbours(org_id, characteristics)
+    reasons = {code: similar.similar_reason(neighbours, names) for code, neighbours in found.items()}
+    return {code: text for code, text in reasons.items() if text}
 
 
 def _quietly(work: Callable[[], None]) -> Callable[[], None]:

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from needs_rec import audience, similar
 from needs_rec.errors import NeedsRecError, RequestError
-from serving.queries import DEFAULT_MAX_AGE_S, Snapshot, Snapshots, SnapshotUnavailable, iso_utc
+from serving.queries import Snapshot, SnapshotUnavailable, iso_utc, snapshots_for
 from serving.service import ApiError, Service, json_response
 
 DEFAULT_LIMIT = 100
@@ -50,10 +50,10 @@ def _unknown(params: Any, known: tuple[str, ...]) -> list[str]:
     return [f"unknown parameter {name!r} ignored; known: {', '.join(known)}" for name in params if name not in known]
 
 
-def router(service: Service, max_age_s: float = DEFAULT_MAX_AGE_S) -> APIRouter:
+def router(service: Service) -> APIRouter:
     """The query endpoints over `service` and its CRM source (`service.crm`)."""
     routes = APIRouter()
-    snapshots = Snapshots(max_age_s)
+    snapshots = snapshots_for(service)
 
     async def snapshot(request: Request, what: str) -> Snapshot:
         source = getattr(service, "crm", None)

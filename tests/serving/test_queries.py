@@ -162,3 +162,26 @@ def test_without_a_crm_source_both_queries_are_503(built):
             answer = test_client.get(path)
             assert answer.status_code == 503
             assert "needs a CRM source (--crm)" in answer.json()["error"]
+
+
+def test_card_reasons_never_wait_and_come_from_the_nearest_organizations(client, trained):
+    from serving_support import wait_until
+
+    from serving.queries import similar_reasons, snapshots_for
+
+    crm = trained[4]
+    service = client.app.state.service
+    model = service.registry.current
+    positives = similar.positive_table(crm)
+    code = positives["characteristic"].value_counts().index[0]
+    orgs = list(crm.organizations["org_id"])
+    assert wait_until(lambda: any(similar_reasons(service, model, org, [code]) for org in orgs[:40]), timeout=60)
+    snapshot = snapshots_for(service).peek(model)
+    for org in orgs[:40]:
+        reasons = similar_reasons(service, model, org, [code])
+        nearest = snapshot.index.card_neighbours(org, [code])[code]
+        if nearest:
+            assert reasons[code].startswith(f"сработало у {len(nearest)} ")
+        else:
+            assert code not in reasons
+    assert similar_reasons(service, model, "NO-SUCH-ORG", [code]) == {}
