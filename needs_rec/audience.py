@@ -31,6 +31,7 @@ import pandas as pd
 from needs_rec import schema
 from needs_rec.dictionaries import Dictionaries, normalize_code
 from needs_rec.errors import RequestError
+from needs_rec.evaluation import gain_curve
 
 CLIENTS_CHOICES = ("only", "exclude")
 #: The shares of the ranked audience the evaluation reports (cumulative gain at 5 / 10 / 20%).
@@ -270,14 +271,16 @@ def audience_gain(
     episodes at S that the rule keeps (owners of C's product left out before the last stage, C
     offered at S), those episodes are ranked by each method's probability of C; the gain at share q
     is the share of C's positives found in the top q of that ranking (ties counted at their expected
-    value). Figures are pooled over all such audiences (each positive counts once: the share of all
-    positives found in the top q of its own audience) and also averaged per audience ("macro").
+    value, as `evaluation.gain_curve`). Figures are pooled over all such audiences (each positive
+    counts once: the share of all positives found in the top q of its own audience) and also
+    averaged per audience ("macro").
     `owns_product[i, j]`: episode i's organization owns characteristic j's product. Lift = gain / q.
     """
     y = np.asarray(y_test) > 0
     stages = np.asarray(stages).astype(str)
     owns = np.asarray(owns_product, dtype=bool)
     last = len(stage_codes) - 1
+    grid = np.asarray(shares, dtype=np.float64)
     found = {m: np.zeros(len(shares)) for m in probas}
     macro: dict[str, list[np.ndarray]] = {m: [] for m in probas}
     audiences, positives_total, rows_total = 0, 0, 0
@@ -294,7 +297,7 @@ def audience_gain(
             positives_total += positives
             rows_total += int(keep.sum())
             for method, proba in probas.items():
-                gains = _gain_at(y[keep, j], np.asarray(proba)[keep, j], shares)
+                gains = gain_curve(y[keep, j], np.asarray(proba)[keep, j], grid)
                 found[method] += gains * positives
                 macro[method].append(gains)
     result: dict[str, Any] = {
@@ -314,17 +317,6 @@ def audience_gain(
             "macro_gain": [_round(v) for v in mean],
         }
     return result
-
-
-def _gain_at(y: np.ndarray, p: np.ndarray, shares: Sequence[float]) -> np.ndarray:
-    """Share of positives in the top q of `p` (descending), ties at their expected value, per q."""
-    n, total = len(y), y.sum()
-    order = np.argsort(-p, kind="stable")
-    p_sorted, found = p[order], np.cumsum(y[order])
-    run_end = np.append(p_sorted[:-1] != p_sorted[1:], True)
-    x = np.concatenate([[0.0], (np.flatnonzero(run_end) + 1) / n])
-    g = np.concatenate([[0.0], found[run_end] / total])
-    return np.interp(np.asarray(shares, dtype=np.float64), x, g)
 
 
 def _round(value: float) -> float | None:
