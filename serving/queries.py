@@ -89,7 +89,7 @@ def build_snapshot(model: Any, read_crm: Callable[[], dict[str, Any]]) -> Snapsh
     dicts = model.dictionaries
     raw = read_crm()
     try:
-        crm, _ = schema.validate({t.name: raw[t.name] for t in schema.TABLES}, dicts)
+        crm, _ = schema.validate(raw, dicts)  # managers' feedback rows count as outcomes
     except DataError as exc:
         raise SnapshotUnavailable(f"the CRM source's data does not validate: {' '.join(str(exc).split())}") from exc
     population = audience.Population.from_crm(crm, dicts)

@@ -100,6 +100,7 @@ OUTCOMES = Table(
         Column("stage", Kind.CODE, required=True, vocabulary="funnel_stages"),
         Column("characteristic", Kind.CODE, required=True, vocabulary="characteristics"),
         Column("outcome", Kind.OUTCOME, required=True),
+        Column("manager_id", Kind.ID),  # v2: who presented it (an opaque code, never a name)
     ),
 )
 
@@ -120,9 +121,8 @@ FEEDBACK = Table(
     "feedback",
     (
         Column("feedback_id", Kind.ID, required=True),
-        *(c for c in OUTCOMES.columns),
+        *(c for c in OUTCOMES.columns),  # manager_id among them
         Column("request_id", Kind.ID),
-        Column("manager_id", Kind.ID),
         Column("model_version", Kind.INTEGER),
         Column("received_at", Kind.TIMESTAMP),
     ),
@@ -158,7 +158,7 @@ DISPLAY_TABLES = {
 
 #: The columns that identify one outcome event: a row of `feedback` equal to a row of `outcomes` in
 #: all of them is the same event, counted once.
-EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in OUTCOMES.columns)
+EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in OUTCOMES.columns if c.name != "manager_id")
 
 POSITIVE, NEGATIVE = "positive", "negative"
 OUTCOME_VALUES = (POSITIVE, NEGATIVE)

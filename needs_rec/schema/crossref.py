@@ -188,7 +188,7 @@ def _with_feedback(
     errors: list[str] = []
     feedback = check_table(raw, FEEDBACK, dictionaries, report, errors)
     raise_if(errors)
-    events = feedback.loc[:, list(EVENT_COLUMNS)]
+    events = feedback.loc[:, [*EVENT_COLUMNS, "manager_id"]]  # who had it resonate travels with the event
     combined = pd.concat([outcomes, events], ignore_index=True)
     repeated = combined.duplicated(subset=list(EVENT_COLUMNS), keep="first").to_numpy().copy()
     repeated[: len(outcomes)] = False  # the CRM's own rows are kept as they are

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from serving_support import serve, settings_for
 
-from crm import files as data_io
+import crm
+from crm.write import write_tables
 from needs_rec import artifact, audience, dictionaries, schema, similar
 from training import sample
 from training.train import train
@@ -28,33 +29,37 @@ training: {batch_size: 128, max_epochs: 3, patience: 2}
 pytestmark = pytest.mark.slow
 
 
-class DirectorySource:
-    """The CRM directory as the service reads it (`read_crm`: the raw §2 tables)."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-
-    def read_crm(self) -> dict[str, pd.DataFrame]:
-        return data_io.read_crm(self.directory)
+MANAGERS = ("M-01", "M-02", "M-03")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("queries")
+@pytest.fixture(scope="module", params=["directory", "sqlite"])
+def trained(request, tmp_path_factory):
+    """A sample CRM with `manager_id` on its outcomes, as a directory or a SQLite database, and a version."""
+    root = tmp_path_factory.mktemp(f"queries-{request.param}")
     dicts = dictionaries.load(REPO / "dictionaries")
-    crm_dir = sample.write(sample.generate(dicts, n_orgs=150, seed=5), root / "crm")
+    crm_dir = sample.write(sample.generate(dicts, n_orgs=150, seed=5), root / "crm", oracle=False)
+    outcomes = pd.read_csv(crm_dir / "outcomes.csv", dtype=str, keep_default_na=False)
+    outcomes["manager_id"] = [MANAGERS[sum(map(ord, c)) % 3] if c[-1] in "02468" else ""
+                              for c in outcomes["contact_id"]]
+    outcomes.to_csv(crm_dir / "outcomes.csv", index=False)
+    location = str(crm_dir)
+    if request.param == "sqlite":
+        location = f"sqlite:///{root / 'crm.db'}"
+        write_tables(location, {name: pd.read_csv(crm_dir / f"{name}.csv", dtype=str, keep_default_na=False)
+                                for name in ("organizations", "contacts", "outcomes")})
     config = root / "tiny.yaml"
     config.write_text(TINY_CONFIG, encoding="utf-8")
-    result = train(crm_dir, REPO / "dictionaries", root / "models", config=config, seed=3, baselines=False)
-    crm, _ = schema.validate(data_io.read_crm(crm_dir), dicts)
-    return root, crm_dir, result.version_dir, dicts, crm
+    result = train(location, REPO / "dictionaries", root / "models", config=config, seed=3, baselines=False)
+    with crm.open_source(location) as source:
+        data, _ = schema.validate(source.read_crm(), dicts)
+    return root, location, result.version_dir, dicts, data
 
 
 @pytest.fixture(scope="module")
 def client(trained):
-    root, crm_dir, _, _, _ = trained
+    root, location, _, _, _ = trained
     with serve(settings_for(root / "models"), "queries") as (test_client, _log):
-        test_client.app.state.service.crm = DirectorySource(crm_dir)
+        test_client.app.state.service.crm = crm.open_source(location)
         yield test_client
 
 
@@ -142,6 +147,12 @@ def test_similar_organizations_answer_matches_the_version_index(client, trained)
         assert s["positives"] == table.loc[(s["org_id"], code), "positives"] >= 1
         assert s["last_positive_on"] == table.loc[(s["org_id"], code), "last_positive_on"].isoformat()
     assert body["reason"].startswith("сработало у 4 похожих организаций")
+    managers = similar.manager_table(crm).set_index(["org_id", "characteristic"])
+    assert managers.index.isin([(s["org_id"], code) for s in body["similar"]]).any()
+    for s in body["similar"]:
+        expected_managers = managers.loc[[(s["org_id"], code)]] if (s["org_id"], code) in managers.index else []
+        assert {m["manager_id"] for m in s["managers"]} <= set(MANAGERS)
+        assert len(s["managers"]) == min(len(expected_managers), similar.MAX_MANAGERS)
 
 
 def test_similar_errors(client, trained):
