@@ -874,9 +874,20 @@ def _render_outcomes(
             "stage": pa.array(stage_text, type=pa.string()),
             "characteristic": pa.array(char_text, type=pa.string()),
             "outcome": pa.array([NEGATIVE, POSITIVE], type=pa.string()).take(pa.array(out.positive.astype(np.int8))),
+            "manager_id": _manager_ids(pop).take(pa.array(pop.contact_org[ep.contact[out.episode]])),
         }
     )
     return table.to_pandas()
+
+
+def _manager_ids(pop: _Population) -> pa.Array:
+    """Each organization's account manager (v2 `manager_id`, an opaque code): about one per 40
+    organizations, spread over them by a fixed scramble so no random draw of the rest changes."""
+    n_orgs = int(pop.contact_org.max(initial=0)) + 1
+    n_managers = max(3, -(-n_orgs // 40))
+    width = max(2, len(str(n_managers)))
+    codes = np.array([f"M-{i + 1:0{width}d}" for i in range(n_managers)], dtype=object)
+    return pa.array(codes[(np.arange(n_orgs) * 7919) % n_managers], type=pa.string())
 
 
 def _render_oracle(v: _Vocab, pop: _Population, ep: _Episodes, oracle: np.ndarray) -> pd.DataFrame:
