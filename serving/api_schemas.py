@@ -176,3 +176,48 @@ class ErrorAnswer(BaseModel):
     """Every answer other than 2xx: what is wrong, naming the field."""
 
     error: str
+
+
+class AudienceContact(BaseModel):
+    contact_id: str
+    org_id: str
+    probability: float = Field(ge=0, le=1)
+    rank: int = Field(ge=1, description="1 = the best contact to call")
+
+
+class AudienceAnswer(BaseModel):
+    """`GET /v1/audience` (contract §8): contacts of the CRM source ranked by P(C resonates at S)."""
+
+    model_version: int
+    characteristic: str
+    stage: str
+    contacts: list[AudienceContact]
+    total: int = Field(description="contacts that passed the rule and the filters, before `limit`")
+    scored_at: str = Field(description="when the probabilities were computed (ISO UTC): how fresh the answer is")
+    warnings: list[str]
+
+
+class ManagerCount(BaseModel):
+    manager_id: str = Field(description="an opaque manager code from the outcomes, never a name")
+    positives: int
+
+
+class SimilarOrganization(BaseModel):
+    org_id: str
+    similarity: float = Field(ge=-1, le=1, description="cosine similarity of the organization embeddings")
+    positives: int = Field(ge=1, description="positive outcomes of the characteristic at that organization")
+    last_positive_on: str | None
+    managers: list[ManagerCount] | None = Field(None, description="present when the outcomes carry manager_id")
+
+
+class SimilarAnswer(BaseModel):
+    """`GET /v1/organizations/<org_id>/similar` (contract §8): the most similar organizations where C resonated."""
+
+    model_version: int
+    org_id: str
+    characteristic: str
+    embedding: str = Field(description="which organization embedding the version chose: network or features")
+    similar: list[SimilarOrganization]
+    reason: str | None = Field(description="the card's sentence, e.g. «сработало у 4 похожих организаций: …»")
+    scored_at: str
+    warnings: list[str]

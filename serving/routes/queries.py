@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from needs_rec import audience, similar
 from needs_rec.errors import NeedsRecError, RequestError
+from serving import api_schemas as api
 from serving.queries import Snapshot, SnapshotUnavailable, iso_utc, snapshots_for
 from serving.service import ApiError, Service, json_response
 
@@ -23,6 +24,32 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 AUDIENCE_PARAMS = ("characteristic", "stage", "limit", "industry", "region", "clients", "exclude_presented_days")
 SIMILAR_PARAMS = ("characteristic", "k")
+
+
+def _parameters(*specs: tuple[str, str, bool, dict[str, Any]]) -> dict[str, Any]:
+    """OpenAPI query parameters (documented only: the route checks them itself, naming each in a 400)."""
+    return {"parameters": [{"name": name, "in": "query", "required": required, "description": text, "schema": kind}
+                           for name, text, required, kind in specs]}
+
+
+CODE = {"type": "string"}
+AUDIENCE_DOC = _parameters(
+    ("characteristic", "characteristic code (characteristics.yaml)", True, CODE),
+    ("stage", "funnel stage code", True, CODE),
+    ("limit", f"best N contacts (default {DEFAULT_LIMIT})", False, {"type": "integer", "minimum": 1,
+                                                                    "maximum": MAX_LIMIT}),
+    ("industry", "only organizations of this industry code", False, CODE),
+    ("region", "only organizations of this region code", False, CODE),
+    ("clients", "only clients (client_since set) or only prospects", False, {"type": "string",
+                                                                              "enum": ["only", "exclude"]}),
+    ("exclude_presented_days", "leave out contacts C was presented to in the last N days", False,
+     {"type": "integer", "minimum": 1}),
+)
+SIMILAR_DOC = _parameters(
+    ("characteristic", "characteristic code (characteristics.yaml)", True, CODE),
+    ("k", f"how many organizations (default {similar.DEFAULT_K})", False, {"type": "integer", "minimum": 1,
+                                                                         "maximum": similar.MAX_K}),
+)
 
 
 def _whole(params: Any, name: str, default: int | None, low: int, high: int | None = None) -> int | None:
@@ -70,7 +97,8 @@ def router(service: Service) -> APIRouter:
             raise ApiError(503, f"the CRM source cannot be read: {' '.join(str(exc).split())}",
                            outcome="crm_unavailable", headers=service.retry_headers) from None
 
-    @routes.get("/v1/audience")
+    @routes.get("/v1/audience", responses={200: {"model": api.AudienceAnswer}}, tags=["queries"],
+                openapi_extra=AUDIENCE_DOC)
     async def audience_query(request: Request) -> Response:
         """Contacts of the CRM ranked by the probability that a characteristic resonates at a stage."""
         params = request.query_params
@@ -100,7 +128,8 @@ def router(service: Service) -> APIRouter:
             "warnings": _unknown(params, AUDIENCE_PARAMS),
         })
 
-    @routes.get("/v1/organizations/{org_id}/similar")
+    @routes.get("/v1/organizations/{org_id}/similar", responses={200: {"model": api.SimilarAnswer}},
+                tags=["queries"], openapi_extra=SIMILAR_DOC)
     async def similar_query(request: Request, org_id: str) -> Response:
         """Organizations most like `org_id` where the characteristic resonated."""
         params = request.query_params

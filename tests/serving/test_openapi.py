@@ -49,3 +49,14 @@ def test_docs_are_served_locally_with_no_external_url(client: TestClient) -> Non
     for asset in re.findall(r'(?:src|href)="([^"]+)"', page.text):
         response = client.get(asset)
         assert response.status_code == 200 and len(response.content) > 100, asset
+
+
+def test_the_queries_are_documented_with_their_parameters(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    audience = paths["/v1/audience"]["get"]
+    assert "$ref" in audience["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {p["name"] for p in audience["parameters"]} == {
+        "characteristic", "stage", "limit", "industry", "region", "clients", "exclude_presented_days"}
+    similar = paths["/v1/organizations/{org_id}/similar"]["get"]
+    assert {p["name"] for p in similar["parameters"]} == {"org_id", "characteristic", "k"}
+    assert "$ref" in similar["responses"]["200"]["content"]["application/json"]["schema"]
