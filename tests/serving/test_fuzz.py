@@ -92,6 +92,7 @@ class Fuzz:
         self.session = requests.Session()
         self.counts: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
+        self.without_crm: set[str] = set()
         self.by_operation: Counter[tuple[str, int]] = Counter()
         self.failures: list[str] = []
         self.nothing_to_negate: list[str] = []
@@ -105,8 +106,11 @@ class Fuzz:
         def send(case: Any) -> None:
             self.counts[operation.label] += 1
             response = case.call(base_url=self.base_url, session=self.session, timeout=30)
-            self.statuses[response.status_code] += 1
             self.by_operation[(f"{operation.label} {mode.value}", response.status_code)] += 1
+            if response.status_code == 503 and "needs a CRM source (--crm)" in response.text:
+                self.without_crm.add(operation.label)  # contract §5: the §8 queries answer 503 without --crm
+                return
+            self.statuses[response.status_code] += 1
             try:
                 case.validate_response(response, checks=CHECKS)
             except (Exception, BaseExceptionGroup) as exc:  # a check failed: go on, report all at the end
@@ -137,4 +141,6 @@ def test_every_documented_operation_survives_generated_requests(service_url: str
     assert total >= MIN_CASES, fuzz.counts
     assert not [s for s in fuzz.statuses if s >= 500], fuzz.statuses
     assert fuzz.failures == [], "\n".join(fuzz.failures[:20])
-    assert fuzz.statuses[200] > total // 10  # the positive cases reach the real answers, not only errors
+    # the positive cases reach the real answers, not only errors (the §8 queries need --crm: 503 here)
+    answerable = total - sum(fuzz.counts[label] for label in fuzz.without_crm)
+    assert fuzz.statuses[200] > answerable // 10
