@@ -6,6 +6,7 @@ import json
 import shutil
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ from serving.registry import Registry, ServingModel, load_version
 BODY = {"stage": "lead", "organization": {"industry": "it"}, "contact": {"position": "ceo"}}
 
 
+def counting(calls: Counter[int]) -> Callable[[Path], ServingModel]:
+    """`load_version`, counting the loads of each version number in `calls`."""
+
+    def loader(path: Path) -> ServingModel:
+        calls[int(path.name)] += 1
+        return load_version(path)
+
+    return loader
+
+
 def version_of(client: TestClient) -> int | None:
     response = client.get("/readyz")
     return response.json().get("model_version") if response.status_code == 200 else None
@@ -32,11 +43,7 @@ def test_hot_reload_swaps_in_new_version_and_refuses_a_corrupted_one(built: dict
     settings = settings_for(models)
     logger, log = capture_logger("reload")
     calls: Counter[int] = Counter()
-
-    def counting_loader(path: Path) -> ServingModel:
-        calls[int(path.name)] += 1
-        return load_version(path)
-
+    counting_loader = counting(calls)
     registry = Registry(models, poll_interval_s=0.1, warmup_rounds=1, max_rows=8, logger=logger, loader=counting_loader)
     with TestClient(create_app(settings, registry=registry, logger=logger)) as client:
         assert wait_until(lambda: version_of(client) == 1)
@@ -117,11 +124,7 @@ def test_a_copied_directory_is_served_under_its_own_name_and_idle_polls_do_nothi
     models = models_dir_with(tmp_path, built["fixed"])
     logger, log = capture_logger("copied")
     calls: Counter[int] = Counter()
-
-    def counting_loader(path: Path) -> ServingModel:
-        calls[int(path.name)] += 1
-        return load_version(path)
-
+    counting_loader = counting(calls)
     registry = Registry(models, poll_interval_s=0, warmup_rounds=0, logger=logger, loader=counting_loader)
     assert registry.poll_once() and registry.current.version == 1
     copy_version(models / "1", models, 2)  # the manifest inside still says version 1
@@ -219,11 +222,7 @@ def test_promotion_and_rollback_swap_versions_held_loaded(built: dict[str, Path]
     versions.write_labels(models, versions.Labels(stable=1))
     logger, log = capture_logger("standby")
     calls: Counter[int] = Counter()
-
-    def counting_loader(path: Path) -> ServingModel:
-        calls[int(path.name)] += 1
-        return load_version(path)
-
+    counting_loader = counting(calls)
     registry = Registry(models, poll_interval_s=0, warmup_rounds=0, logger=logger, loader=counting_loader)
     assert registry.poll_once() and registry.current.version == 1
     assert registry.poll_once() is False and set(registry.standby) == {2}  # candidate preloaded, not served
