@@ -135,6 +135,44 @@ class Metrics:
             child.inc()
             self.unknown_totals[field] = self.unknown_totals.get(field, 0) + 1
 
+    def watch_drift(self, current: Any) -> None:
+        """Expose the served version's drift (`current()` → the ServingModel or None), computed at scrape time."""
+        self.registry.register(_DriftCollector(current))
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for GET /metrics."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _DriftCollector:
+    """Prometheus collector: per-field distance of live inputs to training, and its flag (see needs_rec.drift)."""
+
+    def __init__(self, current: Any) -> None:
+        self._current = current
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        distance = GaugeMetricFamily(
+            "needs_rec_drift_distance", "distance of live inputs to the training split, per field "
+            "(L-infinity for codes, Jensen-Shannon for numbers); absent until enough requests",
+            labels=["field", "measure"])
+        flag = GaugeMetricFamily("needs_rec_drift_flag", "1 when the field's distance reaches --drift-threshold",
+                                 labels=["field"])
+        rows = GaugeMetricFamily("needs_rec_drift_window_requests", "live requests in the drift window")
+        threshold = GaugeMetricFamily("needs_rec_drift_threshold", "the threshold per measure (--drift-threshold, "
+                                      "--drift-js-threshold)", labels=["measure"])
+        model = self._current()
+        monitor = getattr(model, "drift", None)
+        if monitor is not None:
+            for field, (measure, value, flagged) in monitor.distances().items():
+                if value is not None:
+                    distance.add_metric([field, measure], value)
+                flag.add_metric([field], 1.0 if flagged else 0.0)
+            rows.add_metric([], monitor.window_rows)
+            threshold.add_metric(["linf"], monitor.threshold)
+            threshold.add_metric(["jensen_shannon"], monitor.js_threshold)
+        yield from (distance, flag, rows, threshold)

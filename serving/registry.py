@@ -107,6 +107,7 @@ class ServingModel:
     loaded_at: float = field(default_factory=time.time)
     twin: fast_path.Twin | None = None  # the verified NumPy twin (see `attach_twin`), None → TensorFlow only
     twin_note: str = "not built"
+    drift: Any = None  # the live-input drift monitor (`needs_rec.drift.Monitor`), made by the service on first use
 
     @property
     def vocabulary(self) -> list[str]:

@@ -24,6 +24,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
+from needs_rec import drift
 from serving.observability import Metrics, configure_logging, log_event
 from serving.openapi import ApiDocs
 from serving.registry import MODEL_NAME, Registry, ServingModel
@@ -141,6 +142,7 @@ class Service:
             fast_rows=settings.fast_path_max_rows,
         )
         self.scorer.on_twin_error = self.twin_failed
+        self.metrics.watch_drift(lambda: self.registry.current)
         self.docs = ApiDocs()  # hand-routed operations' documentation (serving.openapi)
         self.shutting_down = False
         self.in_flight = 0
@@ -171,6 +173,21 @@ class Service:
         if name != MODEL_NAME:
             raise ApiError(404, f"unknown model {name!r}; this service serves {MODEL_NAME!r}")
 
+    def observe(self, model: ServingModel, parsed: list[ParsedRequest]) -> None:
+        """Count what the requests carried: unknown codes per field, and each field for the drift monitor."""
+        self.count_unknown(parsed)
+        monitor = model.drift
+        if monitor is None:
+            profile = model.loaded.manifest.get("drift")
+            if not profile:
+                return
+            settings = self.settings
+            monitor = model.drift = drift.Monitor(profile, window=settings.drift_window,
+                                                  min_rows=settings.drift_min_rows, threshold=settings.drift_threshold,
+                                                  js_threshold=settings.drift_js_threshold)
+        for item in parsed:
+            monitor.observe(item.row)
+
     def count_unknown(self, parsed: list[ParsedRequest]) -> None:
         for item in parsed:
             if item.unknown_fields:
@@ -185,7 +202,7 @@ class Service:
         items = model.parser.batch(body, key, settings.max_batch)
         parsed = [parse(item, f"{key}[{i}].") for i, item in enumerate(items)]
         request.state.items = len(parsed)
-        self.count_unknown(parsed)
+        self.observe(model, parsed)
         request.state.warnings = sum(len(p.warnings) for p in parsed)
         if not parsed:
             return parsed, np.zeros((0, len(model.vocabulary)), dtype=np.float32)

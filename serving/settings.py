@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     model_workers: int = Field(1, ge=1, le=8, description="model calls running at the same time (threads)")
     tf_intra_op_threads: int = Field(1, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default)")
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow inter-op threads (0 = TensorFlow's default)")
+    drift_threshold: float = Field(
+        0.1, gt=0, le=1, description="a code field is flagged as drifting when the L-infinity distance of its live "
+        "shares to training reaches this"
+    )
+    drift_js_threshold: float = Field(
+        0.01, gt=0, le=1, description="a number is flagged as drifting when the Jensen-Shannon divergence of its live "
+        "bins to training reaches this"
+    )
+    drift_window: int = Field(5000, ge=10, description="live requests per drift block (the window is 1-2 blocks)")
+    drift_min_rows: int = Field(200, ge=1, description="live requests needed before drift is judged")
     shutdown_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
     shutdown_delay_s: float = Field(0.0, ge=0, description="on SIGTERM, keep serving this long with /readyz at 503")
     auth_token: SecretStr | None = Field(

@@ -34,7 +34,7 @@ import pandas as pd
 import sklearn
 import tensorflow as tf
 
-from needs_rec import artifact, dictionaries, features, schema, versions
+from needs_rec import artifact, dictionaries, drift, features, schema, versions
 from needs_rec.talking_points import resonance_stats
 
 DICTIONARY_DIR = "dictionaries"
@@ -206,6 +206,9 @@ def export_parts(
         seed=seed,
         n_rows=len(parts.frame),
     )
+    stats = parts.encoder.number_stats or {}
+    manifest["drift"] = drift.training_profile(parts.frame, parts.dictionaries,
+                                               {n: s.bin_edges for n, s in stats.items()})
     source = Path(dictionaries_dir)
 
     def write_extras(tmp: Path) -> None:

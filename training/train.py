@@ -100,7 +100,7 @@ def train(
     # instantly, and a data error prints its one line with no TensorFlow chatter.
     import crm as crm_source
     from needs_rec import config as config_mod
-    from needs_rec import dictionaries, episodes, evaluation, schema, talking_points
+    from needs_rec import dictionaries, drift, episodes, evaluation, schema, talking_points
     from needs_rec import thresholds as thresholds_mod
 
     progress = progress or Progress(quiet=True)
@@ -226,6 +226,9 @@ def train(
         "timings": timings,
         "config": cfg.to_dict(),
         "features": {"width": encoder.width, "numbers": encoder.stats_dict()},
+        "drift": drift.training_profile(  # the training split's input distributions, for the service's drift check
+            frame.loc[tr], dicts, {n: s.bin_edges for n, s in (encoder.number_stats or {}).items()}
+        ),
         "libraries": _libraries(),
         **(extra_manifest or {}),
     }

@@ -57,7 +57,7 @@ def router(service: Service) -> APIRouter:
         async with asyncio.timeout(timeout):
             body = parse_json(await read_body(request, settings.max_body_bytes))
             parsed = model.parser.recommendation(body)
-            service.count_unknown([parsed])
+            service.observe(model, [parsed])
             request.state.warnings = len(parsed.warnings)
             probabilities = await service.scorer.predict(model, [parsed.row])
         return json_response(answer(model, parsed, probabilities[0]))

@@ -40,7 +40,7 @@ async def predict_with(service: Service, request: Request, model: ServingModel) 
         check_signature(model, body.get("signature_name"))
         parsed: list[ParsedRequest] = [model.parser.instance(item, where) for item, where in items]
         request.state.items = len(parsed)
-        service.count_unknown(parsed)
+        service.observe(model, parsed)
         warnings += [f"{where.rstrip('.')}: {w}" for (_, where), p in zip(items, parsed, strict=True)
                      for w in p.warnings]
         request.state.warnings = len(warnings)
