@@ -1,0 +1,485 @@
+"""Reliability of `python -m serving` and `training.fit` under overload, SIGTERM, SIGKILL and personal data.
+
+    .venv/bin/python bench/reliability.py [--model M] [--only overload,sigterm,kill,pii]
+        [--overload-s 30] [--kills 20] [--pii-requests 10000]
+
+Four scenarios, each printing its figures (never asserting them; tests/test_reliability.py runs
+short versions as slow tests and checks the behaviour):
+
+- overload: the saturation rate is measured (wrk, closed loop), then wrk offers 3× that rate for
+  `--overload-s` seconds over more connections than `--max-concurrency`, while a probe sends a
+  steady ~20 requests/s of its own and times each answer: the excess must get 503 + Retry-After
+  fast (≤ 50 ms), accepted requests keep p99 ≤ 2× the p99 at 200 req/s, resident memory grows
+  ≤ 10 %, and the service is normal again (p99 back near the baseline) within 5 s after the load stops.
+- sigterm: ~500 requests/s from keep-alive clients that, like a load balancer, watch `/readyz`
+  and stop sending once it says 503; SIGTERM mid-stream: `/readyz` must turn 503 at once, every
+  request in flight must finish (no connection reset, no dropped answer) and the process must
+  exit within 10 s.
+- kill: `python -m training.fit` (small data, tiny network) killed with SIGKILL at random moments
+  of its export step, `--kills` times: every numbered version left must load and verify (never a
+  half-written one).
+- pii: `--pii-requests` requests with personal fields filled (full_name, email, phone, name, inn,
+  each value unique): none of those values may appear in the service's log, nor in needs_rec's own
+  tables when the service writes them.
+
+Everything runs on loopback, every loop is bounded in count and time; wrk (Debian package `wrk`)
+drives the overload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(Path(__file__).resolve().parent)]
+
+from serving_latency import build_model, free_port, lua_script, request_bodies, wait_ready  # noqa: E402
+
+PYTHON = sys.executable
+PATH = "/v1/recommendations"
+
+
+# -- the service -------------------------------------------------------------------------------
+
+
+def start(model: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`python -m serving` on loopback, its JSON log to `log`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEEDS_REC_")}
+    env["PYTHONPATH"] = str(REPO)
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [PYTHON, "-m", "serving", "--model", str(model), "--port", str(port), "--poll-interval-s", "0", *extra],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=handle,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+# -- an asyncio HTTP client (httpx, keep-alive) --------------------------------------------------
+
+
+async def paced(url: str, bodies: list[str], rate: float, seconds: float, *, connections: int = 8,
+                stop_when_unready: bool = False, ready_url: str | None = None) -> dict[str, Any]:
+    """Send ~`rate` requests/s for at most `seconds`; record each answer's status and latency.
+
+    With `stop_when_unready`, a watcher polls `ready_url` every 50 ms and the senders stop once it
+    answers 503 (a load balancer draining the instance); requests already sent still complete.
+    """
+    import httpx
+
+    results: list[tuple[float, int, float, bool]] = []  # (sent at, status, latency s, Retry-After present)
+    errors: dict[str, int] = {}
+    draining = asyncio.Event()
+    started = time.perf_counter()
+    interval = connections / rate
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def sender(k: int) -> None:
+            await asyncio.sleep(interval * k / connections)
+            while time.perf_counter() - started < seconds and not draining.is_set():
+                due = time.perf_counter() + interval
+                body = bodies[random.randrange(len(bodies))]
+                sent = time.perf_counter()
+                try:
+                    response = await client.post(url, content=body, headers={"Content-Type": "application/json"})
+                    results.append((sent - started, response.status_code, time.perf_counter() - sent,
+                                    "retry-after" in response.headers))
+                except httpx.HTTPError as exc:
+                    name = type(exc).__name__
+                    errors[name] = errors.get(name, 0) + 1
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+
+        async def watcher() -> None:
+            while time.perf_counter() - started < seconds and not draining.is_set():
+                try:
+                    response = await client.get(ready_url or "", timeout=2)
+                    if response.status_code == 503:
+                        draining.set()
+                except httpx.HTTPError:
+                    draining.set()
+                await asyncio.sleep(0.05)
+
+        tasks = [asyncio.create_task(sender(k)) for k in range(connections)]
+        if stop_when_unready:
+            tasks.append(asyncio.create_task(watcher()))
+        await asyncio.gather(*tasks)
+    return {"results": results, "errors": errors, "elapsed": time.perf_counter() - started}
+
+
+def wrk(url: str, script: Path, seconds: float, connections: int, delay_ms: float = 0) -> dict[str, Any]:
+    """Run wrk (1 thread) with `script`; its Lua `done` prints the status counts as JSON on the last line."""
+    env = dict(os.environ, WRK_DELAY_MS=f"{delay_ms:.3f}", WRK_CONNECTIONS=str(connections))
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script),
+                          url], capture_output=True, text=True, env=env, timeout=seconds + 60)
+    figures: dict[str, Any] = {"raw": out.stdout}
+    for line in out.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            figures["rps"] = float(line.split()[1])
+        if line.startswith("STATUS "):
+            figures.update(json.loads(line[len("STATUS "):]))
+    return figures
+
+
+def counting_script(bodies: list[str], path: Path) -> Path:
+    """The paced POST script of serving_latency, plus status and Retry-After counts printed by `done`."""
+    lua_script(bodies, path)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("""
+-- status counts live in the thread's Lua state; `done` runs in another one and reads them with get()
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+counts = {}
+retry = 0
+response = function(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+  if headers["Retry-After"] ~= nil or headers["retry-after"] ~= nil then retry = retry + 1 end
+end
+done = function(summary, latency, requests)
+  local total, retries = {}, 0
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("counts")) do total[status] = (total[status] or 0) + n end
+    retries = retries + thread:get("retry")
+  end
+  local parts = {}
+  for status, n in pairs(total) do parts[#parts + 1] = string.format('"%d": %d', status, n) end
+  io.write(string.format('STATUS {"statuses": {%s}, "retry_after": %d, "socket_errors": %d}\\n',
+    table.concat(parts, ", "), retries, summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout))
+end
+""")
+    return path
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+
+
+def overload(model: Path, work: Path, bodies: list[str], seconds: float, max_concurrency: int) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{PATH}"
+    server = start(model, port, work / "overload.log", "--log-level", "warning",
+                   "--max-concurrency", str(max_concurrency))
+    try:
+        wait_ready(port, server)
+        script = counting_script(bodies, work / "overload.lua")
+        baseline = asyncio.run(paced(url, bodies, 200, 8))
+        base = [lat for _, status, lat, _ in baseline["results"] if status == 200]
+        base_p99 = percentile(base, 99)
+        saturation = wrk(url, script, 5, 32)["rps"]
+        rss_before = rss_mib(server.pid)
+        offered = 3 * saturation
+        connections = max(4 * max_concurrency, 256)
+        delay_ms = 1000 * connections / offered  # each connection's pause: together ~3× saturation
+        load = subprocess.Popen(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script), url],
+            env=dict(os.environ, WRK_DELAY_MS=f"{delay_ms:.3f}", WRK_CONNECTIONS=str(connections)),
+            stdout=subprocess.PIPE, text=True,
+        )
+        time.sleep(1.0)  # let the load build up before probing
+        probe = asyncio.run(paced(url, bodies, 20, seconds - 2, connections=2))
+        out, _ = load.communicate(timeout=seconds + 60)
+        rss_after = rss_mib(server.pid)
+        statuses: dict[str, int] = {}
+        socket_errors = retry_after = 0
+        rps = float("nan")
+        for line in out.splitlines():
+            if line.startswith("STATUS "):
+                parsed = json.loads(line[len("STATUS "):])
+                statuses, retry_after = parsed["statuses"], parsed["retry_after"]
+                socket_errors = parsed["socket_errors"]
+            if line.startswith("Requests/sec:"):
+                rps = float(line.split()[1])
+        accepted = [lat for _, status, lat, _ in probe["results"] if status == 200]
+        shed = [lat for _, status, lat, _ in probe["results"] if status == 503]
+        shed_retry = sum(1 for _, status, _, retry in probe["results"] if status == 503 and retry)
+        recovery = recovery_time(url, bodies, 2 * base_p99)
+        return {
+            "baseline_p99_ms": 1000 * base_p99, "saturation_rps": saturation, "offered_rps": offered,
+            "answered_rps": rps, "wrk_statuses": statuses, "wrk_retry_after": retry_after,
+            "wrk_socket_errors": socket_errors,
+            "probe_accepted": len(accepted), "probe_accepted_p99_ms": 1000 * percentile(accepted, 99),
+            "probe_shed": len(shed), "probe_shed_p99_ms": 1000 * percentile(shed, 99),
+            "probe_shed_max_ms": 1000 * max(shed, default=float("nan")), "probe_shed_with_retry_after": shed_retry,
+            "rss_before_mib": rss_before, "rss_after_mib": rss_after,
+            "rss_growth_pct": 100 * (rss_after - rss_before) / rss_before, "recovery_s": recovery,
+        }
+    finally:
+        stop(server)
+
+
+def recovery_time(url: str, bodies: list[str], p99_limit: float, limit_s: float = 30) -> float:
+    """Seconds after the load stops until a 1-second window at 200 req/s has p99 ≤ `p99_limit` and no errors."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        window = asyncio.run(paced(url, bodies, 200, 1.0))
+        latencies = [lat for _, status, lat, _ in window["results"]]
+        ok = all(status == 200 for _, status, _, _ in window["results"]) and not window["errors"]
+        if ok and latencies and percentile(latencies, 99) <= p99_limit:
+            return round(time.perf_counter() - started - window["elapsed"], 2)
+    return float("inf")
+
+
+def sigterm(model: Path, work: Path, bodies: list[str], rate: float = 500, before_s: float = 4) -> dict[str, Any]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start(model, port, work / "sigterm.log", "--log-level", "warning", "--shutdown-delay-s", "1")
+    try:
+        wait_ready(port, server)
+
+        async def scenario() -> dict[str, Any]:
+            load = asyncio.create_task(paced(base + PATH, bodies, rate, before_s + 15, connections=16,
+                                             stop_when_unready=True, ready_url=base + "/readyz"))
+            await asyncio.sleep(before_s)
+            signalled = time.perf_counter()
+            server.send_signal(signal.SIGTERM)
+            import httpx
+
+            unready_after = float("nan")
+            async with httpx.AsyncClient(timeout=2) as client:
+                for _ in range(200):
+                    try:
+                        if (await client.get(base + "/readyz")).status_code == 503:
+                            unready_after = time.perf_counter() - signalled
+                            break
+                    except httpx.HTTPError:
+                        break
+                    await asyncio.sleep(0.005)
+            result = await load
+            exited = await asyncio.to_thread(_wait_exit, server, 30)
+            return {**result, "unready_after_s": unready_after, "exit_after_s": exited - signalled
+                    if exited else float("inf"), "signalled_at": signalled}
+
+        outcome = asyncio.run(scenario())
+        results = outcome["results"]
+        statuses: dict[int, int] = {}
+        for _, status, _, _ in results:
+            statuses[status] = statuses.get(status, 0) + 1
+        return {
+            "requests": len(results), "rate_rps": len(results) / outcome["elapsed"], "statuses": statuses,
+            "connection_errors": outcome["errors"], "readyz_503_after_ms": 1000 * outcome["unready_after_s"],
+            "exit_after_s": round(outcome["exit_after_s"], 2), "exit_code": server.returncode,
+        }
+    finally:
+        stop(server)
+
+
+def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> float | None:
+    try:
+        process.wait(timeout)
+        return time.perf_counter()
+    except subprocess.TimeoutExpired:
+        return None
+
+
+TINY_CONFIG = "network: {hidden_units: [16], dropout: 0.1}\ntraining: {batch_size: 128, max_epochs: 2, patience: 1}\n"
+
+
+def kills(work: Path, count: int, seed: int = 0) -> dict[str, Any]:
+    """SIGKILL `training.fit` at `count` random moments of its export step; check what is left loads."""
+    from needs_rec import dictionaries as dicts_mod
+    from training import sample
+
+    data = work / "crm"
+    if not data.exists():
+        sample.write(sample.generate(dicts_mod.load(REPO / "dictionaries"), n_orgs=120, seed=5), data)
+    config = work / "tiny.yaml"
+    config.write_text(TINY_CONFIG, encoding="utf-8")
+    models = work / "kill-models"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEEDS_REC_")}
+    env["PYTHONPATH"] = str(REPO)
+    argv = [PYTHON, "-m", "training.fit", "--data", str(data), "--output", str(models), "--config", str(config),
+            "--seed", "1", "--no-baselines"]
+
+    def run(kill_after: float | None) -> tuple[float, bool]:
+        """One fit; returns (seconds from the export line to exit or kill, killed)."""
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   text=True)
+        assert process.stdout is not None
+        exporting = None
+        for line in process.stdout:
+            if "exporting a new version" in line:
+                exporting = time.perf_counter()
+                break
+        if exporting is None:
+            process.wait(60)
+            return 0.0, False
+        if kill_after is None:
+            process.wait(300)
+            return time.perf_counter() - exporting, False
+        try:
+            process.wait(kill_after)
+            return time.perf_counter() - exporting, False  # finished before the kill
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait(30)
+            return time.perf_counter() - exporting, True
+
+    export_s, _ = run(None)  # how long an export takes here (the first version; loads like the others)
+    rng = random.Random(seed)
+    killed = finished = 0
+    for _ in range(count):
+        _, was_killed = run(rng.uniform(0, export_s * 1.1))
+        killed += was_killed
+        finished += not was_killed
+    return {"export_s": round(export_s, 2), "kills": killed, "finished_before_kill": finished,
+            **check_versions(models)}
+
+
+def check_versions(models: Path) -> dict[str, Any]:
+    """Load and verify every numbered version under `models` in a fresh process; count those that fail."""
+    script = (
+        "import json, sys\nfrom pathlib import Path\nfrom needs_rec import versions\n"
+        "from serving.registry import load_version\n"
+        "bad = []\nnumbers = versions.list_versions(Path(sys.argv[1]))\n"
+        "for n in numbers:\n"
+        "    try:\n        load_version(Path(sys.argv[1]) / str(n))\n"
+        "    except Exception as exc:\n        bad.append([n, type(exc).__name__, str(exc)[:200]])\n"
+        "print(json.dumps({'versions': numbers, 'broken': bad}))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([PYTHON, "-c", script, str(models)], capture_output=True, text=True, env=env, timeout=600,
+                         cwd=REPO)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    leftovers = sorted(p.name for p in models.iterdir() if not p.name.isdigit()) if models.exists() else []
+    return {"versions": len(found["versions"]), "broken_versions": found["broken"], "other_entries": leftovers}
+
+
+PERSONAL = ("full_name", "name", "email", "phone", "inn")
+
+
+def personal_bodies(n: int, dictionaries: Path) -> tuple[list[str], list[str]]:
+    """`n` request bodies whose personal fields carry unique values; returns (bodies, the values)."""
+    base = [json.loads(b) for b in request_bodies(dictionaries, 64)]
+    bodies, values = [], []
+    for i in range(n):
+        body = dict(base[i % len(base)])
+        unique = {"full_name": f"Пётр Иванович Сидоров{i:05d}", "name": f"ООО Ромашка{i:05d}",
+                  "email": f"person{i:05d}@example.ru", "phone": f"+7 900 {i:07d}", "inn": f"77{i:08d}"}
+        body["full_name"] = unique["full_name"]
+        body["contact"] = {**body["contact"], "email": unique["email"], "phone": unique["phone"],
+                           "full_name": unique["full_name"]}
+        body["organization"] = {**body["organization"], "name": unique["name"], "inn": unique["inn"]}
+        bodies.append(json.dumps(body, ensure_ascii=False))
+        values += list(unique.values())
+    return bodies, values
+
+
+def pii(model: Path, work: Path, dictionaries: Path, n: int) -> dict[str, Any]:
+    port = free_port()
+    log = work / "pii.log"
+    server = start(model, port, log, "--log-level", "debug")
+    try:
+        wait_ready(port, server)
+        bodies, values = personal_bodies(n, dictionaries)
+        import httpx
+
+        async def send_all() -> list[int]:
+            statuses: list[int] = []
+            queue = list(bodies)
+            async with httpx.AsyncClient(timeout=30) as client:
+
+                async def worker() -> None:
+                    while queue:
+                        body = queue.pop()
+                        response = await client.post(f"http://127.0.0.1:{port}{PATH}", content=body.encode(),
+                                                     headers={"Content-Type": "application/json"})
+                        statuses.append(response.status_code)
+                        for value in ("Сидоров", "@example.ru", "Ромашка"):
+                            if value in response.text:
+                                statuses.append(-1)  # echoed in an answer
+
+                await asyncio.gather(*(worker() for _ in range(8)))
+            return statuses
+
+        statuses = asyncio.run(send_all())
+    finally:
+        stop(server)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    found = [v for v in values if v in text]
+    lines = text.splitlines()
+    not_json = sum(1 for line in lines if not line.startswith("{"))
+    return {"requests": n, "ok": statuses.count(200), "echoed_in_answers": statuses.count(-1),
+            "log_lines": len(lines), "log_lines_not_json": not_json, "personal_values_in_log": len(found),
+            "tables": "no feedback/exposures tables in this service yet (no CRM writer merged)"}
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="models directory or version (default: build one)")
+    parser.add_argument("--dictionaries", type=Path, default=REPO / "dictionaries")
+    parser.add_argument("--only", default="overload,sigterm,kill,pii")
+    parser.add_argument("--overload-s", type=float, default=30.0)
+    parser.add_argument("--max-concurrency", type=int, default=None,
+                        help="the service's --max-concurrency in the overload run (default: its own default)")
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--pii-requests", type=int, default=10000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None and "overload" in args.only:
+        raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
+    work = Path(tempfile.mkdtemp(prefix="reliability-"))
+    try:
+        model = args.model or build_model(work / "models", args.dictionaries).parent
+        bodies = request_bodies(args.dictionaries)
+        from serving.settings import Settings
+
+        concurrency = args.max_concurrency or Settings.model_fields["max_concurrency"].default
+        for name in args.only.split(","):
+            started = time.perf_counter()
+            if name == "overload":
+                figures = overload(model, work, bodies, args.overload_s, concurrency)
+            elif name == "sigterm":
+                figures = sigterm(model, work, bodies)
+            elif name == "kill":
+                figures = kills(work, args.kills)
+            elif name == "pii":
+                figures = pii(model, work, args.dictionaries, args.pii_requests)
+            else:
+                raise SystemExit(f"unknown scenario {name!r}")
+            print(f"{name} ({time.perf_counter() - started:.0f} s): {json.dumps(figures, ensure_ascii=False)}",
+                  flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
