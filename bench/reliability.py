@@ -383,9 +383,9 @@ def check_versions(models: Path) -> dict[str, Any]:
 PERSONAL = ("full_name", "name", "email", "phone", "inn")
 
 
-def personal_bodies(n: int, dictionaries: Path) -> tuple[list[str], list[str]]:
-    """`n` request bodies whose personal fields carry unique values; returns (bodies, the values)."""
-    base = [json.loads(b) for b in request_bodies(dictionaries, 64)]
+def personal_bodies(n: int, bodies: list[str]) -> tuple[list[str], list[str]]:
+    """`n` request bodies (from `bodies`) whose personal fields carry unique values; returns (bodies, the values)."""
+    base = [json.loads(b) for b in bodies]
     bodies, values = [], []
     for i in range(n):
         body = dict(base[i % len(base)])
@@ -400,13 +400,13 @@ def personal_bodies(n: int, dictionaries: Path) -> tuple[list[str], list[str]]:
     return bodies, values
 
 
-def pii(model: Path, work: Path, dictionaries: Path, n: int) -> dict[str, Any]:
+def pii(model: Path, work: Path, templates: list[str], n: int) -> dict[str, Any]:
     port = free_port()
     log = work / "pii.log"
     server = start(model, port, log, "--log-level", "debug")
     try:
         wait_ready(port, server)
-        bodies, values = personal_bodies(n, dictionaries)
+        bodies, values = personal_bodies(n, templates)
         import httpx
 
         async def send_all() -> list[int]:
@@ -471,7 +471,7 @@ def main() -> int:
             elif name == "kill":
                 figures = kills(work, args.kills)
             elif name == "pii":
-                figures = pii(model, work, args.dictionaries, args.pii_requests)
+                figures = pii(model, work, bodies, args.pii_requests)
             else:
                 raise SystemExit(f"unknown scenario {name!r}")
             print(f"{name} ({time.perf_counter() - started:.0f} s): {json.dumps(figures, ensure_ascii=False)}",

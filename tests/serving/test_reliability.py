@@ -7,6 +7,8 @@ the behaviour on a small scale, never a timing.
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -34,8 +36,12 @@ def models(built: dict[str, Path]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bodies(bench: Any, dictionaries_dir: Path) -> list[str]:
-    return bench.request_bodies(dictionaries_dir, 32)
+def bodies() -> list[str]:
+    """Valid bodies for the tiny test dictionaries (tests/crm_factory.py)."""
+    return [json.dumps({"stage": stage, "organization": {"industry": industry, "employees": 10 * (i + 1)},
+                        "contact": {"position": position, "interests": ["speed"]}})
+            for i, (stage, industry, position) in enumerate(itertools.product(
+                ("lead", "demo", "deal"), ("it", "retail"), ("ceo", "buyer")))]
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk (Debian package) drives the overload")
@@ -64,9 +70,9 @@ def test_sigkill_during_export_never_leaves_a_broken_version(bench: Any, tmp_pat
     assert all(name.startswith(".") or not name[0].isdigit() for name in figures["other_entries"]), figures
 
 
-def test_personal_fields_never_reach_the_log_or_an_answer(bench: Any, models: Path, dictionaries_dir: Path,
+def test_personal_fields_never_reach_the_log_or_an_answer(bench: Any, models: Path, bodies: list[str],
                                                           tmp_path: Path) -> None:
-    figures = bench.pii(models, tmp_path, dictionaries_dir, 300)
+    figures = bench.pii(models, tmp_path, bodies, 300)
     assert figures["ok"] == 300 and figures["echoed_in_answers"] == 0, figures
     assert figures["log_lines"] > 300 and figures["log_lines_not_json"] == 0, figures
     assert figures["personal_values_in_log"] == 0, figures
