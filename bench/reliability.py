@@ -58,11 +58,11 @@ def start(model: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[by
     """`python -m serving` on loopback, its JSON log to `log`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEEDS_REC_")}
     env["PYTHONPATH"] = str(REPO)
-    handle = log.open("wb")
-    return subprocess.Popen(
-        [PYTHON, "-m", "serving", "--model", str(model), "--port", str(port), "--poll-interval-s", "0", *extra],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=handle,
-    )
+    with log.open("wb") as handle:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [PYTHON, "-m", "serving", "--model", str(model), "--port", str(port), "--poll-interval-s", "0", *extra],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=handle,
+        )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -328,29 +328,11 @@ def kills(work: Path, count: int, seed: int = 0) -> dict[str, Any]:
 
     def run(kill_after: float | None) -> tuple[float, bool]:
         """One fit; returns (seconds from the export line to exit or kill, killed)."""
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   text=True)
-        assert process.stdout is not None
-        exporting = None
-        for line in process.stdout:
-            if "exporting a new version" in line:
-                exporting = time.perf_counter()
-                break
-        if exporting is None:
-            process.wait(60)
-            return 0.0, False
-        if kill_after is None:
-            process.wait(300)
-            return time.perf_counter() - exporting, False
-        try:
-            process.wait(kill_after)
-            return time.perf_counter() - exporting, False  # finished before the kill
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait(30)
-            return time.perf_counter() - exporting, True
+        with subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True) as process:
+            return _fit_once(process, kill_after)
 
-    export_s, _ = run(None)  # how long an export takes here (the first version; loads like the others)
+    export_s, _ = run(None)  # how long an export takes here (that first version is checked like the others)
     rng = random.Random(seed)
     killed = finished = 0
     for _ in range(count):
@@ -359,6 +341,29 @@ def kills(work: Path, count: int, seed: int = 0) -> dict[str, Any]:
         finished += not was_killed
     return {"export_s": round(export_s, 2), "kills": killed, "finished_before_kill": finished,
             **check_versions(models)}
+
+
+def _fit_once(process: subprocess.Popen[str], kill_after: float | None) -> tuple[float, bool]:
+    """Wait for fit's export line, then for the end (`kill_after` None) or SIGKILL it after `kill_after` s."""
+    assert process.stdout is not None
+    exporting = None
+    for line in process.stdout:
+        if "exporting a new version" in line:
+            exporting = time.perf_counter()
+            break
+    if exporting is None:
+        process.wait(60)
+        return 0.0, False
+    if kill_after is None:
+        process.wait(300)
+        return time.perf_counter() - exporting, False
+    try:
+        process.wait(kill_after)
+        return time.perf_counter() - exporting, False  # finished before the kill
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        return time.perf_counter() - exporting, True
 
 
 def check_versions(models: Path) -> dict[str, Any]:

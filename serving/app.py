@@ -73,6 +73,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.scorer.start()
+        await service.start_lag_watch()
         service.registry.start()
         log_event(service.logger, "service_started", model=str(settings.model), host=settings.host, port=settings.port)
         try:
@@ -81,6 +82,7 @@ def create_app(
             service.begin_shutdown()
             service.registry.stop()
             await service.scorer.stop()
+            await service.stop_lag_watch()
             log_event(service.logger, "service_stopped")
 
     app = FastAPI(

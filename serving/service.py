@@ -13,6 +13,8 @@ request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -146,7 +148,38 @@ class Service:
         self.docs = ApiDocs()  # hand-routed operations' documentation (serving.openapi)
         self.shutting_down = False
         self.in_flight = 0
+        self.loop_lag = 0.0  # seconds the event loop ran behind at its last check (`watch_loop_lag`)
+        self._lag_task: asyncio.Task[None] | None = None
         self.retry_headers = {"Retry-After": str(settings.retry_after_s)}
+
+    async def start_lag_watch(self, interval: float = 0.005) -> None:
+        """Measure how far the event loop runs behind, every `interval` s, for load shedding.
+
+        Accepted requests wait in the loop's ready queue before any route (or the in-flight count)
+        sees them: a request answered by the NumPy twin never yields, so in-flight stays at 1 however
+        many wait. How late a timer fires is how long that queue takes to drain. `loop_lag` is the
+        smallest of the last three measurements: a sustained queue, not one stall (a collection, a
+        version loading beside the served one).
+        """
+        if self.settings.max_queue_delay_ms <= 0:
+            return
+        loop = asyncio.get_running_loop()
+
+        async def watch() -> None:
+            recent = [0.0, 0.0, 0.0]
+            while True:
+                before = loop.time()
+                await asyncio.sleep(interval)
+                recent = [*recent[1:], max(0.0, loop.time() - before - interval)]
+                self.loop_lag = min(recent)
+
+        self._lag_task = asyncio.create_task(watch(), name="loop-lag")
+
+    async def stop_lag_watch(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
 
     def begin_shutdown(self) -> None:
         """Readiness drops from now on (SIGTERM); in-flight requests still finish."""
@@ -285,6 +318,8 @@ class Service:
         if scoring and self.in_flight >= self.settings.max_concurrency:
             limit = self.settings.max_concurrency
             return 503, f"overloaded: {limit} requests in flight; retry later", "shed", self.retry_headers
+        if scoring and self.loop_lag * 1000 > self.settings.max_queue_delay_ms > 0:
+            return 503, "overloaded: requests are queueing; retry later", "shed", self.retry_headers
         return None
 
 
