@@ -190,11 +190,12 @@ end
 # -- scenarios ---------------------------------------------------------------------------------
 
 
-def overload(model: Path, work: Path, bodies: list[str], seconds: float, max_concurrency: int) -> dict[str, Any]:
+def overload(model: Path, work: Path, bodies: list[str], seconds: float, max_concurrency: int,
+             max_queue_delay_ms: float = 10) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
     server = start(model, port, work / "overload.log", "--log-level", "warning",
-                   "--max-concurrency", str(max_concurrency))
+                   "--max-concurrency", str(max_concurrency), "--max-queue-delay-ms", str(max_queue_delay_ms))
     try:
         wait_ready(port, server)
         script = counting_script(bodies, work / "overload.lua")
@@ -455,6 +456,8 @@ def main() -> int:
     parser.add_argument("--overload-s", type=float, default=30.0)
     parser.add_argument("--max-concurrency", type=int, default=None,
                         help="the service's --max-concurrency in the overload run (default: its own default)")
+    parser.add_argument("--max-queue-delay-ms", type=float, default=10.0,
+                        help="the service's --max-queue-delay-ms in the overload run")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--pii-requests", type=int, default=10000)
     args = parser.parse_args()
@@ -470,7 +473,7 @@ def main() -> int:
         for name in args.only.split(","):
             started = time.perf_counter()
             if name == "overload":
-                figures = overload(model, work, bodies, args.overload_s, concurrency)
+                figures = overload(model, work, bodies, args.overload_s, concurrency, args.max_queue_delay_ms)
             elif name == "sigterm":
                 figures = sigterm(model, work, bodies)
             elif name == "kill":

@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(100, ge=1, description="most requests in one :batch call / instances in one :predict call")
     max_concurrency: int = Field(128, ge=1, description="scoring requests in flight before new ones get 503")
     max_queue_delay_ms: float = Field(
-        10.0, ge=0, description="new scoring requests get 503 while the event loop runs this far behind "
-        "(requests queue there before any route sees them); 0 = off"
+        0.0, ge=0, description="new scoring requests get 503 while the event loop runs this far behind "
+        "(requests queue there before any route sees them); 0 = off. Set it (10) where the service has its "
+        "CPUs to itself: on a shared machine a starved process also runs behind"
     )
     request_timeout_s: float = Field(10.0, gt=0, description="a scoring request still running after this gets 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 answers")

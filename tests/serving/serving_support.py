@@ -32,10 +32,8 @@ def models_dir_with(tmp_path: Path, *versions: Path) -> Path:
 
 
 def settings_for(model: Path, **overrides: Any) -> Settings:
-    """Settings for tests: fast polling, cheap warm-up, no queue-delay shedding (TestClient's loop shares the GIL
-    with the test thread, so its timers run late whatever the load; tests/serving/test_reliability.py covers it)."""
-    values: dict[str, Any] = {"poll_interval_s": 0.2, "warmup_rounds": 1, "max_rows_per_call": 8,
-                              "max_queue_delay_ms": 0}
+    """Settings for tests: fast polling, cheap warm-up."""
+    values: dict[str, Any] = {"poll_interval_s": 0.2, "warmup_rounds": 1, "max_rows_per_call": 8}
     values.update(overrides)
     return Settings(model=model, **values)
 
