@@ -23,6 +23,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from serving.analyst import feedback_summary
+from serving.queries import similar_reasons
 from serving.registry import ServingModel
 from serving.service import Service
 from serving.web import probability_word
@@ -136,6 +137,11 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
         point["percent"] = round(p * 100)
         point["word"] = probability_word(p)
         point["product_name"] = product_names.get(point["product"], point["product"])
+    # «сработало у 4 похожих организаций: …» from the query snapshot, when one is built (never waits)
+    similar = similar_reasons(service, model, record.org_id, [p["characteristic"] for p in points])
+    for point in points:
+        if point["characteristic"] in similar:
+            point["reasons"] = [*point["reasons"], similar[point["characteristic"]]]
     request_id = service.record_answer(model, record.contact_id, stage, points)
     return CardView(points=points, request_id=request_id, more=more, hidden=max(offered - len(points), 0))
 

@@ -196,3 +196,27 @@ def test_card_reasons_never_wait_and_come_from_the_nearest_organizations(client,
         else:
             assert code not in reasons
     assert similar_reasons(service, model, "NO-SUCH-ORG", [code]) == {}
+
+
+def test_the_managers_card_carries_the_similar_organizations_reason(client, trained, monkeypatch):
+    from serving_support import wait_until
+
+    from serving.manager import score_card
+    from serving.queries import similar_reasons
+
+    location, data = trained[1], trained[4]
+    service = client.app.state.service
+    model = service.registry.current
+    source = crm.open_source(location)
+    contact_id = data.contacts["contact_id"].iloc[0]
+    record = source.contact(contact_id)
+    codes = list(model.vocabulary)
+    assert wait_until(lambda: similar_reasons(service, model, record.org_id, codes), timeout=60)
+    expected = similar_reasons(service, model, record.org_id, codes)
+    # what the card records about its answer (exposures) is not what this test is about
+    monkeypatch.setattr(service, "record_answer", lambda *args: "request-1", raising=False)
+    card = client.portal.call(score_card, service, model, record, "proposal", True)
+    with_reason = [p for p in card.points if p["characteristic"] in expected]
+    assert with_reason
+    for point in with_reason:
+        assert point["reasons"][-1] == expected[point["characteristic"]]
