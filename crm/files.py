@@ -17,6 +17,7 @@ live in a SQLite file `needs_rec.db` inside it (contract §5), never in the firm
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 import threading
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 
 from crm.own import OwnTables
 from crm.records import record_of
-from crm.source import OWN_DATABASE, ContactRecord, FeedbackEvent, FeedbackResult
+from crm.source import OWN_DATABASE, ContactRecord, FeedbackEvent, FeedbackResult, pick_latest_stage
 from needs_rec import schema
 from needs_rec.errors import DataError
 
@@ -230,6 +231,7 @@ class FileSource:
         self._own: OwnTables | None = None
         self._lock = threading.Lock()
         self._index: _ContactIndex | None = None
+        self._latest: tuple[int, dict[str, tuple[str, str]]] | None = None
         self._checked = 0.0
 
     def describe(self) -> str:
@@ -287,6 +289,29 @@ class FileSource:
 
     def model_version_of(self, request_id: str) -> int | None:
         return self.own().model_version_of(request_id)
+
+    def feedback_since(self, since: dt.datetime) -> list[dict[str, Any]]:
+        if not (self.directory / OWN_DATABASE).is_file():
+            return []
+        return self.own().feedback_since(since)
+
+    def latest_stage(self, contact_id: str) -> str | None:
+        """From the outcomes file (indexed once per file version) and the feedback table."""
+        path = find_table_file(self.directory, "outcomes")
+        stamp = path.stat().st_mtime_ns
+        with self._lock:
+            if self._latest is None or self._latest[0] != stamp:
+                outcomes = read_table(path, "outcomes")
+                last = outcomes.assign(day=outcomes["occurred_on"].str.strip().str.slice(0, 10)).sort_values(
+                    "day", kind="stable"
+                ).drop_duplicates("contact_id", keep="last")
+                self._latest = (stamp, dict(zip(last["contact_id"].str.strip(), zip(last["day"], last["stage"],
+                                                                                     strict=True), strict=True)))
+            latest = self._latest[1].get(contact_id.strip())
+        feedback = None
+        if (self.directory / OWN_DATABASE).is_file():
+            feedback = self.own().latest_feedback_stage(contact_id)
+        return pick_latest_stage(latest, feedback)
 
     def close(self) -> None:
         if self._own is not None:

@@ -181,6 +181,30 @@ class OwnTables:
         with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def feedback_since(self, since: dt.datetime) -> list[dict[str, Any]]:
+        """Feedback rows received at or after `since` (UTC), oldest first."""
+        if not self._exists(self.feedback):
+            return []
+        table = self.feedback
+        query = sa.select(table).where(table.c.received_at >= since).order_by(table.c.received_at)
+        with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def latest_feedback_stage(self, contact_id: str) -> tuple[str, str] | None:
+        """(occurred_on ISO, stage) of the contact's latest feedback event, or None."""
+        if not self._exists(self.feedback):
+            return None
+        table = self.feedback
+        query = (
+            sa.select(table.c.occurred_on, table.c.stage)
+            .where(table.c.contact_id == contact_id)
+            .order_by(table.c.occurred_on.desc(), table.c.received_at.desc())
+            .limit(1)
+        )
+        with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (_text(row[0]), str(row[1]))
+
     def model_version_of(self, request_id: str) -> int | None:
         """The model version of an answer, from its exposures (None when none was written)."""
         if not self._exists(self.exposures):

@@ -17,6 +17,7 @@ that cannot be reached, read or written right now (the service answers 503; retr
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -125,6 +126,15 @@ class CrmSource(Protocol):
         """The latest feedback rows, newest first (received_at), as stored."""
         ...
 
+    def feedback_since(self, since: dt.datetime) -> list[dict[str, Any]]:
+        """Feedback rows received at or after `since` (UTC), oldest first (the analyst's page)."""
+        ...
+
+    def latest_stage(self, contact_id: str) -> str | None:
+        """The funnel stage (normalised code) of the contact's most recent outcome or feedback, or
+        None: the stage the manager's card opens at."""
+        ...
+
     def model_version_of(self, request_id: str) -> int | None:
         """The model version that answered `request_id`, from the exposures written so far."""
         ...
@@ -147,6 +157,12 @@ class ContactRecord:
     org_id: str
     organization: dict[str, Any] | None  # None: the contact's org_id is not in organizations
     contact: dict[str, Any]
+
+
+def pick_latest_stage(*candidates: tuple[str, str] | None) -> str | None:
+    """The stage of the latest (ISO date, stage) candidate, as a normalised code; None when none."""
+    found = [c for c in candidates if c is not None and c[1].strip()]
+    return max(found)[1].strip().lower() if found else None
 
 
 def is_url(location: str | Path) -> bool:

@@ -14,6 +14,7 @@ figures). Only the contract columns are selected: personal-data columns are neve
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from sqlalchemy.engine import URL, Engine
 from crm.files import _as_text
 from crm.own import OwnTables, database_errors, tune_sqlite
 from crm.records import record_of
-from crm.source import ContactRecord, FeedbackEvent, FeedbackResult, describe_url
+from crm.source import ContactRecord, FeedbackEvent, FeedbackResult, describe_url, pick_latest_stage
 from needs_rec import schema
 from needs_rec.errors import DataError, SourceUnavailable
 
@@ -291,6 +292,21 @@ class SqlSource:
     def model_version_of(self, request_id: str) -> int | None:
         return self.own().model_version_of(request_id)
 
+    def feedback_since(self, since: dt.datetime) -> list[dict[str, Any]]:
+        return self.own().feedback_since(since)
+
+    def latest_stage(self, contact_id: str) -> str | None:
+        relation, columns = self._relation("outcomes")
+        present = {schema.normalize_column_name(c): c for c in columns}
+        table = sa.table(relation, *(sa.column(present[c]) for c in ("contact_id", "occurred_on", "stage")),
+                         schema=self.schema)
+        day, stage, key = (table.c[present[c]] for c in ("occurred_on", "stage", "contact_id"))
+        query = sa.select(day, stage).where(sa.cast(key, sa.Text) == contact_id).order_by(day.desc()).limit(1)
+        with database_errors(self.describe(), "read the contact's outcomes"), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        latest = None if row is None else (_iso(row[0]), str(row[1]))
+        return pick_latest_stage(latest, self.own().latest_feedback_stage(contact_id))
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
@@ -321,6 +337,10 @@ class _Lookup:
         self.by_id, self.search = by_id, search
         self.contact_columns, self.org_columns = contact_columns, org_columns
         self.integer_ids = integer_ids
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat()[:10] if hasattr(value, "isoformat") else str(value).strip()[:10]
 
 
 def _first_line(exc: BaseException) -> str:

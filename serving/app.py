@@ -44,18 +44,19 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from needs_rec import __version__
-from needs_rec.errors import NeedsRecError
+from needs_rec.errors import NeedsRecError, SourceUnavailable
 from serving.access import AccessMiddleware
 from serving.observability import log_event
 from serving.openapi import mount_docs
 from serving.registry import Registry
-from serving.routes import health, labels, pages, queries, recommendations, tf_serving
+from serving.routes import feedback, health, labels, pages, queries, recommendations, tf_serving
 from serving.service import ApiError, GuardMiddleware, Service, error_response
 from serving.settings import Settings
 
 #: The routers, in matching order: each module's `router(service)` (see the module docstring).
 ROUTERS: tuple[Callable[[Service], APIRouter], ...] = (
     recommendations.router,
+    feedback.router,
     tf_serving.router,
     labels.router,
     health.router,
@@ -75,6 +76,9 @@ def create_app(
         await service.scorer.start()
         await service.start_lag_watch()
         service.registry.start()
+        if service.crm_link is not None:
+            service.crm_link.start()
+            log_event(service.logger, "crm_source", crm=service.crm_link.source.describe())  # no password
         log_event(service.logger, "service_started", model=str(settings.model), host=settings.host, port=settings.port)
         try:
             yield
@@ -83,6 +87,8 @@ def create_app(
             service.registry.stop()
             await service.scorer.stop()
             await service.stop_lag_watch()
+            if service.crm_link is not None:
+                service.crm_link.stop()  # buffered exposures are written first
             log_event(service.logger, "service_stopped")
 
     app = FastAPI(
@@ -113,6 +119,11 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
         if exc.outcome:
             request.state.outcome = exc.outcome
         return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(SourceUnavailable)
+    async def on_crm_unavailable(request: Request, exc: SourceUnavailable) -> Response:
+        request.state.outcome = "crm_unavailable"
+        return error_response(503, " ".join(str(exc).split()), service.retry_headers)
 
     @app.exception_handler(NeedsRecError)
     async def on_user_error(request: Request, exc: NeedsRecError) -> Response:

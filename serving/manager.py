@@ -165,7 +165,7 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         "contact": None,
         "search_limit": SEARCH_LIMIT,
     }
-    crm = getattr(service, "crm", None)  # TODO(issue 9): service.crm once merged
+    crm = service.crm
     if crm is None:
         context["notice"] = (
             "Сервис запущен без источника CRM, поэтому искать контакты негде. "
@@ -192,7 +192,7 @@ async def card_context(
     contact_id = _query(params, "contact")
     more = params.get("more") == "1"
     context: dict[str, Any] = {"card": CardView(more=more), "contact": None, "stage": "", "stage_name": ""}
-    crm = getattr(service, "crm", None)  # TODO(issue 9): service.crm once merged
+    crm = service.crm
     if crm is None:
         context["notice"] = "Сервис запущен без источника CRM (--crm)."
         return context, 503
@@ -240,7 +240,7 @@ async def card_context(
 
 async def feedback_context(service: Service, days: int) -> dict[str, Any]:
     """`feedback` (per characteristic: count, share positive) of the last `days` days, or a notice why not."""
-    crm = getattr(service, "crm", None)  # TODO(issue 9): service.crm once merged
+    crm = service.crm
     if crm is None:
         return {"feedback": [], "feedback_notice": "Сервис запущен без источника CRM (--crm): отзывов не видно."}
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)

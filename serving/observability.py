@@ -109,6 +109,17 @@ class Metrics:
             "needs_rec_model_call_rows", "rows per model call (micro-batching merges concurrent requests)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry,
         )
+        self.crm_lookups = Counter("needs_rec_crm_lookups_total", "contact lookups that read the CRM (cache misses)",
+                                   registry=self.registry)
+        self.crm_cache_hits = Counter("needs_rec_crm_cache_hits_total", "contact lookups answered from the cache",
+                                      registry=self.registry)
+        self.exposures = Counter(
+            "needs_rec_exposures_total",
+            "exposure rows by fate: written, dropped_buffer_full (the buffer was full), dropped_write_failed",
+            ["fate"], registry=self.registry,
+        )
+        self.feedback = Counter("needs_rec_feedback_total", "feedback posts by result (stored, duplicate, conflict)",
+                                ["result"], registry=self.registry)
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._unknown_children: dict[str, Any] = {}
         self.unknown_totals: dict[str, int] = {}  # the same counts as plain numbers, for the analyst page

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,6 +28,8 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from needs_rec import drift
+from needs_rec.errors import NeedsRecError, SourceUnavailable
+from serving.crm_link import CrmLink, new_request_id
 from serving.observability import Metrics, configure_logging, log_event
 from serving.openapi import ApiDocs
 from serving.registry import MODEL_NAME, Registry, ServingModel
@@ -52,6 +55,7 @@ _STATIC_ENDPOINTS = {
     "/contacts/card": "page_card",
     "/analyst": "page_analyst",
     "/v1/audience": "audience",
+    "/v1/feedback": "feedback",
 }
 _OUTCOMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "unavailable"}
 
@@ -146,6 +150,20 @@ class Service:
         self.scorer.on_twin_error = self.twin_failed
         self.metrics.watch_drift(lambda: self.registry.current)
         self.docs = ApiDocs()  # hand-routed operations' documentation (serving.openapi)
+        self.crm_link: CrmLink | None = None
+        if settings.crm:
+            import crm
+
+            source = crm.open_source(settings.crm, flag="--crm")  # ConfigError for a malformed URL, at start
+            self.crm_link = CrmLink(
+                source,
+                cache_s=settings.crm_cache_s,
+                cache_size=settings.crm_cache_size,
+                workers=settings.crm_workers,
+                exposure_buffer=settings.exposure_buffer,
+                metrics=self.metrics,
+                logger=self.logger,
+            )
         self.shutting_down = False
         self.in_flight = 0
         self.loop_lag = 0.0  # seconds the event loop ran behind at its last check (`watch_loop_lag`)
@@ -201,6 +219,66 @@ class Service:
             raise ApiError(503, f"not ready: {reason}", outcome="not_ready", headers=self.retry_headers)
         return model
 
+    # -- the CRM source (--crm) ---------------------------------------------------------------
+
+    #: What a CRM call raises when the database cannot be reached (answered 503), and what a
+    #: request built from CRM values may raise when the request rules refuse them (answered 400).
+    crm_unavailable = SourceUnavailable
+    request_errors = NeedsRecError
+
+    @property
+    def crm(self) -> Any:
+        """The `crm.CrmSource` given with `--crm`, or None."""
+        return self.crm_link.source if self.crm_link is not None else None
+
+    def need_crm(self, what: str) -> CrmLink:
+        """The CRM link, or 503 saying that `what` needs `--crm`."""
+        if self.crm_link is None:
+            raise ApiError(
+                503,
+                f"{what} needs a CRM source (--crm): start the service with --crm D, a CRM directory or a database "
+                "URL such as sqlite:///crm.db",
+                outcome="no_crm",
+            )
+        return self.crm_link
+
+    async def resolve_contact(self, body: Any, where: str = "") -> str | None:
+        """For a body naming `contact_id` (contract §4 v2): put the CRM's organization and contact fields
+        in its place and return the id; None for a full-fields body. 400 for a bad or doubled
+        contact, 404 for an unknown one, 503 without --crm or when the CRM cannot be read."""
+        if not isinstance(body, dict) or "contact_id" not in body:
+            return None
+        contact_id = body.pop("contact_id")
+        if not isinstance(contact_id, str) or not contact_id.strip():
+            raise ApiError(400, f"field '{where}contact_id' must be a non-empty string (a CRM contact id)")
+        if "organization" in body or "contact" in body:
+            raise ApiError(400, f"field '{where}contact_id': give either contact_id or the organization and contact "
+                                "objects, not both")
+        link = self.need_crm(f"field '{where}contact_id'")
+        record = await link.contact(contact_id.strip())
+        if record is None:
+            raise ApiError(404, f"field '{where}contact_id': no contact {contact_id!r} in the CRM")
+        if record.organization is None:
+            raise ApiError(404, f"field '{where}contact_id': contact {contact_id!r} names organization "
+                                f"{record.org_id!r}, which is not in the CRM's organizations")
+        body["organization"], body["contact"] = dict(record.organization), dict(record.contact)
+        return record.contact_id
+
+    def record_answer(
+        self,
+        model: ServingModel,
+        contact_id: str | None,
+        stage: str,
+        points: list[dict[str, Any]],
+        request_id: str | None = None,
+    ) -> str:
+        """The answer's request_id (the caller's, else a fresh one); with a CRM source, its
+        exposures are queued for writing (off the request path) and its model version remembered."""
+        request_id = request_id or new_request_id()
+        if self.crm_link is not None:
+            self.crm_link.record_answer(model.version, contact_id, stage, points, request_id)
+        return request_id
+
     def check_model_name(self, name: str) -> None:
         """404 unless `name` is the model this service serves (TF Serving paths carry it)."""
         if name != MODEL_NAME:
@@ -227,13 +305,20 @@ class Service:
                 self.metrics.count_unknown(item.unknown_fields)
 
     async def score_items(
-        self, request: Request, model: ServingModel, key: str, parse: Callable[[Any, str], ParsedRequest]
+        self,
+        request: Request,
+        model: ServingModel,
+        key: str,
+        parse: Callable[[Any, str], ParsedRequest | Awaitable[ParsedRequest]],
     ) -> tuple[list[ParsedRequest], np.ndarray]:
         """A list body (`requests` or `instances`): read, check the batch limit, validate each item, score them."""
         settings = self.settings
         body = parse_json(await read_body(request, settings.max_body_bytes))
         items = model.parser.batch(body, key, settings.max_batch)
-        parsed = [parse(item, f"{key}[{i}].") for i, item in enumerate(items)]
+        parsed = []
+        for i, item in enumerate(items):
+            one = parse(item, f"{key}[{i}].")
+            parsed.append(await one if inspect.isawaitable(one) else one)  # an async parser may look contacts up
         request.state.items = len(parsed)
         self.observe(model, parsed)
         request.state.warnings = sum(len(p.warnings) for p in parsed)

@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     drift_min_rows: int = Field(200, ge=1, description="live requests needed before drift is judged")
     shutdown_timeout_s: float = Field(20.0, ge=0, description="on SIGTERM, how long in-flight requests may finish")
     shutdown_delay_s: float = Field(0.0, ge=0, description="on SIGTERM, keep serving this long with /readyz at 503")
+    crm: str | None = Field(
+        None,
+        description="CRM source for contact_id lookups, /v1/feedback, exposures and the pages: a directory of "
+        "CSV/Parquet files or a database URL (sqlite:///crm.db, postgresql+psycopg://user:password@host/db)",
+    )
+    crm_cache_s: float = Field(
+        60.0, ge=0, description="a looked-up contact is reused this many seconds: CRM edits show within this (0 = none)"
+    )
+    crm_cache_size: int = Field(100_000, ge=1, description="most contacts held in the lookup cache")
+    crm_workers: int = Field(4, ge=1, le=32, description="threads for CRM calls (lookups, feedback, exposure writes)")
+    exposure_buffer: int = Field(
+        10_000, ge=1, description="exposure rows waiting to be written; beyond it rows are dropped and counted"
+    )
     auth_token: SecretStr | None = Field(
         None,
         description="token for the pages and /v1/feedback: 'Authorization: Bearer <token>', or as the password of "
@@ -103,7 +116,7 @@ class Settings(BaseSettings):
 #: Shortest accepted token (a guessable token is no protection).
 MIN_TOKEN_LENGTH = 16
 #: Settings whose values are never echoed in an error message.
-SECRET_FIELDS = frozenset({"auth_token", "basic_auth"})
+SECRET_FIELDS = frozenset({"auth_token", "basic_auth", "crm"})  # a database URL may hold a password
 
 
 def is_loopback(host: str) -> bool:

@@ -10,10 +10,7 @@ skip with the reason — except under CI=true, where they fail: CI must really t
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so tests can `from crm_factory import ...`
 
 from crm_factory import write_dictionaries
+from databases import postgres_schema
 
 from needs_rec import dictionaries
 
@@ -39,19 +37,8 @@ def tiny_dictionaries(tiny_dictionaries_dir: Path) -> dictionaries.Dictionaries:
     return dictionaries.load(tiny_dictionaries_dir)
 
 
-POSTGRES_ENV = "NEEDS_REC_TEST_POSTGRES_URL"
+#: The database kinds every database test runs against.
 DATABASES = ("sqlite", "postgresql")
-
-
-def postgres_base_url() -> str:
-    """The test server's URL, or skip (fail under CI=true) when there is none or it does not answer."""
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        reason = f"PostgreSQL tests need {POSTGRES_ENV} (source .ci/postgres.sh && pg_throwaway_start)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true they must run")
-        pytest.skip(reason)
-    return url
 
 
 @pytest.fixture(params=DATABASES)
@@ -70,34 +57,6 @@ def postgres_url() -> Iterator[str]:
     """A fresh schema on the test PostgreSQL server (see `database_url`)."""
     with postgres_schema() as url:
         yield url
-
-
-def postgres_schema() -> contextlib.AbstractContextManager[str]:
-    """A context giving `…?schema=t_<random>` on the test server; the schema is dropped at exit."""
-    import sqlalchemy as sa
-
-    base = postgres_base_url()
-    name = f"t_{uuid.uuid4().hex[:12]}"
-
-    @contextlib.contextmanager
-    def schema() -> Iterator[str]:
-        engine = sa.create_engine(base)
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-        except sa.exc.OperationalError as exc:
-            engine.dispose()
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"test PostgreSQL server does not answer: {exc.orig}")
-            pytest.skip(f"test PostgreSQL server does not answer ({POSTGRES_ENV})")
-        try:
-            yield f"{base}?schema={name}"
-        finally:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
-            engine.dispose()
-
-    return schema()
 
 
 @pytest.fixture

@@ -39,8 +39,20 @@ def answer(model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray
         ),
         "warnings": parsed.warnings,
     }
-    if parsed.request_id is not None:
-        result["request_id"] = parsed.request_id
+    return result
+
+
+def answered(
+    service: Service, model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray, contact_id: str | None
+) -> dict[str, Any]:
+    """`answer` plus its `request_id` (every answer has one, for feedback) and the `contact_id` it was
+    asked for; the exposures are queued when the service has a CRM source."""
+    result = answer(model, parsed, probabilities)
+    result["request_id"] = service.record_answer(
+        model, contact_id, parsed.stage, result["talking_points"], parsed.request_id
+    )
+    if contact_id is not None:
+        result["contact_id"] = contact_id
     return result
 
 
@@ -56,19 +68,26 @@ def router(service: Service) -> APIRouter:
         request.state.model_version = model.version
         async with asyncio.timeout(timeout):
             body = parse_json(await read_body(request, settings.max_body_bytes))
+            contact_id = await service.resolve_contact(body)  # `contact_id` → the CRM's fields (§4 v2)
             parsed = model.parser.recommendation(body)
             service.observe(model, [parsed])
             request.state.warnings = len(parsed.warnings)
             probabilities = await service.scorer.predict(model, [parsed.row])
-        return json_response(answer(model, parsed, probabilities[0]))
+        return json_response(answered(service, model, parsed, probabilities[0], contact_id))
 
     async def recommend_batch(request: Request) -> Response:
         """The same for a list of requests: `{"requests": [...]}` → `{"model_version", "results": [...]}`."""
         model = service.model()
         request.state.model_version = model.version
+        contacts: dict[int, str | None] = {}
+
+        async def parse(item: Any, where: str) -> ParsedRequest:
+            contacts[len(contacts)] = await service.resolve_contact(item, where)
+            return model.parser.recommendation(item, where)
+
         async with asyncio.timeout(timeout):
-            parsed, probabilities = await service.score_items(request, model, "requests", model.parser.recommendation)
-        results = [answer(model, p, probabilities[i]) for i, p in enumerate(parsed)]
+            parsed, probabilities = await service.score_items(request, model, "requests", parse)
+        results = [answered(service, model, p, probabilities[i], contacts.get(i)) for i, p in enumerate(parsed)]
         return json_response({"model_version": model.version, "results": results})
 
     routes.add_route("/v1/recommendations", recommend, methods=["POST"])

@@ -58,8 +58,7 @@ def trained(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(trained):
     root, location, _, _, _ = trained
-    with serve(settings_for(root / "models"), "queries") as (test_client, _log):
-        test_client.app.state.service.crm = crm.open_source(location)
+    with serve(settings_for(root / "models", crm=str(location)), "queries") as (test_client, _log):
         yield test_client
 
 

@@ -1,0 +1,116 @@
+"""Exposures written off the request path (contract §6): a bounded buffer and one writer thread.
+
+`ExposureWriter.offer(rows)` is what a request pays: a lock, a length check and a list append
+(about a microsecond). When the buffer already holds `capacity` rows the new rows are dropped and
+counted — never a slower or failed request. A daemon thread takes whatever has accumulated every
+`interval_s` (or sooner, once `batch_rows` are waiting) and writes it with one
+`CrmSource.add_exposures` call, i.e. one transaction. A write that fails (the database is down) is
+counted as dropped too and logged by the caller's `on_dropped`; the thread keeps going. `close()`
+writes what is left (bounded by `timeout_s`).
+
+Exposure rows hold codes, ids, numbers and a timestamp only: no personal data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from needs_rec.errors import NeedsRecError
+
+Row = Mapping[str, Any]
+
+
+class ExposureWriter:
+    """Bounded buffer of exposure rows, drained into `write` (e.g. `CrmSource.add_exposures`) by a thread."""
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[Row]], int],
+        *,
+        capacity: int = 10_000,
+        batch_rows: int = 1_000,
+        interval_s: float = 0.25,
+        on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int, str], None] | None = None,
+    ):
+        self._write = write
+        self.capacity = capacity
+        self.batch_rows = batch_rows
+        self.interval_s = interval_s
+        self._on_written = on_written or (lambda n: None)
+        self._on_dropped = on_dropped or (lambda n, reason: None)
+        self._rows: list[Row] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="exposure-writer", daemon=True)
+            self._thread.start()
+
+    def offer(self, rows: Sequence[Row]) -> bool:
+        """Queue `rows` for writing; False (and counted as dropped) when the buffer is full."""
+        with self._lock:
+            if self._closing or len(self._rows) + len(rows) > self.capacity:
+                accepted = False
+            else:
+                self._rows.extend(rows)
+                accepted = True
+                full_batch = len(self._rows) >= self.batch_rows
+        if not accepted:
+            self.dropped += len(rows)
+            self._on_dropped(len(rows), "buffer_full")
+            return False
+        if full_batch:
+            self._wake.set()
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._rows)
+
+    def flush(self) -> int:
+        """Write everything buffered now (in the caller's thread); returns the rows written."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return 0
+        try:
+            written = self._write(rows)
+        except NeedsRecError:  # the database is unreachable or refuses: these rows are lost, counted
+            self.dropped += len(rows)
+            self._on_dropped(len(rows), "write_failed")
+            return 0
+        self.written += written
+        self._on_written(written)
+        return written
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop accepting rows, write what is buffered, stop the thread."""
+        with self._lock:
+            self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        else:
+            self.flush()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            self.flush()
+            if self._closing:
+                self.flush()
+                return
+            time.sleep(0)  # let request threads take the lock between batches

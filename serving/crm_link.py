@@ -1,0 +1,164 @@
+"""The service's side of the CRM source (`--crm D`, contract §4 v2, §5, §6).
+
+`CrmLink` owns the `crm.CrmSource`, a small thread pool for its blocking calls (a slow or
+unreachable database never stalls the event loop), the contact cache, the exposure writer and the
+memory of which model version gave which answer (`request_id`).
+
+Contact cache — what it is safe to cache, and how fresh it is: a contact's §2 fields (and its
+organization's) change rarely and an answer computed from fields up to `crm_cache_s` seconds old
+is still the right answer for that contact, so found contacts are cached for at most
+`crm_cache_s` seconds (default 60), the oldest evicted beyond `crm_cache_size` entries. An
+unknown contact is never cached (a contact added to the CRM is found at once), and nothing written
+(feedback) goes through the cache. A cache hit costs a dictionary lookup in the event loop; a miss
+is one indexed query in a pool thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import crm
+from crm.exposures import ExposureWriter
+from serving.observability import Metrics, log_event
+
+T = TypeVar("T")
+#: How many request_id → model_version pairs are remembered for feedback (older ones are read from exposures).
+REMEMBERED_ANSWERS = 100_000
+
+
+class TtlCache:
+    """A bounded mapping whose entries expire `ttl_s` seconds after they were put (event-loop use only)."""
+
+    def __init__(self, ttl_s: float, size: int):
+        self.ttl_s, self.size = ttl_s, size
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: str) -> Any:
+        """The value, or None when absent or older than `ttl_s`."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] > self.ttl_s:
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if self.ttl_s <= 0:
+            return
+        self._entries[key] = (time.monotonic(), value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+class CrmLink:
+    """The CRM source of a running service: lookups, feedback, exposures (see the module doc)."""
+
+    def __init__(
+        self,
+        source: crm.CrmSource,
+        *,
+        cache_s: float = 60.0,
+        cache_size: int = 100_000,
+        workers: int = 4,
+        exposure_buffer: int = 10_000,
+        metrics: Metrics | None = None,
+        logger: logging.Logger | None = None,
+    ):
+        self.source = source
+        self.cache = TtlCache(cache_s, cache_size)
+        self.metrics = metrics
+        self.logger = logger or logging.getLogger("needs_rec.serving")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="crm")
+        self._answers: OrderedDict[str, int] = OrderedDict()
+        self.exposures = ExposureWriter(
+            source.add_exposures,
+            capacity=exposure_buffer,
+            on_written=self._exposures_written,
+            on_dropped=self._exposures_dropped,
+        )
+
+    def start(self) -> None:
+        self.exposures.start()
+
+    def stop(self) -> None:
+        """Write the buffered exposures, release the threads and the connections."""
+        self.exposures.close()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.source.close()
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking source call in the pool; its errors (SourceUnavailable, DataError) propagate."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def contact(self, contact_id: str) -> crm.ContactRecord | None:
+        """The contact's record, from the cache when it was read in the last `crm_cache_s` seconds."""
+        record = self.cache.get(contact_id)
+        if record is not None:
+            if self.metrics is not None:
+                self.metrics.crm_cache_hits.inc()
+            return record
+        record = await self.call(self.source.contact, contact_id)
+        if self.metrics is not None:
+            self.metrics.crm_lookups.inc()
+        if record is not None:
+            self.cache.put(contact_id, record)
+        return record
+
+    def record_answer(
+        self, version: int, contact_id: str | None, stage: str, points: Sequence[dict[str, Any]], request_id: str
+    ) -> None:
+        """Remember which version answered `request_id` and queue one exposure row per point shown."""
+        self._answers[request_id] = version
+        if len(self._answers) > REMEMBERED_ANSWERS:
+            self._answers.popitem(last=False)
+        if not points:
+            return
+        served_at = dt.datetime.now(dt.UTC)
+        self.exposures.offer(
+            [
+                {
+                    "request_id": request_id,
+                    "served_at": served_at,
+                    "model_version": version,
+                    "contact_id": contact_id,
+                    "stage": stage,
+                    "characteristic": point["characteristic"],
+                    "rank": rank,
+                    "probability": float(point["probability"]),
+                    "selected": bool(point.get("selected", True)),
+                }
+                for rank, point in enumerate(points, start=1)
+            ]
+        )
+
+    async def model_version_of(self, request_id: str) -> int | None:
+        """The version that gave answer `request_id`: remembered, else from the exposures written."""
+        version = self._answers.get(request_id)
+        if version is not None:
+            return version
+        return await self.call(self.source.model_version_of, request_id)
+
+    def _exposures_written(self, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.exposures.labels("written").inc(n)
+
+    def _exposures_dropped(self, n: int, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.exposures.labels(f"dropped_{reason}").inc(n)
+        if reason == "write_failed":
+            log_event(self.logger, "exposures_dropped", logging.WARNING, rows=n, reason=reason)
+
+
+def new_request_id() -> str:
+    """A fresh opaque answer id (random, 32 hex digits)."""
+    return uuid.uuid4().hex

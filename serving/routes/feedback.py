@@ -1,0 +1,115 @@
+"""`POST /v1/feedback` (contract §6): a manager says what happened when a characteristic was put.
+
+The body's types are checked here; its values get exactly the rules an outcome row of a CRM file
+gets (`needs_rec.schema.check_feedback`: the per-table checks of the `feedback` table), and then,
+strictly, a stage or characteristic outside the served version's dictionaries, a characteristic
+not offered at that stage, and a date in the future are 400s. An unknown contact is a 404 (looked
+up in the CRM source, through the contact cache). The event is stored with `CrmSource.add_feedback`
+in one transaction before any 2xx is sent:
+
+- 201 `{"feedback_id", "stored": true}` — a new row, committed;
+- 200 `{"feedback_id", "stored": false, "duplicate": true}` — this feedback_id is stored already
+  with the same content (a retry): nothing written;
+- 409 — this feedback_id is stored with different content;
+- 503 — no CRM source (`--crm`), or the database cannot be written: nothing is half-stored, the
+  caller retries with the same feedback_id.
+
+The model version the answer came from (`request_id`) is stored with the event when known.
+Validation and the write run in the CRM thread pool, never in the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+import crm
+from needs_rec import schema
+from needs_rec.errors import RequestError
+from serving.requests import parse_json
+from serving.service import ApiError, Service, json_response, read_body
+
+REQUIRED = ("feedback_id", "contact_id", "stage", "characteristic", "outcome")
+OPTIONAL = ("occurred_on", "request_id", "manager_id")
+#: Longest id accepted (feedback_id, request_id, manager_id, contact_id).
+MAX_ID = 200
+
+
+def read_event(body: Any) -> tuple[dict[str, str], bool]:
+    """The body's fields as stripped strings (types and lengths checked), and whether occurred_on was given."""
+    if not isinstance(body, dict):
+        raise RequestError("body must be a JSON object with feedback_id, contact_id, stage, characteristic, outcome")
+    fields: dict[str, str] = {}
+    for name in (*REQUIRED, *OPTIONAL):
+        value = body.get(name)
+        if value is None:
+            if name in REQUIRED:
+                raise RequestError(f"field '{name}' is required (a string)")
+            continue
+        if not isinstance(value, str):
+            raise RequestError(f"field '{name}' must be a string, got {type(value).__name__}")
+        value = value.strip()
+        if name in REQUIRED and not value:
+            raise RequestError(f"field '{name}' must not be empty")
+        if name.endswith("_id") and len(value) > MAX_ID:
+            raise RequestError(f"field '{name}' is longer than {MAX_ID} characters")
+        if value:
+            fields[name] = value
+    given = "occurred_on" in fields
+    fields.setdefault("occurred_on", dt.datetime.now(dt.UTC).date().isoformat())
+    return fields, given
+
+
+def checked_event(fields: dict[str, str], given: bool, dictionaries: Any, version: int | None) -> crm.FeedbackEvent:
+    """The event after the §2 row rules and the strict feedback checks (DataError → 400 naming the field)."""
+    frame = pd.DataFrame({name: pd.array([fields.get(name, "")], dtype="str") for name in (*REQUIRED, *OPTIONAL)})
+    frame.attrs = {"source": "feedback"}
+    clean, _ = schema.check_feedback(frame, dictionaries)
+    row = clean.iloc[0]
+    return crm.FeedbackEvent(
+        feedback_id=fields["feedback_id"],
+        contact_id=fields["contact_id"],
+        stage=str(row["stage"]),
+        characteristic=str(row["characteristic"]),
+        outcome=str(row["outcome"]),
+        occurred_on=row["occurred_on"].strftime("%Y-%m-%d"),
+        request_id=fields.get("request_id"),
+        manager_id=fields.get("manager_id"),
+        model_version=version,
+        occurred_on_given=given,
+    )
+
+
+def router(service: Service) -> APIRouter:
+    """The feedback endpoint over `service`."""
+    routes = APIRouter()
+    settings = service.settings
+
+    async def feedback(request: Request) -> Response:
+        """Store one manager's report; idempotent by feedback_id (see the module doc)."""
+        link = service.need_crm("POST /v1/feedback")
+        model = service.model()  # the served version's dictionaries decide what a valid code is
+        fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)))
+        if await link.contact(fields["contact_id"]) is None:
+            raise ApiError(404, f"field 'contact_id': no contact {fields['contact_id']!r} in the CRM")
+        version = await link.model_version_of(fields["request_id"]) if "request_id" in fields else None
+        event = await link.call(checked_event, fields, given, model.dictionaries, version)
+        result = await link.call(link.source.add_feedback, event)
+        service.metrics.feedback.labels(str(result)).inc()
+        if result is crm.FeedbackResult.STORED:
+            return json_response({"feedback_id": event.feedback_id, "stored": True}, 201)
+        if result is crm.FeedbackResult.DUPLICATE:
+            return json_response({"feedback_id": event.feedback_id, "stored": False, "duplicate": True}, 200)
+        raise ApiError(
+            409,
+            f"field 'feedback_id': {event.feedback_id!r} is already stored with different content; a retry must "
+            "send the same fields, a new event needs a new feedback_id",
+            outcome="conflict",
+        )
+
+    routes.add_route("/v1/feedback", feedback, methods=["POST"])
+    return routes

@@ -1,0 +1,245 @@
+"""The service with a CRM source (`--crm`, contract §4 v2, §5, §6): lookups by contact_id, request_id
+in every answer, POST /v1/feedback, exposures — on SQLite, PostgreSQL and a CSV directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from crm_factory import crm_frames, write_crm, write_crm_database
+from databases import postgres_schema
+from fastapi.testclient import TestClient
+from serving_support import models_dir_with, serve, settings_for, wait_until
+
+from needs_rec import dictionaries
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "files"])
+def crm_location(request: pytest.FixtureRequest, dictionaries_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """A tiny CRM (tests/crm_factory.py) as a SQLite file, a PostgreSQL schema, or a CSV directory."""
+    dicts = dictionaries.load(dictionaries_dir)
+    if request.param == "files":
+        yield str(write_crm(tmp_path / "crm", dicts))
+    elif request.param == "sqlite":
+        yield write_crm_database(f"sqlite:///{tmp_path / 'crm.db'}", dicts)
+    else:
+        with postgres_schema() as url:
+            yield write_crm_database(url, dicts)
+
+
+@pytest.fixture
+def app(built: dict[str, Path], crm_location: str, tmp_path: Path) -> Iterator[TestClient]:
+    models = models_dir_with(tmp_path, built["random"])  # untrained: every field moves the probabilities
+    with serve(settings_for(models, crm=crm_location, crm_cache_s=60), "crm") as (client, _):
+        yield client
+
+
+def post(client: TestClient, path: str, body: Any) -> Any:
+    return client.post(path, content=json.dumps(body, ensure_ascii=False), headers={"Content-Type": "application/json"})
+
+
+def full_fields(contact_id: str, dicts: Any) -> dict[str, Any]:
+    """The §4 full-fields body for a contact of crm_frames, typed as a caller would send it."""
+    frames = crm_frames(dicts)
+    person = frames["contacts"].set_index("contact_id").loc[contact_id]
+    org = frames["organizations"].set_index("org_id").loc[person["org_id"]]
+
+    def multi(text: str) -> list[str]:
+        return [p for p in text.split(";") if p]
+
+    def number(text: str) -> float | None:
+        return float(text) if text else None
+
+    return {
+        "organization": {
+            "industry": org["industry"], "region": org["region"], "employees": number(org["employees"]),
+            "revenue_mln": number(org["revenue_mln"]), "legal_form": org["legal_form"],
+            "founded_year": number(org["founded_year"]), "client_since": org["client_since"] or None,
+            "products_owned": multi(org["products_owned"]),
+        },
+        "contact": {
+            "position": person["position"], "department": person["department"],
+            "decision_role": person["decision_role"], "interests": multi(person["interests"]),
+        },
+    }
+
+
+def without_ids(answer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in answer.items() if k not in ("request_id", "contact_id")}
+
+
+def test_contact_id_answers_exactly_what_the_full_fields_answer(app: TestClient, dictionaries_dir: Path) -> None:
+    dicts = dictionaries.load(dictionaries_dir)
+    for contact_id in ("c2", "c5", "c12"):
+        for stage in ("lead", "demo"):
+            by_id = post(app, "/v1/recommendations", {"contact_id": contact_id, "stage": stage, "top_k": 4})
+            full = post(app, "/v1/recommendations", {**full_fields(contact_id, dicts), "stage": stage, "top_k": 4})
+            assert by_id.status_code == 200 and full.status_code == 200, (by_id.text, full.text)
+            assert without_ids(by_id.json()) == without_ids(full.json())
+            assert by_id.json()["contact_id"] == contact_id and "contact_id" not in full.json()
+    again = post(app, "/v1/recommendations", {"contact_id": "c2", "stage": "lead", "top_k": 4})  # from the cache
+    assert without_ids(again.json()) == without_ids(
+        post(app, "/v1/recommendations", {**full_fields("c2", dicts), "stage": "lead", "top_k": 4}).json()
+    )
+
+
+def test_every_answer_has_a_request_id(app: TestClient) -> None:
+    one = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal"}).json()
+    two = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal"}).json()
+    assert len(one["request_id"]) == 32 and one["request_id"] != two["request_id"]
+    mine = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal", "request_id": "crm-42"}).json()
+    assert mine["request_id"] == "crm-42"
+    batch = post(app, "/v1/recommendations:batch", {"requests": [
+        {"contact_id": "c3", "stage": "lead"},
+        {"stage": "lead", "organization": {"industry": "it"}, "contact": {"position": "ceo"}},
+    ]}).json()["results"]
+    assert [r.get("contact_id") for r in batch] == ["c3", None]
+    assert all(len(r["request_id"]) == 32 for r in batch) and batch[0]["request_id"] != batch[1]["request_id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"contact_id": "c404", "stage": "lead"}, 404, "field 'contact_id': no contact 'c404' in the CRM"),
+        ({"contact_id": 7, "stage": "lead"}, 400, "field 'contact_id' must be a non-empty string"),
+        ({"contact_id": "c1", "stage": "lead", "contact": {"position": "ceo"}}, 400, "not both"),
+        ({"contact_id": "c1", "stage": "nope"}, 400, "field 'stage': unknown stage 'nope'"),
+    ],
+)
+def test_lookup_errors(app: TestClient, body: dict[str, Any], status: int, fragment: str) -> None:
+    response = post(app, "/v1/recommendations", body)
+    assert response.status_code == status and fragment in response.json()["error"], response.text
+
+
+def test_without_crm_lookups_and_feedback_answer_503_naming_the_flag(built: dict[str, Path], tmp_path: Path) -> None:
+    with serve(settings_for(models_dir_with(tmp_path, built["fixed"])), "no-crm") as (client, _):
+        for path, body in (
+            ("/v1/recommendations", {"contact_id": "c1", "stage": "lead"}),
+            ("/v1/feedback", feedback_body("f1")),
+        ):
+            response = post(client, path, body)
+            assert response.status_code == 503 and "needs a CRM source (--crm)" in response.json()["error"]
+        plain = post(client, "/v1/recommendations", {"stage": "lead", "organization": {"industry": "it"},
+                                                     "contact": {"position": "ceo"}})
+        assert plain.status_code == 200 and plain.json()["request_id"]  # everything else works as before
+
+
+def test_unreachable_database_is_503_never_500(built: dict[str, Path], tmp_path: Path) -> None:
+    settings = settings_for(models_dir_with(tmp_path, built["fixed"]), crm="postgresql://crm:s3cret@127.0.0.1:9/crm")
+    with serve(settings, "down") as (client, log):
+        for path, body in (
+            ("/v1/recommendations", {"contact_id": "c1", "stage": "lead"}),
+            ("/v1/feedback", feedback_body("f1")),
+        ):
+            response = post(client, path, body)
+            assert response.status_code == 503, response.text
+            assert set(response.json()) == {"error"}
+            assert response.json()["error"].startswith("CRM database postgresql://crm:***@127.0.0.1:9/crm: cannot ")
+            assert "s3cret" not in response.text and response.headers["Retry-After"] == "1"
+        assert "s3cret" not in log.getvalue()
+
+
+def feedback_body(feedback_id: str, **changes: Any) -> dict[str, Any]:
+    body = {"feedback_id": feedback_id, "contact_id": "c1", "stage": "demo", "characteristic": "ch_price",
+            "outcome": "positive", "occurred_on": "2024-05-02", "manager_id": "m-7"}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def stored_feedback(location: str) -> pd.DataFrame:
+    import crm
+
+    with crm.open_source(location) as source:
+        return pd.DataFrame(source.recent_feedback(10_000))
+
+
+def test_feedback_stored_duplicate_conflict(app: TestClient, crm_location: str) -> None:
+    first = post(app, "/v1/feedback", feedback_body("fb-1"))
+    assert first.status_code == 201 and first.json() == {"feedback_id": "fb-1", "stored": True}
+    retry = post(app, "/v1/feedback", feedback_body("fb-1", stage=" DEMO "))  # the same event, normalised alike
+    assert retry.status_code == 200 and retry.json() == {"feedback_id": "fb-1", "stored": False, "duplicate": True}
+    conflict = post(app, "/v1/feedback", feedback_body("fb-1", outcome="negative"))
+    assert conflict.status_code == 409 and "already stored with different content" in conflict.json()["error"]
+    rows = stored_feedback(crm_location)
+    assert len(rows) == 1 and rows.loc[0, "outcome"] == "positive" and rows.loc[0, "manager_id"] == "m-7"
+    assert str(rows.loc[0, "occurred_on"])[:10] == "2024-05-02"
+
+
+def test_feedback_knows_the_model_version_of_its_answer(app: TestClient, crm_location: str) -> None:
+    answer = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "demo"}).json()
+    assert post(app, "/v1/feedback", feedback_body("fb-v", request_id=answer["request_id"])).status_code == 201
+    assert post(app, "/v1/feedback", feedback_body("fb-none", request_id="unknown-id")).status_code == 201
+    rows = stored_feedback(crm_location).set_index("feedback_id")
+    assert rows.loc["fb-v", "model_version"] == 1 and pd.isna(rows.loc["fb-none", "model_version"])
+
+
+TOMORROW_PLUS = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).date().isoformat()
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "fragment"),
+    [
+        ({"stage": "nope"}, 400, "feedback column 'stage': unknown stage 'nope'; allowed: lead, demo, deal"),
+        ({"characteristic": "ch_zz"}, 400, "unknown characteristic 'ch_zz'"),
+        ({"characteristic": "ch_integration"}, 400, "'ch_integration' at 'demo': not offered at that stage"),
+        ({"occurred_on": TOMORROW_PLUS}, 400, "is in the future"),
+        ({"occurred_on": "2024-13-01"}, 400, "feedback column 'occurred_on': 1 invalid value(s) '2024-13-01'"),
+        ({"outcome": "maybe"}, 400, "feedback column 'outcome': 1 invalid value(s) 'maybe' (row 1); allowed: positive"),
+        ({"outcome": None}, 400, "field 'outcome' is required"),
+        ({"stage": 3}, 400, "field 'stage' must be a string"),
+        ({"contact_id": "c404"}, 404, "field 'contact_id': no contact 'c404' in the CRM"),
+    ],
+)
+def test_feedback_refusals_store_nothing(
+    app: TestClient, crm_location: str, changes: dict[str, Any], status: int, fragment: str
+) -> None:
+    response = post(app, "/v1/feedback", feedback_body("fb-x", **changes))
+    assert response.status_code == status and fragment in response.json()["error"], response.text
+    assert stored_feedback(crm_location).empty
+
+
+def exposures(location: str) -> pd.DataFrame:
+    import crm
+
+    with crm.open_source(location) as source:
+        own = source.own()
+        if not own._exists(own.exposures):
+            return pd.DataFrame()
+        with own.engine.connect() as conn:
+            return pd.DataFrame([dict(r._mapping) for r in conn.execute(sa.select(own.exposures))])
+
+
+def test_exposures_are_written_off_the_request_path(app: TestClient, crm_location: str) -> None:
+    answer = post(app, "/v1/recommendations", {"contact_id": "c4", "stage": "lead", "top_k": 3}).json()
+    plain = post(app, "/v1/recommendations", {"stage": "deal", "organization": {"industry": "it"},
+                                              "contact": {"position": "ceo"}, "top_k": 2}).json()
+    assert wait_until(lambda: len(exposures(crm_location)) == 5, timeout=20)
+    rows = exposures(crm_location).sort_values(["request_id", "rank"])
+    mine = rows[rows.request_id == answer["request_id"]]
+    assert list(mine["characteristic"]) == [t["characteristic"] for t in answer["talking_points"]]
+    assert list(mine["rank"]) == [1, 2, 3] and set(mine["contact_id"]) == {"c4"} and set(mine["model_version"]) == {1}
+    assert list(mine["probability"]) == pytest.approx([t["probability"] for t in answer["talking_points"]], abs=1e-6)
+    assert rows[rows.request_id == plain["request_id"]]["contact_id"].isna().all()
+    text = rows.to_csv()
+    assert "Иван" not in text and "example.ru" not in text  # no personal data
+    metrics = app.get("/metrics").text
+    assert 'needs_rec_exposures_total{fate="written"} 5.0' in metrics
+
+
+def test_a_full_exposure_buffer_drops_rows_and_counts_them(
+    built: dict[str, Path], database_url: str, dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    location = write_crm_database(database_url, dictionaries.load(dictionaries_dir))
+    settings = settings_for(models_dir_with(tmp_path, built["fixed"]), crm=location, exposure_buffer=2)
+    with serve(settings, "tiny-buffer") as (client, _):
+        answers = [post(client, "/v1/recommendations", {"contact_id": "c1", "stage": "lead", "top_k": 3})
+                   for _ in range(3)]
+        assert all(a.status_code == 200 for a in answers)  # never a failed request
+        metrics = client.get("/metrics").text
+        assert 'needs_rec_exposures_total{fate="dropped_buffer_full"} 9.0' in metrics
