@@ -1,6 +1,14 @@
 """HTTP latency and throughput of `python -m serving`, against the naive path, with wrk on loopback.
 
     .venv/bin/python bench/serving_latency.py [--model M] [--duration 10] [--rates 200,500,1000,1500,2000]
+    .venv/bin/python bench/serving_latency.py --model M --crm sqlite:///crm.db --crm postgresql+psycopg://…
+
+`--crm D` (repeatable; D made with the model's dictionaries, e.g. by `training.sample --output URL`):
+lookup mode. The service runs with `--crm D` and the requests name only `contact_id` and `stage`
+(up to 5000 distinct contacts of D, drawn at random), paced at about 200 requests/s three times
+(median reported), once with the contact cache (`--crm-cache-s 60`, the default), once without
+(`--crm-cache-s 0`: every request reads the CRM), and once as the baseline: the same contacts sent
+with all their fields to a service without `--crm`, so the cost of a lookup shows.
 
 Builds a realistic version (the repo's dictionaries, a 256→128 network; untrained weights cost the
 same as trained ones) unless --model is given, starts the service as a subprocess and drives
@@ -79,6 +87,61 @@ def request_bodies(dictionaries: Path, n: int = 64, seed: int = 0) -> list[str]:
             body["top_k"] = 5
         bodies.append(json.dumps(body, ensure_ascii=False))
     return bodies
+
+
+def contact_bodies(location: str, dictionaries: Path, n: int = 5000, seed: int = 0) -> list[str]:
+    """`{"contact_id", "stage"}` bodies for up to `n` distinct contacts of the CRM at `location`."""
+    import crm
+    from needs_rec import dictionaries as dicts_mod
+
+    stages = dicts_mod.load(dictionaries).stage_codes
+    with crm.open_source(location) as source:
+        ids = sorted(source.read_table("contacts")["contact_id"].str.strip())
+    rng = random.Random(seed)
+    chosen = rng.sample(ids, min(n, len(ids)))
+    return [json.dumps({"contact_id": c, "stage": rng.choice(stages)}, ensure_ascii=False) for c in chosen]
+
+
+def full_field_bodies(location: str, bodies: list[str]) -> list[str]:
+    """The full-fields requests (contract §4) for the contact_id bodies: what a lookup saves the caller."""
+    import crm
+
+    out = []
+    with crm.open_source(location) as source:
+        for body in map(json.loads, bodies):
+            record = source.contact(body.pop("contact_id"))
+            out.append(json.dumps({**body, "organization": record.organization, "contact": record.contact},
+                                  ensure_ascii=False))
+    return out
+
+
+def measure_lookups(model: Path, location: str, dictionaries: Path, work: Path, duration: float) -> None:
+    """Paced ~200 req/s with contact_id lookups on `location`, with and without the contact cache."""
+    import crm
+
+    with crm.open_source(location) as source:
+        shown = source.describe()
+    bodies = contact_bodies(location, dictionaries)
+    scripts = {"60": lua_script(bodies, work / "contacts.lua"), "0": work / "contacts.lua",
+               "full": lua_script(full_field_bodies(location, bodies), work / "full.lua")}
+    for cache, script in scripts.items():
+        port = free_port()
+        extra = [] if cache == "full" else ["--crm", location, "--crm-cache-s", cache]
+        server = start_server(model, port, naive=False, extra=extra)
+        try:
+            wait_ready(port, server)
+            wrk(port, script, duration=2, connections=4)  # warm the path (connections; not the whole cache)
+            runs = [paced(port, script, 200, duration) for _ in range(3)]
+            label = ("the same contacts sent with all their fields (no lookup, no --crm): the baseline"
+                     if cache == "full" else f"lookups on {shown}, cache {cache} s")
+            print(f"\n{label}")
+            for r in runs:
+                print(row("paced ~200 req/s", r))
+            steady = sorted(runs, key=lambda r: r["p50"])[1]
+            print(f"  median run: p50 {steady['p50']:.2f} ms, p99 {steady['p99']:.2f} ms, "
+                  f"failed {int(steady['failed'])} (target p50 <= 2 ms, p99 <= 10 ms)")
+        finally:
+            stop_server(server)
 
 
 def lua_script(bodies: list[str], path: Path, url_path: str = PATH) -> Path:
@@ -276,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-rates", default="20,50,100", help="paced rates to try on the naive path")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--server-args", default="", help="extra flags for python -m serving, e.g. '--model-workers 2'")
+    parser.add_argument("--crm", action="append", default=[], help="lookup mode on this CRM (repeatable)")
     parser.add_argument("--serve-naive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -293,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         script = lua_script(request_bodies(dictionaries), work / "bodies.lua")
         print(f"model: {model}   machine: {os.cpu_count()} cores   wrk: 1 thread, loopback, "
               f"{args.duration:g} s per run")
+        if args.crm:
+            for location in args.crm:
+                measure_lookups(model, location, dictionaries, work, args.duration)
+            return 0
 
         results = {}
         port = free_port()
