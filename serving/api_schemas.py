@@ -9,7 +9,7 @@ as the service does (an unknown one is named in `warnings`, personal ones are ig
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -55,11 +55,14 @@ class Contact(_Open):
 
 
 class RecommendationRequest(_Open):
-    """`POST /v1/recommendations`: one contact at one funnel stage."""
+    """`POST /v1/recommendations`: one contact at one funnel stage — its `organization` and `contact`
+    fields, or (with a CRM source, `--crm`) its `contact_id` instead of both."""
 
     stage: Annotated[str, Field(description="a funnel stage code of the served version")]
-    organization: Organization
-    contact: Contact
+    organization: Organization | None = None
+    contact: Contact | None = None
+    contact_id: Annotated[str | None, Field(description="a CRM contact id, instead of organization and contact "
+                                                        "(needs --crm; 404 for an unknown contact)")] = None
     top_k: Annotated[int | None, Field(ge=1, description="how many talking points (default: those passing the cut)")] \
         = None
     request_id: str | int | None = None
@@ -81,7 +84,29 @@ class RecommendationAnswer(_Open):
     stage: str
     talking_points: list[TalkingPoint]
     warnings: list[str]
-    request_id: str | None = None
+    request_id: Annotated[str, Field(description="the caller's request_id, else a fresh id; feedback names it")]
+    contact_id: str | None = None
+
+
+class FeedbackRequest(_Open):
+    """`POST /v1/feedback`: what happened when a characteristic was put to a contact (contract §6)."""
+
+    feedback_id: Annotated[str, Field(min_length=1, max_length=200, description="unique per event; a retry "
+                                                                                  "with it never stores twice")]
+    contact_id: Annotated[str, Field(min_length=1, max_length=200)]
+    stage: Annotated[str, Field(description="a funnel stage code of the served version")]
+    characteristic: Annotated[str, Field(description="a characteristic offered at that stage")]
+    outcome: Literal["positive", "negative"]
+    occurred_on: IsoDate = None
+    request_id: Annotated[str | None, Field(max_length=200, description="the recommendation answer it refers to")] \
+        = None
+    manager_id: Annotated[str | None, Field(max_length=200, description="an opaque code, never a name")] = None
+
+
+class FeedbackAnswer(BaseModel):
+    feedback_id: str
+    stored: bool
+    duplicate: bool | None = None
 
 
 class BatchRequest(_Open):

@@ -30,6 +30,7 @@ from fastapi.responses import Response
 import crm
 from needs_rec import schema
 from needs_rec.errors import RequestError
+from serving import api_schemas as api
 from serving.requests import parse_json
 from serving.service import ApiError, Service, json_response, read_body
 
@@ -112,4 +113,12 @@ def router(service: Service) -> APIRouter:
         )
 
     routes.add_route("/v1/feedback", feedback, methods=["POST"])
+    service.docs.document(
+        "POST", "/v1/feedback", summary="A manager's report on a characteristic put to a contact (needs --crm)",
+        request=api.FeedbackRequest, responses={201: api.FeedbackAnswer, 200: api.FeedbackAnswer, 409: api.ErrorAnswer},
+        tags=["feedback"],
+        description="201: stored and committed; 200: a duplicate of a stored event (nothing written); 409: the "
+        "feedback_id is stored with other content; 404: unknown contact; 503: no --crm, or the database cannot be "
+        "written (nothing half-stored: retry with the same feedback_id).",
+    )
     return routes
