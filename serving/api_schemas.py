@@ -55,14 +55,11 @@ class Contact(_Open):
 
 
 class RecommendationRequest(_Open):
-    """`POST /v1/recommendations`: one contact at one funnel stage — its `organization` and `contact`
-    fields, or (with a CRM source, `--crm`) its `contact_id` instead of both."""
+    """`POST /v1/recommendations`: one contact at one funnel stage, with its organization's and its own fields."""
 
     stage: Annotated[str, Field(description="a funnel stage code of the served version")]
-    organization: Organization | None = None
-    contact: Contact | None = None
-    contact_id: Annotated[str | None, Field(description="a CRM contact id, instead of organization and contact "
-                                                        "(needs --crm; 404 for an unknown contact)")] = None
+    organization: Organization
+    contact: Contact
     top_k: Annotated[int | None, Field(ge=1, description="how many talking points (default: those passing the cut)")] \
         = None
     request_id: str | int | None = None
@@ -86,6 +83,21 @@ class RecommendationAnswer(_Open):
     warnings: list[str]
     request_id: Annotated[str, Field(description="the caller's request_id, else a fresh id; feedback names it")]
     contact_id: str | None = None
+
+
+class LookupRequest(_Open):
+    """The same by the contact's CRM id (needs --crm: the CRM's fields are used; 404 for an unknown contact)."""
+
+    stage: Annotated[str, Field(description="a funnel stage code of the served version")]
+    contact_id: Annotated[str, Field(min_length=1, max_length=200, description="a contact id of the CRM source")]
+    top_k: Annotated[int | None, Field(ge=1, description="how many talking points (default: those passing the cut)")] \
+        = None
+    request_id: str | int | None = None
+    occurred_on: IsoDate = None
+
+
+class RecommendationBody(RootModel[RecommendationRequest | LookupRequest]):
+    """A recommendation request: the contact's fields, or its `contact_id` (contract §4 v2)."""
 
 
 class FeedbackRequest(_Open):
@@ -112,7 +124,7 @@ class FeedbackAnswer(BaseModel):
 class BatchRequest(_Open):
     """`POST /v1/recommendations:batch`: up to `--max-batch` recommendation requests."""
 
-    requests: list[RecommendationRequest]
+    requests: list[RecommendationRequest | LookupRequest]
 
 
 class BatchAnswer(_Open):

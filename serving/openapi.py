@@ -193,7 +193,7 @@ def _vocabularies(components: dict[str, Any], model: Any) -> None:
     stages = list(model.parser.stages)
     codes = {c.name: model.dictionaries.codes(c.vocabulary) for c in contract.MODEL_INPUTS
              if c.vocabulary is not None and c.name != contract.STAGE}
-    for name in ("RecommendationRequest", "Instance"):
+    for name in ("RecommendationRequest", "LookupRequest", "Instance"):
         stage = components.get(name, {}).get("properties", {}).get(contract.STAGE)
         if stage is not None:
             stage["enum"] = stages

@@ -94,7 +94,7 @@ def router(service: Service) -> APIRouter:
     routes.add_route("/v1/recommendations:batch", recommend_batch, methods=["POST"])
     service.docs.document(
         "POST", "/v1/recommendations", summary="Talking points for one contact at one stage",
-        request=api.RecommendationRequest, responses={200: api.RecommendationAnswer}, tags=["recommendations"],
+        request=api.RecommendationBody, responses={200: api.RecommendationAnswer}, tags=["recommendations"],
         description="Ordered by probability, highest first. An unknown code or field is a warning, not an error.",
     )
     service.docs.document(
