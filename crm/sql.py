@@ -6,8 +6,9 @@ lookups and search (parameterised queries on a small connection pool), and needs
 (`crm.own`).
 
 Whole-table reads for training and batch scoring stream as Arrow record batches through ADBC
-(the Arrow project's database drivers; PostgreSQL's binary COPY, SQLite's C API), batch by batch
-turned into the same text columns a CSV gives, so validation is exactly the file path's. That is
+(the Arrow project's database drivers: PostgreSQL's binary COPY; SQLite's C API, in a child
+process — see `crm.sqlite_reader`), batch by batch turned into the same text columns a CSV gives,
+so validation is exactly the file path's. That is
 several times faster than row tuples through a Python driver (bench/data_speed.py has the
 figures). Only the contract columns are selected: personal-data columns are never read.
 """
@@ -15,12 +16,15 @@ figures). Only the contract columns are selected: personal-data columns are neve
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,8 +41,6 @@ from needs_rec.errors import DataError, SourceUnavailable
 #: Seconds to wait for a PostgreSQL connection, and for one statement of a lookup or a write.
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 30_000
-#: Rows per query when reading a whole SQLite table.
-SQLITE_CHUNK_ROWS = 200_000
 
 
 class SqlSource:
@@ -159,34 +161,38 @@ class SqlSource:
             raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({_first_line(exc)})") from None
 
     def _sqlite_batches(self, relation: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        """SQLite through its Python driver, `SQLITE_CHUNK_ROWS` rows per query, all in one read
-        transaction (one snapshot). Each chunk comes back as one JSON array per column, built by
-        SQLite in C (`json_group_array`) and parsed by orjson: about five times cheaper than a
-        Python tuple per row. Every value is read as text (SQLite values are dynamically typed, so
-        one odd cell must not change a column's type). Not ADBC: two SQLite libraries in one
-        process break each other's file locks, and the service writes through this driver."""
-        quote = self.engine.dialect.identifier_preparer.quote
-        inner = ", ".join(quote(c) for c in columns)
-        arrays = ", ".join(f"json_group_array(CAST({quote(c)} AS TEXT))" for c in columns)
-        query = f"SELECT count(*), {arrays} FROM (SELECT {inner} FROM {quote(relation)} LIMIT ? OFFSET ?)"
-        with database_errors(self.describe(), f"read {relation}"):
-            raw = self.engine.raw_connection()
+        """SQLite through ADBC in a child process (`crm.sqlite_reader`, which says why), streamed back as
+        Arrow IPC. Every value is read as text ("" for NULL): SQLite values are dynamically typed, so
+        one odd cell must not change a column's type mid-stream."""
+        self.engine  # noqa: B018 — a missing file is a DataError here (ADBC would say something obscure)
+        table = sa.table(relation, *(sa.column(c) for c in columns), schema=self.schema)
+        # COALESCE: never NULL, so ADBC (which infers a column's type from its first rows) always sees text
+        selected = [sa.func.coalesce(sa.cast(table.c[c], sa.Text), "").label(c) for c in columns]
+        query = str(sa.select(*selected).compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+        command = [sys.executable, "-m", "crm.sqlite_reader", str(self.url.database), query]
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=env)
+            assert process.stdout is not None
             try:
-                cursor = raw.cursor()
-                cursor.execute("BEGIN")
-                offset = 0
-                while True:
-                    count, *values = cursor.execute(query, (SQLITE_CHUNK_ROWS, offset)).fetchone()
-                    if not count:
-                        break
-                    texts = [pc.fill_null(pa.array(orjson.loads(v), pa.string()), "") for v in values]
-                    yield pa.RecordBatch.from_arrays(texts, names=list(columns))
-                    offset += count
-                    if count < SQLITE_CHUNK_ROWS:
-                        break
-                cursor.execute("COMMIT")
+                try:
+                    reader = pa.ipc.open_stream(process.stdout)
+                except pa.ArrowInvalid:
+                    reader = None  # the child failed before writing the stream: its exit code says why
+                for batch in reader or ():
+                    yield pa.RecordBatch.from_arrays(
+                        [pc.cast(batch.column(i), pa.string()) for i in range(batch.num_columns)], names=list(columns)
+                    )
             finally:
-                raw.close()
+                process.stdout.close()
+                code = process.wait()
+            if code:
+                errors.seek(0)
+                reason = errors.read().decode(errors="replace").strip()[:300] or f"exit code {code}"
+                if code == 3:
+                    raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})")
+                raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({reason})")
 
     # -- lookups --------------------------------------------------------------------------------
 
