@@ -275,7 +275,9 @@ class FileSource:
         """needs_rec's own tables, in `needs_rec.db` inside the directory (created on first write)."""
         if self._own is None:
             self._check_directory()
-            self._own = OwnTables.for_sqlite(self.directory / OWN_DATABASE, describe=self.describe())
+            with self._lock:  # one OwnTables (one engine, one table creation) however many threads ask
+                if self._own is None:
+                    self._own = OwnTables.for_sqlite(self.directory / OWN_DATABASE, describe=self.describe())
         return self._own
 
     def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:

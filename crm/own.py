@@ -132,7 +132,11 @@ class OwnTables:
         with self._lock:
             if not self._ready:
                 with database_errors(self.describe, "create needs_rec's tables feedback and exposures"):
-                    self.metadata.create_all(self.engine, checkfirst=True)
+                    try:
+                        self.metadata.create_all(self.engine, checkfirst=True)
+                    except DBAPIError:  # another process created them between the check and the CREATE
+                        if not all(self._exists(t, check_only=True) for t in (self.feedback, self.exposures)):
+                            raise
                 self._ready = True
 
     def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
@@ -231,8 +235,8 @@ class OwnTables:
     def close(self) -> None:
         self.engine.dispose()
 
-    def _exists(self, table: sa.Table) -> bool:
-        if self._ready:
+    def _exists(self, table: sa.Table, *, check_only: bool = False) -> bool:
+        if self._ready and not check_only:
             return True
         with database_errors(self.describe, f"look for the {table.name} table"), self.engine.connect() as conn:
             return sa.inspect(conn).has_table(table.name, schema=self.metadata.schema)

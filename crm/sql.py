@@ -283,7 +283,10 @@ class SqlSource:
     def own(self) -> OwnTables:
         """feedback and exposures, in this database (and schema)."""
         if self._own is None:
-            self._own = OwnTables(self.engine, schema_name=self.schema, describe=self.describe())
+            engine = self.engine
+            with self._lock:  # one OwnTables (one table creation) however many threads ask
+                if self._own is None:
+                    self._own = OwnTables(engine, schema_name=self.schema, describe=self.describe())
         return self._own
 
     def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
