@@ -174,10 +174,15 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 503 if (q or contact_id) else 200
     if q:
         try:
-            context["results"] = await run_in_threadpool(crm.search, q, SEARCH_LIMIT)
+            rows = await run_in_threadpool(crm.search, q, SEARCH_LIMIT)
         except service.crm_unavailable:
             context["notice"] = "База CRM сейчас недоступна, поиск не выполнен. Попробуйте через минуту."
             return context, 503
+        model = service.registry.current
+        context["results"] = [
+            {**row, "position": _name(model, "positions", row.get("position")) if model else row.get("position")}
+            for row in rows
+        ]
     if contact_id:
         card, status = await card_context(service, params, contact_page=True)
         context.update(card)
