@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from crm.own import OwnTables
 from crm.records import record_of
-from crm.source import OWN_DATABASE, ContactRecord, FeedbackEvent, FeedbackResult, pick_latest_stage
+from crm.source import OWN_DATABASE, ContactRecord, FeedbackEvent, FeedbackResult
+from crm.stages import Latest, latest_days, merge
 from needs_rec import schema
 from needs_rec.errors import DataError
 
@@ -231,7 +232,8 @@ class FileSource:
         self._own: OwnTables | None = None
         self._lock = threading.Lock()
         self._index: _ContactIndex | None = None
-        self._latest: tuple[int, dict[str, tuple[str, str]]] | None = None
+        self._latest: tuple[int, dict[str, Latest]] | None = None
+        self._display: tuple[tuple[int, ...], pd.DataFrame] | None = None
         self._checked = 0.0
 
     def describe(self) -> str:
@@ -258,11 +260,7 @@ class FileSource:
         return self._contacts().get(contact_id)
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
-        self._check_directory()
-        tables = schema.DISPLAY_TABLES
-        orgs = read_table(find_table_file(self.directory, "organizations"), tables["organizations"])
-        contacts = read_table(find_table_file(self.directory, "contacts"), tables["contacts"])
-        rows = contacts.merge(orgs, on="org_id", how="left", validate="many_to_one") if "name" in orgs else contacts
+        rows = self._display_rows()
         needle = query.strip().lower()
         hit = pd.Series(False, index=rows.index)
         for column in ("contact_id", "org_id", "position", "full_name", "name"):
@@ -297,23 +295,40 @@ class FileSource:
             return []
         return self.own().feedback_since(since)
 
-    def latest_stage(self, contact_id: str) -> str | None:
-        """From the outcomes file (indexed once per file version) and the feedback table."""
+    def latest_stages(self, contact_id: str) -> Latest | None:
+        """From the outcomes file (every contact's latest day, indexed once per file version) and the feedback table."""
         path = find_table_file(self.directory, "outcomes")
         stamp = path.stat().st_mtime_ns
         with self._lock:
             if self._latest is None or self._latest[0] != stamp:
                 outcomes = read_table(path, "outcomes")
-                last = outcomes.assign(day=outcomes["occurred_on"].str.strip().str.slice(0, 10)).sort_values(
-                    "day", kind="stable"
-                ).drop_duplicates("contact_id", keep="last")
-                self._latest = (stamp, dict(zip(last["contact_id"].str.strip(), zip(last["day"], last["stage"],
-                                                                                     strict=True), strict=True)))
+                rows = zip(outcomes["contact_id"], outcomes["occurred_on"], outcomes["stage"], strict=True)
+                self._latest = (stamp, latest_days(rows))
             latest = self._latest[1].get(contact_id.strip())
         feedback = None
-        if (self.directory / OWN_DATABASE).is_file():
-            feedback = self.own().latest_feedback_stage(contact_id)
-        return pick_latest_stage(latest, feedback)
+        if (self.directory / OWN_DATABASE).is_file():  # never create needs_rec.db just to look
+            feedback = self.own().latest_feedback_day(contact_id.strip())
+        return merge(latest, feedback)
+
+    def display(self, contact_id: str) -> dict[str, Any] | None:
+        rows = self._display_rows()
+        found = rows.loc[rows["contact_id"].str.strip() == contact_id.strip()].head(1)
+        return _display_row(found.to_dict("records")[0]) if len(found) else None
+
+    def _display_rows(self) -> pd.DataFrame:
+        """contacts joined with their organizations, with the names; re-read only when a file changed."""
+        self._check_directory()
+        paths = [find_table_file(self.directory, name) for name in ("organizations", "contacts")]
+        stamp = tuple(p.stat().st_mtime_ns for p in paths)
+        cached = self._display
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        tables = schema.DISPLAY_TABLES
+        orgs = read_table(paths[0], tables["organizations"])
+        contacts = read_table(paths[1], tables["contacts"])
+        rows = contacts.merge(orgs, on="org_id", how="left", validate="many_to_one") if "name" in orgs else contacts
+        self._display = (stamp, rows)
+        return rows
 
     def close(self) -> None:
         if self._own is not None:

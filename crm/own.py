@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from crm.source import FeedbackEvent, FeedbackResult
+from crm.stages import latest_days
 from needs_rec import schema
 from needs_rec.errors import SourceUnavailable
 
@@ -60,6 +61,7 @@ def own_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     feedback = sa.Table(schema.FEEDBACK.name, metadata, *columns(schema.FEEDBACK, "feedback_id"))
     exposures = sa.Table(schema.EXPOSURES.name, metadata, *columns(schema.EXPOSURES, None))
     sa.Index("feedback_received_at", feedback.c.received_at)
+    sa.Index("feedback_contact_id", feedback.c.contact_id)
     sa.Index("exposures_request_id", exposures.c.request_id)
     return feedback, exposures
 
@@ -194,20 +196,20 @@ class OwnTables:
         with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def latest_feedback_stage(self, contact_id: str) -> tuple[str, str] | None:
-        """(occurred_on ISO, stage) of the contact's latest feedback event, or None."""
+    def latest_feedback_day(self, contact_id: str) -> tuple[str, tuple[str, ...]] | None:
+        """The contact's latest feedback day and the stages reported that day (None: no feedback)."""
         if not self._exists(self.feedback):
             return None
         table = self.feedback
         query = (
-            sa.select(table.c.occurred_on, table.c.stage)
+            sa.select(table.c.contact_id, table.c.occurred_on, table.c.stage)
             .where(table.c.contact_id == contact_id)
-            .order_by(table.c.occurred_on.desc(), table.c.received_at.desc())
-            .limit(1)
+            .order_by(table.c.occurred_on.desc())
+            .limit(50)
         )
         with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else (_text(row[0]), str(row[1]))
+            rows = conn.execute(query).all()
+        return latest_days(rows).get(contact_id)
 
     def model_version_of(self, request_id: str) -> int | None:
         """The model version of an answer, from its exposures (None when none was written)."""

@@ -130,9 +130,16 @@ class CrmSource(Protocol):
         """Feedback rows received at or after `since` (UTC), oldest first (the analyst's page)."""
         ...
 
-    def latest_stage(self, contact_id: str) -> str | None:
-        """The funnel stage (normalised code) of the contact's most recent outcome or feedback, or
-        None: the stage the manager's card opens at."""
+    def latest_stages(self, contact_id: str) -> tuple[str, tuple[str, ...]] | None:
+        """The contact's latest day in outcomes or feedback and the stages recorded that day (None:
+        neither has a row for it): where the manager's card opens (the page takes the stage
+        furthest along the funnel). Outcome days come from an index kept in memory (`crm.stages`),
+        so this is cheap enough for every page view."""
+        ...
+
+    def display(self, contact_id: str) -> dict[str, Any] | None:
+        """The search row of one contact (contact_id, org_id, organization, contact, position: the
+        CRM's own names, for the pages only), or None."""
         ...
 
     def model_version_of(self, request_id: str) -> int | None:
@@ -157,12 +164,6 @@ class ContactRecord:
     org_id: str
     organization: dict[str, Any] | None  # None: the contact's org_id is not in organizations
     contact: dict[str, Any]
-
-
-def pick_latest_stage(*candidates: tuple[str, str] | None) -> str | None:
-    """The stage of the latest (ISO date, stage) candidate, as a normalised code; None when none."""
-    found = [c for c in candidates if c is not None and c[1].strip()]
-    return max(found)[1].strip().lower() if found else None
 
 
 def is_url(location: str | Path) -> bool:

@@ -34,7 +34,8 @@ from sqlalchemy.engine import URL, Engine
 from crm.files import _as_text
 from crm.own import OwnTables, database_errors, tune_sqlite
 from crm.records import record_of
-from crm.source import ContactRecord, FeedbackEvent, FeedbackResult, describe_url, pick_latest_stage
+from crm.source import ContactRecord, FeedbackEvent, FeedbackResult, describe_url
+from crm.stages import Latest, LatestStages, merge
 from needs_rec import schema
 from needs_rec.errors import DataError, SourceUnavailable
 
@@ -54,6 +55,7 @@ class SqlSource:
         self._own: OwnTables | None = None
         self._lock = threading.Lock()
         self._lookup: _Lookup | None = None
+        self._stages = LatestStages(self._latest_outcome_days)
 
     # -- where -------------------------------------------------------------------------------
 
@@ -214,6 +216,17 @@ class SqlSource:
             organization = {c: values[f"o_{c}"] for c in lookup.org_columns}
         return record_of(contact, organization)
 
+    def display(self, contact_id: str) -> dict[str, Any] | None:
+        lookup = self._lookup or self._build_lookup()
+        key: Any = contact_id.strip()
+        if lookup.integer_ids:
+            if not key.lstrip("-").isdigit():
+                return None
+            key = int(key)
+        with database_errors(self.describe(), "look the contact up"), self.engine.connect() as conn:
+            row = conn.execute(lookup.display, {"contact_id": key}).first()
+        return None if row is None else dict(row._mapping)
+
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         lookup = self._lookup or self._build_lookup()
         needle = f"%{query.strip().lower()}%"
@@ -265,6 +278,12 @@ class SqlSource:
             "contact": text(contacts, contact_cols, "full_name"),
             "position": text(contacts, contact_cols, "position"),
         }
+        display = (
+            sa.select(*(expr.label(name) for name, expr in shown.items()))
+            .select_from(join)
+            .where(key == sa.bindparam("contact_id"))
+            .limit(1)
+        )
         searchable = [expr for expr in shown.values() if not isinstance(expr, sa.Null)]
         search = (
             sa.select(*(expr.label(name) for name, expr in shown.items()))
@@ -274,7 +293,12 @@ class SqlSource:
             .limit(sa.bindparam("limit"))
         )
         self._lookup = _Lookup(
-            by_id=by_id, search=search, contact_columns=contact_fields, org_columns=org_fields, integer_ids=integer_ids
+            by_id=by_id,
+            search=search,
+            display=display,
+            contact_columns=contact_fields,
+            org_columns=org_fields,
+            integer_ids=integer_ids,
         )
         return self._lookup
 
@@ -304,17 +328,32 @@ class SqlSource:
     def feedback_since(self, since: dt.datetime) -> list[dict[str, Any]]:
         return self.own().feedback_since(since)
 
-    def latest_stage(self, contact_id: str) -> str | None:
+    def latest_stages(self, contact_id: str) -> Latest | None:
+        return merge(self._stages.get(contact_id), self.own().latest_feedback_day(contact_id.strip()))
+
+    def _latest_outcome_days(self) -> list[Any]:
+        """(contact_id, occurred_on, stage) of every contact's latest outcome day: one window query.
+
+        A per-contact query would scan the whole table in a CRM with no index on contact_id (≈ 25 ms
+        on 100k rows in SQLite): this runs once per `crm.stages.REFRESH_S`, in the background.
+        """
         relation, columns = self._relation("outcomes")
-        present = {schema.normalize_column_name(c): c for c in columns}
-        table = sa.table(relation, *(sa.column(present[c]) for c in ("contact_id", "occurred_on", "stage")),
-                         schema=self.schema)
-        day, stage, key = (table.c[present[c]] for c in ("occurred_on", "stage", "contact_id"))
-        query = sa.select(day, stage).where(sa.cast(key, sa.Text) == contact_id).order_by(day.desc()).limit(1)
-        with database_errors(self.describe(), "read the contact's outcomes"), self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        latest = None if row is None else (_iso(row[0]), str(row[1]))
-        return pick_latest_stage(latest, self.own().latest_feedback_stage(contact_id))
+        names = {schema.normalize_column_name(c): c for c in columns}
+        needed = ("contact_id", "occurred_on", "stage")
+        missing = [n for n in needed if n not in names]
+        if missing:
+            raise DataError(f"table {relation!r}: missing required column(s) {', '.join(missing)}")
+        table = sa.table(relation, *(sa.column(names[n]) for n in needed), schema=self.schema)
+        contact, day, stage = (table.c[names[n]] for n in needed)
+        ranked = sa.select(
+            contact.label("contact_id"),
+            day.label("occurred_on"),
+            stage.label("stage"),
+            sa.func.rank().over(partition_by=contact, order_by=day.desc()).label("position"),
+        ).subquery()
+        query = sa.select(ranked.c.contact_id, ranked.c.occurred_on, ranked.c.stage).where(ranked.c.position == 1)
+        with database_errors(self.describe(), f"read the latest stages from {relation}"), self.engine.connect() as conn:
+            return list(conn.execute(query).all())
 
     def close(self) -> None:
         if self._engine is not None:
@@ -341,15 +380,18 @@ class _Lookup:
     """The prepared lookup and search statements (built once from the reflected columns)."""
 
     def __init__(
-        self, *, by_id: Any, search: Any, contact_columns: list[str], org_columns: list[str], integer_ids: bool
+        self,
+        *,
+        by_id: Any,
+        search: Any,
+        display: Any,
+        contact_columns: list[str],
+        org_columns: list[str],
+        integer_ids: bool,
     ):
-        self.by_id, self.search = by_id, search
+        self.by_id, self.search, self.display = by_id, search, display
         self.contact_columns, self.org_columns = contact_columns, org_columns
         self.integer_ids = integer_ids
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat()[:10] if hasattr(value, "isoformat") else str(value).strip()[:10]
 
 
 def _first_line(exc: BaseException) -> str:
