@@ -6,12 +6,22 @@ Skipped with a reason when chromium or chromedriver is missing, except under CI=
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import live_server, require_chromium, severe_console_messages, start_chromium
+from browser_support import (
+    full_page_screenshot,
+    live_server,
+    output_dir,
+    require_chromium,
+    severe_console_messages,
+    start_chromium,
+)
 from serving_support import capture_logger, models_dir_with, settings_for
 
 from serving.app import create_app
@@ -47,3 +57,163 @@ def test_analyst_page_shows_the_report_with_its_charts(
         assert chrome.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 1
         assert chrome.find_element("css selector", 'th[data-version="1"]').text.startswith("v1")
         assert severe_console_messages(chrome) == []  # no CSP violation, no failed asset
+
+
+# -- the manager's page: search, card, stages, feedback — by mouse and by keyboard ---------------------
+
+REPO = Path(__file__).resolve().parents[2]
+DICTIONARIES = REPO / "dictionaries"
+
+
+@dataclass
+class Site:
+    base: str
+    crm_db: Path
+    contact_id: str
+    organization: str
+    texts: dict[str, dict[str, str]]  # stage → characteristic → the dictionary's talking point
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The service on a synthetic SQLite CRM (the repo's Russian dictionaries) with a small untrained version."""
+    from model_factory import build_version
+
+    from crm.write import write_tables
+    from needs_rec import dictionaries
+    from training.sample import generate
+
+    root = tmp_path_factory.mktemp("site")
+    dicts = dictionaries.load(DICTIONARIES)
+    version = build_version(root / "models", DICTIONARIES, seed=3, thresholds=0.05, top_k=5)
+    sample = generate(dicts, n_orgs=25, seed=11)
+    crm_db = root / "crm.db"
+    write_tables(f"sqlite:///{crm_db}", {t: getattr(sample, t) for t in ("organizations", "contacts", "outcomes")})
+    contacts, orgs = sample.contacts, sample.organizations.set_index("org_id")
+    contact = contacts.iloc[3]
+    texts = {
+        stage: {c.code: text for c in dicts.characteristics if (text := c.talking_point(stage)) is not None}
+        for stage in dicts.stage_codes
+    }
+    logger, _ = capture_logger("browser-manager")
+    app = create_app(settings_for(version.parent, crm=f"sqlite:///{crm_db}"), logger=logger)
+    with live_server(app) as base:
+        yield Site(base, crm_db, str(contact["contact_id"]), str(orgs.loc[contact["org_id"], "name"]), texts)
+
+
+def wait(driver: Any, condition: Any, timeout: float = 20) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def points_at(driver: Any, stage: str) -> list[Any]:
+    """The card's talking points once the card shows `stage`."""
+    wait(driver, lambda d: d.find_element("css selector", "#card .points").get_attribute("data-stage") == stage)
+    return driver.find_elements("css selector", "#card [data-characteristic]")
+
+
+def shown_texts(points: list[Any]) -> dict[str, str]:
+    return {p.get_attribute("data-characteristic"): p.find_element("css selector", ".text").text for p in points}
+
+
+def feedback_rows(db: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as con:
+        return con.execute(
+            "SELECT contact_id, stage, characteristic, outcome, request_id, feedback_id FROM feedback"
+        ).fetchall()
+
+
+def search_term(organization: str) -> str:
+    """What a manager would type: the organization's own name, without its legal form (the part in quotes)."""
+    quoted = re.search(r"[«\"]([^»\"]+)[»\"]", organization)
+    return (quoted.group(1) if quoted else organization).lower()
+
+
+def test_manager_flow_with_the_mouse(chrome: Any, site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    chrome.get(site.base + "/")
+    box = chrome.find_element("css selector", 'input[name="q"]')
+    box.send_keys(search_term(site.organization))
+    chrome.find_element("css selector", "form.search button").click()
+    found = wait(chrome, lambda d: d.find_elements("css selector", f'[data-contact-id="{site.contact_id}"]'))
+    assert site.organization in found[0].text
+    found[0].click()
+    wait(chrome, lambda d: d.find_elements("css selector", 'select[name="stage"]'))
+    assert chrome.find_element("css selector", ".contact h2").text == site.organization
+
+    first, second = "needs_analysis", "proposal"
+    Select(chrome.find_element("css selector", 'select[name="stage"]')).select_by_value(first)
+    points = points_at(chrome, first)
+    assert len(points) >= 3
+    before = shown_texts(points)
+    assert before == {code: site.texts[first][code] for code in before}  # exactly the dictionary's texts
+    for point in points:
+        assert point.find_element("css selector", "meter").get_attribute("value")
+        assert re.search(r"Вероятность отклика: \w[\w ]* — около \d{1,3} %", point.text)
+        assert point.find_elements("css selector", ".reasons li")
+
+    request_id = chrome.find_element("css selector", "#card .points").get_attribute("data-request-id")
+    target = points[1]
+    code = target.get_attribute("data-characteristic")
+    target.find_element("css selector", 'button[data-outcome="positive"]').click()
+    wait(chrome, lambda d: "Сохранено" in target.find_element("css selector", ".status").text)
+    rows = [r for r in feedback_rows(site.crm_db) if r[2] == code and r[1] == first]
+    assert len(rows) == 1
+    assert rows[0][:5] == (site.contact_id, first, code, "positive", request_id) and request_id
+
+    Select(chrome.find_element("css selector", 'select[name="stage"]')).select_by_value(second)
+    after = shown_texts(points_at(chrome, second))
+    assert after == {c: site.texts[second][c] for c in after} and len(after) >= 3
+    assert set(after.values()).isdisjoint(before.values())  # another stage, other texts
+
+    more = chrome.find_element("css selector", "a[data-more='1']")
+    hidden = int(re.search(r"\((\d+)\)", more.text).group(1))
+    more.click()
+    wait(chrome, lambda d: d.find_elements("css selector", "a[data-more='0']"))
+    assert len(chrome.find_elements("css selector", "#card [data-characteristic]")) == len(after) + hidden
+
+    path = full_page_screenshot(chrome, output_dir() / "contact_card.png")
+    with capsys.disabled():
+        print(f"\nscreenshot of the contact card: {path}")
+    assert path.stat().st_size > 10_000
+    assert severe_console_messages(chrome) == []
+
+
+def test_manager_flow_by_keyboard_only(chrome: Any, site: Site) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    chrome.get(site.base + "/")
+    active = chrome.switch_to.active_element
+    assert active.get_attribute("name") == "q"  # the search box has the focus on arrival
+    active.send_keys(search_term(site.organization) + Keys.ENTER)
+    wait(chrome, lambda d: d.find_elements("css selector", "[data-contact-id]"))
+
+    def tab_to(matches: Any, limit: int = 80) -> Any:
+        for _ in range(limit):
+            element = chrome.switch_to.active_element
+            if matches(element):
+                return element
+            element.send_keys(Keys.TAB)
+        raise AssertionError("never reached by Tab")
+
+    link = tab_to(lambda e: e.get_attribute("data-contact-id") == site.contact_id)
+    link.send_keys(Keys.ENTER)
+    wait(chrome, lambda d: d.find_elements("css selector", 'select[name="stage"]'))
+    select = tab_to(lambda e: e.get_attribute("name") == "stage")
+    start = select.get_attribute("value")
+    select.send_keys(Keys.ARROW_DOWN if start != "retention" else Keys.ARROW_UP)
+    stage = wait(chrome, lambda d: (v := d.find_element("css selector", "#card .points").get_attribute("data-stage"))
+                 != start and v)
+    points = points_at(chrome, stage)
+    assert len(points) >= 3 and shown_texts(points) == {c: site.texts[stage][c] for c in shown_texts(points)}
+    assert chrome.switch_to.active_element.get_attribute("name") == "stage"  # the focus stays where it was
+
+    button = tab_to(lambda e: e.get_attribute("data-outcome") == "negative")
+    point = button.find_element("xpath", "ancestor::*[@data-characteristic][1]")
+    code = point.get_attribute("data-characteristic")
+    button.send_keys(Keys.SPACE)
+    wait(chrome, lambda d: "Сохранено" in point.find_element("css selector", ".status").text)
+    rows = [r for r in feedback_rows(site.crm_db) if r[2] == code and r[1] == stage and r[3] == "negative"]
+    assert len(rows) == 1 and rows[0][0] == site.contact_id
