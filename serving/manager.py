@@ -184,15 +184,13 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
             for row in rows
         ]
     if contact_id:
-        card, status = await card_context(service, params, contact_page=True)
+        card, status = await card_context(service, params)
         context.update(card)
         return context, status
     return context, 200
 
 
-async def card_context(
-    service: Service, params: Mapping[str, str], *, contact_page: bool = False
-) -> tuple[dict[str, Any], int]:
+async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
     """Template context and status for one contact's card (`contact`, `stage`, `more` query parameters)."""
     contact_id = _query(params, "contact")
     more = params.get("more") == "1"
@@ -212,9 +210,8 @@ async def card_context(
         record = await run_in_threadpool(crm.contact, contact_id)
         display = None
         if record is not None:
-            rows = await run_in_threadpool(crm.search, contact_id, SEARCH_LIMIT)
-            display = next((r for r in rows if r.get("contact_id") == contact_id), None)
-            latest = await run_in_threadpool(crm.latest_stage, contact_id)
+            display = await run_in_threadpool(crm.display, contact_id)
+            latest = await run_in_threadpool(crm.latest_stages, contact_id)
     except service.crm_unavailable:
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
@@ -224,7 +221,8 @@ async def card_context(
     stages = _stages(model)
     codes = [code for code, _ in stages]
     requested = _query(params, "stage").lower()
-    latest_code = latest if latest in codes else None
+    known = [code for code in codes if latest is not None and code in latest[1]]
+    latest_code = known[-1] if known else None  # the furthest along the funnel of the latest day's stages
     stage = requested if requested in codes else (latest_code or codes[0])
     context.update(
         contact=contact_view(model, record, display),
