@@ -11,7 +11,8 @@ random contacts and stages: the full page `GET /?contact=ID&stage=S` and the fra
 selector swaps in, `GET /contacts/card?contact=ID&stage=S`. Server time is what the service logs
 for each request (`latency_ms` of its `request` log line: from the first byte in to the last byte
 out, inside the process); the client's round trip is printed beside it. Figures are printed,
-never asserted. Target (issue 11): page p50 ≤ 20 ms.
+never asserted. Target (issue 11): page p50 ≤ 20 ms. It also prints what the access middleware
+in front of the pages adds to a JSON API request (an unprotected path: one prefix test).
 """
 
 from __future__ import annotations
@@ -71,6 +72,31 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> str:
     return (f"p50 {percentile(values, 50):6.2f}  p90 {percentile(values, 90):6.2f}  "
             f"p99 {percentile(values, 99):6.2f}  max {max(values):6.2f} ms  (n={len(values)})")
+
+
+def access_check_cost(n: int = 200_000) -> float:
+    """Microseconds the access middleware adds to a request for an unprotected JSON path (the scoring API)."""
+    import asyncio
+
+    from serving.access import AccessMiddleware
+    from serving.settings import Settings
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    async def measure() -> float:
+        guarded = AccessMiddleware(inner, Settings(model=Path("."), auth_token="x" * 24))
+        scope = {"type": "http", "path": "/v1/recommendations", "method": "POST", "headers": []}
+        started = time.perf_counter()
+        for _ in range(n):
+            await guarded(scope, None, None)
+        through = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(n):
+            await inner(scope, None, None)
+        return (through - (time.perf_counter() - started)) / n * 1e6
+
+    return asyncio.run(measure())
 
 
 def main() -> None:
@@ -155,6 +181,7 @@ def main() -> None:
     for kind, label in (("page_manager", "GET /?contact=…&stage=…   "), ("page_card", "GET /contacts/card?…      ")):
         print(f"  {label} server {summary(served[kind])}")
         print(f"  {'':26} client {summary(client[kind])}")
+    print(f"access check added to each JSON API request: {access_check_cost():.2f} µs")
     p50 = percentile(served["page_manager"], 50)
     verdict = "meets" if p50 <= TARGET_P50_MS else "misses"
     print(f"server p50 of the card page {p50:.2f} ms {verdict} the target of {TARGET_P50_MS:g} ms")
