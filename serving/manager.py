@@ -206,12 +206,15 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
     if not contact_id:
         context["notice"] = "Не указан контакт: выберите его в результатах поиска."
         return context, 400
+
+    def look_up() -> tuple[Any, Any, Any]:  # one hop to a worker thread for the three CRM reads
+        found = crm.contact(contact_id)
+        if found is None:
+            return None, None, None
+        return found, crm.display(contact_id), crm.latest_stages(contact_id)
+
     try:
-        record = await run_in_threadpool(crm.contact, contact_id)
-        display = None
-        if record is not None:
-            display = await run_in_threadpool(crm.display, contact_id)
-            latest = await run_in_threadpool(crm.latest_stages, contact_id)
+        record, display, latest = await run_in_threadpool(look_up)
     except service.crm_unavailable:
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
