@@ -102,9 +102,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def wait(driver: Any, condition: Any, timeout: float = 20) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    # the card is swapped in as a whole: an element read mid-swap is stale, so look again
+    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 def points_at(driver: Any, stage: str) -> list[Any]:
