@@ -31,7 +31,7 @@
     el.className = "status" + (kind ? " " + kind : "");
   }
 
-  function loadCard(contact, stage, more) {
+  function loadCard(contact, stage, more, focusHeading) {
     var card = document.getElementById("card");
     if (!card) { return; }
     var ticket = ++cardRequest;
@@ -54,6 +54,10 @@
         }
         card.innerHTML = r.text;
         window.history.replaceState(null, "", "/" + query);
+        if (focusHeading) {  /* the link that was pressed is gone: keep keyboard users at the new list */
+          var heading = card.querySelector("#points-title");
+          if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus(); }
+        }
       })
       .catch(function () {
         if (ticket !== cardRequest) { return; }
@@ -153,6 +157,7 @@
     var points = target.closest(".points");
     if (!points) { return; }
     event.preventDefault();
-    loadCard(points.getAttribute("data-contact"), points.getAttribute("data-stage"), target.getAttribute("data-more") === "1");
+    loadCard(points.getAttribute("data-contact"), points.getAttribute("data-stage"),
+             target.getAttribute("data-more") === "1", true);
   });
 })();

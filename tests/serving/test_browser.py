@@ -219,3 +219,10 @@ def test_manager_flow_by_keyboard_only(chrome: Any, site: Site) -> None:
     wait(chrome, lambda d: "Сохранено" in point.find_element("css selector", ".status").text)
     rows = [r for r in feedback_rows(site.crm_db) if r[2] == code and r[1] == stage and r[3] == "negative"]
     assert len(rows) == 1 and rows[0][0] == site.contact_id
+
+    more = tab_to(lambda e: e.get_attribute("data-more") == "1")
+    more.send_keys(Keys.ENTER)
+    wait(chrome, lambda d: d.find_elements("css selector", "a[data-more='0']"))
+    assert len(chrome.find_elements("css selector", "#card [data-characteristic]")) > len(points)
+    assert chrome.switch_to.active_element.get_attribute("id") == "points-title"  # the focus follows the new list
+    assert severe_console_messages(chrome) == []
