@@ -219,7 +219,7 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
     if record is None:
-        context["notice"] = f"Контакт {contact_id!r} не найден в CRM. Найдите его поиском заново."
+        context["notice"] = f"Контакт «{contact_id}» не найден в CRM. Найдите его поиском заново."
         return context, 404
     stages = _stages(model)
     codes = [code for code, _ in stages]
