@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
 from serving.analyst import feedback_summary
 from serving.queries import similar_reasons
 from serving.registry import ServingModel
@@ -174,7 +172,7 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 503 if (q or contact_id) else 200
     if q:
         try:
-            rows = await run_in_threadpool(crm.search, q, SEARCH_LIMIT)
+            rows = await service.need_crm("contact search").call(crm.search, q, SEARCH_LIMIT)
         except service.crm_unavailable:
             context["notice"] = "База CRM сейчас недоступна, поиск не выполнен. Попробуйте через минуту."
             return context, 503
@@ -206,15 +204,14 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
     if not contact_id:
         context["notice"] = "Не указан контакт: выберите его в результатах поиска."
         return context, 400
+    link = service.need_crm("the contact card")
 
-    def look_up() -> tuple[Any, Any, Any]:  # one hop to a worker thread for the three CRM reads
-        found = crm.contact(contact_id)
-        if found is None:
-            return None, None, None
-        return found, crm.display(contact_id), crm.latest_stages(contact_id)
+    def names_and_stages() -> tuple[Any, Any]:  # one hop to the CRM's thread pool for both reads
+        return crm.display(contact_id), crm.latest_stages(contact_id)
 
     try:
-        record, display, latest = await run_in_threadpool(look_up)
+        record = await link.contact(contact_id)  # the JSON endpoint's lookup, its cache included
+        display, latest = await link.call(names_and_stages) if record is not None else (None, None)
     except service.crm_unavailable:
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
@@ -251,7 +248,7 @@ async def feedback_context(service: Service, days: int) -> dict[str, Any]:
         return {"feedback": [], "feedback_notice": "Сервис запущен без источника CRM (--crm): отзывов не видно."}
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     try:
-        rows = await run_in_threadpool(crm.feedback_since, since)
+        rows = await service.need_crm("feedback").call(crm.feedback_since, since)
     except service.crm_unavailable:
         return {"feedback": [], "feedback_notice": "База CRM сейчас недоступна: отзывы не прочитаны."}
     model = service.registry.current

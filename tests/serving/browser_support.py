@@ -123,6 +123,7 @@ def severe_console_messages(driver: Any) -> list[str]:
 
 def full_page_screenshot(driver: Any, path: Path) -> Path:
     """Resize the window to the page's height and save a PNG of all of it."""
+    driver.execute_script("window.scrollTo(0, 0)")
     height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     driver.set_window_size(WINDOW[0], min(max(height + 40, 600), 8000))
     driver.save_screenshot(str(path))

@@ -165,6 +165,11 @@ def test_manager_flow_with_the_mouse(chrome: Any, site: Site, capsys: pytest.Cap
     assert len(rows) == 1
     assert rows[0][:5] == (site.contact_id, first, code, "positive", request_id) and request_id
 
+    path = full_page_screenshot(chrome, output_dir() / "contact_card.png")  # the card, one answer saved
+    with capsys.disabled():
+        print(f"\nscreenshot of the contact card: {path}")
+    assert path.stat().st_size > 10_000
+
     Select(chrome.find_element("css selector", 'select[name="stage"]')).select_by_value(second)
     after = shown_texts(points_at(chrome, second))
     assert after == {c: site.texts[second][c] for c in after} and len(after) >= 3
@@ -176,10 +181,6 @@ def test_manager_flow_with_the_mouse(chrome: Any, site: Site, capsys: pytest.Cap
     wait(chrome, lambda d: d.find_elements("css selector", "a[data-more='0']"))
     assert len(chrome.find_elements("css selector", "#card [data-characteristic]")) == len(after) + hidden
 
-    path = full_page_screenshot(chrome, output_dir() / "contact_card.png")
-    with capsys.disabled():
-        print(f"\nscreenshot of the contact card: {path}")
-    assert path.stat().st_size > 10_000
     assert severe_console_messages(chrome) == []
 
 
