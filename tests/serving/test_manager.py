@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from crm_factory import write_crm_database
 from fastapi.testclient import TestClient
-from serving_support import serve, settings_for
+from serving_support import serve, settings_for, wait_until
 
 import crm
+from serving.access import CSRF_COOKIE, CSRF_HEADER
 from serving.web import CONTENT_SECURITY_POLICY
 
 
@@ -111,3 +112,54 @@ def test_names_shown_are_never_logged(app: tuple[TestClient, Any]) -> None:
     text = log.getvalue()
     assert '"endpoint":"page_manager"' in text.replace(" ", "")
     assert "Ромашка" not in text and "Петров" not in text and "ромашка" not in text
+
+
+def exposures_of(crm_url: str, request_id: str) -> list[tuple[Any, ...]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(crm_url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("exposures"):
+                return []
+            return conn.execute(
+                sa.text("SELECT characteristic, rank, contact_id, stage FROM exposures "
+                        "WHERE request_id = :r ORDER BY rank"),
+                {"r": request_id},
+            ).all()
+    finally:
+        engine.dispose()
+
+
+def test_a_card_is_an_answer_with_its_exposures(client: TestClient, crm_url: str) -> None:
+    page = client.get("/", params={"contact": "c5", "stage": "lead"}).text
+    request_id = re.search(r'data-request-id="([^"]+)"', page).group(1)
+    assert wait_until(lambda: len(exposures_of(crm_url, request_id)) == 2, timeout=20)
+    assert exposures_of(crm_url, request_id) == [("ch_price", 1, "c5", "lead"), ("ch_integration", 2, "c5", "lead")]
+
+
+def test_feedback_from_the_card_reaches_the_analyst_page(client: TestClient) -> None:
+    page = client.get("/contacts/card", params={"contact": "c6", "stage": "lead"}).text
+    request_id = re.search(r'data-request-id="([^"]+)"', page).group(1)
+    token = client.cookies.get(CSRF_COOKIE)
+    for i, outcome in enumerate(["positive", "positive", "negative"]):
+        body = {"feedback_id": f"page-{i}", "contact_id": "c6", "stage": "lead", "characteristic": "ch_integration",
+                "outcome": outcome, "request_id": request_id}
+        answer = client.post("/v1/feedback", json=body, headers={"Origin": "http://testserver", CSRF_HEADER: token})
+        assert answer.status_code == 201, answer.text
+    analyst = client.get("/analyst").text
+    row = analyst.split('<tr data-characteristic="ch_integration">')[1].split("</tr>")[0]
+    assert "Интеграции" in row and "<td>3</td>" in row and "67 % (2)" in row
+    assert client.get("/", params={"contact": "c6"}).text.count('<option value="lead" selected>') == 1
+
+
+def test_unreachable_crm_database_is_a_503_page(built: dict[str, Path], tmp_path: Path) -> None:
+    settings = settings_for(built["fixed"].parent, crm="postgresql://crm:s3cret@127.0.0.1:9/crm")
+    with serve(settings, "crm-down") as (client, log):
+        search = client.get("/", params={"q": "ромашка"})
+        assert search.status_code == 503 and "База CRM сейчас недоступна" in search.text
+        card = client.get("/", params={"contact": "c1"})
+        assert card.status_code == 503 and "s3cret" not in card.text
+        analyst = client.get("/analyst")
+        assert analyst.status_code == 200 and "База CRM сейчас недоступна: отзывы не прочитаны." in analyst.text
+        assert "s3cret" not in log.getvalue()
