@@ -80,7 +80,10 @@ def _when(value: Any) -> str:
 
 
 _WHEN_KEYS = ("at", "time", "timestamp", "decided_at", "created_at")
-_TITLE_KEYS = ("decision", "action", "result")
+_TITLE_KEYS = ("line", "decision", "action", "result")
+#: Promotion-log keys not repeated in the details: the title's, process ids, the gate's whole configuration.
+_QUIET_KEYS = frozenset({*_WHEN_KEYS, *_TITLE_KEYS, "pid", "by", "gate"})
+_ACTIONS = {"promote": "продвижение вручную", "rollback": "откат", "retrain": "переобучение"}
 
 
 def _promotion_when(entry: Mapping[str, Any]) -> str:
@@ -88,14 +91,19 @@ def _promotion_when(entry: Mapping[str, Any]) -> str:
 
 
 def _promotion_title(entry: Mapping[str, Any]) -> str:
-    return next((str(entry[k]) for k in _TITLE_KEYS if k in entry), "запись")
+    """The entry's own one-line summary (`training.retrain` writes one), else its action and decision."""
+    if isinstance(entry.get("line"), str):
+        return str(entry["line"])
+    action = str(entry.get("action") or "")
+    decision = str(entry.get("decision") or entry.get("result") or "")
+    return " — ".join(p for p in (_ACTIONS.get(action, action), decision) if p) or "запись"
 
 
 def _promotion_details(entry: Mapping[str, Any]) -> str:
     """The other scalar fields of a promotion-log entry, `key: value` joined (nested objects flattened one level)."""
     parts = []
     for key, value in entry.items():
-        if key in _WHEN_KEYS or key in _TITLE_KEYS:
+        if key in _QUIET_KEYS or value is None:
             continue
         if isinstance(value, Mapping):
             parts.extend(f"{key}.{k}: {_scalar(v)}" for k, v in value.items() if not isinstance(v, Mapping | list))

@@ -33,10 +33,12 @@ REPORT = """# Отчёт модели
 
 [ссылка](javascript:alert(1))
 """
-PROMOTIONS = [
-    {"at": "2026-11-01T10:00:00+00:00", "decision": "promoted", "challenger": 1, "champion": None},
-    {"at": "2026-11-20T10:00:00+00:00", "decision": "promoted", "challenger": 2, "champion": 1,
-     "figures": {"ndcg@5": 0.41, "champion_ndcg@5": 0.39}},
+PROMOTIONS = [  # the shapes training.retrain and serving.promote append
+    {"at": "2026-11-01T10:00:00+00:00", "action": "retrain", "decision": "first", "challenger": 1, "champion": None,
+     "line": "retrain: promoted version 1 to stable (first version, no champion)", "pid": 11, "gate": {"x": 1}},
+    {"at": "2026-11-20T10:00:00+00:00", "action": "retrain", "decision": "promoted", "challenger": 2, "champion": 1,
+     "figures": {"ndcg@5": 0.41, "champion_ndcg@5": 0.39}, "line": "retrain: promoted version 2 to stable"},
+    {"at": "2026-11-20T11:00:00+00:00", "action": "rollback", "stable": 1, "previous": 2, "by": "serving.promote"},
 ]
 
 
@@ -115,8 +117,10 @@ def test_report_of_another_version(client: TestClient) -> None:
 def test_promotion_log_newest_first_and_torn_lines_counted(client: TestClient) -> None:
     page = client.get("/analyst").text
     log = page.split('<ol class="promotions" reversed>')[1].split("</ol>")[0]
-    assert log.index("2026-11-20 10:00 UTC") < log.index("2026-11-01 10:00 UTC")
-    assert "challenger: 2" in log and "figures.ndcg@5: 0.41" in log
+    assert log.index("2026-11-20 11:00 UTC") < log.index("2026-11-20 10:00 UTC") < log.index("2026-11-01 10:00 UTC")
+    assert "retrain: promoted version 2 to stable" in log and "challenger: 2" in log and "figures.ndcg@5: 0.41" in log
+    assert "откат" in log and "stable: 1 · previous: 2" in log
+    assert "pid" not in log and "gate." not in log
     assert "1 строк(и) журнала не читаются" in page
 
 
