@@ -81,7 +81,7 @@ def quality(seed: int, orgs: int, root: Path, dictionaries: Path) -> object:
 
 def speed(result: object, crm_dir: Path, dictionaries: Path, contacts: int, index_orgs: int) -> None:
     from crm import files as data_io
-    from needs_rec import artifact, audience, schema, similar
+    from needs_rec import artifact, audience, schema
     from needs_rec import dictionaries as dicts_mod
 
     dicts = dicts_mod.load(dictionaries)
@@ -119,6 +119,16 @@ def speed(result: object, crm_dir: Path, dictionaries: Path, contacts: int, inde
             times.append(time.perf_counter() - started)
         print(f"ranked answer, limit 100, {label}: {percentiles(times)}")
 
+    index_speed(result.encoder, result.network, raw, dicts, index_orgs)
+
+
+def index_speed(encoder: object, network: object | None, raw: dict, dicts: object, index_orgs: int) -> None:
+    """Embeddings, index build and query latency over the organizations tiled to `index_orgs`."""
+    from needs_rec import schema, similar
+
+    rng = np.random.default_rng(1)
+    today = dt.datetime.now(dt.UTC).date()
+    codes = dicts.characteristic_codes
     copies = int(np.ceil(index_orgs / len(raw["organizations"])))
     org_frames = {"organizations": tiled(raw, "organizations", copies), "contacts": tiled(raw, "contacts", copies),
                   "outcomes": tiled(raw, "outcomes", copies)}
@@ -130,15 +140,18 @@ def speed(result: object, crm_dir: Path, dictionaries: Path, contacts: int, inde
     crm, _ = schema.validate(org_frames, dicts)
     print(f"\n== similar organizations: {len(crm.organizations):,} organizations, {len(crm.contacts):,} contacts")
     started = time.perf_counter()
-    ids, vectors = similar.feature_embedding(result.encoder, crm, today)
+    ids, vectors = similar.feature_embedding(encoder, crm, today)
     print(f"features embedding ({vectors.shape[1]} dimensions): {time.perf_counter() - started:.1f} s")
-    started = time.perf_counter()
-    ids_n, vectors_n = similar.network_embedding(result.encoder, result.network, crm, dicts.stage_codes, today)
-    print(f"network embedding ({vectors_n.shape[1]} dimensions, every contact x {len(dicts.stage_codes)} stages): "
-          f"{time.perf_counter() - started:.1f} s")
+    kinds = [("features", (ids, vectors))]
+    if network is not None:
+        started = time.perf_counter()
+        ids_n, vectors_n = similar.network_embedding(encoder, network, crm, dicts.stage_codes, today)
+        print(f"network embedding ({vectors_n.shape[1]} dimensions, every contact x {len(dicts.stage_codes)} "
+              f"stages): {time.perf_counter() - started:.1f} s")
+        kinds.append(("network", (ids_n, vectors_n)))
     positives, managers = similar.positive_table(crm), similar.manager_table(crm)
     organizations = crm.organizations[["org_id", "industry", "employees"]]
-    for kind, (kind_ids, kind_vectors) in (("features", (ids, vectors)), ("network", (ids_n, vectors_n))):
+    for kind, (kind_ids, kind_vectors) in kinds:
         started = time.perf_counter()
         index = similar.OrganizationIndex(kind_ids, kind_vectors, organizations, positives, managers, codes, kind=kind)
         build = time.perf_counter() - started
@@ -160,13 +173,36 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=200_000)
     parser.add_argument("--index-orgs", type=int, default=50_000)
     parser.add_argument("--dictionaries", type=Path, default=REPO / "dictionaries")
+    parser.add_argument("--index-only", action="store_true",
+                        help="only the index build and query speed, with the features embedding (no training)")
     args = parser.parse_args()
+    if args.index_only:
+        index_only(args)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-queries-") as tmp:
         last = None
         for seed in args.seeds:
             last = quality(seed, args.orgs, Path(tmp), args.dictionaries)
         assert last is not None
         speed(last[0], last[1], args.dictionaries, args.contacts, args.index_orgs)
+
+
+def index_only(args: argparse.Namespace) -> None:
+    """The encoder adapted on a generated CRM (what training does first), then `index_speed`."""
+    from crm import files as data_io
+    from needs_rec import dictionaries as dicts_mod
+    from needs_rec import episodes, features, schema
+    from training import sample
+
+    dicts = dicts_mod.load(args.dictionaries)
+    with tempfile.TemporaryDirectory(prefix="bench-queries-") as tmp:
+        crm_dir = sample.write(sample.generate(dicts, n_orgs=args.orgs, seed=args.seeds[0]), Path(tmp) / "crm",
+                               oracle=False)
+        raw = data_io.read_crm(crm_dir)
+        crm, _ = schema.validate(raw, dicts)
+        eps = episodes.build_episodes(crm.outcomes, dicts.characteristic_codes)
+        encoder = features.FeatureEncoder(dicts).adapt(episodes.model_inputs(eps.keys, crm))
+        index_speed(encoder, None, raw, dicts, args.index_orgs)
 
 
 if __name__ == "__main__":

@@ -246,16 +246,20 @@ class OrganizationIndex:
                 part["positives"].to_numpy(np.int64),
                 pd.to_datetime(part["last_positive_on"]).to_numpy().astype("datetime64[D]"),
             )
-        self._managers: dict[tuple[int, str], list[tuple[str, int]]] = {}
+        # Managers as one array sorted by (organization row, characteristic, most positives first):
+        # a lookup is a binary search, and building it is vectorised (no loop over 100k+ groups).
+        self._manager_keys = np.zeros(0, dtype=np.int64)
+        self._manager_ids = np.zeros(0, dtype=object)
+        self._manager_counts = np.zeros(0, dtype=np.int64)
+        self._char_index = {code: i for i, code in enumerate(self.characteristic_codes)}
         if self.has_managers and managers is not None:
             m_rows = schema.lookup(managers["org_id"].astype(str), pd.Series(self.org_ids, dtype="str"))
-            m = managers.assign(row=m_rows)[m_rows >= 0].sort_values(
-                ["row", "characteristic", "positives", "manager_id"], ascending=[True, True, False, True]
-            )
-            for (row, code), part in m.groupby(["row", "characteristic"], sort=False):
-                self._managers[(int(row), str(code))] = list(
-                    zip(part["manager_id"].astype(str), part["positives"].astype(int), strict=True)
-                )[:MAX_MANAGERS]
+            m_chars = schema.lookup(managers["characteristic"].astype(str), list(self.characteristic_codes))
+            m = managers.assign(key=m_rows * len(self.characteristic_codes) + m_chars)[(m_rows >= 0) & (m_chars >= 0)]
+            m = m.sort_values(["key", "positives", "manager_id"], ascending=[True, False, True])
+            self._manager_keys = m["key"].to_numpy(np.int64)
+            self._manager_ids = m["manager_id"].astype(str).to_numpy(dtype=object)
+            self._manager_counts = m["positives"].to_numpy(np.int64)
         for code, (org_rows, _, _) in self._positives.items():
             self._indexes[code] = NearestNeighbors(metric="cosine", algorithm="brute").fit(self.embeddings[org_rows])
         self._everyone = NearestNeighbors(metric="cosine", algorithm="brute").fit(self.embeddings)
@@ -316,11 +320,22 @@ class OrganizationIndex:
             if code not in self._positives:
                 result[code] = []
                 continue
-            org_rows, counts, last = self._positives[code]
-            where = {int(r): i for i, r in enumerate(org_rows)}
-            result[code] = [self._neighbour(other, sim, code, where[other], counts, last)
-                            for other, sim in pairs if other in where]
+            org_rows, counts, last = self._positives[code]  # org_rows ascending
+            at = np.searchsorted(org_rows, [other for other, _ in pairs])
+            result[code] = [self._neighbour(other, sim, code, int(i), counts, last)
+                            for (other, sim), i in zip(pairs, at, strict=True)
+                            if i < len(org_rows) and org_rows[i] == other]
         return result
+
+    def _managers_of(self, row: int, code: str) -> list[tuple[str, int]]:
+        """Up to MAX_MANAGERS (manager_id, positives) of one organization and characteristic, most first."""
+        j = self._char_index.get(code)
+        if j is None or not len(self._manager_keys):
+            return []
+        key = row * len(self.characteristic_codes) + j
+        lo, hi = np.searchsorted(self._manager_keys, [key, key + 1])
+        hi = min(hi, lo + MAX_MANAGERS)
+        return [(str(m), int(n)) for m, n in zip(self._manager_ids[lo:hi], self._manager_counts[lo:hi], strict=True)]
 
     def _neighbour(self, other: int, sim: float, code: str, i: int, counts: np.ndarray, last: np.ndarray) -> Neighbour:
         return Neighbour(
@@ -328,7 +343,7 @@ class OrganizationIndex:
             similarity=sim,
             positives=int(counts[i]),
             last_positive_on=pd.Timestamp(last[i]).date() if not np.isnat(last[i]) else None,
-            managers=self._managers.get((other, code), []),
+            managers=self._managers_of(other, code),
             industry=str(self.industry[other]),
             employees=float(self.employees[other]),
         )
