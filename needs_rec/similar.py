@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
 from needs_rec import schema
 from needs_rec.dictionaries import normalize_code
@@ -295,7 +296,8 @@ class OrganizationIndex:
         org_rows, counts, last = self._positives[code]
         index = self._indexes[code]
         n = min(k + 1, len(org_rows))
-        distance, found = index.kneighbors(self.embeddings[row : row + 1], n_neighbors=n)
+        with threadpool_limits(1):  # one query: OpenMP threads cost more than they save (30 ms vs 4 ms on 2 cores)
+            distance, found = index.kneighbors(self.embeddings[row : row + 1], n_neighbors=n)
         result = []
         for d, i in zip(distance[0], found[0], strict=True):
             other = int(org_rows[i])
@@ -313,7 +315,8 @@ class OrganizationIndex:
         if row is None:
             return {}
         n = min(k + 1, len(self.org_ids))
-        distance, found = self._everyone.kneighbors(self.embeddings[row : row + 1], n_neighbors=n)
+        with threadpool_limits(1):
+            distance, found = self._everyone.kneighbors(self.embeddings[row : row + 1], n_neighbors=n)
         pairs = [(int(i), float(1.0 - d)) for d, i in zip(distance[0], found[0], strict=True) if int(i) != row][:k]
         result: dict[str, list[Neighbour]] = {}
         for code in characteristics:
