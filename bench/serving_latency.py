@@ -54,7 +54,8 @@ P99_TARGET_MS = 50.0
 def build_model(out: Path, dictionaries: Path, seed: int = 0) -> Path:
     from model_factory import build_version
 
-    return build_version(out, dictionaries, seed=seed, hidden=(256, 128), n_rows=2000, thresholds=0.5)
+    # top_k 5: the default card (cap), so every answer carries its model-based reasons for 5 items
+    return build_version(out, dictionaries, seed=seed, hidden=(256, 128), n_rows=2000, thresholds=0.5, top_k=5)
 
 
 def request_bodies(dictionaries: Path, n: int = 64, seed: int = 0) -> list[str]:

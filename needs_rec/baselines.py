@@ -14,6 +14,9 @@ Each one ignores what it does not need (pass `None` there). From the simplest to
 - `GroupPopularityBaseline`: the rule of thumb "what worked with this position at this stage",
   smoothed towards the stage's rate and the global rate, which also covers unseen groups;
 - `LogisticBaseline`: one logistic regression per characteristic on the encoded inputs;
+- `PlainMLPBaseline`: the simplest Keras network (2×256 ReLU, plain binary cross-entropy, Adam,
+  15 epochs, no early stopping): what any engineer would try first. The tuned network must beat it;
+  on firm B of issue 12 the hand-tuned defaults did not;
 - `GradientBoostingBaseline`: one histogram gradient-boosting classifier per characteristic (the
   strong peer; slow, so callers run it behind a flag).
 
@@ -22,7 +25,6 @@ A characteristic with a single class in train (never or always positive) gets th
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -32,8 +34,6 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 from needs_rec import schema
 from needs_rec.errors import ConfigError, DataError, NotFittedError
@@ -42,6 +42,7 @@ __all__ = [
     "GradientBoostingBaseline",
     "GroupPopularityBaseline",
     "LogisticBaseline",
+    "PlainMLPBaseline",
     "PopularityBaseline",
     "default_baselines",
 ]
@@ -244,12 +245,50 @@ def _constants(y: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return (positives == 0) | (positives == n), rate
 
 
-class LogisticBaseline(_Baseline):
-    """One-vs-rest logistic regression (lbfgs, L2) on the encoded inputs, one model per label.
+def _joint_logistic(
+    X: np.ndarray, Y: np.ndarray, mask: np.ndarray, C: float, max_iter: int, tol: float
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Every label's L2 logistic regression (scikit-learn's objective) in one L-BFGS run.
 
-    `C` is the inverse regularisation strength. Labels that did not converge within `max_iter`
-    are counted in `n_not_converged_` (their coefficients are still used). lbfgs is deterministic;
-    `random_state` is passed on for interface symmetry with the other per-label baseline.
+    Minimises Σ_labels [ C · Σ_rows mask · logloss + ½‖w‖² ] with unpenalised intercepts. The
+    objective is a sum of independent per-label terms, so its optimum is exactly the per-label
+    fits; solving them together turns each step into one matrix product (fast with BLAS) instead
+    of hundreds of matrix-vector products. Returns (coef (L, d), intercept (L,), converged).
+    """
+    from scipy.optimize import minimize
+
+    n, d = X.shape
+    n_labels = Y.shape[1]
+    scale = 1.0 / n  # a better-conditioned, equivalent objective (same optimum)
+    X32 = X.astype(np.float32)  # the products in float32 (twice the BLAS speed), the sums in float64
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        W = theta[: d * n_labels].reshape(d, n_labels)
+        b = theta[d * n_labels :]
+        z = (X32 @ W.astype(np.float32)).astype(np.float64) + b
+        loss = np.logaddexp(0.0, z) - Y * z
+        residual = mask * (expit(z) - Y)
+        value = scale * (C * float((mask * loss).sum()) + 0.5 * float((W * W).sum()))
+        grad_w = scale * (C * (X32.T @ residual.astype(np.float32)).astype(np.float64) + W)
+        grad_b = scale * C * residual.sum(axis=0)
+        return value, np.concatenate([grad_w.ravel(), grad_b])
+
+    result = minimize(
+        objective, np.zeros(d * n_labels + n_labels), jac=True, method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": tol * scale, "ftol": 1e-12},
+    )  # fmt: skip
+    W = result.x[: d * n_labels].reshape(d, n_labels)
+    return W.T.copy(), result.x[d * n_labels :].copy(), bool(result.success)
+
+
+class LogisticBaseline(_Baseline):
+    """One-vs-rest logistic regression (L2) on the encoded inputs, one model per label.
+
+    `C` is the inverse regularisation strength, as in scikit-learn. The per-label models are
+    solved together in one L-BFGS run (`_joint_logistic`: the same optimum, one matrix product
+    per step — on 240 labels minutes faster than 240 scikit-learn fits); `n_not_converged_`
+    counts the labels when that run stopped at `max_iter` (× 2, the joint run needs a few more steps).
+    Deterministic; `random_state` is kept for interface symmetry with the other per-label baseline.
     """
 
     def __init__(self, C: float = 1.0, max_iter: int = 200, tol: float = 1e-4, random_state: int = 0):
@@ -275,17 +314,14 @@ class LogisticBaseline(_Baseline):
         self.constant_, self.constant_value_ = _constants(y, rows)
         self.coef_ = np.zeros((n_labels, X.shape[1]))
         self.intercept_ = np.zeros(n_labels)
+        fitted = np.flatnonzero(~self.constant_)
         self.n_not_converged_ = 0
-        for j in np.flatnonzero(~self.constant_):
-            model = LogisticRegression(
-                C=self.C, solver="lbfgs", max_iter=self.max_iter, tol=self.tol, random_state=self.random_state
+        if fitted.size:
+            coef, intercept, converged = _joint_logistic(
+                X, y[:, fitted], rows[fitted].T.astype(np.float64), self.C, self.max_iter * 2, self.tol
             )
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
-                model.fit(X[rows[j]], y[rows[j], j])
-            self.n_not_converged_ += any(issubclass(w.category, ConvergenceWarning) for w in caught)
-            self.coef_[j] = model.coef_[0]
-            self.intercept_[j] = model.intercept_[0]
+            self.coef_[fitted], self.intercept_[fitted] = coef, intercept
+            self.n_not_converged_ = 0 if converged else int(fitted.size)
         self.n_labels_ = n_labels
         return self
 
@@ -392,13 +428,85 @@ class GradientBoostingBaseline(_Baseline):
         return self._finish(proba)
 
 
-def default_baselines(*, gradient_boosting: bool = False, random_state: int = 0) -> dict[str, _Baseline]:
+class PlainMLPBaseline(_Baseline):
+    """A plain multi-label MLP on the encoded inputs: `hidden_units` ReLU layers, sigmoid outputs,
+    unweighted binary cross-entropy over every cell, Adam, a fixed number of `epochs`.
+
+    No batch norm, dropout, positive weighting, wide path or early stopping: the peer shows what
+    the network's extras are worth. Trained with `needs_rec.model.train_network` (so it is as
+    deterministic as the network for a given `random_state`); TensorFlow is imported on `fit`.
+    """
+
+    def __init__(
+        self,
+        hidden_units: Sequence[int] = (256, 256),
+        epochs: int = 15,
+        batch_size: int = 512,
+        learning_rate: float = 1e-3,
+        random_state: int = 0,
+    ):
+        self.hidden_units = hidden_units
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+
+    def config(self) -> Any:
+        """The `needs_rec.config.Config` this peer trains with."""
+        from needs_rec.config import Config, NetworkConfig, TrainingConfig
+
+        owner = type(self).__name__
+        _check_positive(owner, "epochs", self.epochs, integer=True)
+        _check_positive(owner, "batch_size", self.batch_size, integer=True)
+        _check_positive(owner, "learning_rate", self.learning_rate)
+        network = NetworkConfig(
+            hidden_units=tuple(int(u) for u in self.hidden_units),
+            dropout=0.0,
+            input_dropout=0.0,
+            batch_norm=False,
+            wide=False,
+        )
+        training = TrainingConfig(
+            batch_size=self.batch_size,
+            max_epochs=self.epochs,
+            learning_rate=float(self.learning_rate),
+            positive_weighting="none",
+            reduce_lr_patience=0,
+        )
+        return Config(network=network, training=training)
+
+    def fit(self, X: Any, frame: pd.DataFrame | None, y: Any) -> PlainMLPBaseline:
+        from needs_rec.model import train_network
+
+        owner = type(self).__name__
+        y = _labels(y, owner)
+        X = _matrix(X, owner, "fit")
+        _same_rows(len(y), owner, X=X, frame=frame)
+        trained = train_network(X.astype(np.float32), y.astype(np.float32), None, None, self.config(),
+                                seed=self.random_state)  # fmt: skip
+        self.model_ = trained.model
+        self.n_labels_ = y.shape[1]
+        return self
+
+    def predict_proba(self, X: Any, frame: pd.DataFrame | None = None) -> np.ndarray:
+        self._check_fitted()
+        X = _matrix(X, type(self).__name__, "predict_proba").astype(np.float32)
+        from needs_rec.model import predict
+
+        return self._finish(predict(self.model_, X))
+
+
+def default_baselines(
+    *, gradient_boosting: bool = False, random_state: int = 0, plain_mlp: bool = True
+) -> dict[str, _Baseline]:
     """The standard peers by method name, in the order they are reported; the slow one on request."""
     peers: dict[str, _Baseline] = {
         "popularity": PopularityBaseline(),
         "group_popularity": GroupPopularityBaseline(),
         "logistic": LogisticBaseline(random_state=random_state),
     }
+    if plain_mlp:
+        peers["plain_mlp"] = PlainMLPBaseline(random_state=random_state)
     if gradient_boosting:
         peers["gradient_boosting"] = GradientBoostingBaseline(random_state=random_state)
     return peers

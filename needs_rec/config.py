@@ -115,9 +115,33 @@ class ThresholdConfig:
     min_positives: int = _spec(10, low=1, high=1_000_000_000)
     #: For labels under `min_positives`: "global" (pooled cut) or a fixed probability.
     fallback: str | float = _spec(FALLBACK_GLOBAL, low=0.0, high=1.0, choices=(FALLBACK_GLOBAL,))
-    top_k: int | None = _spec(None, low=1, high=1_000_000)
+    #: The card's cap: at most this many selected characteristics per contact (null: no cap).
+    #: Chosen by measurement (bench/quality.py, precision of what is shown vs how many).
+    top_k: int | None = _spec(5, low=1, high=1_000_000)
     #: Always select at least this many of the most probable labels per row (0 = no floor).
-    min_selected: int = _spec(0, low=0, high=1_000_000)
+    min_selected: int = _spec(1, low=0, high=1_000_000)
+    #: Pseudo-positives pulling each per-label cut towards the pooled cut (logit scale): a label
+    #: with n validation positives keeps n / (n + shrinkage) of its own cut; 0 = no shrinkage.
+    shrinkage: float = _spec(20.0, low=0.0, high=1e9)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The per-firm search of the network's configuration on the validation split (`needs_rec.tuning`).
+
+    Optuna's TPE sampler (seeded) proposes `trials` configurations (the first is the `network` /
+    `training` sections as given); each trains on at most `max_rows` training rows for at most
+    `trial_epochs` epochs and is scored by NDCG@5 on the validation split; the best one is then
+    trained on the whole training split. `budget_s` caps the search's wall time: when it cuts the
+    search short the manifest says so (only then can the result depend on machine speed).
+    """
+
+    enabled: bool = _spec(True)
+    trials: int = _spec(6, low=1, high=10_000)
+    budget_s: float = _spec(100.0, low=0.0, high=1e6, low_open=True)
+    max_rows: int = _spec(20_000, low=100, high=100_000_000)
+    trial_epochs: int = _spec(20, low=1, high=100_000)
+    trial_patience: int = _spec(3, low=0, high=100_000)
 
 
 @dataclass(frozen=True)
@@ -136,6 +160,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = _spec(0, low=0, high=2**32 - 1)
 
     def to_dict(self) -> dict[str, Any]:

@@ -48,6 +48,72 @@ LOWER_IS_BETTER = metrics.LOWER_IS_BETTER
 GAIN_GRID = np.linspace(0.0, 1.0, 101)
 
 
+#: What a method's probability means (for `compare_methods`' like-with-like log-loss).
+PRESENTED = "presented"  # P(resonates | the characteristic is presented): scored on presented cells
+EPISODE = "episode"  # P(positive in the episode's label): scored on every cell
+#: Caps the card measurement tries (`card_precision`).
+CARD_CAPS = tuple(range(1, 11))
+
+
+def presented_log_loss(y_true: np.ndarray, proba: np.ndarray, presented: np.ndarray) -> float:
+    """Mean binary log-loss over the presented cells only (NaN when none)."""
+    shown = np.asarray(presented, dtype=bool)
+    if not shown.any():
+        return math.nan
+    y = (np.asarray(y_true) > 0)[shown].astype(np.float64)
+    p = np.clip(np.asarray(proba, dtype=np.float64)[shown], metrics.EPS, 1 - metrics.EPS)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def card_figures(y_true: np.ndarray, selected: np.ndarray, presented: np.ndarray | None = None) -> dict[str, float]:
+    """What a manager sees on the card: mean items shown, precision of shown, hit rate.
+
+    precision = shown items that resonated / shown items — with explicit negatives (`presented`)
+    counted among the shown items that were presented (an unpresented item says nothing), in a
+    positive-only CRM among all shown items (a lower bound: an unpresented item counts as a miss).
+    hit rate = share of episodes with ≥ 1 positive where ≥ 1 shown item resonated.
+    """
+    y = np.asarray(y_true) > 0
+    s = np.asarray(selected, dtype=bool)
+    base = s if presented is None else s & np.asarray(presented, dtype=bool)
+    hits = (s & y).sum()
+    has = y.any(axis=1)
+    return {
+        "shown": float(s.sum(axis=1).mean()) if len(s) else math.nan,
+        "precision": float(hits / base.sum()) if base.sum() else math.nan,
+        "hit_rate": float((s & y).any(axis=1)[has].mean()) if has.any() else math.nan,
+    }
+
+
+def card_precision(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    cuts: np.ndarray,
+    config: ThresholdConfig,
+    *,
+    offered: np.ndarray | None = None,
+    presented: np.ndarray | None = None,
+    caps: Sequence[int] = CARD_CAPS,
+) -> dict[str, Any]:
+    """The card per cap (what `thresholds.top_k` would show) and as configured: `card_figures` each.
+
+    This is the measurement the default cap is chosen by: precision of what is shown against how
+    many are shown (bench/quality.py prints it per firm; the report states it).
+    """
+    rows = []
+    for cap in [*caps, None]:
+        chosen = thresholds.select(proba, cuts, top_k=cap, min_selected=config.min_selected, offered=offered)
+        rows.append({"cap": cap, **card_figures(y_true, chosen, presented)})
+    configured = thresholds.select_with(proba, cuts, config, offered)
+    return {
+        "top_k": config.top_k,
+        "min_selected": config.min_selected,
+        "caps": rows,
+        "configured": card_figures(y_true, configured, presented),
+        "precision_counts": "presented shown items" if presented is not None else "all shown items",
+    }
+
+
 def stage_segment(code: str) -> str:
     """The segment name of one funnel stage."""
     return f"{STAGE_PREFIX}{code}"
@@ -190,6 +256,10 @@ class Comparison:
     k: int = 5
     gain_curves: dict[str, np.ndarray] = field(default_factory=dict)
     network: str = NETWORK
+    #: Per method, the cells its log-loss is computed on: PRESENTED or EPISODE (see `compare_methods`).
+    log_loss_cells: dict[str, str] = field(default_factory=dict)
+    #: The network's card per cap (`card_precision`), when measured.
+    card: dict[str, Any] | None = None
 
     @property
     def baselines(self) -> list[str]:
@@ -255,6 +325,8 @@ class Comparison:
                     for segment, per_method in self.results.items()
                 },
                 "thresholds": self.thresholds,
+                "log_loss_cells": self.log_loss_cells,
+                "card": self.card,
             }
         )
 
@@ -275,12 +347,22 @@ def compare_methods(
     *,
     k: int = 5,
     network: str = NETWORK,
+    offered_test: np.ndarray | None = None,
+    presented_test: np.ndarray | None = None,
+    meanings: Mapping[str, str] | None = None,
 ) -> Comparison:
     """Tune every method's thresholds on validation, cut and evaluate on test, per segment.
 
     `val_probas` and `test_probas` map the same method names (the network under `network`,
     baselines under their names, optionally true probabilities under "oracle") to (n, C)
     probabilities for `y_val` and `y_test`. `segments` holds test-row masks (see `segments_for`).
+    Selection is the model's rule (`thresholds.select` with the config's cap and floor, only
+    `offered_test` cells when given), as served.
+
+    Log-loss compares like with like: a method whose probability means "resonates when presented"
+    (`meanings[method] == PRESENTED`, possible only with explicit negatives, `presented_test`) is
+    scored on the presented cells, one meaning "positive in the episode's label" (`EPISODE`, the
+    default) on every cell; `Comparison.log_loss_cells` says which for each method.
     """
     missing_val = [m for m in test_probas if m not in val_probas]
     missing_test = [m for m in val_probas if m not in test_probas]
@@ -300,12 +382,19 @@ def compare_methods(
     results: dict[str, dict[str, dict[str, float]]] = {}
     cuts: dict[str, np.ndarray] = {}
     curves: dict[str, np.ndarray] = {}
+    log_loss_cells: dict[str, str] = {}
     for method in methods:
         cuts[method] = np.asarray(thresholds.tune_thresholds(y_val, np.asarray(val_probas[method]), threshold_config))
         proba = np.asarray(test_probas[method])
-        selected = thresholds.select(proba, cuts[method], top_k=threshold_config.top_k)
+        selected = thresholds.select_with(proba, cuts[method], threshold_config, offered_test)
+        meaning = (meanings or {}).get(method, EPISODE)
+        cells = presented_test if meaning == PRESENTED and presented_test is not None else None
         for segment, values in evaluate_segments(y_test, proba, selected, segments, k=k).items():
+            if cells is not None:
+                mask = np.asarray(segments[segment])
+                values["log_loss"] = presented_log_loss(y_test[mask], proba[mask], np.asarray(cells)[mask])
             results.setdefault(segment, {})[method] = values
+        log_loss_cells[method] = PRESENTED if cells is not None else EPISODE
         curves[method] = gain_curve(y_test, proba)
     order = [name for name in segments if name in results]
     return Comparison(
@@ -316,6 +405,7 @@ def compare_methods(
         k=k,
         gain_curves=curves,
         network=network,
+        log_loss_cells=log_loss_cells,
     )
 
 

@@ -208,6 +208,13 @@ class RowEncoder:
             raise ValueError("fast path: the exported encoder has other fields than this library's schema")
         self._codes = [(pos, field_map(prefix), int(unknown))
                        for pos, prefix, unknown in zip(_CODE_POS, code_prefix, tables["code_unknown"], strict=True)]
+        # What each category column stands for, for explanations: (field, code); unknown buckets left out.
+        self.column_meaning: dict[int, tuple[str, str]] = {}
+        for names, prefixes in ((FeatureEncoder.CODE_FIELDS, code_prefix), (FeatureEncoder.MULTI_FIELDS, multi_prefix)):
+            for name, prefix in zip(names, prefixes, strict=True):
+                for code, col in field_map(prefix).items():
+                    if code != MISSING_TOKEN:
+                        self.column_meaning[col] = (name, code)
         self._multi = [(pos, field_map(prefix), int(unknown))
                        for pos, prefix, unknown in zip(_MULTI_POS, multi_prefix, tables["multi_unknown"], strict=True)]
         self._category_width = int(tables["category_width"])
@@ -229,6 +236,14 @@ class RowEncoder:
             bins = [place.get(2 * n_numbers + i * NUMBER_BINS + b) for b in range(NUMBER_BINS)]
             self._numbers.append((place[i], place[n_numbers + i], mean[i], std[i], finite, bins))
         self.width = start + len(order)
+        # Number columns (z, missing flag, bins) → the input they come from, for explanations.
+        number_names = (*FeatureEncoder.LOG_NUMBERS, "founded_year", "client_years")
+        self.number_columns: dict[int, str] = {}
+        for source, at in place.items():
+            which = source if source < n_numbers else (source - n_numbers if source < 2 * n_numbers
+                                                       else (source - 2 * n_numbers) // NUMBER_BINS)  # fmt: skip
+            if source < n_numbers or source >= 2 * n_numbers:  # z and bins, not the missing flag
+                self.number_columns[at] = number_names[which]
         self.stage_offset = int(tables["stage_offset"])
         self.stage_offer = np.asarray(tables["stage_offer"], dtype=np.float32)
 
@@ -275,6 +290,24 @@ class _Layer:
     kind: str
     inputs: list[str]
     fn: Callable[[list[np.ndarray]], np.ndarray]
+    params: tuple[Any, ...] = ()  # dense: (kernel, bias, activation); activation: (.., .., name); batch norm: (scale,)
+
+
+def _derivative(name: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """d act(z) / dz at `z` (y = act(z) already computed), shape of z."""
+    if name == "linear":
+        return np.ones_like(z)
+    if name == "relu":
+        return (z > 0).astype(np.float64)
+    if name == "sigmoid":
+        return y * (1.0 - y)
+    if name == "tanh":
+        return 1.0 - y * y
+    if name == "leaky_relu":
+        return np.where(z > 0, 1.0, 0.2)
+    h = 1e-3
+    act = ACTIVATIONS[name]
+    return (act(z + h).astype(np.float64) - act(z - h).astype(np.float64)) / (2 * h)
 
 
 class NetworkTwin:
@@ -301,12 +334,15 @@ class NetworkTwin:
             if kernel is None:
                 raise ValueError(f"fast path: layer {name!r} has no kernel")
             fn = (lambda x: act(x[0] @ kernel)) if bias is None else (lambda x: act(x[0] @ kernel + bias))
+            params: tuple[Any, ...] = (kernel, bias, spec["activation"])
         elif kind == "batch_norm":
             scale, shift = _batch_norm_affine(spec, weights)
             fn = lambda x: x[0] * scale + shift  # noqa: E731
+            params = (scale,)
         elif kind == "activation":
             act = ACTIVATIONS[spec["activation"]]
             fn = lambda x: act(x[0])  # noqa: E731
+            params = (None, None, spec["activation"])
         elif kind == "identity":
             fn = lambda x: x[0]  # noqa: E731
         elif kind == "add":
@@ -315,13 +351,56 @@ class NetworkTwin:
             fn = lambda x: np.mean(x, axis=0)  # noqa: E731
         else:
             raise ValueError(f"fast path: layer {name!r} of unsupported kind {kind!r}")
-        return _Layer(name, kind, list(spec["inputs"]), fn)
+        kept = params if kind in ("dense", "batch_norm", "activation") else ()
+        return _Layer(name, kind, list(spec["inputs"]), fn, kept)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         values = {self._input: x}
         for layer in self._layers:
             values[layer.name] = np.asarray(layer.fn([values[i] for i in layer.inputs]), dtype=np.float32)
         return values[self._output]
+
+    def gradients(self, x: np.ndarray, outputs: Sequence[int]) -> np.ndarray:
+        """d output[j] / d x for one input row `x` (width,) and each j in `outputs`: (len(outputs), width).
+
+        Reverse mode over the same simplified graph the forward pass runs (Dense with its folded
+        batch norm and merged activation, Add, Average), so the gradient is that of the served
+        function. Activation derivatives are exact for relu, linear, sigmoid, tanh and leaky relu,
+        central differences for the others.
+        """
+        row = np.asarray(x, dtype=np.float32).reshape(1, -1)
+        values: dict[str, np.ndarray] = {self._input: row}
+        pre: dict[str, np.ndarray] = {}
+        for layer in self._layers:
+            inputs = [values[i] for i in layer.inputs]
+            if layer.kind == "dense":
+                kernel, bias, _act = layer.params
+                pre[layer.name] = inputs[0] @ kernel + (0.0 if bias is None else bias)
+            elif layer.kind == "activation":
+                pre[layer.name] = inputs[0]
+            values[layer.name] = np.asarray(layer.fn(inputs), dtype=np.float32)
+        width = values[self._output].shape[1]
+        seed = np.zeros((len(outputs), width), dtype=np.float64)
+        seed[np.arange(len(outputs)), list(outputs)] = 1.0
+        grads: dict[str, np.ndarray] = {self._output: seed}
+        for layer in reversed(self._layers):
+            g = grads.pop(layer.name, None)
+            if g is None:
+                continue
+            if layer.kind == "dense":
+                kernel, _bias, act_name = layer.params
+                g_in = [(g * _derivative(act_name, pre[layer.name], values[layer.name])) @ kernel.T]
+            elif layer.kind == "activation":
+                g_in = [g * _derivative(layer.params[2], pre[layer.name], values[layer.name])]
+            elif layer.kind == "batch_norm":
+                g_in = [g * layer.params[0]]
+            elif layer.kind == "average":
+                g_in = [g / len(layer.inputs)] * len(layer.inputs)
+            else:  # add, identity
+                g_in = [g] * len(layer.inputs)
+            for name, part in zip(layer.inputs, g_in, strict=True):
+                grads[name] = grads[name] + part if name in grads else part
+        return grads.get(self._input, np.zeros((len(outputs), row.shape[1])))
 
 
 def _simplify(
@@ -395,6 +474,15 @@ def _resolve(merged: Mapping[str, str], name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Factor:
+    """One input that raised a characteristic's probability for a contact (see `Twin.explain`)."""
+
+    field: str  # a `schema.MODEL_INPUT_NAMES` field, or "client_years"
+    code: str  # the dictionary code for a code / list field, "" for a number
+    contribution: float  # gradient × input on the probability (> 0)
+
+
 class Twin:
     """Raw rows → probabilities (n, C), like the SavedModel's `serve`, without TensorFlow."""
 
@@ -431,6 +519,46 @@ class Twin:
         stage = encoded[:, self.encoder.stage_offset : self.encoder.stage_offset + self.encoder.stage_offer.shape[0]]
         return probabilities * (stage @ self.encoder.stage_offer)
 
+    def explain(self, row: Sequence[Any], outputs: Sequence[int], top: int = 3) -> dict[int, list[Factor]]:
+        """Per output j: the (at most `top`) raw inputs that raised its probability most for this row.
+
+        Gradient × input on the served function, from raw fields: an active code or list item
+        gets x · ∂p/∂x of its one-hot column plus what flows through the dictionary-link features
+        it feeds (how many of the contact's interests a characteristic answers, owned product);
+        a number gets the sum over its z-score and bin columns. Only positive contributions are
+        kept, largest first; the stage (the context, not a property of the contact) and unknown
+        or missing values are never factors.
+        """
+        if not outputs:
+            return {}
+        enc = self.encoder
+        x = enc([row])[0]
+        grad = self.network.gradients(x, outputs)  # (J, width)
+        cat_w, n_links = enc._category_width, enc._n_links
+        categories = x[:cat_w]
+        below_cap = (categories @ enc._links) < enc._link_cap
+        link_grad = grad[:, cat_w : cat_w + n_links] * (enc._link_scale * below_cap)
+        through_links = link_grad @ enc._links.T  # (J, category width)
+        category_share = (grad[:, :cat_w] + through_links) * categories
+        found: dict[int, list[Factor]] = {}
+        active = [c for c in np.flatnonzero(categories) if c in enc.column_meaning]
+        numbers: dict[str, list[int]] = {}
+        for col, name in enc.number_columns.items():
+            if x[col] != 0:
+                numbers.setdefault(name, []).append(col)
+        for i, j in enumerate(outputs):
+            scored: list[Factor] = []
+            for col in active:
+                field_name, code = enc.column_meaning[col]
+                if field_name != schema.STAGE:
+                    scored.append(Factor(field_name, code, float(category_share[i, col])))
+            for name, cols in numbers.items():
+                scored.append(Factor(name, "", float(sum(grad[i, c] * x[c] for c in cols))))
+            scored = [f for f in scored if f.contribution > 0]
+            scored.sort(key=lambda f: -f.contribution)
+            found[int(j)] = scored[:top]
+        return found
+
     def verify(self, reference: Callable[[Sequence[Sequence[Any]]], np.ndarray],
                rows: Sequence[Sequence[Any]]) -> float:
         """Largest |twin − reference| over `rows`; ValueError when it is over `TOLERANCE`."""
@@ -442,6 +570,23 @@ class Twin:
         if not gap <= TOLERANCE:
             raise ValueError(f"fast path: differs from the SavedModel by {gap:.2e} (tolerance {TOLERANCE:g})")
         return gap
+
+
+def row_numbers(row: Sequence[Any]) -> dict[str, float]:
+    """The raw numbers of one row, by factor field, to phrase number factors with (NaN when missing)."""
+    def number(name: str) -> float:
+        try:
+            return float(row[schema.MODEL_INPUT_NAMES.index(name)])
+        except (TypeError, ValueError):
+            return math.nan
+
+    since = str(row[_DATE_POS[1]]).strip()
+    return {
+        "employees": number("employees"),
+        "revenue_mln": number("revenue_mln"),
+        "founded_year": number("founded_year"),
+        "client_years": float(since[:4]) if since[:4].isdigit() else math.nan,
+    }
 
 
 def probe_rows(codes: Mapping[str, Sequence[str]], n: int = 64, seed: int = 0) -> list[list[Any]]:

@@ -360,6 +360,13 @@ def train_network(
     return TrainedNetwork(model, history, best_epoch, weights)
 
 
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Probabilities of `model` on `x` in inference mode, chunk by chunk (no `predict` retracing per model)."""
+    x = np.asarray(x, dtype=np.float32)
+    parts = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, model.outputs[0].shape[-1]), dtype=np.float32)
+
+
 def _undo_weighting(model: keras.Model, weights: np.ndarray) -> None:
     """Shift every output layer's bias by −log(w): sigmoid(z − log w) is the unweighted probability."""
     shift = np.log(np.asarray(weights, dtype=np.float32))

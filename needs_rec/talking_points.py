@@ -4,15 +4,21 @@ Two halves:
 
 * `resonance_stats` runs at training time over the training episodes and keeps, per funnel stage
   and per (stage, position) and (stage, industry) group, how often each characteristic resonated
-  when it was presented (rate = presented and positive / presented). Only aggregate counts of
-  groups with at least `min_support` presentations are kept, so the manifest carries no personal
-  data and no figure rests on a handful of episodes.
+  on a base that means something for the kind of CRM: with explicit negatives, among the
+  presentations (resonated when presented); in a positive-only CRM — where every recorded
+  presentation is a positive, so that rate would always read 100% — among all conversations
+  (episodes) of the group. Only aggregate counts of groups with at least `min_support` on the
+  base are kept, so the manifest carries no personal data and no figure rests on a handful of
+  episodes.
 * `TalkingPoints` (built once per model version from its dictionaries and manifest) picks the
   characteristics to stress (`select`) and renders them (`render`) as the service's
   `talking_points` list: code, name, product, probability, the text for the stage (stage text,
   else `default`, else not offered at that stage) and short Russian reasons a manager can repeat —
   the contact's interests the characteristic answers (through the dictionaries' need links), a
-  product the client already uses, and how often it resonated with similar contacts.
+  product the client already uses, how often it resonated with similar contacts *compared with the
+  stage's average* (a lift; a rate is only given when it argues for the pick, never against it),
+  and the inputs that raised the model's probability most for this contact (`factors`, computed
+  by the caller with gradient × input on the served network, `needs_rec.fast_path.Twin.explain`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import pandas as pd
 
 from needs_rec.dictionaries import Dictionaries, normalize_code
 from needs_rec.errors import ModelError
+from needs_rec.thresholds import select as select_rule
 
 #: Aggregation levels of the resonance statistics, most specific first (the order reasons back off in).
 GROUPS: tuple[tuple[str, str | None], ...] = (
@@ -32,8 +39,21 @@ GROUPS: tuple[tuple[str, str | None], ...] = (
     ("stage_industry", "industry"),
     ("stage", None),
 )
-RESONANCE_FORMAT = 1
+RESONANCE_FORMAT = 2
 MAX_NEEDS_IN_REASON = 3
+#: The bases of the resonance rates: presentations (explicit negatives) or conversations (positive-only).
+BASE_PRESENTED = "presented"
+BASE_CONVERSATIONS = "conversations"
+#: A group's rate is a reason only when it is at least this many times the stage's rate, on at least
+#: MIN_HITS positives: a reason must argue for the pick, never against it.
+MIN_LIFT = 1.2
+MIN_HITS = 3
+#: Phrases of the model-based factors, by input field (the value's dictionary name follows in «»).
+FACTOR_LABELS = {
+    "position": "должность", "industry": "отрасль", "region": "регион", "department": "подразделение",
+    "decision_role": "роль в решении", "legal_form": "форма собственности", "interests": "интерес",
+    "products_owned": "уже пользуется",
+}  # fmt: skip
 
 
 # -- training side: aggregate statistics ---------------------------------------------------------
@@ -45,15 +65,19 @@ def resonance_stats(
     presented: np.ndarray,
     vocabulary: Sequence[str],
     min_support: int = 20,
+    *,
+    explicit_negatives: bool = True,
 ) -> dict[str, Any]:
-    """Aggregate positive rates per characteristic for stage, stage+position and stage+industry groups.
+    """Aggregate resonance counts per characteristic for stage, stage+position and stage+industry groups.
 
     `frame` holds one row per training episode with columns `stage`, `position`, `industry`;
     `positives` (n, C) marks characteristics with a positive outcome, `presented` (n, C) those put
-    to the contact at all. A (group, characteristic) cell is kept only when the characteristic was
-    presented at least `min_support` times in that group. Returns a JSON-able dict:
-    `{"format", "min_support", "episodes", "stage": {stage: {char: [rate, presented]}},
-    "stage_position": {stage: {position: {char: [rate, presented]}}}, "stage_industry": {...}}`.
+    to the contact at all. The base of each rate: with `explicit_negatives` the presentations of
+    the characteristic in the group; without (a positive-only CRM) the group's conversations
+    (episodes). A (group, characteristic) cell is kept only when its base is at least
+    `min_support` (and, below stage level, it resonated at least once). Returns a JSON-able dict:
+    `{"format", "base", "min_support", "episodes", "stage": {stage: {char: [hits, base]}},
+    "stage_position": {stage: {position: {char: [hits, base]}}}, "stage_industry": {...}}`.
     """
     n = len(frame)
     vocabulary = list(vocabulary)
@@ -72,21 +96,31 @@ def resonance_stats(
         raise ValueError(f"resonance_stats: min_support must be >= 1, got {min_support}")
 
     hits = (positives.astype(bool) & presented).astype(np.int64)
-    shown = presented.astype(np.int64)
+    shown = presented.astype(np.int64) if explicit_negatives else np.ones_like(hits)
     codes = {
         c: frame[c].fillna("").astype(str).str.strip().str.lower().to_numpy() for c in ("stage", "position", "industry")
     }
-    result: dict[str, Any] = {"format": RESONANCE_FORMAT, "min_support": int(min_support), "episodes": int(n)}
+    result: dict[str, Any] = {
+        "format": RESONANCE_FORMAT,
+        "base": BASE_PRESENTED if explicit_negatives else BASE_CONVERSATIONS,
+        "min_support": int(min_support),
+        "episodes": int(n),
+    }
     for level, second in GROUPS:
         keys = [codes["stage"]] if second is None else [codes["stage"], codes[second]]
-        result[level] = _aggregate(keys, hits, shown, vocabulary, min_support)
+        result[level] = _aggregate(keys, hits, shown, vocabulary, min_support, need_hit=second is not None)
     return result
 
 
 def _aggregate(
-    keys: list[np.ndarray], hits: np.ndarray, shown: np.ndarray, vocabulary: list[str], min_support: int
+    keys: list[np.ndarray],
+    hits: np.ndarray,
+    shown: np.ndarray,
+    vocabulary: list[str],
+    min_support: int,
+    need_hit: bool,
 ) -> dict[str, Any]:
-    """Sum hits and presentations per group key (vectorised) and nest the supported cells by key."""
+    """Sum hits and bases per group key (vectorised) and nest the supported cells by key."""
     out: dict[str, Any] = {}
     if len(hits) == 0:
         return out
@@ -99,15 +133,14 @@ def _aggregate(
     if n_groups == 0:
         return out
     hits, shown = hits[valid], shown[valid]
-    columns = range(hits.shape[1])
-    sum_hits = np.stack([np.bincount(group_ids, weights=hits[:, j], minlength=n_groups) for j in columns], 1)
-    sum_shown = np.stack([np.bincount(group_ids, weights=shown[:, j], minlength=n_groups) for j in columns], 1)
+    sum_hits = np.zeros((n_groups, hits.shape[1]))
+    sum_shown = np.zeros((n_groups, hits.shape[1]))
+    np.add.at(sum_hits, group_ids, hits)
+    np.add.at(sum_shown, group_ids, shown)
+    keep = (sum_shown >= min_support) & ((sum_hits > 0) if need_hit else True)
     for g, unique in enumerate(uniques):
         key = unique if isinstance(unique, tuple) else (unique,)
-        cells = {
-            vocabulary[j]: [round(float(sum_hits[g, j] / sum_shown[g, j]), 4), int(sum_shown[g, j])]
-            for j in np.flatnonzero(sum_shown[g] >= min_support)
-        }
+        cells = {vocabulary[j]: [int(sum_hits[g, j]), int(sum_shown[g, j])] for j in np.flatnonzero(keep[g])}
         if not cells:
             continue
         node = out
@@ -115,6 +148,23 @@ def _aggregate(
             node = node.setdefault(str(part), {})
         node[str(key[-1])] = cells
     return out
+
+
+def _upgrade(resonance: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Format-1 statistics ([rate, presentations] cells) in the format-2 form ([hits, base], base presented)."""
+    if not resonance or resonance.get("format", 1) >= 2:
+        return resonance
+
+    def convert(node: Any, depth: int) -> Any:
+        if depth == 0:
+            return {code: [round(float(cell[0]) * int(cell[1])), int(cell[1])] for code, cell in node.items()}
+        return {key: convert(value, depth - 1) for key, value in node.items()}
+
+    upgraded: dict[str, Any] = dict(resonance, format=2, base=BASE_PRESENTED)
+    for level, second in GROUPS:
+        if level in resonance:
+            upgraded[level] = convert(resonance[level], 1 if second is None else 2)
+    return upgraded
 
 
 # -- serving side: selection and rendering -------------------------------------------------------
@@ -132,6 +182,37 @@ def _presentations(n: int) -> str:
 
 def _percent(rate: float) -> str:
     return f"{round(rate * 100):d}%"
+
+
+def _conversations(n: int) -> str:
+    """'из N разговоров' with the genitive agreeing with N, thousands spaced."""
+    word = "разговора" if n % 10 == 1 and n % 100 != 11 else "разговоров"
+    return f"из {n:,} {word}".replace(",", "\u00a0")
+
+
+def _times(lift: float) -> str:
+    """'1,8 раза' / '2 раза' / '5 раз' (Russian decimal comma)."""
+    value = round(lift, 1)
+    if value.is_integer():
+        n = int(value)
+        word = "раза" if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14) else "раз"
+        return f"{n} {word}"
+    return f"{value:.1f}".replace(".", ",") + " раза"
+
+
+def _number_phrase(field: str, value: float | None) -> str:
+    known = value is not None and value == value
+    if field == "employees":
+        return f"численность {int(value)} чел." if known else "численность сотрудников"
+    if field == "revenue_mln":
+        return f"выручка {value:g} млн ₽" if known else "выручка"
+    if field == "founded_year":
+        return f"год основания {int(value)}" if known else "год основания"
+    return f"клиент с {int(value)} года" if known else "срок работы с нами"
+
+
+#: The reason given when nothing more specific argues for the pick.
+GENERIC_REASON = "Модель ставит эту характеристику высоко для клиентов с похожим профилем"
 
 
 class TalkingPoints:
@@ -168,7 +249,19 @@ class TalkingPoints:
             stage: [ch.talking_point(stage) for ch in self.characteristics] for stage in self.stages
         }
         self._offered = {stage: np.array([t is not None for t in texts]) for stage, texts in self._texts.items()}
-        self.resonance: Mapping[str, Any] = resonance or {}
+        self.resonance: Mapping[str, Any] = _upgrade(resonance or {})
+        self._explicit = self.resonance.get("base", BASE_PRESENTED) == BASE_PRESENTED
+        self._stage_mean = {stage: self._mean_rate(stage) for stage in self.stages}
+        self._field_names: dict[str, dict[str, str]] = {
+            "position": self._position_names,
+            "industry": self._industry_names,
+            "region": {item.code: item.name for item in dictionaries.regions},
+            "department": {item.code: item.name for item in dictionaries.departments},
+            "decision_role": {item.code: item.name for item in dictionaries.decision_roles},
+            "legal_form": {item.code: item.name for item in dictionaries.legal_forms},
+            "interests": self._need_names,
+            "products_owned": self._product_names,
+        }
         self._cache: dict[tuple[str, str, str, int], list[str]] = {}
 
     # -- selection ---------------------------------------------------------------------------
@@ -184,21 +277,25 @@ class TalkingPoints:
         stage: str,
         top_k: int | None = None,
         cap: int | None = None,
+        min_selected: int = 0,
     ) -> np.ndarray:
-        """Indices of the characteristics to stress, most probable first.
+        """Indices of the characteristics to show, most probable first.
 
-        Characteristics not offered at `stage` are never chosen. With `top_k` (the request's) the
-        `top_k` most probable offered ones are returned, whether or not they pass their cut; without
-        it, every offered one passing its threshold, capped at `cap` (the manifest's top_k) if given.
+        Without `top_k` (the request's): those the model's selection rule picks
+        (`needs_rec.thresholds.select`: offered at `stage`, passing the cut, capped at `cap` — the
+        manifest's top_k — and at least `min_selected`), the same rule batch and evaluation apply.
+        With `top_k`: the caller asked for that many, so the `top_k` most probable offered ones,
+        whether or not they pass the cut (`selected` in the answer tells which do).
         """
-        p = np.asarray(probabilities)
-        mask = self._offered[stage]
+        p = np.asarray(probabilities, dtype=np.float64)
+        offered = self._offered[stage]
         if top_k is None:
-            mask = mask & (p >= thresholds)
+            mask = select_rule(p[None, :], thresholds, top_k=cap, min_selected=min_selected, offered=offered)[0]
+        else:
+            mask = offered
         candidates = np.flatnonzero(mask)
         order = candidates[np.argsort(-p[candidates], kind="stable")]
-        limit = top_k if top_k is not None else cap
-        return order if limit is None else order[:limit]
+        return order if top_k is None else order[:top_k]
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -213,11 +310,16 @@ class TalkingPoints:
         industry: str = "",
         interests: Collection[str] = (),
         products_owned: Collection[str] = (),
+        factors: Mapping[int, Sequence[Any]] | None = None,
+        numbers: Mapping[str, float] | None = None,
     ) -> list[dict[str, Any]]:
         """The `talking_points` list (contract §4) for the `chosen` indices, in the given order.
 
         `selected` (an extension of the contract's fields) says whether the characteristic passes
-        its threshold; it is omitted when no thresholds are given.
+        its threshold; it is omitted when no thresholds are given. `factors` (characteristic index
+        → `needs_rec.fast_path.Factor` list, from `Twin.explain`) adds the model's reason;
+        `numbers` holds the contact's raw numbers (employees, revenue_mln, founded_year,
+        client_since year) to phrase number factors with.
         """
         texts = self._texts[stage]
         interest_set = frozenset(interests)
@@ -238,6 +340,10 @@ class TalkingPoints:
                 "text": text,
                 "reasons": self.reasons(j, stage, position, industry, interest_set, owned),
             }
+            if factors and factors.get(j):
+                point["reasons"] = [*point["reasons"][:3], self.factor_reason(factors[j], numbers or {})]
+                if point["reasons"][0] == GENERIC_REASON:
+                    point["reasons"].pop(0)
             if thresholds is not None:
                 point["selected"] = bool(prob >= thresholds[j])
             points.append(point)
@@ -262,15 +368,37 @@ class TalkingPoints:
             label = "интерес" if len(matched) == 1 else "интересы"
             reasons.append(f"Отвечает на {label} контакта: {names}{tail}")
         product = self.characteristics[j].product
-        if product in owned:
-            prefix = "Клиент уже пользуется" if stage == self.last_stage else "Организация уже пользуется"
-            reasons.append(f"{prefix} {_quote(self._product_names.get(product, product))}")
+        if product in owned and stage == self.last_stage:  # before it an owned product argues against a resale
+            reasons.append(f"Клиент уже пользуется {_quote(self._product_names.get(product, product))}")
         reasons.extend(self._resonance_reasons(j, stage, position, industry))
         if not reasons:
-            reasons.append("Модель ставит эту характеристику высоко для клиентов с похожим профилем")
+            reasons.append(GENERIC_REASON)
         return reasons
 
+    def factor_reason(self, factors: Sequence[Any], numbers: Mapping[str, float]) -> str:
+        """«Модель: выше всего вероятность подняли …» from the inputs that raised it most, by dictionary names."""
+        parts = []
+        for factor in factors:
+            label = FACTOR_LABELS.get(factor.field)
+            if label is not None:
+                name = self._field_names[factor.field].get(factor.code, factor.code)
+                parts.append(f"{label} {_quote(name)}")
+            else:
+                parts.append(_number_phrase(factor.field, numbers.get(factor.field)))
+        return "Модель: выше всего вероятность для этого контакта подняли " + ", ".join(parts)
+
+    def _mean_rate(self, stage: str) -> float | None:
+        """The stage's average rate over the characteristics offered there (the reference of stage-level reasons)."""
+        node = self.resonance.get("stage", {}).get(stage) or {}
+        rates = [hits / base for hits, base in node.values() if base > 0]
+        return float(np.mean(rates)) if rates else None
+
     def _resonance_reasons(self, j: int, stage: str, position: str, industry: str) -> list[str]:
+        """Group rates that argue for the pick: at least MIN_LIFT × the stage's rate of the characteristic.
+
+        Falls back to the stage's own rate when it is at least MIN_LIFT × the stage's average
+        characteristic. Nothing is said when no figure argues for the pick.
+        """
         key = (stage, position, industry, j)
         cached = self._cache.get(key)
         if cached is not None:
@@ -278,24 +406,39 @@ class TalkingPoints:
         code = self.vocabulary[j]
         stage_name = _quote(self._stage_names.get(stage, stage))
         found: list[str] = []
-        cell = self._cell("stage_position", stage, position, code)
-        if cell is not None:
-            who = f"контактов с должностью {_quote(self._position_names.get(position, position))}"
-            found.append(f"Отозвалось у {_percent(cell[0])} {who} на этапе {stage_name} ({_presentations(cell[1])})")
-        cell = self._cell("stage_industry", stage, industry, code)
-        if cell is not None:
-            who = f"контактов из отрасли {_quote(self._industry_names.get(industry, industry))}"
-            found.append(f"Отозвалось у {_percent(cell[0])} {who} на этапе {stage_name} ({_presentations(cell[1])})")
-        if not found:
-            cell = self._cell("stage", stage, None, code)
-            if cell is not None:
-                rate, support = _percent(cell[0]), _presentations(cell[1])
-                found.append(f"Отозвалось у {rate} контактов на этапе {stage_name} ({support})")
+        reference = self._cell("stage", stage, None, code)
+        if reference is not None and reference[0] > 0:
+            ref_rate = reference[0] / reference[1]
+            for level, value, names, who in (
+                ("stage_position", position, self._position_names, "с должностью"),
+                ("stage_industry", industry, self._industry_names, "из отрасли"),
+            ):
+                cell = self._cell(level, stage, value, code)
+                if cell is None or cell[0] < MIN_HITS or cell[0] / cell[1] < MIN_LIFT * ref_rate:
+                    continue
+                group = f"{who} {_quote(names.get(value, value))}"
+                found.append(self._rate_text(cell, ref_rate, group, stage_name, "в среднем на этапе"))
+        if not found and reference is not None and reference[0] >= MIN_HITS:
+            mean = self._stage_mean.get(stage)
+            if mean and reference[0] / reference[1] >= MIN_LIFT * mean:
+                found.append(self._rate_text(reference, mean, "", stage_name, "у средней характеристики этапа"))
         if len(self._cache) < 100_000:  # bounded: keys are dictionary codes, not free text
             self._cache[key] = found
         return found
 
-    def _cell(self, level: str, stage: str, second: str | None, code: str) -> tuple[float, int] | None:
+    def _rate_text(self, cell: tuple[int, int], reference: float, group: str, stage_name: str, against: str) -> str:
+        """One rate reason: `group` is "с должностью «…»", "из отрасли «…»" or "" (the whole stage)."""
+        hits, base = cell
+        rate = hits / base
+        if self._explicit:  # resonated when presented, against the reference rate
+            who = f"контактов {group}" if group else "контактов"
+            return (f"Отозвалось у {_percent(rate)} {who} на этапе {stage_name}, когда это предлагали "
+                    f"({_presentations(base)}); {against} — {_percent(reference)}")  # fmt: skip
+        with_whom = f" с контактами {group}" if group else ""
+        return (f"Отозвалось в {_percent(rate)} разговоров на этапе {stage_name}{with_whom} "
+                f"({_conversations(base)}) — в {_times(rate / reference)} чаще, чем {against}")
+
+    def _cell(self, level: str, stage: str, second: str | None, code: str) -> tuple[int, int] | None:
         node: Any = self.resonance.get(level, {}).get(stage)
         if node is None:
             return None
@@ -306,9 +449,9 @@ class TalkingPoints:
             if node is None:
                 return None
         cell = node.get(code)
-        if not cell:
+        if not cell or int(cell[1]) <= 0:
             return None
-        return float(cell[0]), int(cell[1])
+        return int(cell[0]), int(cell[1])
 
 
 def render(

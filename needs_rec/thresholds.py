@@ -3,7 +3,13 @@
 A single global 0.5 cut predicts rare characteristics "never" and common ones "always"; a cut per
 label, chosen to maximise F-beta on the validation split, adapts to each label's base rate. Labels
 with too few validation positives to tune on get a fallback (a cut tuned on all labels pooled, or
-a fixed value).
+a fixed value); the others are shrunk towards the pooled cut in proportion to how few positives
+their own cut rests on (`ThresholdConfig.shrinkage`), so a rare characteristic's cut is not noise.
+
+`select` is THE selection rule (cut, `top_k` cap, `min_selected` floor, stage offer): HTTP
+(`needs_rec.talking_points.TalkingPoints.select`), batch (`serving.batch`) and evaluation
+(`needs_rec.evaluation`) all call it, so what a manager sees, what a batch file marks as selected
+and what the report measures are the same thing.
 
 Cut placement: among the candidate cuts (each distinct validation probability), the best one
 selects the rows with probability >= p_k; the returned threshold lies halfway between p_k and the
@@ -33,10 +39,29 @@ def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, config: ThresholdConf
     pooled = best_cuts(y.reshape(-1, 1), p.reshape(-1, 1), beta)[0]
     if config.strategy == "global":
         return np.full(y.shape[1], pooled, dtype=np.float64)
-    cuts = best_cuts(y, p, beta)
+    cuts = shrink(best_cuts(y, p, beta), y.sum(axis=0), pooled, config.shrinkage)
     fallback = pooled if config.fallback == FALLBACK_GLOBAL else float(config.fallback)
     too_few = y.sum(axis=0) < config.min_positives
     cuts[too_few] = fallback
+    return cuts
+
+
+def shrink(cuts: np.ndarray, positives: np.ndarray, pooled: float, strength: float) -> np.ndarray:
+    """Each cut moved towards `pooled` on the logit scale with weight strength / (positives + strength).
+
+    A label whose own cut rests on n validation positives keeps n / (n + strength) of its own
+    log-odds; `strength` 0 leaves the cuts as they are. Cuts that select nothing (`NEVER`, a label
+    with no positive) stay as they are.
+    """
+    cuts = np.asarray(cuts, dtype=np.float64).copy()
+    if strength <= 0 or not 0.0 < pooled < 1.0:
+        return cuts
+    n = np.asarray(positives, dtype=np.float64)
+    own = (cuts > 0.0) & (cuts < 1.0)
+    weight = n / (n + strength)
+    clipped = np.clip(cuts, 1e-7, 1 - 1e-7)
+    logit = weight * np.log(clipped / (1 - clipped)) + (1 - weight) * np.log(pooled / (1 - pooled))
+    cuts[own] = (1.0 / (1.0 + np.exp(-logit)))[own]
     return cuts
 
 
@@ -73,12 +98,18 @@ def best_cuts(y_true: np.ndarray, proba: np.ndarray, beta: float = 1.0) -> np.nd
 
 
 def select(
-    proba: np.ndarray, thresholds: np.ndarray, top_k: int | None = None, min_selected: int = 0
+    proba: np.ndarray,
+    thresholds: np.ndarray,
+    top_k: int | None = None,
+    min_selected: int = 0,
+    offered: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boolean (n, C): proba >= threshold, capped to the `top_k` most probable per row.
 
     `min_selected` adds the most probable labels of rows that would get fewer (e.g. 1: never an
-    empty answer). Ties in probability go to the lower label index (stable order).
+    empty answer). `offered` (bool (n, C) or (C,), optional): labels that may be chosen at all (the
+    stage's talking points); the others are never selected, not even by the floor. Ties in
+    probability go to the lower label index (stable order).
     """
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2:
@@ -90,19 +121,22 @@ def select(
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     if min_selected < 0:
         raise ValueError(f"min_selected must be >= 0, got {min_selected}")
-    chosen = p >= t
+    allowed = np.ones(p.shape, dtype=bool) if offered is None else np.broadcast_to(np.asarray(offered, bool), p.shape)
+    chosen = (p >= t) & allowed
     cap = p.shape[1] if top_k is None else min(top_k, p.shape[1])
     if cap < p.shape[1]:
         # the cap keeps the `top_k` most probable of the cells that pass, not of all cells
         chosen &= _ranks(np.where(chosen, p, -np.inf)) < cap
     if min_selected > 0:
-        chosen |= _ranks(p) < min(min_selected, cap)
+        chosen |= (_ranks(np.where(allowed, p, -np.inf)) < min(min_selected, cap)) & allowed
     return chosen
 
 
-def select_with(proba: np.ndarray, thresholds: np.ndarray, config: ThresholdConfig) -> np.ndarray:
+def select_with(
+    proba: np.ndarray, thresholds: np.ndarray, config: ThresholdConfig, offered: np.ndarray | None = None
+) -> np.ndarray:
     """`select` with the `top_k` and `min_selected` of a `ThresholdConfig`."""
-    return select(proba, thresholds, top_k=config.top_k, min_selected=config.min_selected)
+    return select(proba, thresholds, top_k=config.top_k, min_selected=config.min_selected, offered=offered)
 
 
 def _ranks(p: np.ndarray) -> np.ndarray:

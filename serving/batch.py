@@ -155,6 +155,8 @@ def output_batch(
     thresholds: np.ndarray,
     cap: int | None,
     top_k: int | None,
+    min_selected: int = 0,
+    offer: np.ndarray | None = None,
 ) -> pa.RecordBatch:
     """One chunk of output rows, request by request, most probable first (dictionary-encoded strings)."""
     from needs_rec.thresholds import select
@@ -163,7 +165,9 @@ def output_batch(
     order = np.argsort(-probabilities, axis=1, kind="stable")  # stable: ties rank the lower index first
     k = c if top_k is None else min(top_k, c)
     order = order[:, :k]
-    chosen = select(probabilities, thresholds, cap)
+    # the model's one selection rule, as HTTP applies it: cut, cap, floor, only what the stage offers
+    offered = None if offer is None else offer[requests.stage_ids[part]]
+    chosen = select(probabilities, thresholds, cap, min_selected, offered)
     rows = np.repeat(np.arange(n, dtype=np.int32), k)
     length = part.stop - part.start
     columns: dict[str, pa.Array] = {}
@@ -211,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     vocabulary = pa.array(model.vocabulary, pa.string())
     stages = pa.array(model.parser.stages, pa.string())
     columns = RequestColumns.of(requests, model.parser.stages)
-    options = {"thresholds": model.thresholds, "cap": model.top_k, "top_k": args.top_k}
+    offer = np.stack([model.talking.offered(stage) for stage in model.parser.stages])
+    options = {"thresholds": model.thresholds, "cap": model.top_k, "top_k": args.top_k,
+               "min_selected": model.min_selected, "offer": offer}  # fmt: skip
     schema = _output_schema("request_id" in requests.columns, suffix)
 
     target = args.output

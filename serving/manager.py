@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from needs_rec.fast_path import row_numbers
 from serving.analyst import feedback_summary
 from serving.queries import similar_reasons
 from serving.registry import ServingModel
@@ -118,7 +119,8 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     if more:
         chosen = talking.select(probabilities, model.thresholds, stage, top_k=offered)
     else:
-        chosen = talking.select(probabilities, model.thresholds, stage, cap=model.top_k or DEFAULT_CAP)
+        chosen = talking.select(probabilities, model.thresholds, stage, cap=model.top_k or DEFAULT_CAP,
+                                min_selected=model.min_selected)  # fmt: skip
     points = talking.render(
         probabilities,
         chosen,
@@ -128,6 +130,8 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
         industry=parsed.industry,
         interests=parsed.interests,
         products_owned=parsed.products_owned,
+        factors=model.explain(parsed.row, chosen),
+        numbers=row_numbers(parsed.row),
     )
     product_names = {item.code: item.name for item in model.dictionaries.products}
     for point in points:

@@ -105,6 +105,7 @@ class ServingModel:
     thresholds: np.ndarray
     top_k: int | None
     loaded_at: float = field(default_factory=time.time)
+    min_selected: int = 0  # the selection rule's floor (manifest `min_selected`), applied like `top_k`
     twin: fast_path.Twin | None = None  # the verified NumPy twin (see `attach_twin`), None → TensorFlow only
     twin_note: str = "not built"
     drift: Any = None  # the live-input drift monitor (`needs_rec.drift.Monitor`), made by the service on first use
@@ -151,6 +152,19 @@ class ServingModel:
         self.twin = twin
         self.twin_note = f"verified (largest difference {gap:.1e})"
 
+    def explain(self, row: Sequence[Any], chosen: Sequence[int]) -> dict[int, list[fast_path.Factor]]:
+        """Model-based factors of the chosen characteristics (gradient × input on the verified twin).
+
+        Empty without a twin (the version is served by TensorFlow alone) or if the twin fails: a
+        reason is an extra, it never fails a request.
+        """
+        if self.twin is None or not len(chosen):
+            return {}
+        try:
+            return self.twin.explain(row, [int(j) for j in chosen])
+        except Exception:  # explanations are best effort: the answer stands without them
+            return {}
+
     def predict_small(self, rows: Sequence[Sequence[Any]], max_rows: int) -> np.ndarray | None:
         """Probabilities from the verified twin when there is one and `rows` are at most `max_rows`; else None."""
         if self.twin is None or len(rows) > max_rows:
@@ -168,6 +182,7 @@ class ServingModel:
             "names": [ch.name for ch in self.talking.characteristics],
             "thresholds": [float(t) for t in self.thresholds],
             "top_k": self.top_k,
+            "min_selected": self.min_selected,
             "stages": self.parser.stages,
             "inputs": list(schema.MODEL_INPUT_NAMES),
             "metadata": {"signature_def": {"signature_def": self.signature_def}},
@@ -201,6 +216,9 @@ def load_version(version_dir: str | Path) -> ServingModel:
     if info.stages is not None and list(info.stages) != dicts.stage_codes:
         raise ModelError(f"{name}: manifest 'stages' differs from {DICTIONARIES_DIR}/funnel_stages.yaml")
     top_k = info.top_k
+    floor = info.get("min_selected", 0)
+    if not isinstance(floor, int) or isinstance(floor, bool) or floor < 0:
+        raise ModelError(f"{name}: manifest 'min_selected' must be an integer >= 0, not {floor!r}")
     model = ServingModel(
         version=loaded.version,
         path=version_dir,
@@ -210,6 +228,7 @@ def load_version(version_dir: str | Path) -> ServingModel:
         talking=TalkingPoints(dicts, loaded.vocabulary, manifest.get("resonance")),
         thresholds=loaded.thresholds,
         top_k=top_k,
+        min_selected=floor,
     )
     model.attach_twin()
     return model

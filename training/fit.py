@@ -38,6 +38,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gbt", action="store_true", help="also run the gradient-boosted-trees baseline (slow, strongest peer)"
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip all baselines (faster, no comparison)")
+    parser.add_argument(
+        "--no-search", action="store_true", help="train the config as given, without the per-firm configuration search"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     return parser.parse_args(argv)
 
@@ -60,6 +63,7 @@ def fit(args: argparse.Namespace, oracle: Any = None) -> TrainResult:
         seed=args.seed,
         baselines=not args.no_baselines,
         gbt=args.gbt,
+        search=not args.no_search,
         progress=Progress(quiet=args.quiet),
         oracle=oracle,
     )

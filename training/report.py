@@ -30,6 +30,7 @@ from scipy.stats import rankdata
 
 from needs_rec import schema
 from needs_rec.evaluation import ALL, COLD_START, ORACLE, RETURNING, Comparison, format_table, gain_curve, stage_segment
+from needs_rec.tuning import describe
 
 REPORT_FILE = "report.md"
 CALIBRATION_CHART = "report_calibration.png"
@@ -75,6 +76,7 @@ def write_report(
     presented_test: np.ndarray | None = None,
     audience: Mapping[str, Any] | None = None,
     similar: Mapping[str, Any] | None = None,
+    search: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `report.md` and its PNG charts into `directory` (which must exist); return the report path.
 
@@ -87,7 +89,8 @@ def write_report(
 
     `proba_test` and `selected_test` are the network's; `stages_test` the stage code of each test
     row; `stage_names` maps stage codes to names in funnel order; `characteristic_names` is either
-    aligned with `characteristic_codes` or a code → name mapping.
+    aligned with `characteristic_codes` or a code → name mapping. `search` (the manifest's record
+    of `needs_rec.tuning.search`) adds how the network's configuration was chosen.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -110,6 +113,8 @@ def write_report(
     names = _names(codes, characteristic_names)
 
     context = _Context(comparison, y, p, s, stages, dict(stage_names), codes, names)
+    context.explicit = presented_test is not None
+    context.search = dict(search) if search else None
     shown = None if presented_test is None else np.asarray(presented_test).astype(bool)
     if shown is not None and shown.shape != y.shape:
         raise ValueError(f"presented_test must have the shape of y_test {y.shape}; received {shown.shape}")
@@ -156,7 +161,18 @@ class _Context:
         self.best = comparison.best_baseline(f"ndcg@{self.k}")
         self.rule = next((m for m in RULE_OF_THUMB if m in comparison.methods), self.best)
         self.auc, self.positives = _per_label_auc(y, p)
+        self.explicit = False  # the CRM records negative outcomes (presented, did not resonate)
+        self.search: dict[str, Any] | None = None
 
+
+def _meaning(c: _Context) -> str:
+    """The probability's meaning, in one sentence, for the kind of CRM the model learned from."""
+    if c.explicit:
+        return ("**What a probability means:** the chance that the characteristic resonates with this contact at "
+                "this stage *when the manager presents it* (learned from the CRM's positive and negative outcomes).")
+    return ("**What a probability means:** the chance that a conversation with this contact at this stage is "
+            "recorded with the characteristic as having resonated (the CRM logs only what worked, so how often "
+            "managers present it is part of the figure).")  # fmt: skip
 
 def _names(codes: list[str], names: Sequence[str] | Mapping[str, str]) -> list[str]:
     if isinstance(names, Mapping):
@@ -375,9 +391,17 @@ def _summary(c: _Context) -> list[str]:
             f"{verdict} it: {_num(mine)} vs {_num(theirs)}."
         )
     per_contact = c.s.sum(axis=1)
+    card = comp.card or {}
+    cap = card.get("top_k")
+    rule = f"at most {cap}" if cap else "no cap"
+    if card.get("min_selected"):
+        rule += f", at least {card['min_selected']}"
+    precision = (card.get("configured") or {}).get("precision")
+    shown_text = (f"; **{_pct(precision)}** of the items shown resonated (counted among {card['precision_counts']})"
+                  if precision is not None else "")  # fmt: skip
     lines.append(
-        f"- With its tuned cut-offs the model suggests {per_contact.mean():.1f} characteristics per contact on average "
-        f"({int((per_contact == 0).sum())} contacts get none)."
+        f"- The card ({rule}) shows {per_contact.mean():.1f} characteristics per contact on average "
+        f"({int((per_contact == 0).sum())} contacts get none){shown_text}."
     )
     for warning in comp.warnings():
         lines.append(f"- **Caution:** {warning}")
@@ -394,7 +418,8 @@ def _metrics_section(c: _Context) -> list[str]:
         f"- hit@{c.k}: share of conversations where the top {c.k} holds at least one characteristic that resonated.",
         "- mrr: 1 / position of the first characteristic that resonated, averaged.",
         "- micro_f1 / macro_f1: quality of the cut-off selection, over all pairs / averaged per characteristic.",
-        "- log_loss (lower is better) and macro_roc_auc: quality of the probabilities themselves.",
+        "- log_loss (lower is better) and macro_roc_auc: quality of the probabilities themselves. Log-loss is computed "
+        "on the cells each method's probability means: " + _log_loss_cells(c) + ".",
         "- `*` marks the best value in each block (the oracle, which knows the true probabilities, excluded).",
         "- Segments: `stage:<code>` is one funnel stage; cold_start = organizations first seen after training.",
     ]
@@ -453,6 +478,58 @@ def _similar_section(summary: Mapping[str, Any] | None) -> str:
         lines.append(f"| {kind} | {_num(v['lift'])} | {_num(t['lift'])} | {_pct(t['neighbour_rate'])} "
                      f"| {_pct(t['industry_rate'])} |")
     return "\n".join(lines)
+
+
+def _log_loss_cells(c: _Context) -> str:
+    cells = c.comparison.log_loss_cells or {}
+    presented = [m for m in c.comparison.methods if cells.get(m) == "presented"]
+    if not presented:
+        return "every method's probability is that of a positive in the conversation, so all are scored on every cell"
+    others = [m for m in c.comparison.methods if m not in presented]
+    text = f"{', '.join(f'`{m}`' for m in presented)} (resonates when presented) on the presented cells only"
+    if others:
+        text += f"; {', '.join(f'`{m}`' for m in others)} (positive in the conversation) on every cell"
+    return text
+
+
+def _card_section(c: _Context) -> list[str]:
+    card = c.comparison.card
+    if not card:
+        return ["No card measurement."]
+    lines = [
+        "What the card shows against how many items it shows (test split; precision counts "
+        f"{card['precision_counts']}; hit rate = conversations where at least one shown item resonated):",
+        "",
+        "| cap | shown per contact | precision of shown | hit rate |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in card["caps"]:
+        cap = "none" if row["cap"] is None else str(row["cap"])
+        mark = " (configured)" if row["cap"] == card["top_k"] else ""
+        lines.append(f"| {cap}{mark} | {row['shown']:.2f} | {_pct(row['precision'])} | {_pct(row['hit_rate'])} |")
+    if not c.explicit:
+        lines += ["", "With positive outcomes only, an item shown but never presented counts as a miss: the precision "
+                  "is a lower bound."]  # fmt: skip
+    return lines
+
+
+def _search_section(c: _Context) -> list[str]:
+    search = c.search
+    if not search:
+        return ["The configuration was taken as given (no search)."]
+    cut = " — **stopped by the time budget**" if search.get("stopped_by_budget") else ""
+    lines = [
+        f"{len(search['trials'])} configurations tried in {search['elapsed_s']:.0f} s on {search['rows_per_trial']} "
+        f"training conversations each, scored by {search['objective']}{cut}; chosen: trial {search['chosen_trial']}.",
+        "",
+        "| trial | configuration | validation NDCG@5 | epochs | seconds |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in search["trials"]:
+        mark = " **(chosen)**" if t["number"] == search["chosen_trial"] else ""
+        lines.append(f"| {t['number']}{mark} | {describe(t['params'])} | {t['ndcg@5']:.4f} | {t['best_epoch']} | "
+                     f"{t['seconds']:.0f} |")  # fmt: skip
+    return lines
 
 
 def _stages_section(c: _Context) -> list[str]:
@@ -543,6 +620,8 @@ def _markdown(c: _Context, title: str, extra_summary: Mapping[str, Any]) -> str:
     sections = [
         f"# {title}",
         "",
+        _meaning(c),
+        "",
         "## In one minute",
         "",
         *_summary(c),
@@ -550,6 +629,14 @@ def _markdown(c: _Context, title: str, extra_summary: Mapping[str, Any]) -> str:
         "## How the model compares",
         "",
         *_metrics_section(c),
+        "",
+        "## The card: how many to show",
+        "",
+        *_card_section(c),
+        "",
+        "## How the network was chosen",
+        "",
+        *_search_section(c),
         "",
         "## Charts",
         "",

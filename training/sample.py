@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -100,6 +101,83 @@ _EPISODE_CHUNK = 20_000
 
 
 @dataclass(frozen=True)
+class Shape:
+    """How one firm's CRM differs from another's: the knobs of the latent model and of what is recorded.
+
+    The default values are the bundled firm's process (the constants above); `SHAPES` names the
+    firm shapes the quality bench runs. Everything else (vocabulary sizes, stages, which
+    characteristic is offered where) comes from the dictionaries, so a shape plus a set of
+    dictionaries is one firm. The default shape draws exactly the random numbers it always did, so
+    the bundled sample keeps its bytes.
+    """
+
+    name: str = "bundled"
+    #: Write `negative` rows (presented, did not resonate); False: a positive-only CRM.
+    negatives: bool = True
+    #: Share of characteristics made rare, and the mean of their base logit (≈ −6: well under 1%).
+    rare_share: float = RARE_SHARE
+    rare_base: float = -6.0
+    #: Industry × position boosts: share of boosted pairs and the gain range (see `interaction_groups`).
+    interaction_share: float = INTERACTION_SHARE
+    interaction_gain: tuple[float, float] = INTERACTION_GAIN
+    #: None: the pairs are single (industry, position) cells. (a, b): industries fall into `a`
+    #: groups and positions into `b` groups, and a boost applies to every pair of a boosted
+    #: (industry group, position group): fewer, broader interactions a model can learn from data.
+    interaction_groups: tuple[int, int] | None = None
+    #: Share of products with an employee-size step, and the logit drop on the wrong side of it.
+    size_step_share: float = SIZE_STEP_SHARE
+    size_step_gain: tuple[float, float] = SIZE_STEP_GAIN
+    #: Logit of an owned product's characteristics before the last stage (do not resell) and at it (retain).
+    owned_early: float = OWNED_EARLY
+    owned_last: float = OWNED_LAST
+    #: Calibrated mean number of positives per episode.
+    target_positives: float = TARGET_POSITIVES
+    #: Fewest and most characteristics a manager presents in one episode (uniform count).
+    presented: tuple[int, int] = (PRESENTED_MIN, PRESENTED_MAX)
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+#: The firm shapes of the quality bench (docs/sample-generator.md, "Firm shapes").
+SHAPES: Mapping[str, Shape] = MappingProxyType(
+    {
+        # the repo's firm as the bundled sample is made: explicit negatives recorded
+        "bundled": Shape(),
+        # the same process where the CRM logs only what worked (like firm A of issue 12)
+        "positive_only": Shape(name="positive_only", negatives=False),
+        # like firm B of issue 12: positive-only, many rare characteristics (~0.5% base rate),
+        # broad industry-group × position-group interactions, strong size steps and owned products
+        "b_like": Shape(
+            name="b_like",
+            negatives=False,
+            rare_share=0.2,
+            rare_base=-3.0,
+            interaction_share=0.35,
+            interaction_gain=(2.0, 3.5),
+            interaction_groups=(5, 4),
+            size_step_share=0.7,
+            size_step_gain=(2.0, 3.0),
+            owned_early=-3.0,
+            owned_last=2.5,
+            # managers present more of a large catalogue per conversation (and more resonate), so the
+            # label says more than which few happened to be presented
+            presented=(20, 40),
+            target_positives=6.0,
+        ),
+    }
+)
+
+
+def shape_named(name: str) -> Shape:
+    """The shape called `name`; ConfigError listing the known ones otherwise."""
+    try:
+        return SHAPES[name]
+    except KeyError:
+        raise ConfigError(f"shape: unknown firm shape {name!r}; known: {', '.join(SHAPES)}") from None
+
+
+@dataclass(frozen=True)
 class SampleData:
     """One generated sample: the CRM tables exactly as written (all text), and the oracle.
 
@@ -118,19 +196,27 @@ class SampleData:
     n_orgs: int
     stats: Mapping[str, float] = field(default_factory=dict)
     checksums: Mapping[str, str] = field(default_factory=dict)  # of the dictionary files used
+    shape: Shape = field(default_factory=Shape)
 
 
 # ---- public API -------------------------------------------------------------------------------------
-def generate(dictionaries: Dictionaries, n_orgs: int = DEFAULT_ORGS, seed: int = DEFAULT_SEED) -> SampleData:
-    """Generate a synthetic CRM of `n_orgs` organizations from `dictionaries`, reproducibly from `seed`."""
+def generate(
+    dictionaries: Dictionaries, n_orgs: int = DEFAULT_ORGS, seed: int = DEFAULT_SEED, shape: Shape | str = "bundled"
+) -> SampleData:
+    """Generate a synthetic CRM of `n_orgs` organizations from `dictionaries`, reproducibly from `seed`.
+
+    `shape` (a `Shape` or a name in `SHAPES`) sets the firm's process and whether negative
+    outcomes are recorded; the default is the bundled firm's.
+    """
+    shape = shape_named(shape) if isinstance(shape, str) else shape
     if isinstance(n_orgs, bool) or not isinstance(n_orgs, (int, np.integer)) or not 1 <= n_orgs <= MAX_ORGS:
         raise ConfigError(f"orgs: must be an integer from 1 to {MAX_ORGS}, got {n_orgs!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
     n_orgs, seed = int(n_orgs), int(seed)
-    vocab = _Vocab.of(dictionaries)
+    vocab = _Vocab.of(dictionaries, shape.presented)
     world_rng, reference_rng, data_rng = np.random.default_rng(seed).spawn(3)
-    world = _draw_world(vocab, world_rng)
+    world = _draw_world(vocab, world_rng, shape)
     world.offset = _calibrate(world, vocab, reference_rng)
     population = _draw_population(world, vocab, n_orgs, data_rng)
     episodes = _draw_episodes(world, vocab, population, data_rng)
@@ -140,6 +226,8 @@ def generate(dictionaries: Dictionaries, n_orgs: int = DEFAULT_ORGS, seed: int =
     org_ids = organizations["org_id"].to_numpy(dtype=object)
     contacts = _render_contacts(vocab, population, org_ids, org_domains, data_rng)
     outcome_frame = _render_outcomes(vocab, population, episodes, outcomes, data_rng)
+    if not shape.negatives:  # a positive-only CRM: the presentations that did not resonate are not recorded
+        outcome_frame = outcome_frame[outcome_frame["outcome"] == POSITIVE].reset_index(drop=True)
     oracle_frame = _render_oracle(vocab, population, episodes, oracle)
     n_episodes = len(oracle_frame)
     stats = {
@@ -164,6 +252,7 @@ def generate(dictionaries: Dictionaries, n_orgs: int = DEFAULT_ORGS, seed: int =
         n_orgs=n_orgs,
         stats=MappingProxyType(stats),
         checksums=MappingProxyType(dict(dictionaries.checksums)),
+        shape=shape,
     )
 
 
@@ -196,6 +285,92 @@ def write(sample: SampleData, directory: str | Path, *, oracle: bool = True) -> 
     return target
 
 
+# ---- dictionaries of a made-up firm (for the scenarios of bench/quality.py) -------------------------
+_FIRM_POSITIONS = (
+    "Генеральный директор", "Финансовый директор", "Главный бухгалтер", "Бухгалтер", "Коммерческий директор",
+    "Директор по персоналу", "ИТ-директор", "Юрист", "Руководитель отдела закупок", "Операционный директор",
+    "Руководитель отдела продаж", "Менеджер по закупкам", "Экономист", "Специалист по кадрам",
+    "Системный администратор", "Директор по развитию", "Руководитель склада", "Маркетолог",
+    "Руководитель проектов", "Аналитик", "Офис-менеджер", "Технический директор", "Начальник производства",
+    "Специалист по охране труда",
+)
+_FIRM_INDUSTRIES = (
+    "Оптовая торговля", "Розничная торговля", "Строительство", "Производство продуктов питания",
+    "Машиностроение", "Логистика и склады", "Информационные технологии", "Медицина", "Образование",
+    "Гостиницы и рестораны", "Сельское хозяйство", "Энергетика", "Недвижимость", "Финансовые услуги",
+    "Металлургия", "Химическая промышленность", "Телекоммуникации", "Реклама и маркетинг", "Автосервис",
+    "Фармацевтика", "Лёгкая промышленность", "Деревообработка", "Транспорт", "Консалтинг", "Добыча",
+    "Жилищно-коммунальное хозяйство", "Туризм", "Спорт и фитнес", "Издательское дело", "Госсектор",
+)
+_FIRM_STAGE_NAMES = ("Знакомство", "Выявление потребностей", "Предложение", "Переговоры", "Договор", "Сопровождение")
+
+
+def firm_dictionaries(
+    directory: str | Path, *, characteristics: int = 240, stages: int = 4, seed: int = 0, offered_share: float = 0.85
+) -> Path:
+    """Write the dictionaries (contract §1) of a made-up firm of the given size into a new `directory`.
+
+    For the scenarios of bench/quality.py: a firm the project has never seen, here with
+    `characteristics` characteristics spread over products (≈12 each), `stages` funnel stages (the
+    last one is retention), 30 industries, 24 positions, 10 need categories of 6 needs. Each
+    characteristic answers 1–3 needs (mostly of its product's category) and has a talking point at
+    each stage with probability `offered_share` (at least one). Deterministic by `seed`; the
+    directory must not exist or be empty.
+    """
+    import yaml  # the dictionaries module parses YAML; writing it here keeps the generator one module
+
+    if not 2 <= stages <= len(_FIRM_STAGE_NAMES) or characteristics < 1:
+        raise ConfigError(f"firm dictionaries: stages must be 2..{len(_FIRM_STAGE_NAMES)}, characteristics >= 1")
+    target = Path(directory)
+    _check_output(target)
+    target.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    stage_names = [*_FIRM_STAGE_NAMES[: stages - 1], _FIRM_STAGE_NAMES[-1]]
+    stage_codes = [f"stage_{i + 1}" for i in range(stages)]
+    n_products = max(1, round(characteristics / 12))
+    categories = [
+        {"code": f"cat_{g + 1}", "name": f"Направление {g + 1}",
+         "needs": [{"code": f"need_{g + 1}_{n + 1}", "name": f"Потребность {g + 1}.{n + 1}"} for n in range(6)]}
+        for g in range(10)
+    ]  # fmt: skip
+    need_codes = [[n["code"] for n in c["needs"]] for c in categories]
+    home = rng.integers(0, len(categories), n_products)
+    items = []
+    for j in range(characteristics):
+        k = j % n_products
+        count = int(rng.integers(1, 4))
+        own = rng.random(count) < 0.75
+        needs = sorted({
+            str(rng.choice(need_codes[home[k]] if mine else need_codes[int(rng.integers(0, len(categories)))]))
+            for mine in own
+        })  # fmt: skip
+        offered = rng.random(stages) < offered_share
+        offered[int(rng.integers(0, stages))] = True
+        points = {code: f"Тезис о характеристике {j + 1} на этапе «{name}»."
+                  for code, name, on in zip(stage_codes, stage_names, offered, strict=True) if on}  # fmt: skip
+        items.append({"code": f"char_{j + 1:03d}", "name": f"Характеристика {j + 1}", "product": f"product_{k + 1}",
+                      "needs": needs, "talking_points": points})  # fmt: skip
+
+    def listed(names: Sequence[str], prefix: str) -> dict[str, object]:
+        return {"items": [{"code": f"{prefix}_{i + 1}", "name": name} for i, name in enumerate(names)]}
+
+    files = {
+        "industries.yaml": listed(_FIRM_INDUSTRIES, "ind"),
+        "regions.yaml": listed([f"Регион {i + 1}" for i in range(15)], "reg"),
+        "positions.yaml": listed(_FIRM_POSITIONS, "pos"),
+        "departments.yaml": listed([f"Отдел {i + 1}" for i in range(8)], "dep"),
+        "decision_roles.yaml": listed(["Принимает решение", "Влияет", "Пользователь", "Согласует", "Инициатор"], "dr"),
+        "legal_forms.yaml": listed(["ООО", "АО", "ПАО", "ИП", "ГУП", "АНО"], "lf"),
+        "products.yaml": listed([f"Продукт {k + 1}" for k in range(n_products)], "product"),
+        "funnel_stages.yaml": {"items": [{"code": c, "name": n} for c, n in zip(stage_codes, stage_names, strict=True)]},  # noqa: E501
+        "needs.yaml": {"categories": categories},
+        "characteristics.yaml": {"items": items},
+    }
+    for name, content in files.items():
+        (target / name).write_text(yaml.safe_dump(content, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return target
+
+
 # ---- vocabularies as index arrays -------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Vocab:
@@ -222,7 +397,7 @@ class _Vocab:
     presentation: np.ndarray  # (S, C) P(presented)
 
     @classmethod
-    def of(cls, d: Dictionaries) -> _Vocab:
+    def of(cls, d: Dictionaries, presented: tuple[int, int] = (PRESENTED_MIN, PRESENTED_MAX)) -> _Vocab:
         categories = d.codes("need_categories")
         cat_index = {c: g for g, c in enumerate(categories)}
         needs = [n.code for n in d.needs]
@@ -241,8 +416,8 @@ class _Vocab:
             np.add.at(char_needs_category[c], need_category[answers[:, c] > 0], 1.0)
         offered = np.array([[ch.talking_point(s) is not None for ch in d.characteristics] for s in stages], dtype=bool)
         n_offered = offered.sum(axis=1)
-        lo = np.minimum(PRESENTED_MIN, n_offered)
-        hi = np.minimum(PRESENTED_MAX, n_offered)
+        lo = np.minimum(presented[0], n_offered)
+        hi = np.minimum(presented[1], n_offered)
         with np.errstate(divide="ignore", invalid="ignore"):
             per_stage = np.where(n_offered > 0, (lo + hi) / 2.0 / np.maximum(n_offered, 1), 0.0)
         return cls(
@@ -300,6 +475,7 @@ class _World:
     size_side: np.ndarray  # (K,) +1: matters only at/above, -1: only below, 0: no step
     size_gain: np.ndarray  # (K,)
     region_product: np.ndarray  # (R + 1, K), last row zero (region missing)
+    shape: Shape = field(default_factory=Shape)
     offset: float = 0.0
     # derived, float32: base + position + industry + industry×position per (I, P, C); need gains
     person_char: np.ndarray = field(init=False, repr=False)
@@ -316,7 +492,7 @@ def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarr
     return rng.permutation(weights / weights.sum())
 
 
-def _draw_world(v: _Vocab, rng: np.random.Generator) -> _World:
+def _draw_world(v: _Vocab, rng: np.random.Generator, shape: Shape) -> _World:
     n_i, n_r, n_p, n_d = len(v.industries), len(v.regions), len(v.positions), len(v.departments)
     n_dr, n_l, n_k, n_s = len(v.decision_roles), len(v.legal_forms), len(v.products), len(v.stages)
     n_g, n_n, n_c = len(v.categories), len(v.needs), len(v.chars)
@@ -336,20 +512,14 @@ def _draw_world(v: _Vocab, rng: np.random.Generator) -> _World:
 
     char_base = rng.normal(0.0, 0.9, n_c)
     if n_c >= 5:
-        rare = rng.choice(n_c, size=max(1, round(RARE_SHARE * n_c)), replace=False)
-        char_base[rare] = rng.normal(-6.0, 0.3, rare.size)
+        rare = rng.choice(n_c, size=max(1, round(shape.rare_share * n_c)), replace=False)
+        char_base[rare] = rng.normal(shape.rare_base, 0.3, rare.size)
 
     need_gain = np.zeros((n_n + 1, n_c))
     need_gain[:n_n] = v.answers * rng.uniform(*NEED_MATCH, n_n)[:, None]
 
-    interaction = np.zeros((n_i, n_p, n_g))
-    pairs = rng.random((n_i, n_p)) < INTERACTION_SHARE
-    boosted = rng.integers(0, n_g, (n_i, n_p))
-    gains = rng.uniform(*INTERACTION_GAIN, (n_i, n_p))
-    ii, pp = np.nonzero(pairs)
-    interaction[ii, pp, boosted[ii, pp]] = gains[ii, pp]
-
-    side = np.where(rng.random(n_k) < SIZE_STEP_SHARE, rng.choice([-1, 1], n_k), 0)
+    interaction = _interaction(n_i, n_p, n_g, shape, rng)
+    side = np.where(rng.random(n_k) < shape.size_step_share, rng.choice([-1, 1], n_k), 0)
     return _World(
         industry_p=_zipf_weights(n_i, 1.0, rng),
         region_p=_zipf_weights(n_r, 1.2, rng),
@@ -377,9 +547,31 @@ def _draw_world(v: _Vocab, rng: np.random.Generator) -> _World:
         interaction_char=interaction @ category.T,
         size_threshold=np.exp(rng.uniform(np.log(8.0), np.log(1500.0), n_k)),
         size_side=side,
-        size_gain=rng.uniform(*SIZE_STEP_GAIN, n_k),
+        size_gain=rng.uniform(*shape.size_step_gain, n_k),
         region_product=np.vstack([rng.normal(0.0, 0.25, (n_r, n_k)), np.zeros((1, n_k))]),
+        shape=shape,
     )
+
+
+def _interaction(n_i: int, n_p: int, n_g: int, shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    """(I, P, G) boosts of one need category per boosted (industry, position) pair or pair of groups."""
+    interaction = np.zeros((n_i, n_p, n_g))
+    if shape.interaction_groups is None:
+        pairs = rng.random((n_i, n_p)) < shape.interaction_share
+        boosted = rng.integers(0, n_g, (n_i, n_p))
+        gains = rng.uniform(*shape.interaction_gain, (n_i, n_p))
+        ii, pp = np.nonzero(pairs)
+        interaction[ii, pp, boosted[ii, pp]] = gains[ii, pp]
+        return interaction
+    a, b = shape.interaction_groups
+    industry_group, position_group = rng.integers(0, a, n_i), rng.integers(0, b, n_p)
+    pairs = rng.random((a, b)) < shape.interaction_share
+    boosted = rng.integers(0, n_g, (a, b))
+    gains = rng.uniform(*shape.interaction_gain, (a, b))
+    table = np.zeros((a, b, n_g))
+    ga, gb = np.nonzero(pairs)
+    table[ga, gb, boosted[ga, gb]] = gains[ga, gb]
+    return table[industry_group][:, position_group]
 
 
 # ---- organizations and contacts (the model-visible values, missing ones included) ------------------
@@ -593,7 +785,7 @@ def _logits(w: _World, v: _Vocab, pop: _Population, contact: np.ndarray, stage: 
         below = employees[:, None] < w.size_threshold[None, :]
     wrong_side = np.where(w.size_side > 0, below, np.where(w.size_side < 0, ~below, False))
     wrong_side &= ~np.isnan(employees)[:, None]
-    own = np.where(stage == len(v.stages) - 1, OWNED_LAST, OWNED_EARLY)
+    own = np.where(stage == len(v.stages) - 1, w.shape.owned_last, w.shape.owned_early)
     per_product = (
         w.stage_product[stage]
         - w.size_gain[None, :] * wrong_side
@@ -612,7 +804,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _calibrate(w: _World, v: _Vocab, rng: np.random.Generator) -> float:
-    """The offset that gives TARGET_POSITIVES per episode on a fixed-size reference population."""
+    """The offset that gives the shape's target positives per episode on a fixed-size reference population."""
     reference = _draw_population(w, v, REFERENCE_ORGS, rng)
     episodes = _draw_episodes(w, v, reference, rng)
     if len(episodes.contact) == 0:
@@ -620,7 +812,7 @@ def _calibrate(w: _World, v: _Vocab, rng: np.random.Generator) -> float:
     z = _logits(w, v, reference, episodes.contact, episodes.stage).astype(np.float64)
     presentation = v.presentation[episodes.stage]
     ceiling = presentation.sum(axis=1).mean()
-    target = min(TARGET_POSITIVES, 0.4 * ceiling)
+    target = min(w.shape.target_positives, 0.4 * ceiling)
     lo, hi, offset = -30.0, 30.0, 0.0
     for _ in range(100):  # safeguarded Newton: the expected count rises monotonically with the offset
         p = _sigmoid(z + offset)
@@ -944,6 +1136,7 @@ def _readme(sample: SampleData, oracle: bool) -> str:
         "Synthetic data: every organization, person, name, INN, e-mail and phone number here is generated; "
         "none belongs to a real client.\n\n"
         f"- made by: `python -m training.sample --orgs {sample.n_orgs} --seed {sample.seed}"
+        f"{'' if sample.shape.name == 'bundled' else ' --shape ' + sample.shape.name}"
         f"{'' if oracle else ' --no-oracle'}` "
         f"(generator version {GENERATOR_VERSION}); the process is described in docs/sample-generator.md\n"
         f"- seed: {sample.seed}\n"
@@ -1002,13 +1195,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dictionaries", type=Path, default=DEFAULT_DICTIONARIES, help="dictionaries directory (default: the repo's)"
     )
     parser.add_argument("--no-oracle", action="store_true", help="leave out oracle.parquet (smaller output)")
+    parser.add_argument(
+        "--shape", choices=tuple(SHAPES), default="bundled", help="firm shape (docs/sample-generator.md)"
+    )
     args = parser.parse_args(argv)
     to_database = crm.is_url(args.output)
     if not to_database:
         args.output = Path(args.output)
         _check_output(args.output)
     started = time.perf_counter()
-    sample = generate(load(args.dictionaries), n_orgs=args.orgs, seed=args.seed)
+    sample = generate(load(args.dictionaries), n_orgs=args.orgs, seed=args.seed, shape=args.shape)
     if to_database:  # the three CRM tables only; the oracle stays a file of directory samples
         frames = {t.name: getattr(sample, t.name) for t in (ORGANIZATIONS, CONTACTS, OUTCOMES)}
         where = write_tables(args.output, frames)

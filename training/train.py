@@ -3,7 +3,9 @@
 `train(...)` is the whole training job that `python -m training.fit` runs after parsing its flags
 and that `python -m training.retrain` runs to build a challenger. Steps: validate the data
 (contract §2), build episodes and split them by time, learn the encoder's numeric statistics on
-the training split, train the network with early stopping on the validation split, tune
+the training split, choose the network's configuration on the validation split
+(`needs_rec.tuning`, unless the config's `search.enabled` is false or `search=False`), train it
+with early stopping on the validation split, tune
 per-characteristic thresholds on validation, evaluate on the test split side by side with the
 baselines, and export a self-contained version with its report (`needs_rec.artifact.export`).
 
@@ -27,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "data" / "sample"
 DEFAULT_DICTIONARIES = REPO / "dictionaries"
-STEPS = 9
+STEPS = 10
 
 
 class Progress:
@@ -75,6 +77,7 @@ def train(
     seed: int | None = None,
     baselines: bool = True,
     gbt: bool = False,
+    search: bool = True,
     progress: Progress | None = None,
     oracle: Any = None,
     extra_manifest: dict[str, Any] | None = None,
@@ -89,7 +92,8 @@ def train(
     (retrain's gate window), validation the config's share of the episodes before it, so the
     challenger trains on everything up to its validation split and its report is on the window.
     `seed`: None → the config's. `baselines`/`gbt`: fit the baselines
-    (and the gradient-boosted trees) on the same split for the comparison table.
+    (and the gradient-boosted trees) on the same split for the comparison table. `search`: False
+    trains the config as given, without the per-firm configuration search.
     `oracle` (benchmarks only): a frame with contact_id, occurred_on, stage and one column per
     characteristic holding the generator's true probabilities; it is evaluated as one more method.
     `extra_manifest`: more keys for the manifest (retrain records its window there).
@@ -121,7 +125,7 @@ def train(
 
     import tensorflow as tf
 
-    from needs_rec import artifact, features, model
+    from needs_rec import artifact, features, model, tuning
     from needs_rec import audience as audience_mod
     from needs_rec import similar as similar_mod
     from training import report as report_mod
@@ -145,18 +149,36 @@ def train(
     encoder = features.FeatureEncoder(dicts).adapt(frame[tr])
     x = encoder.encode_frame(frame)
 
-    progress(f"training the network ({encoder.width} inputs → {y.shape[1]} characteristics)")
     verbose = 0 if progress.quiet else (1 if sys.stderr.isatty() else 2)
-    started = time.perf_counter()
     # Explicit negatives let the network learn "presented" and "resonated" apart; a CRM that logs
     # only positives has none, and then every unpresented characteristic counts as a negative.
     explicit = bool(eps.negatives.any())
+    stages = frame["stage"].to_numpy()
+    # Every method, like the exported model, gives 0 where the stage has no talking point.
+    offer = encoder.offer_mask(tf.constant(stages.astype(str))).numpy()
+    shown_tr, shown_va = (presented[tr], presented[va]) if explicit else (None, None)
+    timings: dict[str, float] = {}
+    search_record = None
+    if search and cfg.search.enabled:
+        progress(f"choosing the network's configuration on validation ({cfg.search.trials} trials)")
+        started = time.perf_counter()
+        found = tuning.search(
+            x[tr], y[tr], x[va], y[va], cfg, seed=seed, presented_train=shown_tr, presented_val=shown_va,
+            offer_val=offer[va], log=progress.note,
+        )  # fmt: skip
+        cfg = found.config
+        search_record = found.to_dict()
+        timings["search_s"] = round(time.perf_counter() - started, 2)
+        progress.note(found.summary())
+    else:
+        progress("configuration search skipped")
+
+    progress(f"training the network ({encoder.width} inputs → {y.shape[1]} characteristics)")
+    started = time.perf_counter()
     trained = model.train_network(
-        x[tr], y[tr], x[va], y[va], cfg, seed=seed, verbose=verbose,
-        presented_train=presented[tr] if explicit else None,
-        presented_val=presented[va] if explicit else None,
+        x[tr], y[tr], x[va], y[va], cfg, seed=seed, verbose=verbose, presented_train=shown_tr, presented_val=shown_va
     )
-    timings = {"train_network_s": round(time.perf_counter() - started, 2)}
+    timings["train_network_s"] = round(time.perf_counter() - started, 2)
     network = trained.model
     val_probas = {"network": _predict(network, x[va])}
     test_probas = {"network": _predict(network, x[te])}
@@ -165,7 +187,7 @@ def train(
         progress("fitting baselines" + (" (with gradient-boosted trees)" if gbt else ""))
         shown = presented if explicit else None
         for name, (p_val, p_test) in fit_baselines(
-            x, frame, y, tr, va, te, seed=seed, gbt=gbt, presented=shown
+            x, frame, y, tr, va, te, seed=seed, gbt=gbt, presented=shown, timings=timings
         ).items():
             val_probas[name], test_probas[name] = p_val, p_test
     else:
@@ -175,15 +197,24 @@ def train(
         val_probas["oracle"], test_probas["oracle"] = truth[va], truth[te]
 
     progress("tuning thresholds on validation and evaluating on test")
-    stages = frame["stage"].to_numpy()
-    # Every method, like the exported model, gives 0 where the stage has no talking point.
-    offer = encoder.offer_mask(tf.constant(stages.astype(str))).numpy()
     for probas, part in ((val_probas, va), (test_probas, te)):
         for name in probas:
             probas[name] = probas[name] * offer[part]
     segments = evaluation.segments_for(stages[te], dicts.stage_codes, split.cold_start[te])
-    comparison = evaluation.compare_methods(y[va], val_probas, y[te], test_probas, cfg.thresholds, segments)
+    offered_test = offer[te] > 0
+    # what each method's probability means: with explicit negatives the network and the per-label
+    # learners fit "resonates when presented"; the others "positive in the episode's label"
+    per_presented = {"network", *PER_LABEL_LEARNERS} if explicit else set()
+    meanings = {m: evaluation.PRESENTED if m in per_presented else evaluation.EPISODE for m in test_probas}
+    comparison = evaluation.compare_methods(
+        y[va], val_probas, y[te], test_probas, cfg.thresholds, segments, offered_test=offered_test,
+        presented_test=presented[te] if explicit else None, meanings=meanings,
+    )  # fmt: skip
     cuts = comparison.thresholds["network"]
+    comparison.card = evaluation.card_precision(
+        y[te], test_probas["network"], cuts, cfg.thresholds, offered=offered_test,
+        presented=presented[te] if explicit else None,
+    )  # fmt: skip
     table = evaluation.format_table(comparison)
     warnings = comparison.warnings()
 
@@ -204,6 +235,7 @@ def train(
         y[tr],
         presented[tr],
         dicts.characteristic_codes,
+        explicit_negatives=explicit,
     )
     manifest = {
         "created_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
@@ -212,6 +244,7 @@ def train(
         "stages": dicts.stage_codes,
         "thresholds": [round(float(t), 6) for t in cuts],
         "top_k": cfg.thresholds.top_k,
+        "min_selected": cfg.thresholds.min_selected,
         "dictionaries": {"checksums": dict(dicts.checksums), "sizes": dicts.summary()},
         "resonance": resonance,
         "metrics": comparison.to_dict(),
@@ -225,6 +258,7 @@ def train(
         },
         "timings": timings,
         "config": cfg.to_dict(),
+        "search": search_record,
         "features": {"width": encoder.width, "numbers": encoder.stats_dict()},
         "drift": drift.training_profile(  # the training split's input distributions, for the service's drift check
             frame.loc[tr], dicts, {n: s.bin_edges for n, s in (encoder.number_stats or {}).items()}
@@ -234,7 +268,7 @@ def train(
     }
 
     progress(f"exporting a new version under {models_dir}")
-    test_sel = thresholds_mod.select(test_probas["network"], cuts, cfg.thresholds.top_k)
+    test_sel = thresholds_mod.select_with(test_probas["network"], cuts, cfg.thresholds, offered_test)
 
     def write_extras(tmp: Path) -> None:
         shutil.copytree(dictionaries_dir, tmp / "dictionaries", ignore=shutil.ignore_patterns(".*"))
@@ -254,6 +288,7 @@ def train(
             presented_test=presented[te] if explicit else None,
             audience=audience_gain,
             similar=organizations.summary,
+            search=search_record,
         )
 
     version_dir = artifact.export(
@@ -277,8 +312,11 @@ def fit_baselines(
     seed: int,
     gbt: bool,
     presented: np.ndarray | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fit each baseline on the training split; return its validation and test probabilities.
+
+    `timings` (optional) receives each baseline's fit + predict seconds under `<name>_s`.
 
     The per-label learners (logistic regression, boosted trees) get the same explicit negatives as
     the network (`presented`): each label is fitted on the episodes where it was presented.
@@ -288,11 +326,14 @@ def fit_baselines(
     methods = baselines.default_baselines(gradient_boosting=gbt, random_state=seed)
     result = {}
     for name, method in methods.items():
+        started = time.perf_counter()
         extra = {"presented": presented[train]} if presented is not None and name in PER_LABEL_LEARNERS else {}
         method.fit(x[train], frame[train].reset_index(drop=True), y[train], **extra)
         result[name] = tuple(
             method.predict_proba(x[part], frame[part].reset_index(drop=True)) for part in (validation, test)
         )
+        if timings is not None:
+            timings[f"{name}_s"] = round(time.perf_counter() - started, 2)
     return result
 
 
@@ -311,7 +352,9 @@ def _align_oracle(oracle: Any, keys: Any, vocabulary: list[str]) -> np.ndarray:
 
 
 def _predict(network: Any, x: np.ndarray) -> np.ndarray:
-    return np.asarray(network.predict(x, batch_size=8192, verbose=0), dtype=np.float32)
+    from needs_rec.model import predict
+
+    return predict(network, x)
 
 
 def _libraries() -> dict[str, str]:

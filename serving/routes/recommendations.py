@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from needs_rec.fast_path import row_numbers
 from serving import api_schemas as api
 from serving.registry import ServingModel
 from serving.requests import ParsedRequest, parse_json
@@ -23,7 +24,10 @@ from serving.service import Service, json_response, read_body
 def answer(model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray) -> dict[str, Any]:
     """The contract's answer for one request: model version, stage, talking points, warnings."""
     talking = model.talking
-    chosen = talking.select(probabilities, model.thresholds, parsed.stage, top_k=parsed.top_k, cap=model.top_k)
+    chosen = talking.select(
+        probabilities, model.thresholds, parsed.stage, top_k=parsed.top_k, cap=model.top_k,
+        min_selected=model.min_selected,
+    )  # fmt: skip
     result: dict[str, Any] = {
         "model_version": model.version,
         "stage": parsed.stage,
@@ -36,6 +40,8 @@ def answer(model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray
             industry=parsed.industry,
             interests=parsed.interests,
             products_owned=parsed.products_owned,
+            factors=model.explain(parsed.row, chosen),
+            numbers=row_numbers(parsed.row),
         ),
         "warnings": parsed.warnings,
     }

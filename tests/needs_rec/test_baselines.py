@@ -197,7 +197,8 @@ def test_gradient_boosting_rejects_bad_params():
 
 
 def test_default_baselines_names():
-    assert list(default_baselines()) == ["popularity", "group_popularity", "logistic"]
+    assert list(default_baselines()) == ["popularity", "group_popularity", "logistic", "plain_mlp"]
+    assert list(default_baselines(plain_mlp=False)) == ["popularity", "group_popularity", "logistic"]
     peers = default_baselines(gradient_boosting=True, random_state=3)
     assert peers["gradient_boosting"].random_state == 3
     assert peers["logistic"].random_state == 3
@@ -219,3 +220,42 @@ def test_per_label_learners_fit_only_on_presented_rows(cls) -> None:
     assert not model.constant_[1]
     with pytest.raises(DataError, match="presented"):
         cls().fit(X, None, y, presented=presented[:, :1])
+
+
+def test_plain_mlp_is_two_by_256_relu_with_plain_bce() -> None:
+    peer = baselines.PlainMLPBaseline(random_state=1)
+    cfg = peer.config()
+    assert cfg.network.hidden_units == (256, 256) and cfg.network.activation == "relu"
+    assert not cfg.network.batch_norm and not cfg.network.wide and cfg.network.dropout == 0.0
+    assert cfg.network.input_dropout == 0.0
+    assert cfg.training.positive_weighting == "none" and cfg.training.max_epochs == 15
+    assert cfg.training.label_smoothing == 0.0
+
+
+def test_plain_mlp_learns_and_is_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    y = np.stack([(x[:, 0] > 0), (x[:, 1] * x[:, 2] > 0), np.zeros(400, bool)], axis=1).astype(np.float32)
+    small = {"hidden_units": (16, 16), "epochs": 30, "batch_size": 32}
+    first = baselines.PlainMLPBaseline(random_state=3, **small).fit(x, None, y).predict_proba(x)
+    again = baselines.PlainMLPBaseline(random_state=3, **small).fit(x, None, y).predict_proba(x)
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (400, 3) and first.dtype == np.float32
+    auc = ((first[y[:, 0] == 1, 0][:, None] > first[y[:, 0] == 0, 0][None, :]).mean())
+    assert auc > 0.9  # it really learns the first label
+    assert first[:, 2].max() < 0.1  # a never-positive label stays near 0
+
+
+def test_logistic_joint_fit_equals_scikit_learn_per_label() -> None:
+    """All labels in one L-BFGS run reach the per-label optimum scikit-learn finds."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, _frame, y = _small(n=200, seed=4)
+    presented = np.random.default_rng(1).random(y.shape) < 0.8
+    model = LogisticBaseline(C=0.7).fit(X, None, y, presented=presented)
+    for j in np.flatnonzero(~model.constant_):
+        rows = presented[:, j]
+        reference = LogisticRegression(C=0.7, max_iter=1000, tol=1e-8).fit(X[rows], y[rows, j])
+        np.testing.assert_allclose(model.coef_[j], reference.coef_[0], atol=2e-3)
+        assert model.intercept_[j] == pytest.approx(reference.intercept_[0], abs=2e-3)
+    assert model.n_not_converged_ == 0

@@ -25,7 +25,9 @@ def test_defaults_have_documented_values() -> None:
     config = load_config()
     assert config.thresholds.metric == "f1"
     assert config.thresholds.fallback == "global"
-    assert config.thresholds.top_k is None
+    assert config.thresholds.top_k == 5  # the card's cap, chosen by measurement (bench/quality.py)
+    assert config.thresholds.min_selected == 1
+    assert config.search.enabled and config.search.trials == 6
     assert config.split.validation_fraction == 0.15
     assert config.split.test_fraction == 0.15
     assert config.network.hidden_units == (256, 128)

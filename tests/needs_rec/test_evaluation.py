@@ -225,3 +225,47 @@ def test_format_table_marks_the_best_non_oracle_value():
     assert "0.700*" in network and "0.500*" not in network
     assert "0.300*" in baseline
     assert "*" not in oracle
+
+
+def test_log_loss_is_counted_on_the_cells_each_probability_means() -> None:
+    """A 'resonates when presented' probability is scored on presented cells, an episode probability on all."""
+    from needs_rec.evaluation import EPISODE, PRESENTED, compare_methods, presented_log_loss, segments_for
+
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    presented = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 0, 1]], dtype=bool)
+    when_presented = np.array([[0.8, 0.3, 0.9], [0.5, 0.7, 0.2], [0.6, 0.5, 0.1], [0.2, 0.5, 0.6]])
+    expected = presented_log_loss(y, when_presented, presented)
+    cells = when_presented[presented]
+    truth = y[presented]
+    assert expected == pytest.approx(float(-(truth * np.log(cells) + (1 - truth) * np.log(1 - cells)).mean()))
+    segments = segments_for(np.array(["a"] * 4), ["a"], np.zeros(4, dtype=bool))
+    comparison = compare_methods(
+        y, {"network": when_presented, "popularity": np.full((4, 3), 0.3)}, y,
+        {"network": when_presented, "popularity": np.full((4, 3), 0.3)}, CONFIG, segments,
+        presented_test=presented, meanings={"network": PRESENTED, "popularity": EPISODE},
+    )  # fmt: skip
+    assert comparison.value("network", "log_loss") == pytest.approx(expected)
+    assert comparison.value("popularity", "log_loss") == pytest.approx(metrics.log_loss(y, np.full((4, 3), 0.3)))
+    assert comparison.log_loss_cells == {"network": PRESENTED, "popularity": EPISODE}
+    assert comparison.to_dict()["log_loss_cells"]["network"] == PRESENTED
+
+
+def test_card_precision_per_cap_hand_computed() -> None:
+    from needs_rec.evaluation import card_precision
+
+    y = np.array([[1, 0, 1, 0], [0, 0, 0, 1]])
+    p = np.array([[0.9, 0.8, 0.7, 0.1], [0.9, 0.6, 0.2, 0.5]])
+    cuts = np.full(4, 0.55)
+    card = card_precision(y, p, cuts, ThresholdConfig(top_k=2, min_selected=1), caps=(1, 2))
+    by_cap = {row["cap"]: row for row in card["caps"]}
+    # cap 1: row 1 shows ch0 (hit), row 2 shows ch0 (miss) → precision 1/2, hit rate 1/2
+    assert by_cap[1]["shown"] == 1.0 and by_cap[1]["precision"] == 0.5 and by_cap[1]["hit_rate"] == 0.5
+    # cap 2: row 1 ch0, ch1; row 2 ch0, ch1 → 1 hit of 4
+    assert by_cap[2]["precision"] == 0.25 and by_cap[2]["shown"] == 2.0
+    # no cap: row 1 passes ch0-ch2 (2 hits), row 2 ch0, ch1 → 2 of 5
+    assert by_cap[None]["precision"] == pytest.approx(0.4)
+    assert card["configured"]["precision"] == 0.25 and card["top_k"] == 2
+    # with explicit negatives only presented shown items count
+    presented = np.array([[1, 0, 1, 1], [1, 1, 0, 1]], dtype=bool)
+    explicit = card_precision(y, p, cuts, ThresholdConfig(top_k=2, min_selected=1), presented=presented, caps=(2,))
+    assert explicit["caps"][0]["precision"] == pytest.approx(1 / 3)  # shown & presented: r1 ch0; r2 ch0, ch1

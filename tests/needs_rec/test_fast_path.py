@@ -173,3 +173,45 @@ def test_an_activation_keras_cannot_describe_means_no_twin_not_a_failed_export(t
     assert fast_path.network_graph(parts.network) is None
     loaded = artifact.load(export_parts(tmp_path / "models", REPO_DICTIONARIES, parts))
     assert fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL) is None
+
+
+@pytest.mark.parametrize("label", ["default wide & deep with batch norm", "ensemble of 2, gelu, no batch norm",
+                                   "tanh", "factory relu network"])
+def test_twin_gradients_equal_tensorflow_gradients(tmp_path: Path, label: str) -> None:
+    """The model-based reasons differentiate the served function: the twin's gradient is TensorFlow's."""
+    import tensorflow as tf
+
+    parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NETWORKS[label])
+    twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
+    rows = _frame_rows(sample_frame(parts.dictionaries, 5, 3))
+    outputs = [0, 3, 7]
+    for row in rows:
+        x = twin.encoder([row])
+        got = twin.network.gradients(x[0], outputs)
+        tensor = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            chosen = tf.gather(parts.network(tensor, training=False), outputs, axis=1)
+        expected = tape.jacobian(chosen, tensor).numpy()[0, :, 0, :]
+        np.testing.assert_allclose(got, expected, atol=2e-4 if "gelu" in label else 1e-5, rtol=1e-3)
+        assert np.abs(expected).max() > 0
+
+
+def test_explain_names_the_inputs_that_raised_the_probability(tmp_path: Path) -> None:
+    parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NetworkConfig(hidden_units=(32, 16)))
+    twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
+    row = _frame_rows(sample_frame(parts.dictionaries, 3, 5))[0]
+    found = twin.explain(row, [0, 1, 2], top=3)
+    assert set(found) == {0, 1, 2}
+    fields = set(schema.MODEL_INPUT_NAMES) | {"client_years"}
+    for factors in found.values():
+        assert len(factors) <= 3
+        assert all(f.contribution > 0 and f.field in fields and f.field != schema.STAGE for f in factors)
+        assert [f.contribution for f in factors] == sorted((f.contribution for f in factors), reverse=True)
+    # gradient × input: removing the top code of characteristic 0 lowers its probability
+    top = next((f for f in found[0] if f.code and f.field in features.FeatureEncoder.CODE_FIELDS), None)
+    if top is not None:
+        at = schema.MODEL_INPUT_NAMES.index(top.field)
+        changed = list(row)
+        changed[at] = ""
+        assert twin.predict_rows([changed])[0, 0] < twin.predict_rows([row])[0, 0]

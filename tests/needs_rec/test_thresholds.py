@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from needs_rec.config import ThresholdConfig
-from needs_rec.thresholds import NEVER, best_cuts, select, select_with, tune_thresholds
+from needs_rec.thresholds import NEVER, best_cuts, select, select_with, shrink, tune_thresholds
 
 
 def brute_force_cut(y: np.ndarray, p: np.ndarray, beta: float) -> float:
@@ -64,7 +64,7 @@ def test_vectorised_cuts_match_brute_force() -> None:
 def test_label_without_positives_gets_fallback() -> None:
     y = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
     p = np.array([[0.9, 0.8], [0.2, 0.1], [0.7, 0.3], [0.4, 0.6]])
-    fixed = tune_thresholds(y, p, ThresholdConfig(min_positives=1, fallback=0.35))
+    fixed = tune_thresholds(y, p, ThresholdConfig(min_positives=1, fallback=0.35, shrinkage=0.0))
     assert fixed[1] == 0.35
     assert fixed[0] == pytest.approx(0.55)  # between .7 and .4
     pooled = tune_thresholds(y, p, ThresholdConfig(min_positives=1, fallback="global"))
@@ -74,7 +74,7 @@ def test_label_without_positives_gets_fallback() -> None:
 def test_min_positives_sends_rare_labels_to_fallback() -> None:
     y = np.array([[1, 1], [1, 0], [1, 0], [0, 0]])
     p = np.array([[0.9, 0.9], [0.8, 0.2], [0.7, 0.1], [0.1, 0.3]])
-    cuts = tune_thresholds(y, p, ThresholdConfig(min_positives=2, fallback=0.5))
+    cuts = tune_thresholds(y, p, ThresholdConfig(min_positives=2, fallback=0.5, shrinkage=0.0))
     assert cuts[1] == 0.5
     assert cuts[0] == pytest.approx(0.4)
 
@@ -125,3 +125,36 @@ def test_top_k_cap_keeps_the_most_probable_of_the_passing_cells() -> None:
     proba = np.array([[0.9, 0.8, 0.7, 0.6]])
     thresholds = np.array([0.95, 0.5, 0.5, 0.5])  # the most probable label fails its own cut
     assert select(proba, thresholds, top_k=2).tolist() == [[False, True, True, False]]
+
+
+def test_shrink_pulls_cuts_with_few_positives_towards_the_pooled_cut() -> None:
+    cuts = np.array([0.05, 0.05, 0.6, NEVER])
+    positives = np.array([5, 500, 20, 0])
+    out = shrink(cuts, positives, pooled=0.3, strength=20)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    # 5 positives: keeps 5/25 of its own log-odds; 500: 500/520 — nearly its own cut
+    assert logit(out[0]) == pytest.approx(0.2 * logit(0.05) + 0.8 * logit(0.3))
+    assert 0.05 < out[1] < 0.06
+    assert out[0] > out[1]  # the rare label moved further towards 0.3
+    assert 0.3 < out[2] < 0.6
+    assert out[3] == NEVER  # a label without positives still selects nothing
+    np.testing.assert_array_equal(shrink(cuts, positives, 0.3, 0.0), cuts)
+
+
+def test_tuned_cuts_of_rare_labels_are_shrunk(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random((3000, 2)) < [0.3, 0.006]).astype(int)  # label 1: ~18 positives
+    p = np.clip(y * 0.3 + rng.random((3000, 2)) * 0.5, 0, 1)
+    plain = tune_thresholds(y, p, ThresholdConfig(shrinkage=0.0))
+    shrunk = tune_thresholds(y, p, ThresholdConfig(shrinkage=20.0))
+    pooled = tune_thresholds(y, p, ThresholdConfig(strategy="global"))[0]
+    assert abs(shrunk[1] - pooled) < abs(plain[1] - pooled)
+    assert abs(shrunk[0] - plain[0]) < abs(shrunk[1] - plain[1])  # the frequent label barely moves
+
+
+def test_select_never_picks_what_the_stage_does_not_offer() -> None:
+    p = np.array([[0.9, 0.8, 0.1, 0.05], [0.2, 0.1, 0.05, 0.01]])
+    offered = np.array([[True, False, True, True], [False, False, True, True]])
+    chosen = select(p, np.full(4, 0.5), top_k=2, min_selected=2, offered=offered)
+    assert chosen.tolist() == [[True, False, True, False], [False, False, True, True]]
+    assert not (chosen & ~offered).any()
