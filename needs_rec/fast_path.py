@@ -244,6 +244,9 @@ class RowEncoder:
                                                        else (source - 2 * n_numbers) // NUMBER_BINS)  # fmt: skip
             if source < n_numbers or source >= 2 * n_numbers:  # z and bins, not the missing flag
                 self.number_columns[at] = number_names[which]
+        self.number_groups: list[tuple[str, list[int]]] = [
+            (name, sorted(c for c, n in self.number_columns.items() if n == name)) for name in number_names
+        ]
         self.stage_offset = int(tables["stage_offset"])
         self.stage_offer = np.asarray(tables["stage_offer"], dtype=np.float32)
 
@@ -298,16 +301,17 @@ def _derivative(name: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:
     if name == "linear":
         return np.ones_like(z)
     if name == "relu":
-        return (z > 0).astype(np.float64)
+        return (z > 0).astype(np.float32)
     if name == "sigmoid":
         return y * (1.0 - y)
     if name == "tanh":
         return 1.0 - y * y
     if name == "leaky_relu":
-        return np.where(z > 0, 1.0, 0.2)
-    h = 1e-3
+        return np.where(z > 0, 1.0, 0.2).astype(np.float32)
+    h = 1e-3  # central differences in float64 (float32 would lose the small step)
     act = ACTIVATIONS[name]
-    return (act(z + h).astype(np.float64) - act(z - h).astype(np.float64)) / (2 * h)
+    z64 = np.asarray(z, dtype=np.float64)
+    return ((act(z64 + h).astype(np.float64) - act(z64 - h).astype(np.float64)) / (2 * h)).astype(np.float32)
 
 
 class NetworkTwin:
@@ -380,7 +384,7 @@ class NetworkTwin:
                 pre[layer.name] = inputs[0]
             values[layer.name] = np.asarray(layer.fn(inputs), dtype=np.float32)
         width = values[self._output].shape[1]
-        seed = np.zeros((len(outputs), width), dtype=np.float64)
+        seed = np.zeros((len(outputs), width), dtype=np.float32)
         seed[np.arange(len(outputs)), list(outputs)] = 1.0
         grads: dict[str, np.ndarray] = {self._output: seed}
         for layer in reversed(self._layers):
@@ -540,23 +544,23 @@ class Twin:
         link_grad = grad[:, cat_w : cat_w + n_links] * (enc._link_scale * below_cap)
         through_links = link_grad @ enc._links.T  # (J, category width)
         category_share = (grad[:, :cat_w] + through_links) * categories
+        # one column per candidate factor: the active codes (the stage left out), then each present number
+        meaning = enc.column_meaning
+        active = [c for c in np.flatnonzero(categories) if meaning.get(c, (schema.STAGE,))[0] != schema.STAGE]
+        meanings = [enc.column_meaning[c] for c in active]
+        shares = [category_share[:, active]]
+        for name, cols in enc.number_groups:
+            present = [c for c in cols if x[c] != 0]
+            if present:
+                meanings.append((name, ""))
+                shares.append((grad[:, present] * x[present]).sum(axis=1, keepdims=True))
+        scores = np.concatenate(shares, axis=1) if meanings else np.zeros((len(outputs), 0))
         found: dict[int, list[Factor]] = {}
-        active = [c for c in np.flatnonzero(categories) if c in enc.column_meaning]
-        numbers: dict[str, list[int]] = {}
-        for col, name in enc.number_columns.items():
-            if x[col] != 0:
-                numbers.setdefault(name, []).append(col)
         for i, j in enumerate(outputs):
-            scored: list[Factor] = []
-            for col in active:
-                field_name, code = enc.column_meaning[col]
-                if field_name != schema.STAGE:
-                    scored.append(Factor(field_name, code, float(category_share[i, col])))
-            for name, cols in numbers.items():
-                scored.append(Factor(name, "", float(sum(grad[i, c] * x[c] for c in cols))))
-            scored = [f for f in scored if f.contribution > 0]
-            scored.sort(key=lambda f: -f.contribution)
-            found[int(j)] = scored[:top]
+            row_scores = scores[i]
+            best = np.argsort(-row_scores, kind="stable")[:top]
+            found[int(j)] = [Factor(meanings[b][0], meanings[b][1], float(row_scores[b])) for b in best
+                             if row_scores[b] > 0]  # fmt: skip
         return found
 
     def verify(self, reference: Callable[[Sequence[Sequence[Any]]], np.ndarray],
