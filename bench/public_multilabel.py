@@ -95,8 +95,8 @@ GOALS: dict[str, dict[str, float]] = {
 #: Threshold rules every method chooses from (same tuner for all).
 THRESHOLD_RULES: dict[str, ThresholdConfig] = {
     f"{strategy} {metric}{' +1' if floor else ''}": ThresholdConfig(
-        metric=metric, strategy=strategy, min_positives=5, min_selected=floor
-    )
+        metric=metric, strategy=strategy, min_positives=5, min_selected=floor, top_k=None, shrinkage=0.0
+    )  # no card cap and no shrinkage: the published protocol tunes plain per-label or pooled cuts
     for strategy in ("global", "per_label")
     for metric in ("f1", "f0.5", "f2")
     for floor in (0, 1)
