@@ -105,7 +105,9 @@ def test_http_answers_equal_in_process_prediction(trained: tuple[Path, Path]) ->
                 assert point["text"] == names[point["characteristic"]].talking_point(stage)
                 assert point["reasons"]
                 reasons += point["reasons"]
-    assert any(r.startswith("Отозвалось у") for r in reasons)  # resonance statistics made it into the manifest
+    # resonance statistics (explicit negatives: "Отозвалось у …, когда это предлагали") or the model's own factors
+    assert any(r.startswith(("Отозвалось у", "Модель: выше всего")) for r in reasons)
+    assert not any("100%" in r for r in reasons)
 
 
 def test_batch_output_equals_in_process_prediction(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -126,7 +128,9 @@ def test_batch_output_equals_in_process_prediction(trained: tuple[Path, Path], t
     got = got.loc[frame["contact_id"], version.vocabulary].to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
     selected = scores.pivot(index="contact_id", columns="characteristic", values="selected")
-    want = select(expected, version.thresholds, version.manifest.get("top_k"))
+    # the one selection rule: cut, cap, floor, only what the stage offers (the model gives the others 0)
+    want = select(expected, version.thresholds, version.manifest.get("top_k"), version.manifest.get("min_selected", 0),
+                  expected > 0)  # fmt: skip
     assert (selected.loc[frame["contact_id"], version.vocabulary].to_numpy() == want).all()
 
 
