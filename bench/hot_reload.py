@@ -62,6 +62,17 @@ def place(source: Path, models: Path, number: int, *, corrupt: bool = False) -> 
         copy_version(source, models, number)
 
 
+def wait_preloaded(port: int, timeout_s: float = 60.0) -> None:
+    """Wait until the service reports a version preloaded beside the served one (`/metrics`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            if 'needs_rec_model_loads_total{result="preloaded"}' in response.read().decode():
+                return
+        time.sleep(0.2)
+    raise RuntimeError("no version was preloaded within 60 s")
+
+
 def promote(models: Path, *flags: str) -> str:
     """Run `python -m serving.promote --models M <flags>`; its one line of output."""
     done = subprocess.run([sys.executable, "-m", "serving.promote", "--models", str(models), *flags], cwd=REPO,
@@ -90,6 +101,7 @@ def labels_phase(first: Path, second: Path, work: Path, rate: float, window_s: f
     lines = []
     try:
         wait_ready(port, server)
+        wait_preloaded(port)  # version 2 loads beside 1 after start: not part of any measured window
         wrk(port, script, duration=2, connections=4)  # warm the path
         connections = max(2, round(rate / 10))
         steady = wrk(port, script, duration=window_s, connections=connections, delay_ms=1000.0 * connections / rate)

@@ -602,6 +602,8 @@ class Registry:
             model = self._load(number, path, signature)
             if model is not None:
                 self.standby[number] = (model, signature)
+                if self.metrics:
+                    self.metrics.model_loads.labels("preloaded").inc()
                 log_event(self.logger, "model_preloaded", version=number, serving=self.current.version)  # type: ignore[union-attr]
             return  # one load per poll
 
@@ -633,6 +635,18 @@ class Registry:
                 else:
                     put(self.current.version, "AVAILABLE")
         return [entries[v] for v in sorted(entries, reverse=True)]
+
+    def held(self, version: int) -> ServingModel | None:
+        """The loaded model of `version` when it is served or held as `previous` (never a mere candidate)."""
+        with self._lock:
+            current = self.current
+            if current is not None and current.version == version:
+                return current
+            labels = self.labels
+            held = self.standby.get(version)
+            if held is not None and labels is not None and labels.previous == version:
+                return held[0]
+        return None
 
     def labelled(self, label: str) -> int | None:
         """The version `label` names in the models directory's labels.json as last read (None: no such label)."""

@@ -1,9 +1,10 @@
 """TensorFlow Serving's labelled paths (contract §7): a version addressed by its label in labels.json.
 
 `GET /v1/models/needs_rec/labels/<label>` answers the status form for the version the label names;
-`POST /v1/models/needs_rec/labels/<label>:predict` scores with it. Only `stable` is ever loaded (a
-candidate is never served), so a label naming a version this service does not hold answers 404
-naming both versions. The registry publishes a new mapping only after the newly labelled version
+`POST /v1/models/needs_rec/labels/<label>:predict` scores with it: `stable` is the served version and
+`previous` is held loaded beside it (so a rollback is a swap), so both answer; a candidate is never
+served, and a label naming a version this service does not hold answers 404 naming both versions.
+The registry publishes a new mapping only after the newly labelled version
 has been swapped in, so `labels/stable:predict` keeps answering through a promotion or rollback.
 """
 
@@ -36,10 +37,11 @@ def router(service: Service) -> APIRouter:
 
     def model_for_label(name: str, label: str) -> ServingModel:
         version = labelled_version(name, label)
-        model = service.model()
-        if model.version != version:
+        model = service.registry.held(version)
+        if model is None:
+            served = service.model().version
             raise ApiError(404, f"label {label!r} names version {version}, which is not loaded; "
-                                f"this service serves version {model.version}")
+                                f"this service serves version {served}")
         return model
 
     async def predict_label(request: Request) -> Response:
@@ -62,6 +64,9 @@ def router(service: Service) -> APIRouter:
         """Status of the version a label names (END with a note when this service does not hold it)."""
         version = labelled_version(name, label)
         entries = [e for e in service.registry.status() if e["version"] == str(version)]
+        if service.registry.held(version) is not None and (not entries or entries[0]["state"] != "AVAILABLE"):
+            entries = [{"version": str(version), "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": ""}}]
         if not entries:
             entries = [{"version": str(version), "state": "END",
                         "status": {"error_code": "OK", "error_message": "not loaded by this service"}}]

@@ -151,20 +151,41 @@ def test_labels_decide_what_serves_and_promotion_and_rollback_follow(built: dict
         assert stable == [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
         answer = client.post("/v1/models/needs_rec/labels/stable:predict", json=instances)
         assert answer.status_code == 200 and answer.json()["model_version"] == 1
+        first_answer = answer.json()["predictions"]
 
         assert versions.promote(models, 2) == versions.Labels(stable=2, previous=1)
         assert wait_until(lambda: version_of(client) == 2)
         assert client.post("/v1/models/needs_rec/labels/stable:predict", json=instances).json()["model_version"] == 2
+        # `previous` is held loaded beside `stable` (a rollback is a swap), so it answers as itself
         previous = client.post("/v1/models/needs_rec/labels/previous:predict", json=instances)
-        assert previous.status_code == 404
-        assert previous.json() == {"error": "label 'previous' names version 1, which is not loaded; "
-                                            "this service serves version 2"}
-        assert client.get("/v1/models/needs_rec/labels/previous").json()["model_version_status"][0]["state"] == "END"
+        assert previous.status_code == 200 and previous.json()["model_version"] == 1
+        assert previous.json()["predictions"] == first_answer
+        assert client.post("/v1/models/needs_rec/labels/stable:predict", json=instances).json()["predictions"] \
+            != first_answer
+        status = client.get("/v1/models/needs_rec/labels/previous").json()["model_version_status"]
+        assert status == [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
         missing = client.get("/v1/models/needs_rec/labels/canary")
         assert missing.status_code == 404 and "labels: stable=2, previous=1" in missing.json()["error"]
 
         versions.rollback(models)
         assert wait_until(lambda: version_of(client) == 1)
+
+
+def test_a_label_naming_a_version_this_service_does_not_hold_answers_404(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    models = models_dir_with(tmp_path, built["fixed"], built["random"])
+    versions.write_labels(models, versions.Labels(stable=2, previous=1))
+    logger, _ = capture_logger("not-held")
+    registry = Registry(models, poll_interval_s=0.1, warmup_rounds=0, logger=logger, preload=False)
+    instances = {"instances": [{"stage": "lead", "industry": "it", "position": "ceo"}]}
+    with TestClient(create_app(settings_for(models), registry=registry, logger=logger)) as client:
+        assert wait_until(lambda: version_of(client) == 2)
+        previous = client.post("/v1/models/needs_rec/labels/previous:predict", json=instances)
+        assert previous.status_code == 404
+        assert previous.json() == {"error": "label 'previous' names version 1, which is not loaded; "
+                                            "this service serves version 2"}
+        assert client.get("/v1/models/needs_rec/labels/previous").json()["model_version_status"][0]["state"] == "END"
 
 
 def test_a_vanished_served_directory_keeps_answering_then_moves_on(built: dict[str, Path], tmp_path: Path) -> None:
