@@ -259,6 +259,9 @@ class FileSource:
     def contact(self, contact_id: str) -> ContactRecord | None:
         return self._contacts().get(contact_id)
 
+    def snapshot(self, limit: int) -> dict[str, ContactRecord] | None:
+        return None  # lookups are in memory already (the files' index, rebuilt when a file changes)
+
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._display_rows()
         needle = query.strip().lower()

@@ -108,6 +108,12 @@ class CrmSource(Protocol):
         """The §2 organization and contact fields of one contact (None: no such contact)."""
         ...
 
+    def snapshot(self, limit: int) -> dict[str, ContactRecord] | None:
+        """Every contact's record by contact_id, read in one pass (the service's contact cache is
+        warmed and refreshed with it); None when there are more than `limit` contacts, or when the
+        source's own lookups are in memory already (files)."""
+        ...
+
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Contacts whose id, name, position, organization id or name contain `query` (any case),
         for the manager's page: contact_id, org_id, organization (its name), contact (the person's

@@ -209,12 +209,19 @@ class SqlSource:
             row = conn.execute(lookup.by_id, {"contact_id": key}).first()
         if row is None:
             return None
-        values = row._mapping
-        contact = {c: values[f"c_{c}"] for c in lookup.contact_columns}
-        organization = None
-        if values["o_org_id"] is not None:
-            organization = {c: values[f"o_{c}"] for c in lookup.org_columns}
-        return record_of(contact, organization)
+        return _record(lookup, row._mapping)
+
+    def snapshot(self, limit: int) -> dict[str, ContactRecord] | None:
+        lookup = self._lookup or self._build_lookup()
+        records: dict[str, ContactRecord] = {}
+        with database_errors(self.describe(), "read the contacts"), self.engine.connect() as conn:
+            rows = conn.execution_options(yield_per=5_000).execute(lookup.every.limit(limit + 1))
+            for row in rows:
+                record = _record(lookup, row._mapping)
+                records[record.contact_id] = record
+                if len(records) > limit:
+                    return None
+        return records
 
     def display(self, contact_id: str) -> dict[str, Any] | None:
         lookup = self._lookup or self._build_lookup()
@@ -257,15 +264,11 @@ class SqlSource:
         join = contacts.outerjoin(orgs, orgs.c[org_cols["org_id"]] == contacts.c[contact_cols["org_id"]])
         key = contacts.c[contact_cols["contact_id"]]
         integer_ids = isinstance(types.get(f"contacts.{contact_cols['contact_id']}"), sa.Integer)
-        by_id = (
-            sa.select(
-                *(contacts.c[contact_cols[c]].label(f"c_{c}") for c in contact_fields),
-                *(orgs.c[org_cols[c]].label(f"o_{c}") for c in org_fields),
-            )
-            .select_from(join)
-            .where(key == sa.bindparam("contact_id"))
-            .limit(1)
-        )
+        every = sa.select(
+            *(contacts.c[contact_cols[c]].label(f"c_{c}") for c in contact_fields),
+            *(orgs.c[org_cols[c]].label(f"o_{c}") for c in org_fields),
+        ).select_from(join)
+        by_id = every.where(key == sa.bindparam("contact_id")).limit(1)
         if "org_id" not in org_fields:
             raise DataError("table organizations: missing required column 'org_id'")
         def text(table: Any, columns: dict[str, str], name: str) -> Any:
@@ -294,6 +297,7 @@ class SqlSource:
         )
         self._lookup = _Lookup(
             by_id=by_id,
+            every=every,
             search=search,
             display=display,
             contact_columns=contact_fields,
@@ -383,15 +387,25 @@ class _Lookup:
         self,
         *,
         by_id: Any,
+        every: Any,
         search: Any,
         display: Any,
         contact_columns: list[str],
         org_columns: list[str],
         integer_ids: bool,
     ):
-        self.by_id, self.search, self.display = by_id, search, display
+        self.by_id, self.every, self.search, self.display = by_id, every, search, display
         self.contact_columns, self.org_columns = contact_columns, org_columns
         self.integer_ids = integer_ids
+
+
+def _record(lookup: _Lookup, values: Mapping[str, Any]) -> ContactRecord:
+    """The ContactRecord of one row of the contacts ⟕ organizations join (`_Lookup.every`)."""
+    contact = {c: values[f"c_{c}"] for c in lookup.contact_columns}
+    organization = None
+    if values["o_org_id"] is not None:
+        organization = {c: values[f"o_{c}"] for c in lookup.org_columns}
+    return record_of(contact, organization)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,6 +11,15 @@ is still the right answer for that contact, so found contacts are cached for at 
 unknown contact is never cached (a contact added to the CRM is found at once), and nothing written
 (feedback) goes through the cache. A cache hit costs a dictionary lookup in the event loop; a miss
 is one indexed query in a pool thread.
+
+Snapshot — so that lookups cost nothing even for contacts not asked for lately: a background
+thread reads every contact of a database CRM in one pass (`CrmSource.snapshot`, when there are at
+most `crm_cache_size`) at start and again every `crm_cache_s / 2` seconds. A snapshot answers for
+`crm_cache_s` seconds after its read began, the same freshness bound as the cache; past that (the
+database unreachable, say) it is ignored and lookups read the CRM again, as without it. A contact
+missing from the snapshot is always looked up in the CRM, so a new contact is found at once.
+`/metrics` shows the snapshot's size and age (`needs_rec_crm_snapshot_contacts`,
+`needs_rec_crm_snapshot_age_seconds`).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -79,6 +89,9 @@ class CrmLink:
         self.metrics = metrics
         self.logger = logger or logging.getLogger("needs_rec.serving")
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="crm")
+        self._snapshot: tuple[float, dict[str, crm.ContactRecord]] | None = None  # (monotonic read start, records)
+        self._stopped = threading.Event()
+        self._snapshotter: threading.Thread | None = None
         self._answers: OrderedDict[str, int] = OrderedDict()
         self.exposures = ExposureWriter(
             source.add_exposures,
@@ -89,9 +102,17 @@ class CrmLink:
 
     def start(self) -> None:
         self.exposures.start()
+        if self.cache.ttl_s > 0:
+            self._snapshotter = threading.Thread(target=self._keep_snapshot, name="crm-snapshot", daemon=True)
+            self._snapshotter.start()
+        if self.metrics is not None:
+            self.metrics.crm_snapshot_age.set_function(self.snapshot_age)
 
     def stop(self) -> None:
         """Write the buffered exposures, release the threads and the connections."""
+        self._stopped.set()
+        if self._snapshotter is not None:
+            self._snapshotter.join(timeout=10)
         self.exposures.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.source.close()
@@ -100,8 +121,36 @@ class CrmLink:
         """Run a blocking source call in the pool; its errors (SourceUnavailable, DataError) propagate."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
+    def snapshot_age(self) -> float:
+        """Seconds since the snapshot in use was read (-1: none yet)."""
+        snapshot = self._snapshot
+        return -1.0 if snapshot is None else round(time.monotonic() - snapshot[0], 3)
+
+    def _keep_snapshot(self) -> None:
+        """Read every contact now and every `crm_cache_s / 2` s after (the snapshot thread's loop)."""
+        while not self._stopped.is_set():
+            started = time.monotonic()
+            try:
+                records = self.source.snapshot(self.cache.size)
+            except Exception as exc:  # the database is down: the old snapshot expires, lookups read the CRM
+                log_event(self.logger, "crm_snapshot_failed", logging.WARNING, error=" ".join(str(exc).split()))
+            else:
+                if records is None:
+                    return  # too many contacts, or the source looks up in memory itself: the cache alone
+                self._snapshot = (started, records)  # one reference assignment: the event loop sees old or new
+                if self.metrics is not None:
+                    self.metrics.crm_snapshot_contacts.set(len(records))
+            self._stopped.wait(max(1.0, self.cache.ttl_s / 2))
+
     async def contact(self, contact_id: str) -> crm.ContactRecord | None:
-        """The contact's record, from the cache when it was read in the last `crm_cache_s` seconds."""
+        """The contact's record, from the snapshot or the cache when read in the last `crm_cache_s` seconds."""
+        snapshot = self._snapshot
+        if snapshot is not None and time.monotonic() - snapshot[0] <= self.cache.ttl_s:
+            record = snapshot[1].get(contact_id)
+            if record is not None:
+                if self.metrics is not None:
+                    self.metrics.crm_cache_hits.inc()
+                return record
         record = self.cache.get(contact_id)
         if record is not None:
             if self.metrics is not None:

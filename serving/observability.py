@@ -113,6 +113,12 @@ class Metrics:
                                    registry=self.registry)
         self.crm_cache_hits = Counter("needs_rec_crm_cache_hits_total", "contact lookups answered from the cache",
                                       registry=self.registry)
+        self.crm_snapshot_contacts = Gauge("needs_rec_crm_snapshot_contacts",
+                                           "contacts in the CRM snapshot lookups are answered from",
+                                           registry=self.registry)
+        self.crm_snapshot_age = Gauge("needs_rec_crm_snapshot_age_seconds",
+                                      "seconds since the CRM snapshot in use was read (-1: none)",
+                                      registry=self.registry)
         self.exposures = Counter(
             "needs_rec_exposures_total",
             "exposure rows by fate: written, dropped_buffer_full (the buffer was full), dropped_write_failed",

@@ -243,3 +243,58 @@ def test_a_full_exposure_buffer_drops_rows_and_counts_them(
         assert all(a.status_code == 200 for a in answers)  # never a failed request
         metrics = client.get("/metrics").text
         assert 'needs_rec_exposures_total{fate="dropped_buffer_full"} 9.0' in metrics
+
+
+def metric(client: TestClient, name: str) -> float:
+    """One unlabelled sample of /metrics (0 when absent)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_database_crm_is_snapshotted_and_a_new_contact_is_still_found(
+    app: TestClient, crm_location: str, dictionaries_dir: Path
+) -> None:
+    if not crm_location.startswith(("sqlite", "postgresql")):  # a CSV directory's lookups are in memory already
+        assert post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "lead"}).status_code == 200
+        assert metric(app, "needs_rec_crm_snapshot_contacts") == 0 and metric(app, "needs_rec_crm_lookups_total") == 1
+        return
+    n_contacts = len(crm_frames(dictionaries.load(dictionaries_dir))["contacts"])
+    assert wait_until(lambda: metric(app, "needs_rec_crm_snapshot_contacts") == n_contacts)
+    assert 0 <= metric(app, "needs_rec_crm_snapshot_age_seconds") < 60
+    reads = metric(app, "needs_rec_crm_lookups_total")
+    for contact_id in ("c1", "c4", "c7", "c9"):
+        assert post(app, "/v1/recommendations", {"contact_id": contact_id, "stage": "lead"}).status_code == 200
+    assert metric(app, "needs_rec_crm_lookups_total") == reads  # all four answered from the snapshot
+
+    engine = sa.create_engine(crm_location.split("?")[0], future=True)
+    schema_name = crm_location.partition("?schema=")[2] or None
+    contacts = sa.Table("contacts", sa.MetaData(schema=schema_name), autoload_with=engine)
+    with engine.begin() as conn:
+        row = dict(conn.execute(sa.select(contacts).where(contacts.c.contact_id == "c1")).mappings().one())
+        conn.execute(contacts.insert().values({**row, "contact_id": "c-new"}))
+    engine.dispose()
+    fresh = post(app, "/v1/recommendations", {"contact_id": "c-new", "stage": "lead"})
+    assert fresh.status_code == 200 and fresh.json()["contact_id"] == "c-new"  # not in the snapshot: read at once
+    assert metric(app, "needs_rec_crm_lookups_total") == reads + 1
+
+
+def test_an_expired_snapshot_is_not_used(tmp_path: Path, dictionaries_dir: Path) -> None:
+    import asyncio
+    import time
+
+    import crm
+    from serving.crm_link import CrmLink
+
+    location = write_crm_database(f"sqlite:///{tmp_path / 'crm.db'}", dictionaries.load(dictionaries_dir))
+    source = crm.open_source(location)
+    link = CrmLink(source, cache_s=60, workers=1)
+    try:
+        stale = crm.ContactRecord(contact_id="c1", org_id="o-old", organization={}, contact={})
+        link._snapshot = (time.monotonic() - 61, {"c1": stale})  # read 61 s ago: past the 60 s bound
+        assert asyncio.run(link.contact("c1")).org_id != "o-old"  # read from the CRM instead
+        link._snapshot = (time.monotonic() - 1, {"c1": stale})
+        assert asyncio.run(link.contact("c1")) is stale
+    finally:
+        link.stop()
