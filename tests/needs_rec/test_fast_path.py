@@ -195,6 +195,9 @@ def test_twin_gradients_equal_tensorflow_gradients(tmp_path: Path, label: str) -
         expected = tape.jacobian(chosen, tensor).numpy()[0, :, 0, :]
         np.testing.assert_allclose(got, expected, atol=2e-4 if "gelu" in label else 1e-5, rtol=1e-3)
         assert np.abs(expected).max() > 0
+        columns = [*(int(c) for c in np.flatnonzero(x[0])[:7]), x.shape[1] - 1]  # a few, as explanations ask
+        np.testing.assert_allclose(twin.network.gradients(x[0], outputs, columns), got[:, columns], rtol=1e-5,
+                                   atol=1e-7)
 
 
 def test_explain_names_the_inputs_that_raised_the_probability(tmp_path: Path) -> None:
