@@ -408,24 +408,78 @@ def personal_bodies(n: int, bodies: list[str]) -> tuple[list[str], list[str]]:
     return bodies, values
 
 
+def sample_crm(work: Path, orgs: int = 150) -> tuple[str, list[str]]:
+    """A sample CRM in SQLite (training.sample, the repo's dictionaries) and the personal values its
+    tables hold (contacts' full_name, email, phone; organizations' name, inn)."""
+    import sqlite3
+
+    database = work / "pii-crm.db"
+    subprocess.run([PYTHON, "-m", "training.sample", "--output", f"sqlite:///{database}", "--orgs", str(orgs),
+                    "--seed", "3"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True,
+                   capture_output=True)
+    with sqlite3.connect(database) as conn:
+        values = [v for row in conn.execute("SELECT full_name, email, phone FROM contacts") for v in row if v]
+        values += [v for row in conn.execute("SELECT name, inn FROM organizations") for v in row if v]
+    return f"sqlite:///{database}", values
+
+
+def offered_pair(model: Path) -> tuple[str, str]:
+    """A (stage, characteristic) the served version's dictionaries offer together (a valid feedback event)."""
+    from needs_rec import dictionaries
+
+    version = model if (model / "manifest.json").is_file() else max(
+        (p for p in model.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    dicts = dictionaries.load(version / "dictionaries")
+    stage_at, char_at = (int(i[0]) for i in dicts.offered().nonzero())
+    return dicts.stage_codes[stage_at], dicts.characteristic_codes[char_at]
+
+
+def stored_text(location: str) -> tuple[dict[str, int], str]:
+    """Row counts of needs_rec's own tables (feedback, exposures) and all their values as one text."""
+    import sqlite3
+
+    with sqlite3.connect(location.removeprefix("sqlite:///")) as conn:
+        counts, parts = {}, []
+        for table in ("feedback", "exposures"):
+            rows = conn.execute(f"SELECT * FROM {table}").fetchall()  # fixed table names, no input
+            counts[table] = len(rows)
+            parts += [str(v) for row in rows for v in row if v is not None]
+    return counts, "\n".join(parts)
+
+
 def pii(model: Path, work: Path, templates: list[str], n: int) -> dict[str, Any]:
+    """`n` requests with personal fields filled (full fields) and lookups by contact_id of a CRM whose
+    tables hold personal data, plus feedback posts: no personal value in the log, an answer, or the
+    feedback and exposures tables the service wrote."""
+    import sqlite3
+
+    location, crm_values = sample_crm(work)
+    with sqlite3.connect(location.removeprefix("sqlite:///")) as conn:
+        contact_ids = [row[0] for row in conn.execute("SELECT contact_id FROM contacts ORDER BY contact_id")]
+    offered = offered_pair(model)
     port = free_port()
     log = work / "pii.log"
-    server = start(model, port, log, "--log-level", "debug")
+    server = start(model, port, log, "--log-level", "debug", "--crm", location)
+    bodies, values = personal_bodies(n, templates)
+    lookups = [json.dumps({"contact_id": contact_ids[i % len(contact_ids)], "stage": json.loads(b)["stage"]})
+               for i, b in enumerate(bodies[: n // 2])]
+    feedback = [json.dumps({"feedback_id": f"pii-{i}", "contact_id": contact_ids[i % len(contact_ids)],
+                            "stage": offered[0], "characteristic": offered[1],
+                            "outcome": "positive", "manager_id": f"m-{i % 7}"}) for i in range(max(1, n // 20))]
     try:
         wait_ready(port, server)
-        bodies, values = personal_bodies(n, templates)
         import httpx
 
         async def send_all() -> list[int]:
             statuses: list[int] = []
-            queue = list(bodies)
+            queue = [(PATH, b) for b in bodies[n // 2:] + lookups] + [("/v1/feedback", b) for b in feedback]
+            random.Random(0).shuffle(queue)
             async with httpx.AsyncClient(timeout=30) as client:
 
                 async def worker() -> None:
                     while queue:
-                        body = queue.pop()
-                        response = await client.post(f"http://127.0.0.1:{port}{PATH}", content=body.encode(),
+                        path, body = queue.pop()
+                        response = await client.post(f"http://127.0.0.1:{port}{path}", content=body.encode(),
                                                      headers={"Content-Type": "application/json"})
                         statuses.append(response.status_code)
                         for value in ("Сидоров", "@example.ru", "Ромашка"):
@@ -437,14 +491,17 @@ def pii(model: Path, work: Path, templates: list[str], n: int) -> dict[str, Any]
 
         statuses = asyncio.run(send_all())
     finally:
-        stop(server)
+        stop(server)  # writes the buffered exposures first
     text = log.read_text(encoding="utf-8", errors="replace")
-    found = [v for v in values if v in text]
+    found = [v for v in values + crm_values if v in text]
     lines = text.splitlines()
     not_json = sum(1 for line in lines if not line.startswith("{"))
-    return {"requests": n, "ok": statuses.count(200), "echoed_in_answers": statuses.count(-1),
-            "log_lines": len(lines), "log_lines_not_json": not_json, "personal_values_in_log": len(found),
-            "tables": "no feedback/exposures tables in this service yet (no CRM writer merged)"}
+    counts, stored = stored_text(location)
+    in_tables = [v for v in values + crm_values if v in stored]
+    return {"requests": len(statuses) - statuses.count(-1), "ok": statuses.count(200), "stored": statuses.count(201),
+            "echoed_in_answers": statuses.count(-1), "log_lines": len(lines), "log_lines_not_json": not_json,
+            "personal_values_checked": len(values) + len(crm_values), "personal_values_in_log": len(found),
+            "table_rows": counts, "personal_values_in_tables": len(in_tables)}
 
 
 # -- main ----------------------------------------------------------------------------------------

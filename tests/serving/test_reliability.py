@@ -73,6 +73,8 @@ def test_sigkill_during_export_never_leaves_a_broken_version(bench: Any, tmp_pat
 def test_personal_fields_never_reach_the_log_or_an_answer(bench: Any, models: Path, bodies: list[str],
                                                           tmp_path: Path) -> None:
     figures = bench.pii(models, tmp_path, bodies, 300)
-    assert figures["ok"] == 300 and figures["echoed_in_answers"] == 0, figures
+    assert figures["ok"] == 300 and figures["stored"] == 15 and figures["echoed_in_answers"] == 0, figures
     assert figures["log_lines"] > 300 and figures["log_lines_not_json"] == 0, figures
-    assert figures["personal_values_in_log"] == 0, figures
+    assert figures["personal_values_checked"] > 1500 and figures["personal_values_in_log"] == 0, figures
+    assert figures["table_rows"]["feedback"] == 15 and figures["table_rows"]["exposures"] > 300, figures
+    assert figures["personal_values_in_tables"] == 0, figures
