@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from needs_rec.fast_path import row_numbers
 from serving.analyst import feedback_summary
+from serving.cards import render_points
 from serving.queries import similar_reasons
 from serving.registry import ServingModel
 from serving.service import Service
@@ -121,18 +121,7 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     else:
         chosen = talking.select(probabilities, model.thresholds, stage, cap=model.top_k or DEFAULT_CAP,
                                 min_selected=model.min_selected)  # fmt: skip
-    points = talking.render(
-        probabilities,
-        chosen,
-        stage=stage,
-        thresholds=model.thresholds,
-        position=parsed.position,
-        industry=parsed.industry,
-        interests=parsed.interests,
-        products_owned=parsed.products_owned,
-        factors=model.explain(parsed.row, chosen),
-        numbers=row_numbers(parsed.row),
-    )
+    points = render_points(model, parsed, probabilities, chosen)
     product_names = {item.code: item.name for item in model.dictionaries.products}
     for point in points:
         p = float(point["probability"])

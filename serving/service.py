@@ -168,6 +168,9 @@ class Service:
         self.in_flight = 0
         self.loop_lag = 0.0  # seconds the event loop ran behind at its last check (`watch_loop_lag`)
         self._lag_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lag_interval = 0.0
+        self._beat = 0.0  # loop time of the lag watcher's last wake-up
         self.retry_headers = {"Retry-After": str(settings.retry_after_s)}
 
     async def start_lag_watch(self, interval: float = 0.005) -> None:
@@ -177,21 +180,32 @@ class Service:
         sees them: a request answered by the NumPy twin never yields, so in-flight stays at 1 however
         many wait. How late a timer fires is how long that queue takes to drain. `loop_lag` is the
         smallest of the last three measurements: a sustained queue, not one stall (a collection, a
-        version loading beside the served one).
+        version loading beside the served one). `queue_delay` adds what the last measurement cannot
+        see yet: how long the loop has now been running past the watcher's next wake-up, which is how
+        long a request read at the start of this stretch has waited.
         """
         if self.settings.max_queue_delay_ms <= 0:
             return
         loop = asyncio.get_running_loop()
+        self._loop, self._lag_interval = loop, interval
+        self._beat = loop.time()
 
         async def watch() -> None:
             recent = [0.0, 0.0, 0.0]
             while True:
                 before = loop.time()
                 await asyncio.sleep(interval)
-                recent = [*recent[1:], max(0.0, loop.time() - before - interval)]
+                self._beat = loop.time()
+                recent = [*recent[1:], max(0.0, self._beat - before - interval)]
                 self.loop_lag = min(recent)
 
         self._lag_task = asyncio.create_task(watch(), name="loop-lag")
+
+    def queue_delay(self) -> float:
+        """Seconds new requests are waiting in the event loop now (see `start_lag_watch`; 0 when it is off)."""
+        if self._loop is None:
+            return 0.0
+        return max(self.loop_lag, self._loop.time() - self._beat - self._lag_interval)
 
     async def stop_lag_watch(self) -> None:
         if self._lag_task is not None:
@@ -320,11 +334,15 @@ class Service:
             one = parse(item, f"{key}[{i}].")
             parsed.append(await one if inspect.isawaitable(one) else one)  # an async parser may look contacts up
         request.state.items = len(parsed)
+        return parsed, await self.score_parsed(request, model, parsed)
+
+    async def score_parsed(self, request: Request, model: ServingModel, parsed: list[ParsedRequest]) -> np.ndarray:
+        """Probabilities (n, C) of validated requests: drift observed, warnings counted for the log line."""
         self.observe(model, parsed)
         request.state.warnings = sum(len(p.warnings) for p in parsed)
         if not parsed:
-            return parsed, np.zeros((0, len(model.vocabulary)), dtype=np.float32)
-        return parsed, await self.scorer.predict(model, [p.row for p in parsed])
+            return np.zeros((0, len(model.vocabulary)), dtype=np.float32)
+        return await self.scorer.predict(model, [p.row for p in parsed])
 
     # -- the ASGI guard --------------------------------------------------------------------
 
@@ -403,7 +421,8 @@ class Service:
         if scoring and self.in_flight >= self.settings.max_concurrency:
             limit = self.settings.max_concurrency
             return 503, f"overloaded: {limit} requests in flight; retry later", "shed", self.retry_headers
-        if scoring and self.loop_lag * 1000 > self.settings.max_queue_delay_ms > 0:
+        delay_limit_ms = self.settings.max_queue_delay_ms
+        if scoring and delay_limit_ms > 0 and self.queue_delay() * 1000 > delay_limit_ms:
             return 503, "overloaded: requests are queueing; retry later", "shed", self.retry_headers
         return None
 

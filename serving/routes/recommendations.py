@@ -14,8 +14,8 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from needs_rec.fast_path import row_numbers
 from serving import api_schemas as api
+from serving.cards import render_points
 from serving.registry import ServingModel
 from serving.requests import ParsedRequest, parse_json
 from serving.service import Service, json_response, read_body
@@ -31,18 +31,7 @@ def answer(model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray
     result: dict[str, Any] = {
         "model_version": model.version,
         "stage": parsed.stage,
-        "talking_points": talking.render(
-            probabilities,
-            chosen,
-            stage=parsed.stage,
-            thresholds=model.thresholds,
-            position=parsed.position,
-            industry=parsed.industry,
-            interests=parsed.interests,
-            products_owned=parsed.products_owned,
-            factors=model.explain(parsed.row, chosen),
-            numbers=row_numbers(parsed.row),
-        ),
+        "talking_points": render_points(model, parsed, probabilities, chosen),
         "warnings": parsed.warnings,
     }
     return result
@@ -76,9 +65,7 @@ def router(service: Service) -> APIRouter:
             body = parse_json(await read_body(request, settings.max_body_bytes))
             contact_id = await service.resolve_contact(body)  # `contact_id` → the CRM's fields (§4 v2)
             parsed = model.parser.recommendation(body)
-            service.observe(model, [parsed])
-            request.state.warnings = len(parsed.warnings)
-            probabilities = await service.scorer.predict(model, [parsed.row])
+            probabilities = await service.score_parsed(request, model, [parsed])
         return json_response(answered(service, model, parsed, probabilities[0], contact_id))
 
     async def recommend_batch(request: Request) -> Response:
