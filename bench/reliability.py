@@ -11,6 +11,9 @@ short versions as slow tests and checks the behaviour):
   steady ~20 requests/s of its own and times each answer: the excess must get 503 + Retry-After
   fast (≤ 50 ms), accepted requests keep p99 ≤ 2× the p99 at 200 req/s, resident memory grows
   ≤ 10 %, and the service is normal again (p99 back near the baseline) within 5 s after the load stops.
+  On one machine the clients compete with the service for the CPU, so wrk runs at lower priority
+  (nice 10) and the probe in a process of its own at higher priority (nice -5, when run as root):
+  the probe then times the service's answer rather than its own wait for a core.
 - sigterm: ~500 requests/s from keep-alive clients that, like a load balancer, watch `/readyz`
   and stop sending once it says 503; SIGTERM mid-stream: `/readyz` must turn 503 at once, every
   request in flight must finish (no connection reset, no dropped answer) and the process must
@@ -112,9 +115,10 @@ async def paced(url: str, bodies: list[str], rate: float, seconds: float, *, con
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
         async def sender(k: int) -> None:
-            await asyncio.sleep(interval * k / connections)
+            due = started + interval * k / connections  # an absolute schedule: a slow answer is caught up after
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             while time.perf_counter() - started < seconds and not draining.is_set():
-                due = time.perf_counter() + interval
+                due += interval
                 body = bodies[random.randrange(len(bodies))]
                 sent = time.perf_counter()
                 try:
@@ -202,18 +206,19 @@ def overload(model: Path, work: Path, bodies: list[str], seconds: float, max_con
         baseline = asyncio.run(paced(url, bodies, 200, 8))
         base = [lat for _, status, lat, _ in baseline["results"] if status == 200]
         base_p99 = percentile(base, 99)
-        saturation = wrk(url, script, 5, 32)["rps"]
+        closed = wrk(url, script, 5, 32)
+        saturation = closed.get("statuses", {}).get("200", 0) / 5 or closed["rps"]  # answered, not shed
         rss_before = rss_mib(server.pid)
         offered = 3 * saturation
         connections = max(4 * max_concurrency, 256)
         delay_ms = 1000 * connections / offered  # each connection's pause: together ~3× saturation
         load = subprocess.Popen(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script), url],
+            [*LOWER, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script), url],
             env=dict(os.environ, WRK_DELAY_MS=f"{delay_ms:.3f}", WRK_CONNECTIONS=str(connections)),
             stdout=subprocess.PIPE, text=True,
         )
         time.sleep(1.0)  # let the load build up before probing
-        probe = asyncio.run(paced(url, bodies, 20, seconds - 2, connections=2))
+        probe = run_probe(url, bodies, 20, seconds - 2)
         out, _ = load.communicate(timeout=seconds + 60)
         rss_after = rss_mib(server.pid)
         statuses: dict[str, int] = {}
@@ -239,18 +244,54 @@ def overload(model: Path, work: Path, bodies: list[str], seconds: float, max_con
             "probe_shed_max_ms": 1000 * max(shed, default=float("nan")), "probe_shed_with_retry_after": shed_retry,
             "rss_before_mib": rss_before, "rss_after_mib": rss_after,
             "rss_growth_pct": 100 * (rss_after - rss_before) / rss_before, "recovery_s": recovery,
+            **({} if recovery < float("inf") else {"recovery_windows": RECOVERY_WINDOWS[-3:]}),
         }
     finally:
         stop(server)
 
 
+#: On one machine the load generator competes with the service for the CPU, and a starved probe times
+#: its own waiting, not the service's answer. So, as if the clients were elsewhere: wrk runs at lower
+#: priority and the probe (its own process) at higher priority when the bench may raise it (root).
+LOWER = ["nice", "-n", "10"]
+PROBE_NICENESS = -5
+
+
+def run_probe(url: str, bodies: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    """`paced(url, bodies, rate, seconds, connections=2)` in a process of its own, at higher priority."""
+    bodies_file = Path(tempfile.mkstemp(suffix=".json")[1])
+    bodies_file.write_text(json.dumps(bodies), encoding="utf-8")
+    try:
+        out = subprocess.run([PYTHON, __file__, "--probe", url, "--probe-bodies", str(bodies_file),
+                              "--probe-rate", str(rate), "--probe-seconds", str(seconds)],
+                             capture_output=True, text=True, check=True, timeout=seconds + 120)
+    finally:
+        bodies_file.unlink(missing_ok=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def probe_main(url: str, bodies_file: Path, rate: float, seconds: float) -> None:
+    """The probe process: raise its priority if allowed, send, print the results as JSON."""
+    if os.geteuid() == 0:
+        os.nice(PROBE_NICENESS)
+    bodies = json.loads(bodies_file.read_text(encoding="utf-8"))
+    print(json.dumps(asyncio.run(paced(url, bodies, rate, seconds, connections=2))))
+
+
+RECOVERY_WINDOWS: list[dict[str, Any]] = []  # the last recovery's windows (statuses, p99), for a failed one
+
+
 def recovery_time(url: str, bodies: list[str], p99_limit: float, limit_s: float = 30) -> float:
     """Seconds after the load stops until a 1-second window at 200 req/s has p99 ≤ `p99_limit` and no errors."""
     started = time.perf_counter()
+    RECOVERY_WINDOWS.clear()
     while time.perf_counter() - started < limit_s:
         window = asyncio.run(paced(url, bodies, 200, 1.0))
         latencies = [lat for _, status, lat, _ in window["results"]]
-        ok = all(status == 200 for _, status, _, _ in window["results"]) and not window["errors"]
+        statuses = [status for _, status, _, _ in window["results"]]
+        RECOVERY_WINDOWS.append({"statuses": {s: statuses.count(s) for s in set(statuses)},
+                                 "p99_ms": round(1000 * percentile(latencies, 99), 2), "errors": window["errors"]})
+        ok = all(status == 200 for status in statuses) and not window["errors"]
         if ok and latencies and percentile(latencies, 99) <= p99_limit:
             return round(time.perf_counter() - started - window["elapsed"], 2)
     return float("inf")
@@ -291,8 +332,9 @@ def sigterm(model: Path, work: Path, bodies: list[str], rate: float = 500, befor
         statuses: dict[int, int] = {}
         for _, status, _, _ in results:
             statuses[status] = statuses.get(status, 0) + 1
+        before = sum(1 for sent, _, _, _ in results if sent < before_s)
         return {
-            "requests": len(results), "rate_rps": len(results) / outcome["elapsed"], "statuses": statuses,
+            "requests": len(results), "rate_rps_before_sigterm": round(before / before_s, 1), "statuses": statuses,
             "connection_errors": outcome["errors"], "readyz_503_after_ms": 1000 * outcome["unready_after_s"],
             "exit_after_s": round(outcome["exit_after_s"], 2), "exit_code": server.returncode,
         }
@@ -519,7 +561,14 @@ def main() -> int:
                         help="the service's --max-queue-delay-ms in the overload run")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--pii-requests", type=int, default=10000)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: the overload probe's process
+    parser.add_argument("--probe-bodies", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-rate", type=float, default=20.0, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        probe_main(args.probe, args.probe_bodies, args.probe_rate, args.probe_seconds)
+        return 0
     if shutil.which("wrk") is None and "overload" in args.only:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
     work = Path(tempfile.mkdtemp(prefix="reliability-"))
