@@ -409,3 +409,29 @@ def test_json_answers_are_utf8(client: TestClient) -> None:
     assert response.headers["content-type"].startswith("application/json")
     assert "Дешевле аналогов." in response.content.decode("utf-8")
     assert orjson.loads(response.content) == response.json()
+
+
+def test_queue_delay_shedding_sees_a_loop_stuck_now(built: dict[str, Path], tmp_path: Path) -> None:
+    """A request read while the loop has been busy past the limit is shed at once (503 + Retry-After),
+    before the lag watcher has run again; a free loop sheds nothing."""
+    import time
+
+    from serving.service import Service
+
+    service = Service(settings_for(models_dir_with(tmp_path, built["fixed"]), max_queue_delay_ms=10))
+    scope = {"type": "http", "method": "POST", "path": "/v1/recommendations", "headers": []}
+
+    async def scenario() -> tuple[Any, float, Any]:
+        await service.start_lag_watch()
+        await asyncio.sleep(0.05)  # the watcher runs a few times on a free loop
+        free = service._refusal(scope, scoring=True)
+        time.sleep(0.03)  # the loop stuck for 30 ms (a queue of requests, each running to completion)
+        stuck_for = service.queue_delay()
+        stuck = service._refusal(scope, scoring=True)
+        await service.stop_lag_watch()
+        return free, stuck_for, stuck
+
+    free, stuck_for, stuck = asyncio.run(scenario())
+    assert free is None
+    assert stuck_for >= 0.02
+    assert stuck is not None and stuck[0] == 503 and stuck[2] == "shed" and stuck[3] == {"Retry-After": "1"}
