@@ -45,6 +45,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Endpoints (log/metric labels) whose POSTs count against `max_concurrency` and may be shed.
 SCORING_ENDPOINTS = frozenset({"recommendations", "recommendations_batch", "predict"})
+#: Scoring requests let through in one stretch of a busy loop before queue-delay shedding starts
+#: (`Service.start_lag_watch`): ~8 ms of work at ~1 ms a request, more than a quiet stretch ever holds.
+QUEUED_BEFORE_SHEDDING = 8
 _STATIC_ENDPOINTS = {
     "/v1/recommendations": "recommendations",
     "/v1/recommendations:batch": "recommendations_batch",
@@ -171,6 +174,7 @@ class Service:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lag_interval = 0.0
         self._beat = 0.0  # loop time of the lag watcher's last wake-up
+        self._stretch_accepted = 0  # scoring requests let through since then
         self.retry_headers = {"Retry-After": str(settings.retry_after_s)}
 
     async def start_lag_watch(self, interval: float = 0.005) -> None:
@@ -182,7 +186,9 @@ class Service:
         smallest of the last three measurements: a sustained queue, not one stall (a collection, a
         version loading beside the served one). `queue_delay` adds what the last measurement cannot
         see yet: how long the loop has now been running past the watcher's next wake-up, which is how
-        long a request read at the start of this stretch has waited.
+        long a request read at the start of this stretch has waited. A stretch sheds only once
+        `QUEUED_BEFORE_SHEDDING` requests went through in it: a queue, not a stall that a few requests
+        happened to wait out (the process descheduled, a collection).
         """
         if self.settings.max_queue_delay_ms <= 0:
             return
@@ -196,6 +202,7 @@ class Service:
                 before = loop.time()
                 await asyncio.sleep(interval)
                 self._beat = loop.time()
+                self._stretch_accepted = 0
                 recent = [*recent[1:], max(0.0, self._beat - before - interval)]
                 self.loop_lag = min(recent)
 
@@ -422,8 +429,10 @@ class Service:
             limit = self.settings.max_concurrency
             return 503, f"overloaded: {limit} requests in flight; retry later", "shed", self.retry_headers
         delay_limit_ms = self.settings.max_queue_delay_ms
-        if scoring and delay_limit_ms > 0 and self.queue_delay() * 1000 > delay_limit_ms:
-            return 503, "overloaded: requests are queueing; retry later", "shed", self.retry_headers
+        if scoring and delay_limit_ms > 0:
+            if self.queue_delay() * 1000 > delay_limit_ms and self._stretch_accepted >= QUEUED_BEFORE_SHEDDING:
+                return 503, "overloaded: requests are queueing; retry later", "shed", self.retry_headers
+            self._stretch_accepted += 1
         return None
 
 

@@ -412,11 +412,12 @@ def test_json_answers_are_utf8(client: TestClient) -> None:
 
 
 def test_queue_delay_shedding_sees_a_loop_stuck_now(built: dict[str, Path], tmp_path: Path) -> None:
-    """A request read while the loop has been busy past the limit is shed at once (503 + Retry-After),
-    before the lag watcher has run again; a free loop sheds nothing."""
+    """Once a queue has formed (the loop busy past the limit and QUEUED_BEFORE_SHEDDING requests let
+    through in that stretch), the next request is shed at once (503 + Retry-After), before the lag
+    watcher has run again; a free loop, or the few requests a stall held up, shed nothing."""
     import time
 
-    from serving.service import Service
+    from serving.service import QUEUED_BEFORE_SHEDDING, Service
 
     service = Service(settings_for(models_dir_with(tmp_path, built["fixed"]), max_queue_delay_ms=10))
     scope = {"type": "http", "method": "POST", "path": "/v1/recommendations", "headers": []}
@@ -425,13 +426,15 @@ def test_queue_delay_shedding_sees_a_loop_stuck_now(built: dict[str, Path], tmp_
         await service.start_lag_watch()
         await asyncio.sleep(0.05)  # the watcher runs a few times on a free loop
         free = service._refusal(scope, scoring=True)
-        time.sleep(0.03)  # the loop stuck for 30 ms (a queue of requests, each running to completion)
+        time.sleep(0.03)  # the loop stuck for 30 ms: a stall, or a queue of requests each running to completion
         stuck_for = service.queue_delay()
+        after_a_stall = [service._refusal(scope, scoring=True) for _ in range(QUEUED_BEFORE_SHEDDING - 1)]
         stuck = service._refusal(scope, scoring=True)
         await service.stop_lag_watch()
-        return free, stuck_for, stuck
+        return free, stuck_for, after_a_stall, stuck
 
-    free, stuck_for, stuck = asyncio.run(scenario())
+    free, stuck_for, after_a_stall, stuck = asyncio.run(scenario())
     assert free is None
+    assert after_a_stall == [None] * (QUEUED_BEFORE_SHEDDING - 1)  # the few a stall held up still go through
     assert stuck_for >= 0.02
     assert stuck is not None and stuck[0] == 503 and stuck[2] == "shed" and stuck[3] == {"Retry-After": "1"}
