@@ -206,7 +206,7 @@ def overload(model: Path, work: Path, bodies: list[str], seconds: float, max_con
         baseline = asyncio.run(paced(url, bodies, 200, 8))
         base = [lat for _, status, lat, _ in baseline["results"] if status == 200]
         base_p99 = percentile(base, 99)
-        closed = wrk(url, script, 5, 8)  # few connections: a short queue, under the shedding limit
+        closed = wrk(url, script, 5, 4)  # few connections: a short queue, under the shedding limit
         saturation = closed.get("statuses", {}).get("200", 0) / 5 or closed["rps"]  # answered, not shed
         rss_before = rss_mib(server.pid)
         offered = 3 * saturation
