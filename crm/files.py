@@ -22,7 +22,7 @@ import io
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from crm.own import OwnTables
+from crm.own import OwnTables, OwnTablesWriter
 from crm.records import record_of
-from crm.source import OWN_DATABASE, ContactRecord, FeedbackEvent, FeedbackResult
+from crm.source import OWN_DATABASE, ContactRecord
 from crm.stages import Latest, latest_days, merge
 from needs_rec import schema
 from needs_rec.errors import DataError
@@ -218,7 +218,7 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
 # --- the source ------------------------------------------------------------------------------
 
 
-class FileSource:
+class FileSource(OwnTablesWriter):
     """`crm.CrmSource` over a directory of CSV/Parquet files (contract §2), own tables in `needs_rec.db`.
 
     Contact lookups read organizations and contacts once and index them by id; the index is
@@ -280,18 +280,6 @@ class FileSource:
                 if self._own is None:
                     self._own = OwnTables.for_sqlite(self.directory / OWN_DATABASE, describe=self.describe())
         return self._own
-
-    def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
-        return self.own().add_feedback(event)
-
-    def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        return self.own().add_exposures(rows)
-
-    def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self.own().recent_feedback(limit)
-
-    def model_version_of(self, request_id: str) -> int | None:
-        return self.own().model_version_of(request_id)
 
     def feedback_since(self, since: dt.datetime) -> list[dict[str, Any]]:
         if not (self.directory / OWN_DATABASE).is_file():

@@ -244,6 +244,25 @@ class OwnTables:
             return sa.inspect(conn).has_table(table.name, schema=self.metadata.schema)
 
 
+class OwnTablesWriter:
+    """The `CrmSource` methods that write or read needs_rec's own tables, for a source with `own()`."""
+
+    def own(self) -> OwnTables:
+        raise NotImplementedError
+
+    def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
+        return self.own().add_feedback(event)
+
+    def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        return self.own().add_exposures(rows)
+
+    def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.own().recent_feedback(limit)
+
+    def model_version_of(self, request_id: str) -> int | None:
+        return self.own().model_version_of(request_id)
+
+
 def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 

@@ -32,9 +32,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from crm.files import _as_text
-from crm.own import OwnTables, database_errors, tune_sqlite
+from crm.own import OwnTables, OwnTablesWriter, database_errors, tune_sqlite
 from crm.records import record_of
-from crm.source import ContactRecord, FeedbackEvent, FeedbackResult, describe_url
+from crm.source import ContactRecord, describe_url
 from crm.stages import Latest, LatestStages, merge
 from needs_rec import schema
 from needs_rec.errors import DataError, SourceUnavailable
@@ -44,7 +44,7 @@ CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 30_000
 
 
-class SqlSource:
+class SqlSource(OwnTablesWriter):
     """`crm.CrmSource` over a SQLAlchemy URL (sqlite+pysqlite or postgresql+psycopg), see the module doc."""
 
     def __init__(self, url: URL, *, schema: str | None = None):
@@ -316,18 +316,6 @@ class SqlSource:
                 if self._own is None:
                     self._own = OwnTables(engine, schema_name=self.schema, describe=self.describe())
         return self._own
-
-    def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
-        return self.own().add_feedback(event)
-
-    def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        return self.own().add_exposures(rows)
-
-    def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self.own().recent_feedback(limit)
-
-    def model_version_of(self, request_id: str) -> int | None:
-        return self.own().model_version_of(request_id)
 
     def feedback_since(self, since: dt.datetime) -> list[dict[str, Any]]:
         return self.own().feedback_since(since)
