@@ -20,6 +20,7 @@ Error texts that reach answers and the status name versions, never server paths 
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -113,6 +114,11 @@ class ServingModel:
     @property
     def vocabulary(self) -> list[str]:
         return self.loaded.vocabulary
+
+    @functools.cached_property
+    def feedback_rules(self) -> schema.FeedbackRules:
+        """The checks of a posted feedback event against this version's dictionaries (built on first use)."""
+        return schema.FeedbackRules(self.dictionaries)
 
     def __post_init__(self) -> None:
         self._serve = _concrete_serve(self.loaded)

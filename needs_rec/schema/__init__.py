@@ -5,8 +5,11 @@ Only this package knows column names; nothing downstream re-checks what it valid
 
 - `columns`: tables, columns, kinds, the model's inputs, header matching (`select_columns`).
 - `tables`: per-table checks (`check_table`): one table's values parsed, normalised, its key unique.
+- `rows`: the value rules of the event tables in pure Python (`parse_date`, `text_value`), one row
+  checked with them (`check_row`, the same messages as a table's), and `FeedbackRules` (a posted
+  feedback event: a CSV outcome row's rules plus the strict feedback checks, compiled per dictionaries).
 - `crossref`: checks across tables and `validate` (the whole CRM), `validate_contacts` (no
-  outcomes: batch scoring, lookups), `check_feedback` (rows posted by managers).
+  outcomes: batch scoring, lookups).
 - `report`: `CrmData` (the clean tables) and `ValidationReport`.
 """
 
@@ -46,9 +49,11 @@ from needs_rec.schema.columns import (
     normalize_column_name,
     select_columns,
 )
-from needs_rec.schema.crossref import check_feedback, episode_codes, validate, validate_contacts
+from needs_rec.schema.crossref import episode_codes, validate, validate_contacts
+from needs_rec.schema.messages import raise_if
 from needs_rec.schema.report import CrmData, ValidationReport, ValidationWarning
-from needs_rec.schema.tables import check_table, clean_table, raise_if
+from needs_rec.schema.rows import FeedbackRules, check_row, parse_date
+from needs_rec.schema.tables import check_table, clean_table
 
 __all__ = [
     "CONTACTS",
@@ -77,12 +82,13 @@ __all__ = [
     "TABLES_BY_NAME",
     "Column",
     "CrmData",
+    "FeedbackRules",
     "Kind",
     "Table",
     "ValidationReport",
     "ValidationWarning",
-    "check_feedback",
     "check_required_columns",
+    "check_row",
     "check_table",
     "clean_table",
     "contract_columns",
@@ -91,6 +97,7 @@ __all__ = [
     "isin",
     "lookup",
     "normalize_column_name",
+    "parse_date",
     "raise_if",
     "select_columns",
     "validate",

@@ -5,7 +5,6 @@ per-table checks of `needs_rec.schema.tables` on every table first.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -26,16 +25,12 @@ from needs_rec.schema.columns import (
     isin,
     lookup,
 )
-from needs_rec.schema.messages import _n_rows, _short, _shown
+from needs_rec.schema.messages import _n_rows, _short, _shown, raise_if
 from needs_rec.schema.report import CrmData, ValidationReport, ValidationWarning
-from needs_rec.schema.tables import check_table, raise_if
+from needs_rec.schema.tables import check_table
 
 if TYPE_CHECKING:
     from needs_rec.dictionaries import Dictionaries
-
-#: A feedback date is "in the future" once it is past today in the easternmost time zone (UTC+14):
-#: a manager anywhere may report today's call by their own calendar.
-EARLIEST_ZONE = dt.timedelta(hours=14)
 
 
 def validate(frames: Mapping[str, pd.DataFrame], dictionaries: Dictionaries) -> tuple[CrmData, ValidationReport]:
@@ -94,49 +89,6 @@ def validate_contacts(
     empty = pd.DataFrame({c.name: pd.Series(dtype="str") for c in OUTCOMES.columns})
     empty["occurred_on"] = empty["occurred_on"].astype("datetime64[ns]")
     return CrmData(organizations=orgs, contacts=contacts, outcomes=empty), report
-
-
-def check_feedback(
-    frame: pd.DataFrame, dictionaries: Dictionaries, *, today: dt.date | None = None
-) -> tuple[pd.DataFrame, ValidationReport]:
-    """Feedback rows as they are about to be stored: the row rules of an outcome row (via
-    `check_table`), and then strictly, since a manager can correct a typo at once: a stage or
-    characteristic outside the dictionaries, a characteristic not offered at that stage, and a date
-    in the future are errors here rather than dropped rows. Raises DataError naming the column."""
-    report = ValidationReport()
-    errors: list[str] = []
-    clean = check_table(frame, FEEDBACK, dictionaries, report, errors)
-    raise_if(errors)
-    source = report.files[FEEDBACK.name]
-    stages = dictionaries.stage_codes
-    stage_pos = lookup(clean["stage"], stages)
-    char_pos = lookup(clean["characteristic"], dictionaries.characteristic_codes)
-    for column, pos, allowed in (
-        ("stage", stage_pos, f"allowed: {', '.join(stages)}"),
-        ("characteristic", char_pos, "allowed: a code of characteristics.yaml"),
-    ):
-        if (pos < 0).any():
-            bad = [repr(_short(v)) for v in clean[column][pos < 0].unique()]
-            errors.append(f"{source} column {column!r}: unknown {column} {_shown(bad, len(bad))}; {allowed}")
-    raise_if(errors)
-    offered = dictionaries.offered()[stage_pos, char_pos]
-    if not offered.all():
-        rows = clean.loc[~offered, ["characteristic", "stage"]].drop_duplicates()
-        shown = [f"{c!r} at {s!r}" for c, s in rows.itertuples(index=False)]
-        errors.append(
-            f"{source} column 'characteristic': {_shown(shown, len(shown))}: not offered at that stage "
-            "(characteristics.yaml has no talking point for it there); only an offered characteristic can be put"
-        )
-    latest = today or (dt.datetime.now(dt.UTC) + EARLIEST_ZONE).date()
-    future = (clean["occurred_on"] > pd.Timestamp(latest)).to_numpy()
-    if future.any():
-        shown = [repr(d.strftime("%Y-%m-%d")) for d in clean.loc[future, "occurred_on"].unique()]
-        errors.append(
-            f"{source} column 'occurred_on': date {_shown(shown, len(shown))} is in the future; "
-            f"allowed: a date up to today ({latest.isoformat()})"
-        )
-    raise_if(errors)
-    return clean, report
 
 
 # --- pieces -----------------------------------------------------------------------------------

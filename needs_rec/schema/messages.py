@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from needs_rec.errors import DataError
 from needs_rec.schema.columns import SHOW, Table
 
 
-def _rows(positions: np.ndarray) -> str:
+def _rows(positions: Sequence[int] | np.ndarray) -> str:
     shown = ", ".join(str(int(p) + 1) for p in positions[:SHOW])
     more = len(positions) - SHOW
     return shown + (f" (and {more} more)" if more > 0 else "")
@@ -24,8 +25,28 @@ def _shown(items: Sequence[str], total: int) -> str:
 
 def _bad_values(where: str, values: pd.Series, mask: np.ndarray, allowed: str) -> str:
     rows = np.flatnonzero(mask)
-    shown = [f"{_short(values.iloc[r])!r} (row {r + 1})" for r in rows[:SHOW]]
-    return f"{where}: {len(rows)} invalid value(s) {_shown(shown, len(rows))}; {allowed}"
+    return bad_values_message(where, [(values.iloc[r], int(r)) for r in rows[:SHOW]], len(rows), allowed)
+
+
+def bad_values_message(where: str, examples: Sequence[tuple[Any, int]], total: int, allowed: str) -> str:
+    """`total` invalid values of a column, the first `SHOW` of `examples` (value, 0-based row) shown."""
+    shown = [f"{_short(value)!r} (row {row + 1})" for value, row in examples[:SHOW]]
+    return f"{where}: {total} invalid value(s) {_shown(shown, total)}; {allowed}"
+
+
+def empty_required_message(where: str, column: str, rows: Sequence[int] | np.ndarray) -> str:
+    """Rows (0-based positions) with no value in a required column."""
+    return (
+        f"{where}: {len(rows)} row(s) with an empty required value: rows {_rows(rows)}; "
+        f"{column!r} is required in every row"
+    )
+
+
+def raise_if(errors: list[str]) -> None:
+    """DataError with the first problem, the others appended, when there are any."""
+    if errors:
+        more = f" (and {len(errors) - 1} more problem(s): " + " | ".join(errors[1:]) + ")" if len(errors) > 1 else ""
+        raise DataError(errors[0] + more)
 
 
 def _short(value: Any, limit: int = 40) -> Any:
@@ -43,7 +64,6 @@ def _examples_for(rows: np.ndarray, ids: pd.Series | None) -> tuple[str, ...]:
 
 def _id_label(table: Table) -> str:
     return table.key or "rows"
-
 
 
 def _n_rows(n: int) -> str:

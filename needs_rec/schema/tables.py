@@ -8,7 +8,6 @@ relate tables (a contact's organization, outcome rows for unknown contacts, epis
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,14 +26,22 @@ from needs_rec.schema.columns import (
     isin,
     select_columns,
 )
-from needs_rec.schema.messages import _bad_values, _examples_for, _id_label, _n_rows, _rows, _short, _shown
+from needs_rec.schema.messages import (
+    _bad_values,
+    _examples_for,
+    _id_label,
+    _n_rows,
+    _short,
+    _shown,
+    empty_required_message,
+    raise_if,  # noqa: F401 — `tables.raise_if` stays importable
+)
 from needs_rec.schema.report import ValidationReport, ValidationWarning
+from needs_rec.schema.rows import ALLOWED_OUTCOME, allowed_date, parse_date, text_values
 
 if TYPE_CHECKING:
     from needs_rec.dictionaries import Dictionaries
 
-_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
-_DATE_MIN, _DATE_MAX = pd.Timestamp("1678-01-01"), pd.Timestamp("2261-12-31")
 #: Tables of outcome rows: their unknown codes drop the row (crossref), so they get no unknown-code warning here.
 OUTCOME_TABLES = frozenset({"outcomes", "feedback"})
 
@@ -61,13 +68,6 @@ def check_table(
     if table.key and not errors:
         check_unique(clean, table.key, source, errors)
     return clean
-
-
-def raise_if(errors: list[str]) -> None:
-    """DataError with the first problem, the others appended, when there are any."""
-    if errors:
-        more = f" (and {len(errors) - 1} more problem(s): " + " | ".join(errors[1:]) + ")" if len(errors) > 1 else ""
-        raise DataError(errors[0] + more)
 
 
 def check_unique(df: pd.DataFrame, key: str, source: str, errors: list[str]) -> None:
@@ -115,18 +115,11 @@ def clean_table(
             if unknown:
                 _warn_unknown(unknown, col, source, report)
         else:  # ID, CODE, OUTCOME
-            text = _text(raw).str.strip()
-            if col.kind not in (Kind.ID, Kind.TIMESTAMP):
-                text = text.str.lower()
-            values = text.astype("str")
+            values = text_values(col.kind, _text(raw)).astype("str")
             empty = (values == "").to_numpy()
         if col.required:
             if empty.any():
-                rows = np.flatnonzero(empty)
-                errors.append(
-                    f"{where}: {len(rows)} row(s) with an empty required value: rows {_rows(rows)}; "
-                    f"{col.name!r} is required in every row"
-                )
+                errors.append(empty_required_message(where, col.name, np.flatnonzero(empty)))
         elif empty.any() and col.name not in EMPTY_IS_MEANINGFUL:
             rows = np.flatnonzero(empty)
             examples = _examples_for(rows, ids)
@@ -144,7 +137,7 @@ def clean_table(
         if col.kind is Kind.OUTCOME:
             bad = ~isin(values, OUTCOME_VALUES) & ~empty
             if bad.any():
-                errors.append(_bad_values(where, values, bad, "allowed: positive, negative"))
+                errors.append(_bad_values(where, values, bad, ALLOWED_OUTCOME))
         if col.kind is Kind.CODE and col.vocabulary and table.name not in OUTCOME_TABLES:
             unknown_rows = ~empty & ~isin(values, dictionaries.codes(col.vocabulary))
             if unknown_rows.any():
@@ -229,21 +222,17 @@ def _parse_dates(raw: pd.Series, where: str, errors: list[str], optional: bool) 
             values = values.dt.tz_localize(None)
         values = values.dt.normalize().astype("datetime64[ns]")
         return values, values.isna().to_numpy()
-    text = _text(raw).str.strip()
+    text = text_values(Kind.ID, _text(raw))  # stripped, as one row's date is (rows.check_row)
     codes, uniques = pd.factorize(text)
-    uniq = pd.Series(uniques, dtype="str")
-    parsed = pd.to_datetime(uniq, format="%Y-%m-%d", errors="coerce")
-    retry = parsed.isna() & uniq.str.match(_DATE_PREFIX)
-    if retry.any():
-        parsed[retry] = pd.to_datetime(uniq[retry].str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-    in_range = (parsed >= _DATE_MIN) & (parsed <= _DATE_MAX)  # what datetime64[ns] can hold
-    parsed_ns = parsed.where(in_range).astype("datetime64[ns]").to_numpy()
-    values = pd.Series(parsed_ns[codes], dtype="datetime64[ns]")
+    # The row rule (`rows.parse_date`) on each distinct text: a date column has few of them.
+    days = [parse_date(value) for value in uniques]
+    parsed = np.array([np.datetime64(d, "ns") if d is not None else np.datetime64("NaT", "ns") for d in days]
+                      + [np.datetime64("NaT", "ns")], dtype="datetime64[ns]")
+    values = pd.Series(parsed[codes], dtype="datetime64[ns]")
     empty = (text == "").to_numpy()
     bad = ~empty & values.isna().to_numpy()
     if bad.any():
-        allowed = "allowed: an ISO date YYYY-MM-DD such as 2024-03-15" + (", or empty" if optional else "")
-        errors.append(_bad_values(where, text, bad, allowed))
+        errors.append(_bad_values(where, text, bad, allowed_date(optional)))
     return values, empty
 
 

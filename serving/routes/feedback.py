@@ -1,11 +1,12 @@
 """`POST /v1/feedback` (contract §6): a manager says what happened when a characteristic was put.
 
-The body's types are checked here; its values get exactly the rules an outcome row of a CRM file
-gets (`needs_rec.schema.check_feedback`: the per-table checks of the `feedback` table), and then,
-strictly, a stage or characteristic outside the served version's dictionaries, a characteristic
-not offered at that stage, and a date in the future are 400s. An unknown contact is a 404 (looked
-up in the CRM source, through the contact cache). The event is stored with `CrmSource.add_feedback`
-in one transaction before any 2xx is sent:
+The body's types are checked here; its values get exactly the rules an outcome row of a CSV file
+gets and then, strictly, a stage or characteristic outside the served version's dictionaries, a
+characteristic not offered at that stage, and a date in the future are 400s — both from
+`needs_rec.schema.FeedbackRules` (pure Python, compiled once per served version, so a check costs
+microseconds and runs in the event loop). An unknown contact is a 404 (looked up in the CRM
+source, through the contact cache). The event is stored with `CrmSource.add_feedback` in one
+transaction, committed before any 2xx is sent:
 
 - 201 `{"feedback_id", "stored": true}` — a new row, committed;
 - 200 `{"feedback_id", "stored": false, "duplicate": true}` — this feedback_id is stored already
@@ -15,21 +16,21 @@ in one transaction before any 2xx is sent:
   caller retries with the same feedback_id.
 
 The model version the answer came from (`request_id`) is stored with the event when known.
-Validation and the write run in the CRM thread pool, never in the event loop.
+Lookups that miss the cache and the write run in the CRM thread pool, never in the event loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
-import pandas as pd
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 import crm
-from needs_rec import schema
 from needs_rec.errors import RequestError
+from needs_rec.schema import FeedbackRules
 from serving import api_schemas as api
 from serving.requests import parse_json
 from serving.service import ApiError, Service, json_response, read_body
@@ -41,7 +42,11 @@ MAX_ID = 200
 
 
 def read_event(body: Any) -> tuple[dict[str, str], bool]:
-    """The body's fields as stripped strings (types and lengths checked), and whether occurred_on was given."""
+    """The body's fields as strings (types and lengths checked), and whether occurred_on was given.
+
+    A required field must be present; an empty one is kept, so that the row rules refuse it in the
+    words a CSV row's empty value gets. An empty optional field counts as absent.
+    """
     if not isinstance(body, dict):
         raise RequestError("body must be a JSON object with feedback_id, contact_id, stage, characteristic, outcome")
     fields: dict[str, str] = {}
@@ -54,32 +59,27 @@ def read_event(body: Any) -> tuple[dict[str, str], bool]:
         if not isinstance(value, str):
             raise RequestError(f"field '{name}' must be a string, got {type(value).__name__}")
         value = value.strip()
-        if name in REQUIRED and not value:
-            raise RequestError(f"field '{name}' must not be empty")
         if name.endswith("_id") and len(value) > MAX_ID:
             raise RequestError(f"field '{name}' is longer than {MAX_ID} characters")
-        if value:
+        if value or name in REQUIRED:
             fields[name] = value
     given = "occurred_on" in fields
     fields.setdefault("occurred_on", dt.datetime.now(dt.UTC).date().isoformat())
     return fields, given
 
 
-def checked_event(fields: dict[str, str], given: bool, dictionaries: Any, version: int | None) -> crm.FeedbackEvent:
-    """The event after the §2 row rules and the strict feedback checks (DataError → 400 naming the field)."""
-    frame = pd.DataFrame({name: pd.array([fields.get(name, "")], dtype="str") for name in (*REQUIRED, *OPTIONAL)})
-    frame.attrs = {"source": "feedback"}
-    clean, _ = schema.check_feedback(frame, dictionaries)
-    row = clean.iloc[0]
+def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules, version: int | None) -> crm.FeedbackEvent:
+    """The event after the row rules and the strict feedback checks (DataError → 400 naming the field)."""
+    clean = rules.check(fields)
     return crm.FeedbackEvent(
-        feedback_id=fields["feedback_id"],
-        contact_id=fields["contact_id"],
-        stage=str(row["stage"]),
-        characteristic=str(row["characteristic"]),
-        outcome=str(row["outcome"]),
-        occurred_on=row["occurred_on"].strftime("%Y-%m-%d"),
-        request_id=fields.get("request_id"),
-        manager_id=fields.get("manager_id"),
+        feedback_id=clean["feedback_id"],
+        contact_id=clean["contact_id"],
+        stage=clean["stage"],
+        characteristic=clean["characteristic"],
+        outcome=clean["outcome"],
+        occurred_on=clean["occurred_on"].isoformat(),
+        request_id=clean["request_id"] or None,
+        manager_id=clean["manager_id"] or None,
         model_version=version,
         occurred_on_given=given,
     )
@@ -95,10 +95,11 @@ def router(service: Service) -> APIRouter:
         link = service.need_crm("POST /v1/feedback")
         model = service.model()  # the served version's dictionaries decide what a valid code is
         fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)))
-        if await link.contact(fields["contact_id"]) is None:
-            raise ApiError(404, f"field 'contact_id': no contact {fields['contact_id']!r} in the CRM")
-        version = await link.model_version_of(fields["request_id"]) if "request_id" in fields else None
-        event = await link.call(checked_event, fields, given, model.dictionaries, version)
+        event = checked_event(fields, given, model.feedback_rules, None)  # 400 before any database call
+        if await link.contact(event.contact_id) is None:
+            raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
+        if event.request_id is not None:
+            event = dataclasses.replace(event, model_version=await link.model_version_of(event.request_id))
         result = await link.call(link.source.add_feedback, event)
         service.metrics.feedback.labels(str(result)).inc()
         if result is crm.FeedbackResult.STORED:
