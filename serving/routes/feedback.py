@@ -68,8 +68,9 @@ def read_event(body: Any) -> tuple[dict[str, str], bool]:
     return fields, given
 
 
-def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules, version: int | None) -> crm.FeedbackEvent:
-    """The event after the row rules and the strict feedback checks (DataError → 400 naming the field)."""
+def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules) -> crm.FeedbackEvent:
+    """The event after the row rules and the strict feedback checks (DataError → 400 naming the field);
+    its model_version is filled in once the answer it refers to is looked up."""
     clean = rules.check(fields)
     return crm.FeedbackEvent(
         feedback_id=clean["feedback_id"],
@@ -80,7 +81,6 @@ def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules, ver
         occurred_on=clean["occurred_on"].isoformat(),
         request_id=clean["request_id"] or None,
         manager_id=clean["manager_id"] or None,
-        model_version=version,
         occurred_on_given=given,
     )
 
@@ -95,7 +95,7 @@ def router(service: Service) -> APIRouter:
         link = service.need_crm("POST /v1/feedback")
         model = service.model()  # the served version's dictionaries decide what a valid code is
         fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)))
-        event = checked_event(fields, given, model.feedback_rules, None)  # 400 before any database call
+        event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
         if await link.contact(event.contact_id) is None:
             raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
         if event.request_id is not None:
