@@ -16,8 +16,11 @@ POST /v1/recommendations with wrk (Debian package `wrk`): a paced run at about 2
 (each connection waits a fixed delay between requests, so the rate is steady), a sweep of paced
 rates to find the highest one whose p99 stays ≤ 50 ms with no errors (the ~200 req/s run is done three
 times and the median run reported), and a closed-loop run at
-saturation. Then the same against the naive path — the same HTTP stack, but each request calls
-Keras `model.predict` on its own (no SavedModel function, no micro-batching) — so the ratio shows.
+saturation. Before anything, the machine's floor: an ASGI app that answers `{}` at once, under the
+same uvicorn, wrk and pacing (on a busy virtual machine loopback wake-ups alone can cost
+milliseconds, and every figure after it includes that floor). Then the same against the naive
+path — the same HTTP stack, but each request calls Keras `model.predict` on its own (no SavedModel
+function, no micro-batching) — so the ratio shows.
 Figures are printed, never asserted. wrk's pacing is closed-loop per connection, so under overload
 it under-reports queueing (coordinated omission); the sweep's achieved rate shows when that happens.
 """
@@ -201,6 +204,40 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 180
     raise SystemExit("server did not become ready")
 
 
+#: The machine's floor: an ASGI app that answers `{}` at once, under the same uvicorn, wrk and pacing.
+FLOOR_APP = """
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            kind = (await receive())["type"]
+            await send({"type": kind + ".complete"})  # lifespan.startup / lifespan.shutdown
+            if kind == "lifespan.shutdown":
+                return
+    if scope["type"] == "http" and scope["path"] == "/readyz":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+"""
+
+
+def machine_floor(work: Path, script: Path, rate: float = 200, duration: float = 8) -> dict[str, float]:
+    """wrk figures of `FLOOR_APP` at ~`rate` req/s: what loopback, wrk and uvicorn cost on this machine
+    right now, with no service work at all (on a busy virtual machine this alone can be milliseconds)."""
+    (work / "floor_app.py").write_text(FLOOR_APP, encoding="utf-8")
+    port = free_port()
+    server = subprocess.Popen([PYTHON, "-m", "uvicorn", "--app-dir", str(work), "floor_app:app", "--port", str(port),
+                               "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, server)  # type: ignore[arg-type]
+        wrk(port, script, duration=2, connections=4)
+        return paced(port, script, rate, duration)
+    finally:
+        stop_server(server)  # type: ignore[arg-type]
+
+
 def start_server(model: Path, port: int, *, naive: bool, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     if naive:
@@ -358,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         script = lua_script(request_bodies(dictionaries), work / "bodies.lua")
         print(f"model: {model}   machine: {os.cpu_count()} cores   wrk: 1 thread, loopback, "
               f"{args.duration:g} s per run")
+        print(row("machine floor: an empty ASGI app, ~200 req/s", machine_floor(work, script, 200, args.duration)))
         if args.crm:
             for location in args.crm:
                 measure_lookups(model, location, dictionaries, work, args.duration)
