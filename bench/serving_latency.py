@@ -165,13 +165,15 @@ math.randomseed(os.time())
 request = function() return wrk.format(nil, "{url_path}", nil, bodies[math.random(#bodies)]) end
 if pause > 0 then
   -- each connection's first request waits a random share of the pause, so the connections are
-  -- spread over the cycle and arrivals are steady instead of all connections firing together
+  -- spread over the cycle; every later pause is jittered (uniform 0.5-1.5 x, the same mean), so one
+  -- stall that answers every connection at once cannot lock them into firing together from then on
+  -- (with a fixed pause they stay in step, and each burst queues behind itself)
   delay = function()
     if started < connections then
       started = started + 1
       return math.random() * pause
     end
-    return pause
+    return pause * (0.5 + math.random())
   end
 end
 """,
