@@ -467,11 +467,9 @@ def sample_crm(work: Path, orgs: int = 150) -> tuple[str, list[str]]:
 
 def offered_pair(model: Path) -> tuple[str, str]:
     """A (stage, characteristic) the served version's dictionaries offer together (a valid feedback event)."""
-    from needs_rec import dictionaries
+    from needs_rec import dictionaries, versions
 
-    version = model if (model / "manifest.json").is_file() else max(
-        (p for p in model.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    dicts = dictionaries.load(version / "dictionaries")
+    dicts = dictionaries.load(versions.resolve_serving(model) / "dictionaries")
     stage_at, char_at = (int(i[0]) for i in dicts.offered().nonzero())
     return dicts.stage_codes[stage_at], dicts.characteristic_codes[char_at]
 

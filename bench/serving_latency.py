@@ -392,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     try:
         model = args.model or build_model(work / "models", args.dictionaries).parent
-        dictionaries = (model if (model / "manifest.json").is_file() else max(
-            (p for p in model.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))) / "dictionaries"
+        from needs_rec import versions
+
+        dictionaries = versions.resolve_serving(model) / "dictionaries"
         script = lua_script(request_bodies(dictionaries), work / "bodies.lua")
         print(f"model: {model}   machine: {os.cpu_count()} cores   wrk: 1 thread, loopback, "
               f"{args.duration:g} s per run")
