@@ -246,11 +246,22 @@ class RowEncoder:
                                                        else (source - 2 * n_numbers) // NUMBER_BINS)  # fmt: skip
             if source < n_numbers or source >= 2 * n_numbers:  # z and bins, not the missing flag
                 self.number_columns[at] = number_names[which]
-        self.number_groups: list[tuple[str, list[int]]] = [
-            (name, sorted(c for c, n in self.number_columns.items() if n == name)) for name in number_names
+        self.number_groups: list[tuple[str, np.ndarray]] = [
+            (name, np.asarray(sorted(c for c, n in self.number_columns.items() if n == name), dtype=np.intp))
+            for name in number_names
         ]
+        self.number_cols = np.concatenate([cols for _, cols in self.number_groups]).astype(np.intp)
+        self.number_onehot = np.zeros((len(self.number_cols), len(self.number_groups)), dtype=np.float32)
+        self.number_onehot[np.arange(len(self.number_cols)),
+                           np.repeat(np.arange(len(self.number_groups)), [len(c) for _, c in self.number_groups])] = 1
+        self.links_t = np.ascontiguousarray(self._links.T)  # (link features, category columns), rows contiguous
         self.stage_offset = int(tables["stage_offset"])
         self.stage_offer = np.asarray(tables["stage_offer"], dtype=np.float32)
+        # For explanations: 1 on category columns that can be a factor (a known code, not the stage).
+        self.explainable = np.zeros(self._category_width, dtype=np.float32)
+        for col, (name, _code) in self.column_meaning.items():
+            if name != schema.STAGE and col < self._category_width:
+                self.explainable[col] = 1.0
 
     def __call__(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
         out = np.zeros((len(rows), self.width), dtype=np.float32)
@@ -325,6 +336,17 @@ class NetworkTwin:
         specs, weights = _simplify(graph["layers"], {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()},
                                    self._output)
         self._layers = [self._layer(spec, weights) for spec in specs]
+        # A plain stack of Dense layers (the usual network): its backward pass is a short loop (`_chain_backward`).
+        chain = len(self._layers) > 1 and all(layer.kind == "dense" for layer in self._layers)
+        for before, layer in zip([None, *self._layers], self._layers, strict=False):
+            wanted = self._input if before is None else before.name
+            chain = chain and layer.inputs == [wanted]
+        self._chain = chain and self._layers[-1].name == self._output
+
+    @property
+    def output(self) -> str:
+        """The name of the output layer (its entry in `forward`'s values)."""
+        return self._output
 
     @staticmethod
     def _layer(spec: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> _Layer:
@@ -362,25 +384,15 @@ class NetworkTwin:
         return _Layer(name, kind, list(spec["inputs"]), fn, kept)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        values = {self._input: x}
-        for layer in self._layers:
-            values[layer.name] = np.asarray(layer.fn([values[i] for i in layer.inputs]), dtype=np.float32)
-        return values[self._output]
+        return self.forward(x)[0][self._output]
 
-    def gradients(
-        self, x: np.ndarray, outputs: Sequence[int], columns: Sequence[int] | None = None
-    ) -> np.ndarray:
-        """d output[j] / d x for one input row `x` (width,) and each j in `outputs`: (len(outputs), width),
-        or only the input `columns` asked for: (len(outputs), len(columns)).
+    def forward(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Every layer's output and every Dense's / Activation's pre-activation, for rows `x` (n, width).
 
-        Reverse mode over the same simplified graph the forward pass runs (Dense with its folded
-        batch norm and merged activation, Add, Average), so the gradient is that of the served
-        function. Activation derivatives are exact for relu, linear, sigmoid, tanh and leaky relu,
-        central differences for the others. Asking for a few `columns` (an explanation needs the
-        contact's active inputs only) saves most of the widest product, the one into the input.
+        The same arithmetic as the served function; what `backward` needs is kept as it goes, so an
+        explanation never runs the forward pass a second time.
         """
-        row = np.asarray(x, dtype=np.float32).reshape(1, -1)
-        values: dict[str, np.ndarray] = {self._input: row}
+        values: dict[str, np.ndarray] = {self._input: np.asarray(x, dtype=np.float32)}
         pre: dict[str, np.ndarray] = {}
         for layer in self._layers:
             inputs = [values[i] for i in layer.inputs]
@@ -393,6 +405,34 @@ class NetworkTwin:
             if layer.kind == "activation":
                 pre[layer.name] = inputs[0]
             values[layer.name] = np.asarray(layer.fn(inputs), dtype=np.float32)
+        return values, pre
+
+    def gradients(
+        self, x: np.ndarray, outputs: Sequence[int], columns: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """d output[j] / d x for one input row `x` (width,) and each j in `outputs`: (len(outputs), width),
+        or only the input `columns` asked for: (len(outputs), len(columns))."""
+        values, pre = self.forward(np.asarray(x, dtype=np.float32).reshape(1, -1))
+        return self.backward(values, pre, 0, outputs, columns)
+
+    def backward(
+        self,
+        values: Mapping[str, np.ndarray],
+        pre: Mapping[str, np.ndarray],
+        r: int,
+        outputs: Sequence[int],
+        columns: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """`gradients` for row `r` of a `forward` pass already run (its `values` and `pre`).
+
+        Reverse mode over the same simplified graph the forward pass runs (Dense with its folded
+        batch norm and merged activation, Add, Average), so the gradient is that of the served
+        function. Activation derivatives are exact for relu, linear, sigmoid, tanh and leaky relu,
+        central differences for the others. Asking for a few `columns` (an explanation needs the
+        contact's active inputs only) saves most of the widest product, the one into the input.
+        """
+        if self._chain:
+            return self._chain_backward(values, pre, r, outputs, columns)
         width = values[self._output].shape[1]
         seed = np.zeros((len(outputs), width), dtype=np.float32)
         seed[np.arange(len(outputs)), list(outputs)] = 1.0
@@ -404,11 +444,13 @@ class NetworkTwin:
                 continue
             if layer.kind == "dense":
                 _kernel, _bias, act_name, kernel_t = layer.params
-                dz = g * _derivative(act_name, pre[layer.name], values[layer.name])
-                into_input = picked is not None and layer.inputs[0] == self._input
-                g_in = [dz @ (kernel_t[:, picked] if into_input else kernel_t)]
+                dz = g * _derivative(act_name, pre[layer.name][r : r + 1], values[layer.name][r : r + 1])
+                if picked is not None and layer.inputs[0] == self._input:
+                    g_in = [dz @ _kernel[picked].T]  # the kernel's rows of those inputs: a small contiguous gather
+                else:
+                    g_in = [dz @ kernel_t]
             elif layer.kind == "activation":
-                g_in = [g * _derivative(layer.params[2], pre[layer.name], values[layer.name])]
+                g_in = [g * _derivative(layer.params[2], pre[layer.name][r : r + 1], values[layer.name][r : r + 1])]
             elif layer.kind == "batch_norm":
                 g_in = [g * layer.params[0]]
             elif layer.kind == "average":
@@ -419,8 +461,36 @@ class NetworkTwin:
                 if name == self._input and picked is not None and part.shape[1] != len(picked):
                     part = part[:, picked]  # reached the input through a non-dense layer: keep the columns asked for
                 grads[name] = grads[name] + part if name in grads else part
-        n_columns = row.shape[1] if picked is None else len(picked)
+        n_columns = values[self._input].shape[1] if picked is None else len(picked)
         return grads.get(self._input, np.zeros((len(outputs), n_columns), dtype=np.float32))
+
+
+    def _chain_backward(
+        self,
+        values: Mapping[str, np.ndarray],
+        pre: Mapping[str, np.ndarray],
+        r: int,
+        outputs: Sequence[int],
+        columns: Sequence[int] | None,
+    ) -> np.ndarray:
+        """`backward` for a plain stack of Dense layers: the same products, without the graph bookkeeping.
+
+        The output layer's gradient is one row of its transposed kernel per output (scaled by the
+        activation's derivative there), so the one-hot seed matrix and its product are skipped.
+        """
+        last = self._layers[-1]
+        _kernel, _bias, act_name, kernel_t = last.params
+        picked_out = np.asarray(outputs, dtype=np.intp)
+        z, y = pre[last.name][r, picked_out], values[last.name][r, picked_out]
+        g = _derivative(act_name, z, y)[:, None] * kernel_t[picked_out]  # (J, the last layer's inputs)
+        for at in range(len(self._layers) - 2, -1, -1):
+            layer = self._layers[at]
+            kernel, _bias, act_name, kernel_t = layer.params
+            dz = g * _derivative(act_name, pre[layer.name][r], values[layer.name][r])
+            if at == 0:
+                return dz @ (kernel_t if columns is None else kernel[np.asarray(columns, dtype=np.intp)].T)
+            g = dz @ kernel_t
+        raise AssertionError("a chain has at least two layers")  # pragma: no cover
 
 
 def _simplify(
@@ -503,12 +573,27 @@ class Factor:
     contribution: float  # gradient × input on the probability (> 0)
 
 
+#: `Twin.predict_rows` calls of at most this many rows keep their forward pass for `Twin.explain`.
+TRACED_ROWS = 8
+
+
+@dataclass(frozen=True)
+class _Trace:
+    """One small forward pass: the rows (kept, so identity means the same row), their encoding, the layers."""
+
+    rows: list[Sequence[Any]]
+    encoded: np.ndarray
+    values: dict[str, np.ndarray]
+    pre: dict[str, np.ndarray]
+
+
 class Twin:
     """Raw rows → probabilities (n, C), like the SavedModel's `serve`, without TensorFlow."""
 
     def __init__(self, encoder: RowEncoder, network: NetworkTwin):
         self.encoder = encoder
         self.network = network
+        self._trace: _Trace | None = None
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, Any]) -> Twin:
@@ -535,9 +620,27 @@ class Twin:
 
     def predict_rows(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
         encoded = self.encoder(rows)
-        probabilities = self.network(encoded)
+        values, pre = self.network.forward(encoded)
+        probabilities = values[self.network.output]
         stage = encoded[:, self.encoder.stage_offset : self.encoder.stage_offset + self.encoder.stage_offer.shape[0]]
+        if len(rows) <= TRACED_ROWS:  # an explanation of these rows (asked right after) reuses this pass
+            self._trace = _Trace(list(rows), encoded, values, pre)
         return probabilities * (stage @ self.encoder.stage_offer)
+
+    def _traced(self, row: Sequence[Any]) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], int]:
+        """(encoded rows, layer values, pre-activations, index of `row`) of the forward pass over `row`.
+
+        The last small `predict_rows` call's pass when it held this very row object (identity, not
+        equality: the trace holds the rows, so no other row can take its place), else a new pass.
+        """
+        trace = self._trace  # one read: another thread may replace it meanwhile, never change it
+        if trace is not None:
+            for r, kept in enumerate(trace.rows):
+                if kept is row:
+                    return trace.encoded, trace.values, trace.pre, r
+        encoded = self.encoder([row])
+        values, pre = self.network.forward(encoded)
+        return encoded, values, pre, 0
 
     def explain(self, row: Sequence[Any], outputs: Sequence[int], top: int = 3) -> dict[int, list[Factor]]:
         """Per output j: the (at most `top`) raw inputs that raised its probability most for this row.
@@ -547,44 +650,48 @@ class Twin:
         it feeds (how many of the contact's interests a characteristic answers, owned product);
         a number gets the sum over its z-score and bin columns. Only positive contributions are
         kept, largest first; the stage (the context, not a property of the contact) and unknown
-        or missing values are never factors.
+        or missing values are never factors. Scoring the row first (`predict_rows`) makes this a
+        backward pass only.
         """
         if not outputs:
             return {}
         enc = self.encoder
-        x = enc([row])[0]
-        cat_w, n_links = enc._category_width, enc._n_links
+        encoded, values, pre, r = self._traced(row)
+        x = encoded[r]
+        cat_w = enc._category_width
         categories = x[:cat_w]
+        active = np.flatnonzero(categories * enc.explainable)  # active codes with a meaning, the stage left out
         meaning = enc.column_meaning
-        # the candidate factors: the active codes (the stage left out), then each present number
-        active = [int(c) for c in np.flatnonzero(categories) if meaning.get(c, (schema.STAGE,))[0] != schema.STAGE]
-        meanings = [meaning[c] for c in active]
-        numbers: list[list[int]] = []
-        for name, cols in enc.number_groups:
-            present = [c for c in cols if x[c] != 0]
-            if present:
-                meanings.append((name, ""))
-                numbers.append(present)
+        meanings = [meaning[c] for c in active.tolist()]
+        present = x[enc.number_cols] != 0  # the numbers' z-score and bin columns this row has
+        number_cols = enc.number_cols[present]
+        by_number = enc.number_onehot[present]  # (its columns, numbers): which number each column is
+        numbers = np.flatnonzero(by_number.any(axis=0))
+        by_number = by_number[:, numbers]
+        meanings += [(enc.number_groups[i][0], "") for i in numbers.tolist()]
         if not meanings:
             return {int(j): [] for j in outputs}
         n_active = len(active)
-        columns = [*active, *range(cat_w, cat_w + n_links), *(c for present in numbers for c in present)]
-        grad = self.network.gradients(x, outputs, columns)  # (J, len(columns))
-        below_cap = (categories @ enc._links) < enc._link_cap
-        link_grad = grad[:, n_active : n_active + n_links] * (enc._link_scale * below_cap)
-        # a code's share: its own column plus what flows through the dictionary links it feeds
-        shares = [(grad[:, :n_active] + link_grad @ enc._links[active].T) * x[active]]
-        at = n_active + n_links
-        for present in numbers:
-            shares.append((grad[:, at : at + len(present)] * x[present]).sum(axis=1, keepdims=True))
-            at += len(present)
+        feeds = enc._links[active]  # (active codes, link features): what each active code adds to each link
+        fed = np.flatnonzero(feeds.sum(axis=0))  # the link features the active codes feed (the others get nothing)
+        n_fed = len(fed)
+        columns = np.concatenate([active, cat_w + fed, number_cols])
+        grad = self.network.backward(values, pre, r, outputs, columns)  # (J, len(columns))
+        below_cap = (enc.links_t[fed] @ categories) < enc._link_cap[fed]
+        link_grad = grad[:, n_active : n_active + n_fed] * (enc._link_scale[fed] * below_cap)
+        # a code's share: its own column plus what flows through the dictionary links it feeds;
+        # a number's: the sum over its z-score and bin columns
+        shares = [
+            (grad[:, :n_active] + link_grad @ feeds[:, fed].T) * x[active],
+            (grad[:, n_active + n_fed :] * x[number_cols]) @ by_number,
+        ]
         scores = np.concatenate(shares, axis=1)
         best = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+        picked = np.take_along_axis(scores, best, axis=1).tolist()
         found: dict[int, list[Factor]] = {}
-        for i, j in enumerate(outputs):
-            row_scores = scores[i]
-            found[int(j)] = [Factor(meanings[b][0], meanings[b][1], float(row_scores[b])) for b in best[i]
-                             if row_scores[b] > 0]  # fmt: skip
+        for j, order, row_scores in zip(outputs, best.tolist(), picked, strict=True):
+            found[int(j)] = [Factor(meanings[b][0], meanings[b][1], score)
+                             for b, score in zip(order, row_scores, strict=True) if score > 0]  # fmt: skip
         return found
 
     def verify(self, reference: Callable[[Sequence[Sequence[Any]]], np.ndarray],

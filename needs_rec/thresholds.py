@@ -143,7 +143,7 @@ def _ranks(p: np.ndarray) -> np.ndarray:
     """0-based rank of each cell within its row, most probable first, ties by label index."""
     order = np.argsort(-p, axis=1, kind="stable")
     rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.broadcast_to(np.arange(p.shape[1]), p.shape), axis=1)
+    rank[np.arange(p.shape[0])[:, None], order] = np.arange(p.shape[1])  # the inverse permutation, per row
     return rank
 
 

@@ -218,3 +218,34 @@ def test_explain_names_the_inputs_that_raised_the_probability(tmp_path: Path) ->
         changed = list(row)
         changed[at] = ""
         assert twin.predict_rows([changed])[0, 0] < twin.predict_rows([row])[0, 0]
+
+
+@pytest.mark.parametrize("label", ["default wide & deep with batch norm", "factory relu network"])
+def test_explain_after_scoring_reuses_the_forward_pass(
+    tmp_path: Path, label: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service scores a row, then explains it: the explanation runs no second encoding or forward
+    pass, and reads exactly what a fresh pass gives (also for the plain Dense stack's short backward)."""
+    parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NETWORKS[label])
+    twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
+    assert twin.network._chain == (label == "factory relu network")
+    rows = _frame_rows(sample_frame(parts.dictionaries, 4, 9))
+    fresh = [twin.explain(list(row), [0, 2, 5]) for row in rows]  # copies: never the scored row objects
+    encode, calls = fast_path.RowEncoder.__call__, []
+
+    def counted(self: fast_path.RowEncoder, batch: list[list[object]]) -> np.ndarray:
+        calls.append(len(batch))
+        return encode(self, batch)
+
+    monkeypatch.setattr(fast_path.RowEncoder, "__call__", counted)
+    twin.predict_rows(rows[:3])
+    reused = [twin.explain(row, [0, 2, 5]) for row in rows[:3]]
+    assert calls == [3]  # one encoding for the scoring call; the three explanations reused it
+    twin.explain(rows[3], [0, 2, 5])
+    assert calls == [3, 1]  # a row that was not in the last scored call gets a pass of its own
+    for got, expected in zip(reused, fresh[:3], strict=True):
+        assert {j: [(f.field, f.code) for f in fs] for j, fs in got.items()} == {
+            j: [(f.field, f.code) for f in fs] for j, fs in expected.items()}
+        for j in got:
+            np.testing.assert_allclose([f.contribution for f in got[j]], [f.contribution for f in expected[j]],
+                                       rtol=1e-5, atol=1e-8)
