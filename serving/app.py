@@ -35,22 +35,20 @@ AnswerModel}, 409: {"model": ErrorAnswer}}` for its answers and any status beyon
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from needs_rec import __version__
-from needs_rec.errors import NeedsRecError, SourceUnavailable
+from serving import errors
 from serving.access import AccessMiddleware
 from serving.observability import log_event
 from serving.openapi import mount_docs
 from serving.registry import Registry
 from serving.routes import feedback, health, labels, pages, queries, recommendations, tf_serving
-from serving.service import ApiError, GuardMiddleware, Service, error_response
+from serving.service import ApiError, GuardMiddleware, Service
 from serving.settings import Settings
 
 #: The routers, in matching order: each module's `router(service)` (see the module docstring).
@@ -111,44 +109,18 @@ def create_app(
 
 
 def add_error_handlers(app: FastAPI, service: Service) -> None:
-    """Every error becomes the contract's `{"error": "..."}`; a bug is a 500 that names nothing internal."""
-    timeout = service.settings.request_timeout_s
+    """Every error becomes the contract's `{"error": "..."}` (`serving.errors`), for FastAPI's routes and the
+    guard's lanes alike."""
+    service.error_handlers = errors.handlers(service)
+    for cls, handler in service.error_handlers.items():
+        app.add_exception_handler(cls, _async(handler))
 
-    @app.exception_handler(ApiError)
-    async def on_api_error(request: Request, exc: ApiError) -> Response:
-        if exc.outcome:
-            request.state.outcome = exc.outcome
-        return error_response(exc.status, exc.message, exc.headers)
 
-    @app.exception_handler(SourceUnavailable)
-    async def on_crm_unavailable(request: Request, exc: SourceUnavailable) -> Response:
-        request.state.outcome = "crm_unavailable"
-        return error_response(503, " ".join(str(exc).split()), service.retry_headers)
+def _async(handler: errors.Handler) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return handler(request, exc)
 
-    @app.exception_handler(NeedsRecError)
-    async def on_user_error(request: Request, exc: NeedsRecError) -> Response:
-        return error_response(400, " ".join(str(exc).split()))
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        return error_response(400, f"field '{where}': {first.get('msg', 'invalid')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = f"no such endpoint: {request.method} {request.url.path}" if exc.status_code == 404 else exc.detail
-        return error_response(exc.status_code, str(message), dict(exc.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def on_bug(request: Request, exc: Exception) -> Response:
-        service.logger.error("unhandled_error", exc_info=exc, extra={"fields": {"path": request.url.path}})
-        return error_response(500, "internal error; the service log has the details")
-
-    @app.exception_handler(TimeoutError)
-    async def on_timeout(request: Request, exc: TimeoutError) -> Response:
-        request.state.outcome = "timeout"
-        return error_response(503, f"request timed out after {timeout:g} s; retry later", service.retry_headers)
+    return handle
 
 
 __all__ = ["ROUTERS", "ApiError", "Service", "create_app"]

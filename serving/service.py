@@ -42,6 +42,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 #: Endpoints (log/metric labels) whose POSTs count against `max_concurrency` and may be shed.
 SCORING_ENDPOINTS = frozenset({"recommendations", "recommendations_batch", "predict"})
@@ -176,6 +177,10 @@ class Service:
         self._beat = 0.0  # loop time of the lag watcher's last wake-up
         self._stretch_accepted = 0  # scoring requests let through since then
         self.retry_headers = {"Retry-After": str(settings.retry_after_s)}
+        #: (method, path) → a hand-tuned endpoint the guard answers itself (`add_lane`).
+        self.lanes: dict[tuple[str, str], Endpoint] = {}
+        #: exception class → its `{"error"}` answer (`serving.errors.handlers`, set by the app factory).
+        self.error_handlers: dict[type[Exception], Callable[[Request, Exception], Response]] = {}
 
     async def start_lag_watch(self, interval: float = 0.005) -> None:
         """Measure how far the event loop runs behind, every `interval` s, for load shedding.
@@ -353,10 +358,31 @@ class Service:
 
     # -- the ASGI guard --------------------------------------------------------------------
 
+    def add_lane(self, method: str, path: str, endpoint: Endpoint) -> None:
+        """Answer `method path` with `endpoint` right from the guard, past the router and the inner middleware.
+
+        For the scoring hot path only: a request in a lane skips route matching over every router
+        and two middleware layers (≈ 0.05 ms), and still gets the guard's limits, shedding, log
+        line and metrics, and the same `{"error"}` answers (`serving.errors`). The route stays
+        registered with the router too, so the app behaves the same without the guard.
+        """
+        self.lanes[(method, path)] = endpoint
+
+    async def _run_lane(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        from serving import errors
+
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:  # every error the router's handlers would answer, answered the same
+            response = errors.answer(self.error_handlers, request, exc)
+        await response(scope, receive, send)
+
     def guard(self, app: ASGIApp) -> ASGIApp:
         """Wrap the app: body-size and concurrency limits, then one log line + metrics per request."""
         logger = self.logger
         metrics = self.metrics
+        lanes = self.lanes
 
         async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
@@ -385,7 +411,11 @@ class Service:
                     self.in_flight += 1
                     metrics.in_flight.inc()
                     try:
-                        await app(scope, receive, send_capturing)
+                        lane = lanes.get((method, scope["path"])) if self.error_handlers else None
+                        if lane is not None:
+                            await self._run_lane(lane, scope, receive, send_capturing)
+                        else:
+                            await app(scope, receive, send_capturing)
                     finally:
                         self.in_flight -= 1
                         metrics.in_flight.dec()

@@ -330,6 +330,36 @@ def test_request_timeout_is_503(built: dict[str, Path], monkeypatch: pytest.Monk
     assert response.headers["Retry-After"] == "1"
 
 
+def test_a_bug_on_the_hot_path_is_a_500_that_names_nothing_internal(
+    built: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/v1/recommendations is answered from the guard's lane, past the router: its errors must read the same."""
+    from serving.routes import recommendations
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("/srv/secret/path/model.py exploded")
+
+    logger, log = capture_logger("lane_bug")
+    app = create_app(settings_for(built["fixed"].parent), logger=logger)
+    with TestClient(app, raise_server_exceptions=False) as client:  # answer a bug as a client sees it
+        assert wait_until(lambda: client.get("/readyz").status_code == 200)
+        assert ("POST", "/v1/recommendations") in client.app.state.service.lanes
+        good = post(client, "/v1/recommendations", {**BODY, "stage": "lead"})
+        bad_field = post(client, "/v1/recommendations", {**BODY, "stage": "nope"})
+        monkeypatch.setattr(recommendations, "render_points", broken)
+        response = post(client, "/v1/recommendations", BODY)
+        batch = post(client, "/v1/recommendations:batch", {"requests": [BODY]})  # through the router
+    assert good.status_code == 200 and bad_field.status_code == 400 and "stage" in bad_field.json()["error"]
+    for answer in (response, batch):
+        assert answer.status_code == 500
+        assert answer.json() == {"error": "internal error; the service log has the details"}
+        assert "secret" not in answer.text
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert sum(line["event"] == "unhandled_error" for line in lines) == 2
+    requests = [line for line in lines if line["event"] == "request" and line["endpoint"] == "recommendations"]
+    assert [line["status"] for line in requests] == [200, 400, 500]
+
+
 # -- readiness, logs, metrics -----------------------------------------------------------------
 
 

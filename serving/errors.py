@@ -1,0 +1,77 @@
+"""Every exception a route can raise → the contract's `{"error": "..."}` answer, in one table.
+
+The app factory registers these with FastAPI (`serving.app.create_app`), and the guard uses the
+same table for the hand-tuned endpoints it answers directly (`Service.add_lane`), so an error reads
+the same whichever way its request went. Lookup follows the exception's class hierarchy, most
+specific first, as Starlette's own handler lookup does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from needs_rec.errors import NeedsRecError, SourceUnavailable
+from serving.service import ApiError, Service, error_response
+
+Handler = Callable[[Request, Exception], Response]
+
+
+def handlers(service: Service) -> dict[type[Exception], Handler]:
+    """Exception class → the answer for it (a bug is a 500 that names nothing internal)."""
+    timeout = service.settings.request_timeout_s
+
+    def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        if exc.outcome:
+            request.state.outcome = exc.outcome
+        return error_response(exc.status, exc.message, exc.headers)
+
+    def on_crm_unavailable(request: Request, exc: Exception) -> Response:
+        request.state.outcome = "crm_unavailable"
+        return error_response(503, " ".join(str(exc).split()), service.retry_headers)
+
+    def on_user_error(request: Request, exc: Exception) -> Response:
+        return error_response(400, " ".join(str(exc).split()))
+
+    def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return error_response(400, f"field '{where}': {first.get('msg', 'invalid')}")
+
+    def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = f"no such endpoint: {request.method} {request.url.path}" if exc.status_code == 404 else exc.detail
+        return error_response(exc.status_code, str(message), dict(exc.headers or {}))
+
+    def on_timeout(request: Request, exc: Exception) -> Response:
+        request.state.outcome = "timeout"
+        return error_response(503, f"request timed out after {timeout:g} s; retry later", service.retry_headers)
+
+    def on_bug(request: Request, exc: Exception) -> Response:
+        service.logger.error("unhandled_error", exc_info=exc, extra={"fields": {"path": request.url.path}})
+        return error_response(500, "internal error; the service log has the details")
+
+    return {
+        ApiError: on_api_error,
+        SourceUnavailable: on_crm_unavailable,
+        NeedsRecError: on_user_error,
+        RequestValidationError: on_validation_error,
+        StarletteHTTPException: on_http_error,
+        TimeoutError: on_timeout,
+        Exception: on_bug,
+    }
+
+
+def answer(table: dict[type[Exception], Handler], request: Request, exc: Exception) -> Response:
+    """The answer for `exc`: the handler of its most specific class in `table` (`Exception` at the latest)."""
+    for cls in type(exc).__mro__:
+        handler = table.get(cls)
+        if handler is not None:
+            return handler(request, exc)
+    return table[Exception](request, exc)
