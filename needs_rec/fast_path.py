@@ -336,12 +336,6 @@ class NetworkTwin:
         specs, weights = _simplify(graph["layers"], {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()},
                                    self._output)
         self._layers = [self._layer(spec, weights) for spec in specs]
-        # A plain stack of Dense layers (the usual network): its backward pass is a short loop (`_chain_backward`).
-        chain = len(self._layers) > 1 and all(layer.kind == "dense" for layer in self._layers)
-        for before, layer in zip([None, *self._layers], self._layers, strict=False):
-            wanted = self._input if before is None else before.name
-            chain = chain and layer.inputs == [wanted]
-        self._chain = chain and self._layers[-1].name == self._output
 
     @property
     def output(self) -> str:
@@ -431,8 +425,6 @@ class NetworkTwin:
         central differences for the others. Asking for a few `columns` (an explanation needs the
         contact's active inputs only) saves most of the widest product, the one into the input.
         """
-        if self._chain:
-            return self._chain_backward(values, pre, r, outputs, columns)
         width = values[self._output].shape[1]
         seed = np.zeros((len(outputs), width), dtype=np.float32)
         seed[np.arange(len(outputs)), list(outputs)] = 1.0
@@ -463,34 +455,6 @@ class NetworkTwin:
                 grads[name] = grads[name] + part if name in grads else part
         n_columns = values[self._input].shape[1] if picked is None else len(picked)
         return grads.get(self._input, np.zeros((len(outputs), n_columns), dtype=np.float32))
-
-
-    def _chain_backward(
-        self,
-        values: Mapping[str, np.ndarray],
-        pre: Mapping[str, np.ndarray],
-        r: int,
-        outputs: Sequence[int],
-        columns: Sequence[int] | None,
-    ) -> np.ndarray:
-        """`backward` for a plain stack of Dense layers: the same products, without the graph bookkeeping.
-
-        The output layer's gradient is one row of its transposed kernel per output (scaled by the
-        activation's derivative there), so the one-hot seed matrix and its product are skipped.
-        """
-        last = self._layers[-1]
-        _kernel, _bias, act_name, kernel_t = last.params
-        picked_out = np.asarray(outputs, dtype=np.intp)
-        z, y = pre[last.name][r, picked_out], values[last.name][r, picked_out]
-        g = _derivative(act_name, z, y)[:, None] * kernel_t[picked_out]  # (J, the last layer's inputs)
-        for at in range(len(self._layers) - 2, -1, -1):
-            layer = self._layers[at]
-            kernel, _bias, act_name, kernel_t = layer.params
-            dz = g * _derivative(act_name, pre[layer.name][r], values[layer.name][r])
-            if at == 0:
-                return dz @ (kernel_t if columns is None else kernel[np.asarray(columns, dtype=np.intp)].T)
-            g = dz @ kernel_t
-        raise AssertionError("a chain has at least two layers")  # pragma: no cover
 
 
 def _simplify(
