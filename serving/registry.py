@@ -366,6 +366,11 @@ class _Refused:
     error: str
 
 
+def status_entry(version: int, state: str, code: str = "OK", message: str = "") -> dict[str, Any]:
+    """One TensorFlow Serving `model_version_status` entry (state AVAILABLE, LOADING, END, …)."""
+    return {"version": str(version), "state": state, "status": {"error_code": code, "error_message": message}}
+
+
 class Registry:
     """The current model version and the background loader that follows labels.json (or the newest version)."""
 
@@ -620,11 +625,7 @@ class Registry:
         entries: dict[int, dict[str, Any]] = {}
 
         def put(version: int, state: str, code: str = "OK", message: str = "") -> None:
-            entries[version] = {
-                "version": str(version),
-                "state": state,
-                "status": {"error_code": code, "error_message": message},
-            }
+            entries[version] = status_entry(version, state, code, message)
 
         with self._lock:
             for version in self.retired:

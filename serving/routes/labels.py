@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from needs_rec.versions import LABELS
 from serving import api_schemas as api
-from serving.registry import MODEL_NAME, ServingModel
+from serving.registry import MODEL_NAME, ServingModel, status_entry
 from serving.routes.tf_serving import predict_with
 from serving.service import ApiError, Service, json_response
 
@@ -65,11 +65,9 @@ def router(service: Service) -> APIRouter:
         version = labelled_version(name, label)
         entries = [e for e in service.registry.status() if e["version"] == str(version)]
         if service.registry.held(version) is not None and (not entries or entries[0]["state"] != "AVAILABLE"):
-            entries = [{"version": str(version), "state": "AVAILABLE",
-                        "status": {"error_code": "OK", "error_message": ""}}]
+            entries = [status_entry(version, "AVAILABLE")]
         if not entries:
-            entries = [{"version": str(version), "state": "END",
-                        "status": {"error_code": "OK", "error_message": "not loaded by this service"}}]
+            entries = [status_entry(version, "END", message="not loaded by this service")]
         return json_response({"model_version_status": entries})
 
     return routes
