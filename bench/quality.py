@@ -1,7 +1,7 @@
 """Recommendation quality per firm shape: the network against its peers and the generator's oracle.
 
     python bench/quality.py [--scenarios bundled,bundled_positive_only,b_like,other_firm] [--scale 1.0]
-                            [--seed 7] [--gbt] [--timed-fit] [--fit-orgs 7300]
+                            [--seed 7] [--gbt] [--network-only] [--timed-fit] [--fit-orgs 7300]
 
 Each scenario is one firm the project has never seen: dictionaries (the repo's, the 30-characteristic
 fixture, or a made-up 240-characteristic firm written by `training.sample.firm_dictionaries` into a
@@ -80,7 +80,8 @@ def run_scenario(name: str, scenario: Scenario, args: argparse.Namespace, root: 
     print(f"\n=== {name}: {scenario.note}\n{orgs} organizations, {data.stats['episodes']} episodes, "
           f"{data.stats['outcome_rows']} outcome rows, generated in {time.perf_counter() - started:.1f} s")  # fmt: skip
     fit_args = parse_args(["--data", str(crm), "--dictionaries", str(dicts_dir), "--output", str(root / f"{name}_m"),
-                           "--seed", str(args.seed), "--quiet", *(["--gbt"] if args.gbt else [])])  # fmt: skip
+                           "--seed", str(args.seed), "--quiet", *(["--gbt"] if args.gbt else []),
+                           *(["--no-baselines"] if args.network_only else [])])  # fmt: skip
     result = fit(fit_args, oracle=pd.read_parquet(crm / sample.ORACLE_FILE))
     manifest = result.manifest
     print_table(manifest, scenario.target)
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every scenario's organization count")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--gbt", action="store_true", help="also the slow gradient-boosted-trees baseline")
+    parser.add_argument("--network-only", action="store_true",
+                        help="skip the baselines (the network against the oracle only; quick while iterating)")
     parser.add_argument("--timed-fit", action="store_true", help="time python -m training.fit as a child process")
     parser.add_argument("--timed-no-baselines", action="store_true", help="time the fit with --no-baselines")
     parser.add_argument("--fit-orgs", type=int, default=7300, help="organizations of the timed fit (≈8.2 episodes/org)")

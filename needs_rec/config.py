@@ -28,6 +28,7 @@ DEFAULT_CONFIG_FILE = "default_config.yaml"
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "elu", "selu", "swish", "tanh", "leaky_relu")
 POSITIVE_WEIGHTINGS: tuple[str, ...] = ("none", "sqrt", "balanced")
+WIDE_PATHS: tuple[str, ...] = ("catalogue", "per_label")
 THRESHOLD_METRICS: tuple[str, ...] = ("f1", "f0.5", "f2")
 THRESHOLD_STRATEGIES: tuple[str, ...] = ("per_label", "global")
 FALLBACK_GLOBAL = "global"
@@ -80,10 +81,17 @@ class NetworkConfig:
     activation: str = _spec("relu", choices=ACTIVATIONS)
     #: Members trained side by side inside one Keras model, their probabilities averaged.
     ensemble_size: int = _spec(1, low=1, high=32)
-    #: Wide & deep: a linear path from the inputs straight to each label's logit, beside the
-    #: Dense blocks, so what a per-label logistic regression finds is there from the start and
-    #: the blocks learn the interactions on top.
+    #: Wide & deep: a linear path from the inputs straight to the labels' logits, beside the
+    #: Dense blocks, so the main effects are there from the start and the blocks learn the
+    #: interactions on top.
     wide: bool = _spec(True)
+    #: What the wide path goes through. catalogue: inputs → one logit term per product, need and
+    #: need category of the dictionaries → the characteristics linked to them (a main effect is
+    #: learned once per product or need and shared by its characteristics); per_label: one free
+    #: linear model per characteristic. Measured in bench/README.md (quality): catalogue lifts
+    #: every firm shape, most the positive-only and rare ones, where per-label weights overfit.
+    #: Without dictionaries (`train_network(links=None)`) the path is per label.
+    wide_path: str = _spec("catalogue", choices=WIDE_PATHS)
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,29 @@ class Dictionaries:
             dtype=bool,
         )
 
+    def catalogue_links(self) -> np.ndarray:
+        """Float (characteristics, products + needs + need categories): 1 where a characteristic
+        belongs to that product, answers that need, or answers a need of that category.
+
+        The firm's own catalogue, read from the dictionaries: the network's wide path goes through
+        it (`needs_rec.model`), so what holds for a product or a need is learned once for all of its
+        characteristics — a rare characteristic borrows from its siblings instead of from its few positives.
+        """
+        columns = [
+            *(("product", item.code) for item in self.products),
+            *(("need", need.code) for need in self.needs),
+            *(("category", item.code) for item in self.need_categories),
+        ]
+        where = {key: i for i, key in enumerate(columns)}
+        category_of = {need.code: need.category for need in self.needs}
+        links = np.zeros((len(self.characteristics), len(columns)), dtype=np.float32)
+        for row, ch in enumerate(self.characteristics):
+            links[row, where["product", ch.product]] = 1.0
+            for need in ch.needs:
+                links[row, where["need", need]] = 1.0
+                links[row, where["category", category_of[need]]] = 1.0
+        return links
+
     def summary(self) -> dict[str, int]:
         """Vocabulary sizes, for reports and manifests."""
         sizes = {name: len(getattr(self, name)) for name in SIMPLE_FILES}

@@ -168,15 +168,18 @@ def build_network(
     *,
     seed: int,
     output_bias: np.ndarray | None = None,
+    links: np.ndarray | None = None,
 ) -> keras.Model:
     """Float input (n_inputs) → Dense blocks → n_outputs sigmoid probabilities.
 
     Each block: Dense(units, L2) → [BatchNormalization] → activation → Dropout. With
     `config.ensemble_size` k > 1 the model holds k independent towers whose probabilities are
     averaged (keras `Average`). `output_bias` (one value per label, e.g. `label_log_odds`) sets the
-    initial output bias so that rare labels start at their base rate instead of 0.5.
+    initial output bias so that rare labels start at their base rate instead of 0.5. `links`
+    (labels × groups, e.g. `Dictionaries.catalogue_links`) routes the wide path through those
+    groups when `config.wide_path` is "catalogue" (see `_catalogue_path`); None: per label.
     """
-    inputs, members = _build_members(n_inputs, n_outputs, config, seed=seed, output_bias=output_bias)
+    inputs, members = _build_members(n_inputs, n_outputs, config, seed=seed, output_bias=output_bias, links=links)
     return _inference_model(inputs, members)
 
 
@@ -187,6 +190,7 @@ def _build_members(
     *,
     seed: int,
     output_bias: np.ndarray | None,
+    links: np.ndarray | None = None,
 ) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
     """Input and one output (probabilities) per ensemble member."""
     if n_inputs < 1 or n_outputs < 1:
@@ -195,6 +199,7 @@ def _build_members(
         output_bias = np.asarray(output_bias, dtype=np.float32).ravel()
         if output_bias.shape != (n_outputs,):
             raise ValueError(f"output_bias must have shape ({n_outputs},), got {output_bias.shape}")
+    links = _checked_links(links, n_outputs)
     inputs = keras.Input(shape=(n_inputs,), dtype="float32", name="features")
     regularizer = keras.regularizers.L2(config.l2) if config.l2 > 0 else None
     members = []
@@ -226,12 +231,44 @@ def _build_members(
             name=f"{tag}logits",
         )(h)
         if config.wide:
-            linear = keras.layers.Dense(
-                n_outputs, use_bias=False, kernel_initializer="zeros", kernel_regularizer=regularizer, name=f"{tag}wide"
-            )(inputs)
+            if links is not None and config.wide_path == "catalogue":
+                linear = _catalogue_path(inputs, links, regularizer, tag)
+            else:
+                linear = keras.layers.Dense(
+                    n_outputs, use_bias=False, kernel_initializer="zeros", kernel_regularizer=regularizer,
+                    name=f"{tag}wide",
+                )(inputs)
             logits = keras.layers.Add(name=f"{tag}wide_and_deep")([logits, linear])
         members.append(keras.layers.Activation("sigmoid", name=f"{tag}probabilities")(logits))
     return inputs, members
+
+
+def _catalogue_path(
+    inputs: keras.KerasTensor, links: np.ndarray, regularizer: keras.regularizers.Regularizer | None, tag: str
+) -> keras.KerasTensor:
+    """The wide path through the catalogue: inputs → one term per group (product, need, …) → labels.
+
+    Two plain Dense layers, so the exported graph and its NumPy twin need nothing new: a trainable
+    one from the inputs to the groups (no bias; zeros at the start, like the per-label path) and a
+    fixed one holding `links.T`, which adds each group's term to every label linked to it.
+    """
+    groups = keras.layers.Dense(
+        links.shape[1], use_bias=False, kernel_initializer="zeros", kernel_regularizer=regularizer,
+        name=f"{tag}wide_groups",
+    )(inputs)  # fmt: skip
+    return keras.layers.Dense(
+        links.shape[0], use_bias=False, trainable=False, kernel_initializer=keras.initializers.Constant(links.T),
+        name=f"{tag}wide_links",
+    )(groups)  # fmt: skip
+
+
+def _checked_links(links: np.ndarray | None, n_outputs: int) -> np.ndarray | None:
+    if links is None:
+        return None
+    links = np.asarray(links, dtype=np.float32)
+    if links.ndim != 2 or links.shape[0] != n_outputs or links.shape[1] < 1:
+        raise ValueError(f"links must have shape ({n_outputs}, groups >= 1), got {links.shape}")
+    return links
 
 
 def _inference_model(inputs: keras.KerasTensor, members: list[keras.KerasTensor]) -> keras.Model:
@@ -250,6 +287,7 @@ def train_network(
     verbose: int = 0,
     presented_train: np.ndarray | None = None,
     presented_val: np.ndarray | None = None,
+    links: np.ndarray | None = None,
 ) -> TrainedNetwork:
     """Fit a network on float matrices; early-stop on validation loss and keep the best weights.
 
@@ -257,6 +295,8 @@ def train_network(
     recorded. With them the loss counts only presented cells (`PresentedOutcomeLoss`), so the
     network learns P(resonates | presented) and an unpresented characteristic no longer teaches
     "does not resonate" — what a CRM's explicit negatives are for. Without them every cell counts.
+
+    `links` (labels × groups, optional): the catalogue the wide path goes through (`build_network`).
 
     After training the output biases are shifted by −log(positive weight), undoing the odds
     inflation the weighting causes (prior correction): rare labels still got a strong gradient,
@@ -300,7 +340,9 @@ def train_network(
     else:
         weights = positive_weights(y_train, tcfg)
         bias = label_log_odds(y_train) + np.log(weights)
-    inputs, members = _build_members(x_train.shape[1], len(weights), config.network, seed=seed, output_bias=bias)
+    inputs, members = _build_members(
+        x_train.shape[1], len(weights), config.network, seed=seed, output_bias=bias, links=links
+    )
     trainer = keras.Model(inputs, members, name="needs_rec_trainer")
     model = _inference_model(inputs, members)
     loss_fn: keras.losses.Loss = (

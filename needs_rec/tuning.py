@@ -172,12 +172,14 @@ def search(
     presented_train: np.ndarray | None = None,
     presented_val: np.ndarray | None = None,
     offer_val: np.ndarray | None = None,
+    links: np.ndarray | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Try `config.search.trials` configurations; return the one with the best validation NDCG@5.
 
     `presented_*` (explicit negatives) are passed on to `train_network`; `offer_val` (n_val, C) is
-    the stage offer mask multiplied into the validation probabilities, as for the exported model.
+    the stage offer mask multiplied into the validation probabilities, as for the exported model;
+    `links` the catalogue the wide path goes through (`needs_rec.model.build_network`).
     """
     import optuna
 
@@ -212,7 +214,7 @@ def search(
         begun = time.perf_counter()
         trained = train_network(
             x_sub, y_sub, x_val, y_val, trial_config, seed=seed,
-            presented_train=shown_sub, presented_val=presented_val,
+            presented_train=shown_sub, presented_val=presented_val, links=links,
         )  # fmt: skip
         proba = predict(trained.model, x_val)
         if offer_val is not None:

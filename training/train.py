@@ -157,6 +157,7 @@ def train(
     # Every method, like the exported model, gives 0 where the stage has no talking point.
     offer = encoder.offer_mask(tf.constant(stages.astype(str))).numpy()
     shown_tr, shown_va = (presented[tr], presented[va]) if explicit else (None, None)
+    links = dicts.catalogue_links()  # the wide path goes through the firm's products and needs
     timings: dict[str, float] = {}
     search_record = None
     if search and cfg.search.enabled:
@@ -164,7 +165,7 @@ def train(
         started = time.perf_counter()
         found = tuning.search(
             x[tr], y[tr], x[va], y[va], cfg, seed=seed, presented_train=shown_tr, presented_val=shown_va,
-            offer_val=offer[va], log=progress.note,
+            offer_val=offer[va], links=links, log=progress.note,
         )  # fmt: skip
         cfg = found.config
         search_record = found.to_dict()
@@ -176,8 +177,9 @@ def train(
     progress(f"training the network ({encoder.width} inputs → {y.shape[1]} characteristics)")
     started = time.perf_counter()
     trained = model.train_network(
-        x[tr], y[tr], x[va], y[va], cfg, seed=seed, verbose=verbose, presented_train=shown_tr, presented_val=shown_va
-    )
+        x[tr], y[tr], x[va], y[va], cfg, seed=seed, verbose=verbose, presented_train=shown_tr, presented_val=shown_va,
+        links=links,
+    )  # fmt: skip
     timings["train_network_s"] = round(time.perf_counter() - started, 2)
     network = trained.model
     val_probas = {"network": _predict(network, x[va])}

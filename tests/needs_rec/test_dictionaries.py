@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -121,6 +122,24 @@ def test_links_matrix_maps_back_to_the_need_codes(repo: Dictionaries) -> None:
     assert len(links) == len(repo.characteristics)
     for ch, indices in zip(repo.characteristics, links, strict=True):
         assert [need_codes[i] for i in indices] == list(ch.needs)
+
+
+def test_catalogue_links_name_each_characteristics_product_needs_and_their_categories(repo: Dictionaries) -> None:
+    links = repo.catalogue_links()
+    products, needs = repo.codes("products"), repo.codes("needs")
+    categories = repo.codes("need_categories")
+    assert links.shape == (len(repo.characteristics), len(products) + len(needs) + len(categories))
+    category_of = {need.code: need.category for need in repo.needs}
+    for ch, row in zip(repo.characteristics, links, strict=True):
+        linked = np.flatnonzero(row)
+        assert [products[i] for i in linked if i < len(products)] == [ch.product]
+        assert {needs[i - len(products)] for i in linked if len(products) <= i < len(products) + len(needs)} == set(
+            ch.needs
+        )
+        assert {categories[i - len(products) - len(needs)] for i in linked if i >= len(products) + len(needs)} == {
+            category_of[n] for n in ch.needs
+        }
+    assert set(np.unique(links)) == {0.0, 1.0}
 
 
 # ---------------------------------------------------------------- a second, different firm

@@ -248,3 +248,28 @@ def test_explain_after_scoring_reuses_the_forward_pass(
         for j in got:
             np.testing.assert_allclose([f.contribution for f in got[j]], [f.contribution for f in expected[j]],
                                        rtol=1e-5, atol=1e-8)
+
+
+def test_twin_computes_the_catalogue_wide_path_and_its_gradients(tmp_path: Path) -> None:
+    """The wide path through the dictionary links is two plain Dense layers: the twin serves and differentiates it."""
+    import tensorflow as tf
+
+    parts = build_parts(REPO_DICTIONARIES, seed=2, n_rows=300, hidden=(24, 12))
+    links = parts.dictionaries.catalogue_links()
+    parts.network = build_network(parts.encoder.width, links.shape[0], NetworkConfig(hidden_units=(16,)), seed=2,
+                                  links=links)  # fmt: skip
+    groups = parts.network.get_layer("wide_groups")
+    groups.set_weights([np.random.default_rng(2).normal(0, 0.3, groups.kernel.shape).astype(np.float32)])
+    loaded = artifact.load(export_parts(tmp_path / "models", REPO_DICTIONARIES, parts, seed=2))
+    twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
+    assert twin is not None
+    rows = _frame_rows(sample_frame(parts.dictionaries, 60, 4))
+    expected = _reference(loaded)(rows)
+    np.testing.assert_allclose(twin.predict_rows(rows), expected, atol=fast_path.TOLERANCE, rtol=0)
+    x = twin.encoder(rows[:1])
+    tensor = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tensor)
+        chosen = tf.gather(parts.network(tensor, training=False), [0, 5], axis=1)
+    np.testing.assert_allclose(twin.network.gradients(x[0], [0, 5]), tape.jacobian(chosen, tensor).numpy()[0, :, 0, :],
+                               atol=1e-5, rtol=1e-3)  # fmt: skip

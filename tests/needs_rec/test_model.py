@@ -73,6 +73,48 @@ def test_ensemble_averages_members_with_builtin_layers_only() -> None:
     np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=1e-6)
 
 
+LINKS = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)  # labels 0 and 1 share group 0, label 2 is group 1
+
+
+def test_catalogue_wide_path_goes_through_the_fixed_links() -> None:
+    model = build_network(4, 3, SMALL, seed=0, links=LINKS)
+    groups, fixed = model.get_layer("wide_groups"), model.get_layer("wide_links")
+    assert groups.kernel.shape == (4, 2) and groups.trainable
+    assert not fixed.trainable
+    np.testing.assert_array_equal(fixed.kernel.numpy(), LINKS.T)
+    # one group's term reaches exactly the labels linked to it
+    groups.set_weights([np.array([[2.0, 0.0], [0, 0], [0, 0], [0, 0]], dtype=np.float32)])
+    x = np.zeros((1, 4), dtype=np.float32)
+    base = np.asarray(model(x))
+    x[0, 0] = 1.0
+    lifted = np.asarray(model(x))
+    deep = keras.Model(model.input, model.get_layer("logits").output)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    np.testing.assert_allclose(logit(lifted) - logit(base) - (np.asarray(deep(x)) - np.asarray(deep(x * 0))),
+                               [[2.0, 2.0, 0.0]], atol=1e-4)  # fmt: skip
+
+
+def test_per_label_wide_path_without_links_or_when_configured() -> None:
+    assert "wide" in {layer.name for layer in build_network(4, 3, SMALL, seed=0).layers}
+    per_label = dataclasses.replace(SMALL, wide_path="per_label")
+    names = {layer.name for layer in build_network(4, 3, per_label, seed=0, links=LINKS).layers}
+    assert "wide" in names and "wide_links" not in names
+    with pytest.raises(ValueError, match=r"links must have shape \(3, groups >= 1\)"):
+        build_network(4, 3, SMALL, seed=0, links=LINKS[:2])
+
+
+@pytest.mark.slow
+def test_training_keeps_the_links_fixed_and_shares_a_groups_effect() -> None:
+    x, y = synthetic(600)
+    y[:, 1] = y[:, 0] * (np.random.default_rng(5).random(600) < 0.1)  # label 1: rare, driven like label 0
+    trained = train_network(x[:450], y[:450], x[450:], y[450:], config(max_epochs=20), seed=0, links=LINKS)
+    np.testing.assert_array_equal(trained.model.get_layer("wide_links").kernel.numpy(), LINKS.T)
+    learned = trained.model.get_layer("wide_groups").kernel.numpy()
+    # input 0 (which drives labels 0 and 1) is what raises their group most, and raises it more
+    # than label 2's group
+    assert learned[0, 0] == np.abs(learned[:, 0]).max() > learned[0, 1]
+
+
 def test_weighted_loss_hand_computed_and_serialisable() -> None:
     loss = WeightedBinaryCrossentropy([3.0, 1.0])
     y = np.array([[1.0, 0.0]], dtype=np.float32)

@@ -80,6 +80,13 @@ def test_version_directory_holds_saved_model_manifest_dictionaries_and_report(fi
     assert artifact.verify(version)["version"] == 1
 
 
+def test_the_wide_path_goes_through_the_dictionaries_catalogue(crm, config_file, tmp_path):
+    result = fit_mod.fit(fit_mod.parse_args([*_args(crm, config_file, tmp_path), "--no-search", "--no-baselines"]))
+    assert result.manifest["config"]["network"]["wide_path"] == "catalogue"
+    links = dictionaries.load(REPO / "dictionaries").catalogue_links()
+    np.testing.assert_array_equal(result.network.get_layer("wide_links").kernel.numpy(), links.T)
+
+
 def test_version_carries_audience_gain_and_a_verified_organization_index(fitted, tmp_path):
     from needs_rec import similar
 
