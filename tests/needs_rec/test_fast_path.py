@@ -271,5 +271,9 @@ def test_twin_computes_the_catalogue_wide_path_and_its_gradients(tmp_path: Path)
     with tf.GradientTape() as tape:
         tape.watch(tensor)
         chosen = tf.gather(parts.network(tensor, training=False), [0, 5], axis=1)
-    np.testing.assert_allclose(twin.network.gradients(x[0], [0, 5]), tape.jacobian(chosen, tensor).numpy()[0, :, 0, :],
+    expected_gradients = tape.jacobian(chosen, tensor).numpy()[0, :, 0, :]
+    np.testing.assert_allclose(twin.network.gradients(x[0], [0, 5]), expected_gradients, atol=1e-5, rtol=1e-3)
+    columns = [int(c) for c in np.flatnonzero(x[0])[:7]]  # the contact's active inputs, as explanations ask
+    np.testing.assert_allclose(twin.network.gradients(x[0], [0, 5], columns), expected_gradients[:, columns],
                                atol=1e-5, rtol=1e-3)  # fmt: skip
+    assert np.abs(expected_gradients[:, columns]).max() > 0
