@@ -72,3 +72,19 @@ def test_budget_stops_the_search_and_says_so() -> None:
 @pytest.mark.parametrize("params", [dict(tuning.PLAIN_TRIAL), tuning.params_of(Config())])
 def test_apply_params_round_trips(params: dict) -> None:
     assert tuning.params_of(tuning.apply_params(Config(), params)) == params
+
+
+def _trial(number: int, hidden: str, value: float, wide: bool = False) -> tuning.TrialRecord:
+    return tuning.TrialRecord(number, {**tuning.PLAIN_TRIAL, "hidden_units": hidden, "wide": wide}, value, 3, 1.0)
+
+
+def test_a_tie_goes_to_the_network_cheapest_to_serve() -> None:
+    """Within TIE_SHARE of the best validation NDCG@5, the fewest weights win; beyond it, the better trial."""
+    big, small = _trial(0, "1024-512", 0.1553), _trial(1, "256-256", 0.1550)  # 0.2% apart: a tie
+    assert tuning.choose([big, small], n_inputs=359, n_outputs=67) is small
+    clearly = _trial(2, "1024-512", 0.1600)  # 3% better than the small one: not a tie
+    assert tuning.choose([small, clearly], n_inputs=359, n_outputs=67) is clearly
+    same_shape = [_trial(3, "256-128", 0.1552), _trial(4, "256-128", 0.1553)]
+    assert tuning.choose(same_shape, n_inputs=359, n_outputs=67).number == 4  # equally cheap: the better
+    weights = tuning.network_weights({"hidden_units": "256-128", "wide": True}, 10, 4)
+    assert weights == 10 * 256 + 256 * 128 + 128 * 4 + 10 * 4
