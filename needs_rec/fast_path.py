@@ -435,10 +435,10 @@ class NetworkTwin:
             if g is None:
                 continue
             if layer.kind == "dense":
-                _kernel, _bias, act_name, kernel_t = layer.params
+                kernel, _bias, act_name, kernel_t = layer.params
                 dz = g * _derivative(act_name, pre[layer.name][r : r + 1], values[layer.name][r : r + 1])
                 if picked is not None and layer.inputs[0] == self._input:
-                    g_in = [dz @ _kernel[picked].T]  # the kernel's rows of those inputs: a small contiguous gather
+                    g_in = [dz @ kernel[picked].T]  # the kernel's rows of those inputs: a small contiguous gather
                 else:
                     g_in = [dz @ kernel_t]
             elif layer.kind == "activation":

@@ -1,9 +1,8 @@
 """Every exception a route can raise → the contract's `{"error": "..."}` answer, in one table.
 
-The app factory registers these with FastAPI (`serving.app.create_app`), and the guard uses the
-same table for the hand-tuned endpoints it answers directly (`Service.add_lane`), so an error reads
-the same whichever way its request went. Lookup follows the exception's class hierarchy, most
-specific first, as Starlette's own handler lookup does.
+The app factory registers these with FastAPI (`serving.app.create_app`) and keeps them on the
+service, whose guard answers the hand-tuned endpoints of its lanes with the same table
+(`Service.answer_error`), so an error reads the same whichever way its request went.
 """
 
 from __future__ import annotations
@@ -67,11 +66,3 @@ def handlers(service: Service) -> dict[type[Exception], Handler]:
         Exception: on_bug,
     }
 
-
-def answer(table: dict[type[Exception], Handler], request: Request, exc: Exception) -> Response:
-    """The answer for `exc`: the handler of its most specific class in `table` (`Exception` at the latest)."""
-    for cls in type(exc).__mro__:
-        handler = table.get(cls)
-        if handler is not None:
-            return handler(request, exc)
-    return table[Exception](request, exc)

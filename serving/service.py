@@ -369,14 +369,18 @@ class Service:
         self.lanes[(method, path)] = endpoint
 
     async def _run_lane(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
-        from serving import errors
-
         request = Request(scope, receive)
         try:
             response = await endpoint(request)
         except Exception as exc:  # every error the router's handlers would answer, answered the same
-            response = errors.answer(self.error_handlers, request, exc)
+            response = self.answer_error(request, exc)
         await response(scope, receive, send)
+
+    def answer_error(self, request: Request, exc: Exception) -> Response:
+        """The `{"error"}` answer for `exc`: the handler of its most specific class in `error_handlers`,
+        walking its class hierarchy as Starlette's own lookup does (`Exception` catches the rest)."""
+        handler = next(self.error_handlers[cls] for cls in type(exc).__mro__ if cls in self.error_handlers)
+        return handler(request, exc)
 
     def guard(self, app: ASGIApp) -> ASGIApp:
         """Wrap the app: body-size and concurrency limits, then one log line + metrics per request."""
