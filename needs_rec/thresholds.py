@@ -106,9 +106,10 @@ def select(
 ) -> np.ndarray:
     """Boolean (n, C): proba >= threshold, capped to the `top_k` most probable per row.
 
-    `min_selected` adds the most probable labels of rows that would get fewer (e.g. 1: never an
-    empty answer). `offered` (bool (n, C) or (C,), optional): labels that may be chosen at all (the
-    stage's talking points); the others are never selected, not even by the floor. Ties in
+    `min_selected` tops up the rows that would get fewer (e.g. 1: never an empty answer) with their
+    most probable other labels, never past the cap; a row that has that many keeps exactly its own.
+    `offered` (bool (n, C) or (C,), optional): labels that may be chosen at all (the stage's
+    talking points); the others are never selected, not even by the floor. Ties in
     probability go to the lower label index (stable order).
     """
     p = np.asarray(proba, dtype=np.float64)
@@ -121,14 +122,23 @@ def select(
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     if min_selected < 0:
         raise ValueError(f"min_selected must be >= 0, got {min_selected}")
-    allowed = np.ones(p.shape, dtype=bool) if offered is None else np.broadcast_to(np.asarray(offered, bool), p.shape)
-    chosen = (p >= t) & allowed
+    chosen = p >= t
+    allowed = None if offered is None else np.broadcast_to(np.asarray(offered, dtype=bool), p.shape)
+    if allowed is not None:
+        chosen &= allowed
     cap = p.shape[1] if top_k is None else min(top_k, p.shape[1])
-    if cap < p.shape[1]:
-        # the cap keeps the `top_k` most probable of the cells that pass, not of all cells
-        chosen &= _ranks(np.where(chosen, p, -np.inf)) < cap
-    if min_selected > 0:
-        chosen |= (_ranks(np.where(allowed, p, -np.inf)) < min(min_selected, cap)) & allowed
+    # Each step touches only the rows it changes, and is skipped when none does: one row (the
+    # HTTP answer) mostly passes fewer cells than the cap and at least the floor, so neither sorts.
+    over = chosen.sum(axis=1) > cap
+    if over.any():  # the cap keeps the `top_k` most probable of the cells that pass, not of all cells
+        chosen[over] &= _ranks(np.where(chosen[over], p[over], -np.inf)) < cap
+    few = chosen.sum(axis=1) < min_selected if min_selected > 0 else None
+    if few is not None and few.any():
+        # topped up to the floor (never past the cap): what they have first, then the most probable they may show
+        kept = chosen[few]
+        key = np.where(kept, np.inf, p[few] if allowed is None else np.where(allowed[few], p[few], -np.inf))
+        topped = _ranks(key) < min(min_selected, cap)
+        chosen[few] = topped if allowed is None else topped & allowed[few]
     return chosen
 
 

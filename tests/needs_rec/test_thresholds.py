@@ -158,3 +158,27 @@ def test_select_never_picks_what_the_stage_does_not_offer() -> None:
     chosen = select(p, np.full(4, 0.5), top_k=2, min_selected=2, offered=offered)
     assert chosen.tolist() == [[True, False, True, False], [False, False, True, True]]
     assert not (chosen & ~offered).any()
+
+
+def test_the_floor_leaves_a_row_that_has_enough_as_it_is() -> None:
+    # the most probable label misses its own cut; two others pass: min_selected=1 adds nothing
+    proba = np.array([[0.9, 0.4, 0.3, 0.1], [0.9, 0.4, 0.3, 0.1]])
+    thresholds = np.array([0.95, 0.2, 0.2, 0.5])
+    assert select(proba, thresholds, top_k=2, min_selected=1).astype(int).tolist() == [[0, 1, 1, 0]] * 2
+    # a row below the floor is topped up with its most probable labels, never past the cap
+    assert select(proba[:1], np.full(4, 0.99), top_k=2, min_selected=3).astype(int).tolist() == [[1, 1, 0, 0]]
+
+
+def test_one_row_and_many_rows_select_alike() -> None:
+    # the HTTP answer selects one row at a time, batch and evaluation many: the same cells either way
+    rng = np.random.default_rng(3)
+    proba = np.round(rng.random((400, 12)), 1)  # coarse values: many ties
+    thresholds = np.round(rng.random(12) * 0.8, 1)
+    offered = rng.random(12) < 0.8
+    for top_k, floor in [(None, 0), (3, 1), (2, 4), (12, 2)]:
+        many = select(proba, thresholds, top_k=top_k, min_selected=floor, offered=offered)
+        ones = np.vstack([select(row[None], thresholds, top_k=top_k, min_selected=floor, offered=offered)
+                          for row in proba])  # fmt: skip
+        np.testing.assert_array_equal(many, ones)
+        assert (many.sum(axis=1) <= (top_k or 12)).all()
+        assert not (many & ~offered).any()
