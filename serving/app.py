@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
@@ -48,7 +49,7 @@ from serving.observability import log_event
 from serving.openapi import mount_docs
 from serving.registry import Registry
 from serving.routes import feedback, health, labels, pages, queries, recommendations, tf_serving
-from serving.service import ApiError, GuardMiddleware, Service
+from serving.service import ApiError, Receive, Scope, Send, Service
 from serving.settings import Settings
 
 #: The routers, in matching order: each module's `router(service)` (see the module docstring).
@@ -89,7 +90,8 @@ def create_app(
                 service.crm_link.stop()  # buffered exposures are written first
             log_event(service.logger, "service_stopped")
 
-    app = FastAPI(
+    app = GuardedApp(
+        service,
         title="needs_rec",
         summary="Which product characteristics to stress with a contact at a funnel stage, with talking points",
         lifespan=lifespan,
@@ -104,8 +106,23 @@ def create_app(
         app.include_router(build(service))
     mount_docs(app, service)  # /openapi.json and /docs (Swagger UI, served locally)
     app.add_middleware(AccessMiddleware, settings=settings)  # pages and /v1/feedback: credential, cross-site
-    app.add_middleware(GuardMiddleware, service=service)
     return app
+
+
+class GuardedApp(FastAPI):
+    """FastAPI with the service's guard (`Service.guard`) in front of its whole middleware stack.
+
+    Every request meets the guard first: its limits, shedding, log line and metrics. A lane
+    (`Service.add_lane`, the scoring hot path) is answered there, past FastAPI's own layers
+    (server-error, telemetry, body limit, route matching); the rest go through them as usual.
+    """
+
+    def __init__(self, service: Service, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._guarded = service.guard(super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._guarded(scope, receive, send)
 
 
 def add_error_handlers(app: FastAPI, service: Service) -> None:

@@ -468,13 +468,3 @@ class Service:
                 return 503, "overloaded: requests are queueing; retry later", "shed", self.retry_headers
             self._stretch_accepted += 1
         return None
-
-
-class GuardMiddleware:
-    """ASGI middleware adapter for `Service.guard` (Starlette instantiates middleware with the inner app)."""
-
-    def __init__(self, app: ASGIApp, service: Service):
-        self._guarded = service.guard(app)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._guarded(scope, receive, send)
