@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -42,6 +42,8 @@ TWIN_FILE = "assets.extra/twin.npz"
 #: The HTTP answer rounds probabilities to 4 decimals; float32 sums in another order differ by ~2e-5
 #: on networks without batch norm (the plain-MLP shape the search may choose).
 TOLERANCE = 1e-4
+#: Passes over at most this many rows multiply only the input's nonzero columns (`NetworkTwin.forward`).
+SPARSE_ROWS = 8
 _KEY_SEPARATOR = "\x1f"
 _ASCII_SPACE = " \t\n\v\f\r"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -291,9 +293,19 @@ class RowEncoder:
                 if at is not None:
                     line[at] = 1.0
         categories = out[:, : self._category_width]
-        links = np.minimum(categories @ self._links, self._link_cap) * self._link_scale
+        if len(rows) <= SPARSE_ROWS:  # the few codes these rows have, not every category column
+            codes = _nonzero_columns(categories)
+            counts = categories[:, codes] @ self._links[codes]
+        else:
+            counts = categories @ self._links
+        links = np.minimum(counts, self._link_cap) * self._link_scale
         out[:, self._category_width : self._category_width + self._n_links] = links
         return out
+
+
+def _nonzero_columns(x: np.ndarray) -> np.ndarray:
+    """Indices of the columns of `x` (n, width) where some row is not zero."""
+    return np.flatnonzero(x[0] if len(x) == 1 else x.any(axis=0))
 
 
 def _text(value: Any) -> str:
@@ -386,13 +398,23 @@ class NetworkTwin:
         The same arithmetic as the served function; what `backward` needs is kept as it goes, so an
         explanation never runs the forward pass a second time.
         """
-        values: dict[str, np.ndarray] = {self._input: np.asarray(x, dtype=np.float32)}
+        x = np.asarray(x, dtype=np.float32)
+        values: dict[str, np.ndarray] = {self._input: x}
         pre: dict[str, np.ndarray] = {}
+        # A few rows of one-hot codes are mostly zeros: a Dense over the input multiplies only the
+        # columns some row has (a gather of a few kernel rows instead of reading the whole kernel).
+        nonzero = _nonzero_columns(x) if len(x) <= SPARSE_ROWS else None
+        x_nonzero = None if nonzero is None else x[:, nonzero]
         for layer in self._layers:
             inputs = [values[i] for i in layer.inputs]
             if layer.kind == "dense":
                 kernel, bias, act_name, _kernel_t = layer.params
-                z = inputs[0] @ kernel if bias is None else inputs[0] @ kernel + bias
+                if nonzero is not None and layer.inputs[0] == self._input:
+                    z = x_nonzero @ kernel[nonzero]
+                else:
+                    z = inputs[0] @ kernel
+                if bias is not None:
+                    z = z + bias
                 pre[layer.name] = z
                 values[layer.name] = np.asarray(ACTIVATIONS[act_name](z), dtype=np.float32)
                 continue
@@ -528,9 +550,11 @@ def _resolve(merged: Mapping[str, str], name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Factor:
-    """One input that raised a characteristic's probability for a contact (see `Twin.explain`)."""
+class Factor(NamedTuple):
+    """One input that raised a characteristic's probability for a contact (see `Twin.explain`).
+
+    A named tuple (immutable, fields by name): an answer builds a few of them per characteristic.
+    """
 
     field: str  # a `schema.MODEL_INPUT_NAMES` field, or "client_years"
     code: str  # the dictionary code for a code / list field, "" for a number
@@ -650,19 +674,27 @@ class Twin:
             (grad[:, n_active + n_fed :] * x[number_cols]) @ by_number,
         ]
         scores = np.concatenate(shares, axis=1)
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :top]
-        picked = np.take_along_axis(scores, best, axis=1).tolist()
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :top].tolist()
         found: dict[int, list[Factor]] = {}
-        for j, order, row_scores in zip(outputs, best.tolist(), picked, strict=True):
-            found[int(j)] = [Factor(meanings[b][0], meanings[b][1], score)
-                             for b, score in zip(order, row_scores, strict=True) if score > 0]  # fmt: skip
+        for j, order, row_scores in zip(outputs, best, scores.tolist(), strict=True):
+            found[int(j)] = [Factor(*meanings[b], row_scores[b]) for b in order if row_scores[b] > 0]
         return found
 
     def verify(self, reference: Callable[[Sequence[Sequence[Any]]], np.ndarray],
                rows: Sequence[Sequence[Any]]) -> float:
-        """Largest |twin − reference| over `rows`; ValueError when it is over `TOLERANCE`."""
+        """Largest |twin − reference| over `rows`; ValueError when it is over `TOLERANCE`.
+
+        The twin is run on all `rows` at once and on each of them alone, so both of its paths are
+        checked: the dense one of large batches and the sparse one of small calls (`SPARSE_ROWS`),
+        which an HTTP answer takes.
+        """
         expected = reference(rows)
         got = self.predict_rows(rows)
+        if len(rows) > SPARSE_ROWS:
+            alone = [self.predict_rows([row]) for row in rows]
+            got_alone = np.concatenate(alone) if alone else got
+            if got_alone.shape == got.shape:  # else the shape error below names it
+                got = np.where(np.abs(got_alone - expected) > np.abs(got - expected), got_alone, got)
         if got.shape != expected.shape:
             raise ValueError(f"fast path: shape {got.shape} differs from the SavedModel's {expected.shape}")
         gap = float(np.max(np.abs(got - expected))) if got.size else 0.0

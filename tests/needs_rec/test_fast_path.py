@@ -85,6 +85,13 @@ def test_twin_equals_the_saved_model(tmp_path: Path, label: str) -> None:
     np.testing.assert_allclose(got, expected, atol=fast_path.TOLERANCE, rtol=0)
     assert twin.verify(_reference(loaded), rows) <= fast_path.TOLERANCE
     assert float(np.abs(expected).max()) > 0  # not a trivially zero comparison
+    # a small call (the HTTP answer's, sparse over the input's nonzero columns) answers the same
+    alone = np.concatenate([twin.predict_rows(rows[i : i + 1]) for i in range(0, len(rows), 7)])
+    pairs = np.concatenate([twin.predict_rows(rows[i : i + 3]) for i in range(0, len(rows) - 2, 50)])
+    assert len(rows) > fast_path.SPARSE_ROWS
+    np.testing.assert_allclose(alone, expected[::7], atol=fast_path.TOLERANCE, rtol=0)
+    np.testing.assert_allclose(pairs, np.concatenate([expected[i : i + 3] for i in range(0, len(rows) - 2, 50)]),
+                               atol=fast_path.TOLERANCE, rtol=0)
 
 
 def test_the_twin_is_a_checksummed_file_not_a_signature(tmp_path: Path) -> None:
