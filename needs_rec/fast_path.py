@@ -184,7 +184,24 @@ def _number(part: bytes) -> float:
 
 
 def _years(text: str) -> float:
-    """`features._years` on one string: the year plus (month − 1) / 12, NaN when the year is not digits."""
+    """`features._years` on one string: the year plus (month − 1) / 12, NaN when the year is not digits.
+
+    Remembered per text (a request's date is mostly today's, a contact's client-since one of a few):
+    the float32 steps cost more than a dict lookup, and the table is emptied when it grows large.
+    """
+    known = _YEARS.get(text)
+    if known is None:
+        if len(_YEARS) >= _YEARS_KEPT:
+            _YEARS.clear()
+        known = _YEARS[text] = _years_of(text)
+    return known
+
+
+_YEARS: dict[str, float] = {}
+_YEARS_KEPT = 4096
+
+
+def _years_of(text: str) -> float:
     data = text.strip(_ASCII_SPACE).encode("utf-8") + b"##########"
     year = np.float32(_number(data[0:4]))
     month = _number(data[5:7])
@@ -248,34 +265,34 @@ class RowEncoder:
                                                        else (source - 2 * n_numbers) // NUMBER_BINS)  # fmt: skip
             if source < n_numbers or source >= 2 * n_numbers:  # z and bins, not the missing flag
                 self.number_columns[at] = number_names[which]
-        self.number_groups: list[tuple[str, np.ndarray]] = [
-            (name, np.asarray(sorted(c for c, n in self.number_columns.items() if n == name), dtype=np.intp))
-            for name in number_names
-        ]
-        self.number_cols = np.concatenate([cols for _, cols in self.number_groups]).astype(np.intp)
-        self.number_onehot = np.zeros((len(self.number_cols), len(self.number_groups)), dtype=np.float32)
-        self.number_onehot[np.arange(len(self.number_cols)),
-                           np.repeat(np.arange(len(self.number_groups)), [len(c) for _, c in self.number_groups])] = 1
-        self.links_t = np.ascontiguousarray(self._links.T)  # (link features, category columns), rows contiguous
+        # For explanations: each number's z-score and bin columns → its group, one factor per number.
+        self.number_names: list[str] = list(number_names)
+        self.number_group: dict[int, int] = {col: number_names.index(name) for col, name in self.number_columns.items()}
+        self.group_onehot = np.eye(len(number_names), dtype=np.float32)  # row g: what a column of number g adds to
         self.stage_offset = int(tables["stage_offset"])
         self.stage_offer = np.asarray(tables["stage_offer"], dtype=np.float32)
-        # For explanations: 1 on category columns that can be a factor (a known code, not the stage).
-        self.explainable = np.zeros(self._category_width, dtype=np.float32)
-        for col, (name, _code) in self.column_meaning.items():
-            if name != schema.STAGE and col < self._category_width:
-                self.explainable[col] = 1.0
+        # For explanations: the category columns that can be a factor (a known code, not the stage).
+        self.explainable: dict[int, tuple[str, str]] = {
+            col: meaning for col, meaning in self.column_meaning.items()
+            if meaning[0] != schema.STAGE and col < self._category_width
+        }  # fmt: skip
 
     def __call__(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
         out = np.zeros((len(rows), self.width), dtype=np.float32)
+        small = len(rows) <= SPARSE_ROWS
+        hot: list[list[int]] = []  # per row of a small call: its category columns set to 1
         for r, row in enumerate(rows):
             line = out[r]
-            for pos, codes, unknown in self._codes:
-                line[codes.get(_strip_lower(str(row[pos])) or MISSING_TOKEN, unknown)] = 1.0
+            on = [codes.get(_strip_lower(str(row[pos])) or MISSING_TOKEN, unknown)
+                  for pos, codes, unknown in self._codes]  # fmt: skip
             for pos, codes, unknown in self._multi:
                 for item in str(row[pos]).split(schema.MULTI_SEPARATOR):
                     item = _strip_lower(item)
                     if item:
-                        line[codes.get(item, unknown)] = 1.0
+                        on.append(codes.get(item, unknown))
+            line[on] = 1.0
+            if small:
+                hot.append(sorted(set(on)))
             tenure = np.float32(_years(str(row[_DATE_POS[0]]))) - np.float32(_years(str(row[_DATE_POS[1]])))
             values = (row[_LOG_POS[0]], row[_LOG_POS[1]], row[_FOUNDED_POS], tenure)
             for logged, value, (z_at, missing_at, mean, std, edges, bins) in zip(
@@ -292,12 +309,10 @@ class RowEncoder:
                 at = bins[bisect.bisect_right(edges, plain)]  # exact: float32 values against float32 edges
                 if at is not None:
                     line[at] = 1.0
-        categories = out[:, : self._category_width]
-        if len(rows) <= SPARSE_ROWS:  # the few codes these rows have, not every category column
-            codes = _nonzero_columns(categories)
-            counts = categories[:, codes] @ self._links[codes]
+        if small:  # the links of the few codes each row has, not a product over every category column
+            counts = np.stack([self._links[columns].sum(axis=0) for columns in hot]) if hot else self._links[:0]
         else:
-            counts = categories @ self._links
+            counts = out[:, : self._category_width] @ self._links
         links = np.minimum(counts, self._link_cap) * self._link_scale
         out[:, self._category_width : self._category_width + self._n_links] = links
         return out
@@ -348,6 +363,7 @@ class NetworkTwin:
         specs, weights = _simplify(graph["layers"], {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()},
                                    self._output)
         self._layers = [self._layer(spec, weights) for spec in specs]
+        self._seeds = np.zeros((0, 0), dtype=np.float32)  # backward's identity rows, sized on first use
 
     @property
     def output(self) -> str:
@@ -448,8 +464,9 @@ class NetworkTwin:
         contact's active inputs only) saves most of the widest product, the one into the input.
         """
         width = values[self._output].shape[1]
-        seed = np.zeros((len(outputs), width), dtype=np.float32)
-        seed[np.arange(len(outputs)), list(outputs)] = 1.0
+        if self._seeds.shape[0] != width:
+            self._seeds = np.eye(width, dtype=np.float32)
+        seed = self._seeds[list(outputs)]  # row j: d output[j] / d output
         grads: dict[str, np.ndarray] = {self._output: seed}
         picked = None if columns is None else np.asarray(columns, dtype=np.intp)
         for layer in reversed(self._layers):
@@ -647,33 +664,28 @@ class Twin:
         encoded, values, pre, r = self._traced(row)
         x = encoded[r]
         cat_w = enc._category_width
-        categories = x[:cat_w]
-        active = np.flatnonzero(categories * enc.explainable)  # active codes with a meaning, the stage left out
-        meaning = enc.column_meaning
-        meanings = [meaning[c] for c in active.tolist()]
-        present = x[enc.number_cols] != 0  # the numbers' z-score and bin columns this row has
-        number_cols = enc.number_cols[present]
-        by_number = enc.number_onehot[present]  # (its columns, numbers): which number each column is
-        numbers = np.flatnonzero(by_number.any(axis=0))
-        by_number = by_number[:, numbers]
-        meanings += [(enc.number_groups[i][0], "") for i in numbers.tolist()]
-        if not meanings:
+        on = np.flatnonzero(x).tolist()  # the row's nonzero columns: a few dozen of hundreds
+        explainable, number_group = enc.explainable, enc.number_group
+        active = [c for c in on if c in explainable]  # active codes with a meaning, the stage left out
+        number_cols = [c for c in on if c in number_group]  # the numbers' z-score and bin columns this row has
+        if not active and not number_cols:
             return {int(j): [] for j in outputs}
-        n_active = len(active)
-        feeds = enc._links[active]  # (active codes, link features): what each active code adds to each link
-        fed = np.flatnonzero(feeds.sum(axis=0))  # the link features the active codes feed (the others get nothing)
-        n_fed = len(fed)
-        columns = np.concatenate([active, cat_w + fed, number_cols])
+        counts = enc._links[[c for c in on if c < cat_w]].sum(axis=0)  # each link feature's count, as encoded
+        fed = np.flatnonzero(counts)  # the link features the row's codes feed (the others get nothing)
+        n_active, n_fed = len(active), len(fed)
+        columns = [*active, *(cat_w + fed).tolist(), *number_cols]
         grad = self.network.backward(values, pre, r, outputs, columns)  # (J, len(columns))
-        below_cap = (enc.links_t[fed] @ categories) < enc._link_cap[fed]
-        link_grad = grad[:, n_active : n_active + n_fed] * (enc._link_scale[fed] * below_cap)
-        # a code's share: its own column plus what flows through the dictionary links it feeds;
-        # a number's: the sum over its z-score and bin columns
-        shares = [
-            (grad[:, :n_active] + link_grad @ feeds[:, fed].T) * x[active],
-            (grad[:, n_active + n_fed :] * x[number_cols]) @ by_number,
-        ]
-        scores = np.concatenate(shares, axis=1)
+        link_grad = grad[:, n_active : n_active + n_fed] * (enc._link_scale[fed] * (counts[fed] < enc._link_cap[fed]))
+        # a code's share (its one-hot value is 1): its own column plus what flows through the dictionary
+        # links it feeds; a number's: the sum over its z-score and bin columns (every number gets a
+        # column here, 0 when the row has none of its columns, and only positive shares are kept)
+        numbers = enc.group_onehot[[number_group[c] for c in number_cols]]  # (its columns, numbers)
+        scores = np.concatenate(
+            [grad[:, :n_active] + link_grad @ enc._links[active][:, fed].T,
+             (grad[:, n_active + n_fed :] * x[number_cols]) @ numbers],
+            axis=1,
+        )  # fmt: skip
+        meanings = [explainable[c] for c in active] + [(name, "") for name in enc.number_names]
         best = np.argsort(-scores, axis=1, kind="stable")[:, :top].tolist()
         found: dict[int, list[Factor]] = {}
         for j, order, row_scores in zip(outputs, best, scores.tolist(), strict=True):
