@@ -123,7 +123,7 @@ def select(
     if min_selected < 0:
         raise ValueError(f"min_selected must be >= 0, got {min_selected}")
     chosen = p >= t
-    allowed = None if offered is None else np.broadcast_to(np.asarray(offered, dtype=bool), p.shape)
+    allowed = None if offered is None else np.asarray(offered, dtype=bool)  # (C,) broadcasts over the rows
     if allowed is not None:
         chosen &= allowed
     cap = p.shape[1] if top_k is None else min(top_k, p.shape[1])
@@ -136,9 +136,10 @@ def select(
     if few is not None and few.any():
         # topped up to the floor (never past the cap): what they have first, then the most probable they may show
         kept = chosen[few]
-        key = np.where(kept, np.inf, p[few] if allowed is None else np.where(allowed[few], p[few], -np.inf))
+        may = None if allowed is None else (allowed if allowed.ndim == 1 else np.broadcast_to(allowed, p.shape)[few])
+        key = np.where(kept, np.inf, p[few] if may is None else np.where(may, p[few], -np.inf))
         topped = _ranks(key) < min(min_selected, cap)
-        chosen[few] = topped if allowed is None else topped & allowed[few]
+        chosen[few] = topped if may is None else topped & may
     return chosen
 
 
