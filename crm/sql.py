@@ -16,18 +16,15 @@ figures). Only the contract columns are selected: personal-data columns are neve
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
-import subprocess
-import sys
-import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
@@ -35,6 +32,7 @@ from crm.files import _as_text
 from crm.own import OwnTables, OwnTablesWriter, database_errors, tune_sqlite
 from crm.records import record_of
 from crm.source import ContactRecord, describe_url
+from crm.sqlite_reader import EXIT_UNAVAILABLE, Reader, ReaderError
 from crm.stages import Latest, LatestStages, merge
 from needs_rec import schema
 from needs_rec.errors import DataError, SourceUnavailable
@@ -42,6 +40,9 @@ from needs_rec.errors import DataError, SourceUnavailable
 #: Seconds to wait for a PostgreSQL connection, and for one statement of a lookup or a write.
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 30_000
+#: A SQLite table of this many rows or more is read as SQLITE_READERS rowid ranges at once.
+SPLIT_ROWS = 100_000
+SQLITE_READERS = max(1, min(2, os.cpu_count() or 1))
 
 
 class SqlSource(OwnTablesWriter):
@@ -55,6 +56,7 @@ class SqlSource(OwnTablesWriter):
         self._own: OwnTables | None = None
         self._lock = threading.Lock()
         self._lookup: _Lookup | None = None
+        self._reader: Reader | None = None
         self._stages = LatestStages(self._latest_outcome_days)
 
     # -- where -------------------------------------------------------------------------------
@@ -99,7 +101,7 @@ class SqlSource(OwnTablesWriter):
         source = f"table {relation!r}"
         mapping, personal, extra = schema.contract_columns(columns, table, source)
         schema.check_required_columns(mapping.values(), table, source)
-        arrow = self._read_arrow(relation, list(mapping))
+        arrow = self._read_arrow(relation, list(mapping), columns)
         frame = pd.DataFrame(
             {mapping[c]: pd.Series(arrow.column(c).to_pandas(), dtype="str") for c in mapping},
             index=pd.RangeIndex(arrow.num_rows),
@@ -133,19 +135,24 @@ class SqlSource(OwnTablesWriter):
             columns = [c["name"] for c in sa.inspect(conn).get_columns(relation, schema=self.schema)]
         return relation, columns
 
-    def _read_arrow(self, relation: str, columns: Sequence[str]) -> pa.Table:
-        """SELECT the columns of `relation`, streamed in Arrow batches, each column as text ("" for NULL)."""
+    def _read_arrow(self, relation: str, columns: Sequence[str], every_column: Sequence[str] = ()) -> pa.Table:
+        """SELECT the columns of `relation`, read as Arrow, each column as text ("" for NULL)."""
         if not columns:
             return pa.table({})
-        read = self._sqlite_batches if self.dialect == "sqlite" else self._postgresql_batches
-        batches = list(read(relation, columns))
+        if self.dialect == "sqlite":
+            batches = self._sqlite_batches(relation, columns, every_column)
+        else:
+            batches = self._postgresql_batches(relation, columns)
         if not batches:
             return pa.table({c: pa.array([], pa.string()) for c in columns})
-        return pa.Table.from_batches(batches).combine_chunks()
+        table = pa.Table.from_batches(batches)
+        if self.dialect == "postgresql":  # typed columns: text once per column, not per batch
+            table = pa.table({c: _as_text(table.column(c)) for c in columns})
+        return table.rename_columns(list(columns))
 
-    def _postgresql_batches(self, relation: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    def _postgresql_batches(self, relation: str, columns: Sequence[str]) -> list[pa.RecordBatch]:
         """PostgreSQL through ADBC (binary COPY into Arrow): typed columns (arrays arrive as lists),
-        turned into text batch by batch like a Parquet column."""
+        turned into text by `_read_arrow` like a Parquet column."""
         import adbc_driver_manager.dbapi as adbc
 
         table = sa.table(relation, *(sa.column(c) for c in columns), schema=self.schema)
@@ -153,48 +160,84 @@ class SqlSource(OwnTablesWriter):
         try:
             with adbc_connect(self.url) as conn, conn.cursor() as cursor:
                 cursor.execute(query)
-                for batch in cursor.fetch_record_batch():
-                    texts = [_as_text(pa.chunked_array([column])).combine_chunks() for column in batch.columns]
-                    yield pa.RecordBatch.from_arrays(texts, names=list(columns))
+                return list(cursor.fetch_record_batch())
         except adbc.OperationalError as exc:
             reason = _first_line(exc)
             raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})") from None
         except adbc.Error as exc:
             raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({_first_line(exc)})") from None
 
-    def _sqlite_batches(self, relation: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        """SQLite through ADBC in a child process (`crm.sqlite_reader`, which says why), streamed back as
-        Arrow IPC. Every value is read as text ("" for NULL): SQLite values are dynamically typed, so
-        one odd cell must not change a column's type mid-stream."""
+    def _sqlite_batches(
+        self, relation: str, columns: Sequence[str], every_column: Sequence[str]
+    ) -> list[pa.RecordBatch]:
+        """SQLite through ADBC in this source's reader process (`crm.sqlite_reader`, which says why),
+        a large table split over rowid ranges read at once (`_sqlite_queries`). Every value is read as
+        text ("" for NULL): SQLite values are dynamically typed, so one odd cell must not change a
+        column's type mid-stream."""
         self.engine  # noqa: B018 — a missing file is a DataError here (ADBC would say something obscure)
+        queries = self._sqlite_queries(relation, columns, every_column)
+        try:
+            return self._sqlite_reader().read(queries)
+        except ReaderError as exc:
+            if exc.code == EXIT_UNAVAILABLE:
+                reason = exc.reason
+                raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})") from None
+            raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({exc.reason})") from None
+
+    def _sqlite_queries(self, relation: str, columns: Sequence[str], every_column: Sequence[str]) -> list[str]:
+        """The SELECT of a table, as SQLITE_READERS rowid ranges when it has SPLIT_ROWS rows or more.
+
+        A table's rows come in rowid order (its storage order: what a plain SELECT gives unless a
+        covering index is scanned instead), split or not, so the ranges concatenate into the rows
+        of one read. Each range is its own read transaction: a writer committing in between is seen
+        by the later ranges only. Views and WITHOUT ROWID tables are read whole, in SQLite's order.
+        """
         table = sa.table(relation, *(sa.column(c) for c in columns), schema=self.schema)
         # COALESCE: never NULL, so ADBC (which infers a column's type from its first rows) always sees text
-        selected = [sa.func.coalesce(sa.cast(table.c[c], sa.Text), "").label(c) for c in columns]
-        query = str(sa.select(*selected).compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
-        command = [sys.executable, "-m", "crm.sqlite_reader", str(self.url.database), query]
-        root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        with tempfile.TemporaryFile() as errors:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=env)
-            assert process.stdout is not None
+        select = sa.select(*(sa.func.coalesce(sa.cast(table.c[c], sa.Text), "").label(c) for c in columns))
+        taken = {c.lower() for c in every_column} | {c.lower() for c in columns}
+        alias = next((name for name in ("rowid", "_rowid_", "oid") if name not in taken), None)
+        bounds = self._rowid_bounds(relation, alias) if alias else None
+        if bounds is not None:
+            rowid = sa.literal_column(alias)
+            select = select.order_by(rowid)
+            low, high = bounds
+            if SQLITE_READERS > 1 and high - low + 1 >= SPLIT_ROWS:
+                cuts = [low - 1 + (high - low + 1) * k // SQLITE_READERS for k in range(1, SQLITE_READERS)]
+                parts = [select.where(rowid <= cuts[0])]
+                parts += [select.where(rowid > a, rowid <= b) for a, b in itertools.pairwise(cuts)]
+                parts.append(select.where(rowid > cuts[-1]))
+                return [self._sqlite_sql(part) for part in parts]
+        return [self._sqlite_sql(select)]
+
+    def _rowid_bounds(self, relation: str, alias: str) -> tuple[int, int] | None:
+        """(min, max) rowid of a rowid table with rows; None for a view, a WITHOUT ROWID table, no rows."""
+        quoted = self.engine.dialect.identifier_preparer.quote(relation)
+        with database_errors(self.describe(), f"read {relation}"), self.engine.connect() as conn:
+            kind = conn.execute(sa.text("SELECT type FROM sqlite_master WHERE name = :name"), {"name": relation})
+            if kind.scalar() != "table":
+                return None
             try:
-                try:
-                    reader = pa.ipc.open_stream(process.stdout)
-                except pa.ArrowInvalid:
-                    reader = None  # the child failed before writing the stream: its exit code says why
-                for batch in reader or ():
-                    yield pa.RecordBatch.from_arrays(
-                        [pc.cast(batch.column(i), pa.string()) for i in range(batch.num_columns)], names=list(columns)
-                    )
-            finally:
-                process.stdout.close()
-                code = process.wait()
-            if code:
-                errors.seek(0)
-                reason = errors.read().decode(errors="replace").strip()[:300] or f"exit code {code}"
-                if code == 3:
-                    raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})")
-                raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({reason})")
+                # two subqueries: SQLite answers a lone min() / max() of the rowid from the b-tree's ends,
+                # but `SELECT min(rowid), max(rowid)` scans the whole table
+                low, high = conn.execute(
+                    sa.text(f"SELECT (SELECT min({alias}) FROM {quoted}), (SELECT max({alias}) FROM {quoted})")
+                ).one()
+            except sa.exc.OperationalError:  # no such column: a WITHOUT ROWID table
+                return None
+        if not isinstance(low, int) or not isinstance(high, int):
+            return None
+        return low, high
+
+    def _sqlite_sql(self, select: Any) -> str:
+        return str(select.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+
+    def _sqlite_reader(self) -> Reader:
+        if self._reader is None:
+            with self._lock:
+                if self._reader is None:
+                    self._reader = Reader(str(self.url.database))
+        return self._reader
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -348,6 +391,8 @@ class SqlSource(OwnTablesWriter):
             return list(conn.execute(query).all())
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if self._engine is not None:
             self._engine.dispose()
 
