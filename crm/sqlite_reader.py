@@ -200,6 +200,7 @@ def serve(path: str, requests: IO[bytes], out: IO[bytes]) -> None:
             out.write(_HEADER.pack(b"X", len(reason) + 1) + bytes([failed.code]) + reason)
         out.write(_HEADER.pack(b"E", 0))
         out.flush()
+        pa.default_memory_pool().release_unused()  # an idle child (a service's, between refreshes) holds little
 
 
 class _Failed(Exception):
