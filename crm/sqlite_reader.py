@@ -85,18 +85,25 @@ class Reader:
 
     def read(self, queries: Sequence[str]) -> list[pa.RecordBatch]:
         """Run `queries` at once in the child; their batches in the order of `queries`, each one's in
-        its own order. Raises ReaderError."""
+        its own order. Raises ReaderError. A child that had served earlier reads and died meanwhile
+        (killed while idle) is replaced and the read tried once more: reads change nothing."""
+        request = json.dumps(list(queries)).encode() + b"\n"
         with self._lock:
-            process = self._ensure()
-            assert process.stdin is not None and process.stdout is not None
-            try:
-                process.stdin.write(json.dumps(list(queries)).encode() + b"\n")
-                process.stdin.flush()
-                return _receive(process.stdout)
-            except ReaderError:
-                raise
-            except (OSError, EOFError, ValueError, pa.ArrowException):
-                raise self._died() from None
+            reused = self._process is not None
+            for attempt in (1, 2):
+                process = self._ensure()
+                assert process.stdin is not None and process.stdout is not None
+                try:
+                    process.stdin.write(request)
+                    process.stdin.flush()
+                    return _receive(process.stdout)
+                except ReaderError:
+                    raise
+                except (OSError, EOFError, ValueError, pa.ArrowException):
+                    died = self._died()
+                    if not reused or attempt == 2:
+                        raise died from None
+            raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Stop the child and wait for it (no zombie); the next read starts a new one."""

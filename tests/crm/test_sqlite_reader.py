@@ -74,7 +74,7 @@ def test_one_reader_process_serves_every_table_and_close_ends_it(open_crm, tmp_p
     assert source._reader.pid not in (None, pid)
 
 
-def test_a_killed_reader_fails_one_read_at_most_and_is_replaced(open_crm, tmp_path, tiny_dictionaries):
+def test_a_reader_killed_while_idle_is_replaced_without_failing_a_read(open_crm, tmp_path, tiny_dictionaries):
     source = open_crm(write_crm_database(f"sqlite:///{tmp_path / 'crm.db'}", tiny_dictionaries))
     expected = source.read_table("outcomes")
     pid = source._reader.pid
