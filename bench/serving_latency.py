@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/serving_latency.py [--model M] [--duration 10] [--rates 200,500,1000,1500,2000]
     .venv/bin/python bench/serving_latency.py --model M --crm sqlite:///crm.db --crm postgresql+psycopg://…
+    .venv/bin/python bench/serving_latency.py --instances 2 --rates 1000,1500,2000
+
+`--instances N`: N independent services, each on its own port and paced at rate / N by its own wrk,
+all at once: whether a second process adds throughput on this machine.
 
 `--crm D` (repeatable; D made with the model's dictionaries, e.g. by `training.sample --output URL`):
 lookup mode. The service runs with `--crm D` and the requests name only `contact_id` and `stage`
@@ -49,6 +53,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 PYTHON = sys.executable
 PATH = "/v1/recommendations"
 P99_TARGET_MS = 50.0
+#: Issue 14's throughput criterion: the highest paced rate whose p99 stays within this.
+P99_TIGHT_MS = 5.0
 
 
 # -- the version and the request bodies -------------------------------------------------------
@@ -358,16 +364,51 @@ def measure(label: str, port: int, script: Path, rates: list[float], duration: f
         print(row("paced ~200 req/s", r))
     steady = sorted(runs, key=lambda r: r["p50"])[1]  # the median run, so one noisy run does not decide
     best: dict[str, float] | None = None
+    tight: dict[str, float] | None = None
     for rate in rates:
         r = paced(port, script, rate, duration)
         print(row(f"paced ~{rate:.0f} req/s", r))
+        if r["p99"] <= P99_TIGHT_MS and r["failed"] == 0:
+            tight = r if tight is None or r["rps"] > tight["rps"] else tight
         if r["p99"] <= P99_TARGET_MS and r["failed"] == 0:
             best = r if best is None or r["rps"] > best["rps"] else best
         elif r["p99"] > 4 * P99_TARGET_MS:
             break  # far past saturation
     saturated = wrk(port, script, duration=duration, connections=32)
     print(row("closed loop, 32 connections", saturated))
-    return {"steady": steady, "best": best, "saturated": saturated}
+    return {"steady": steady, "best": best, "tight": tight, "saturated": saturated}
+
+
+def _drive(results: dict[int, dict[str, float]], port: int, script: Path, rate: float, duration: float) -> None:
+    results[port] = paced(port, script, rate, duration)
+
+
+def measure_instances(model: Path, script: Path, rates: list[float], duration: float, instances: int) -> None:
+    """`instances` independent services, each on its own port, each paced at `rate / instances` by its own wrk,
+    all at once: whether more processes add throughput on this machine (wrk needs CPU too)."""
+    import threading
+
+    ports = [free_port() for _ in range(instances)]
+    servers = [start_server(model, port, naive=False) for port in ports]
+    try:
+        for port, server in zip(ports, servers, strict=True):
+            wait_ready(port, server)
+            wrk(port, script, duration=2, connections=4)
+        print(f"\n{instances} services on {instances} ports, the rate split evenly, one wrk each")
+        for rate in [200.0, *rates]:
+            results: dict[int, dict[str, float]] = {}
+            threads = [threading.Thread(target=_drive, args=(results, port, script, rate / instances, duration))
+                       for port in ports]  # fmt: skip
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            worst = {key: max(r[key] for r in results.values()) for key in ("p50", "p90", "p99", "failed")}
+            combined = {**worst, "rps": sum(r["rps"] for r in results.values())}
+            print(row(f"paced ~{rate:.0f} req/s in all (worst instance)", combined))
+    finally:
+        for server in servers:
+            stop_server(server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--server-args", default="", help="extra flags for python -m serving, e.g. '--model-workers 2'")
     parser.add_argument("--crm", action="append", default=[], help="lookup mode on this CRM (repeatable)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="N > 1: N independent services paced together instead (does a second process help?)")
     parser.add_argument("--serve-naive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -402,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.crm:
             for location in args.crm:
                 measure_lookups(model, location, dictionaries, work, args.duration)
+            return 0
+        if args.instances > 1:
+            measure_instances(model, script, [float(r) for r in args.rates.split(",")], args.duration, args.instances)
             return 0
 
         results = {}
@@ -430,8 +476,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in results.items():
             best = r["best"]
             best_text = f"{best['rps']:.0f} req/s (p99 {best['p99']:.1f} ms)" if best else "none of the rates tried"
+            tight = r["tight"]
+            tight_text = f"{tight['rps']:.0f} req/s (p99 {tight['p99']:.1f} ms)" if tight else "none of the rates tried"
             print(f"  {name:<7} at ~200 req/s: p50 {r['steady']['p50']:.2f} ms, p99 {r['steady']['p99']:.2f} ms;"
-                  f"  highest paced rate with p99 <= {P99_TARGET_MS:g} ms: {best_text};"
+                  f"  highest paced rate with p99 <= {P99_TIGHT_MS:g} ms: {tight_text};"
+                  f"  with p99 <= {P99_TARGET_MS:g} ms: {best_text};"
                   f"  saturation: {r['saturated']['rps']:.0f} req/s")
         if "naive" in results:
             ratio = results["served"]["saturated"]["rps"] / max(results["naive"]["saturated"]["rps"], 1e-9)
