@@ -32,6 +32,7 @@ import pandas as pd
 from needs_rec.dictionaries import Dictionaries, normalize_code
 from needs_rec.errors import ModelError
 from needs_rec.thresholds import select as select_rule
+from needs_rec.thresholds import select_row
 
 #: Aggregation levels of the resonance statistics, most specific first (the order reasons back off in).
 GROUPS: tuple[tuple[str, str | None], ...] = (
@@ -290,6 +291,9 @@ class TalkingPoints:
         p = np.asarray(probabilities, dtype=np.float64)
         offered = self._offered[stage]
         if top_k is None:
+            picked = select_row(p, thresholds, top_k=cap, min_selected=min_selected, offered=offered)
+            if picked is not None:  # already most probable first
+                return np.asarray(picked, dtype=np.intp)
             mask = select_rule(p[None, :], thresholds, top_k=cap, min_selected=min_selected, offered=offered)[0]
         else:
             mask = offered

@@ -18,6 +18,8 @@ next lower distinct probability, so a new probability between the two goes to th
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from needs_rec.config import FALLBACK_GLOBAL, ThresholdConfig
@@ -122,6 +124,12 @@ def select(
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     if min_selected < 0:
         raise ValueError(f"min_selected must be >= 0, got {min_selected}")
+    if p.shape[0] == 1 and (offered is None or np.ndim(offered) == 1):
+        picked = select_row(p[0], t, top_k, min_selected, offered)
+        if picked is not None:
+            one = np.zeros(p.shape, dtype=bool)
+            one[0, picked] = True
+            return one
     chosen = p >= t
     allowed = None if offered is None else np.asarray(offered, dtype=bool)  # (C,) broadcasts over the rows
     if allowed is not None:
@@ -140,6 +148,36 @@ def select(
         key = np.where(kept, np.inf, p[few] if may is None else np.where(may, p[few], -np.inf))
         topped = _ranks(key) < min(min_selected, cap)
         chosen[few] = topped if may is None else topped & may
+    return chosen
+
+
+def select_row(
+    proba: np.ndarray,
+    thresholds: np.ndarray,
+    top_k: int | None = None,
+    min_selected: int = 0,
+    offered: np.ndarray | None = None,
+) -> list[int] | None:
+    """`select` of one row (C,) as the chosen label indices, most probable first (ties: lower index).
+
+    The same rule in plain Python: an HTTP answer selects one row, and a few dozen labels cost less
+    as a list than as a dozen NumPy calls. `select` hands its one-row calls here, so both paths are
+    this function; a test pins it against the many-row path. None for a row with a non-finite
+    probability (its order is NumPy's to decide: `select` then uses its array path).
+    """
+    p = np.asarray(proba, dtype=np.float64).tolist()
+    n = len(p)
+    t = [float(thresholds)] * n if np.ndim(thresholds) == 0 else np.asarray(thresholds, dtype=np.float64).tolist()
+    if not all(math.isfinite(v) for v in p):
+        return None
+    labels = range(n) if offered is None else np.flatnonzero(offered).tolist()
+    cap = n if top_k is None else min(top_k, n)
+    chosen = sorted((j for j in labels if p[j] >= t[j]), key=lambda j: -p[j])[:cap]  # stable: ties by index
+    floor = min(min_selected, cap)
+    if len(chosen) < floor:  # topped up with the most probable of the others it may show
+        kept = set(chosen)
+        chosen += sorted((j for j in labels if j not in kept), key=lambda j: -p[j])[: floor - len(chosen)]
+        chosen.sort(key=lambda j: -p[j])
     return chosen
 
 

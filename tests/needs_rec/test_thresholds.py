@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from needs_rec.config import ThresholdConfig
-from needs_rec.thresholds import NEVER, best_cuts, select, select_with, shrink, tune_thresholds
+from needs_rec.thresholds import NEVER, best_cuts, select, select_row, select_with, shrink, tune_thresholds
 
 
 def brute_force_cut(y: np.ndarray, p: np.ndarray, beta: float) -> float:
@@ -167,6 +167,24 @@ def test_the_floor_leaves_a_row_that_has_enough_as_it_is() -> None:
     assert select(proba, thresholds, top_k=2, min_selected=1).astype(int).tolist() == [[0, 1, 1, 0]] * 2
     # a row below the floor is topped up with its most probable labels, never past the cap
     assert select(proba[:1], np.full(4, 0.99), top_k=2, min_selected=3).astype(int).tolist() == [[1, 1, 0, 0]]
+
+
+def test_select_row_is_the_rule_of_select_for_one_row() -> None:
+    rng = np.random.default_rng(5)
+    for case in range(300):
+        n = int(rng.integers(1, 15))
+        p = np.round(rng.random(n), 1)  # coarse values: many ties
+        t = np.round(rng.random(n) * 0.8, 1)
+        offered = rng.random(n) < 0.7 if case % 3 else None
+        top_k = [None, 1, 2, 4][case % 4]
+        floor = int(rng.integers(0, 4))
+        picked = select_row(p, t, top_k, floor, offered)
+        many = np.vstack([p, p[::-1]])  # two rows: select's array path
+        mask = select(many, t, top_k=top_k, min_selected=floor, offered=offered)[0]
+        assert sorted(picked) == np.flatnonzero(mask).tolist()
+        assert [p[j] for j in picked] == sorted((p[j] for j in picked), reverse=True)  # most probable first
+    assert select_row(np.array([0.5, np.nan]), np.zeros(2)) is None  # non-finite: the array path decides
+    assert select(np.array([[0.5, np.nan]]), np.zeros(2)).tolist() == [[True, False]]
 
 
 def test_one_row_and_many_rows_select_alike() -> None:
