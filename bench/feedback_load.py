@@ -139,9 +139,7 @@ def run_load(
         rng = random.Random(seed * 1000 + number)
         sent: list[dict[str, Any]] = []
         with httpx.Client(base_url=base, timeout=30) as http:
-            for i in range(posts):
-                if killed.is_set():
-                    return
+            for i in range(posts):  # after a kill, each client goes on until its own post finds the service gone
                 if sent and rng.random() < retries:
                     body = rng.choice(sent)
                 else:
