@@ -78,11 +78,6 @@ class Reader:
         process = self._process
         return process.pid if process is not None and process.poll() is None else None
 
-    def start(self) -> None:
-        """Start the child now (it imports in the background); a no-op when it runs."""
-        with self._lock:
-            self._ensure()
-
     def read(self, queries: Sequence[str]) -> list[pa.RecordBatch]:
         """Run `queries` at once in the child; their batches in the order of `queries`, each one's in
         its own order. Raises ReaderError. A child that had served earlier reads and died meanwhile
