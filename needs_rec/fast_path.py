@@ -701,13 +701,15 @@ class Twin:
         which an HTTP answer takes.
         """
         expected = reference(rows)
-        got = self.predict_rows(rows)
-        if got.shape != expected.shape:
-            raise ValueError(f"fast path: shape {got.shape} differs from the SavedModel's {expected.shape}")
-        gap = float(np.max(np.abs(got - expected))) if got.size else 0.0
+        outputs = [self.predict_rows(rows)]
         if len(rows) > SPARSE_ROWS:  # each row alone too: the path of small calls
-            alone = np.concatenate([self.predict_rows([row]) for row in rows])
-            gap = max(gap, float(np.max(np.abs(alone - expected))))
+            outputs.append(np.concatenate([self.predict_rows([row]) for row in rows]))
+        gap = 0.0
+        for got in outputs:  # each path's own shape check, so a wrong one can never broadcast
+            if got.shape != expected.shape:
+                raise ValueError(f"fast path: shape {got.shape} differs from the SavedModel's {expected.shape}")
+            if got.size:
+                gap = max(gap, float(np.max(np.abs(got - expected))))
         if not gap <= TOLERANCE:
             raise ValueError(f"fast path: differs from the SavedModel by {gap:.2e} (tolerance {TOLERANCE:g})")
         return gap

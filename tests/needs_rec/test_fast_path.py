@@ -146,6 +146,23 @@ def test_a_twin_that_disagrees_is_refused(tmp_path: Path) -> None:
         twin.verify(_reference(loaded), rows)
 
 
+def test_a_twin_whose_one_row_path_has_the_wrong_shape_is_refused(tmp_path: Path) -> None:
+    parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NetworkConfig(hidden_units=(16,)))
+    twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
+    assert twin is not None
+    rows = fast_path.probe_rows(_codes(parts.dictionaries))
+    assert len(rows) > fast_path.SPARSE_ROWS
+    batch = twin.predict_rows
+
+    def one_row_broken(given: list) -> np.ndarray:  # small calls answer (1, 1): it broadcasts against (n, C)
+        out = batch(given)
+        return out[:, :1] if len(given) <= fast_path.SPARSE_ROWS else out
+
+    twin.predict_rows = one_row_broken
+    with pytest.raises(ValueError, match="fast path: shape"):
+        twin.verify(_reference(loaded), rows)
+
+
 def test_networks_with_unsupported_layers_export_without_a_twin(tmp_path: Path) -> None:
     parts = build_parts(REPO_DICTIONARIES, n_rows=100)
     inputs = keras.Input(shape=(parts.encoder.width,), name="features")
