@@ -162,19 +162,37 @@ class Monitor:
                 counts[:] = [0] * len(counts)
             self.rows = 0
 
-    def distances(self) -> dict[str, tuple[str, float | None, bool]]:
-        """Per field: (measure, distance or None while the window is too small, flagged)."""
+    def state(self) -> tuple[int, list[list[int]]]:
+        """The window's row count and its counts per field (`fields` order grouped by kind, as `distances`
+        merges them): what a serving worker shares so /metrics can judge drift over every worker's requests."""
         with self._lock:
             blocks = [*(f[-1] for f in self._codes), *(f[-1] for f in self._multi), *(f[-1] for f in self._numbers)]
             previous = self._previous or [[0] * len(b) for b in blocks]
             live = [[a + b for a, b in zip(now, before, strict=True)] for now, before in zip(blocks, previous,
                                                                                               strict=True)]
-            rows = self.rows + self._previous_rows
-        names = [*(n for n in self.fields if self.profile["fields"][n]["kind"] == "code"),
-                 *(n for n in self.fields if self.profile["fields"][n]["kind"] == "multi"),
-                 *(n for n in self.fields if self.profile["fields"][n]["kind"] == "number")]
+            return self.rows + self._previous_rows, live
+
+    @property
+    def ordered_fields(self) -> list[str]:
+        """The field names in the order of `state()`'s counts: codes, then multi-valued fields, then numbers."""
+        kinds = {name: self.profile["fields"][name]["kind"] for name in self.fields}
+        return [*(n for n in self.fields if kinds[n] == "code"), *(n for n in self.fields if kinds[n] == "multi"),
+                *(n for n in self.fields if kinds[n] == "number")]
+
+    def distances(self, others: Sequence[tuple[int, list[list[int]]]] = ()) -> dict[str, tuple[str, float | None,
+                                                                                                   bool]]:
+        """Per field: (measure, distance or None while the window is too small, flagged).
+
+        `others`: `state()`s of other monitors of the same version (other serving workers), added to this
+        one's counts before comparing, so the judgement covers every request the service received.
+        """
+        rows, live = self.state()
+        for other_rows, other_counts in others:
+            rows += other_rows
+            live = [[a + b for a, b in zip(mine, theirs, strict=True)]
+                    for mine, theirs in zip(live, other_counts, strict=True)]
         result: dict[str, tuple[str, float | None, bool]] = {}
-        for name, counts in zip(names, live, strict=True):
+        for name, counts in zip(self.ordered_fields, live, strict=True):
             spec = self.profile["fields"][name]
             number = spec["kind"] == "number"
             measure = "jensen_shannon" if number else "linf"

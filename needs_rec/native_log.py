@@ -96,6 +96,22 @@ def capture_native_stderr(on_line: Callable[[str], None]) -> TextIO:
     return stream
 
 
+def release_native_stderr() -> None:
+    """Undo `capture_native_stderr`: file descriptor 2 is the original stream again (the pipe's thread ends).
+
+    For a process that will not load TensorFlow but starts processes that will (the service's worker
+    supervisor): children inherit descriptor 2, and each must capture its own native log rather than
+    write every line of its log through the parent's pipe.
+    """
+    global _installed
+    if _installed is None:
+        return
+    sys.stderr.flush()
+    os.dup2(sys.stderr.fileno(), 2)  # the pipe loses its only writer: the pump reads to the end and stops
+    _installed.join(timeout=5)
+    _installed = None
+
+
 def _repoint_log_handlers(stream: TextIO) -> None:
     """Point every logging StreamHandler that writes to file descriptor 2 at `stream` instead."""
     loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()

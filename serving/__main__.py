@@ -3,15 +3,14 @@
 Every flag mirrors a field of `serving.settings.Settings` (`--max-body-bytes` ↔ `max_body_bytes` ↔
 `NEEDS_REC_MAX_BODY_BYTES`); a flag given wins over the environment. On SIGTERM/SIGINT readiness
 drops at once, new connections are refused and in-flight requests finish (up to
-`--shutdown-timeout-s`). A bad setting or a model path that does not exist exits 2 with one line.
+`--shutdown-timeout-s`; `serving.lifecycle`). `--workers N` runs N such processes on the port
+(`serving.workers`). A bad setting or a model path that does not exist exits 2 with one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import threading
-import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,46 +69,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"model path {str(settings.model)!r} does not exist; expected a models directory or a version in it"
         )
 
+    from serving import lifecycle
     from serving.observability import configure_logging, wrap_native_log
 
     logger = configure_logging(settings.log_level)
-    # The JSON lines never show a record's caller, thread or process, so this process does not collect
-    # them (the logging HOWTO's "Optimization" switches: no stack walk and three lookups per request line).
-    logging._srcfile = None  # type: ignore[attr-defined]
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    wrap_native_log(logger)  # before TensorFlow is imported: its C++ lines become JSON records too
+    lifecycle.quiet_record_lookups()
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": int(settings.shutdown_timeout_s) or None,
+    }
+    if settings.workers > 1:  # the parent supervises; each worker sets up its own log and TensorFlow
+        from serving.workers import serve_workers
 
+        serve_workers(settings, options, logger)
+        return 0
+
+    wrap_native_log(logger)  # before TensorFlow is imported: its C++ lines become JSON records too
     import uvicorn
 
     from serving.app import create_app
 
     configure_tensorflow(settings, logger)
     app = create_app(settings, logger=logger)
-    service = app.state.service
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None,
-    )
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, with readiness dropping the moment a shutdown signal arrives."""
-
-        _delayed = False
-
-        def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
-            service.begin_shutdown()
-            if settings.shutdown_delay_s > 0 and not self._delayed:
-                self._delayed = True  # keep serving while load balancers notice /readyz is 503
-                threading.Timer(settings.shutdown_delay_s, super().handle_exit, (sig, frame)).start()
-                return
-            super().handle_exit(sig, frame)
-
-    Server(config).run()
+    uvicorn.Server(uvicorn.Config(app, **options)).run()
     return 0
 
 

@@ -34,6 +34,7 @@ AnswerModel}, 409: {"model": ErrorAnswer}}` for its answers and any status beyon
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -43,7 +44,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from needs_rec import __version__
-from serving import errors
+from serving import errors, lifecycle
 from serving.access import AccessMiddleware
 from serving.observability import log_event
 from serving.openapi import mount_docs
@@ -72,9 +73,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        lifecycle.drop_readiness_on_signals(service, settings)  # under uvicorn: /readyz 503 from SIGTERM on
         await service.scorer.start()
         await service.start_lag_watch()
         service.registry.start()
+        service.metrics.start_sharing()  # a worker of several shares its drift counts (no-op otherwise)
+        if settings.workers > 1:  # a worker of several listens once it can answer: the kernel would hand a
+            # not-ready worker its share of connections (503s) while a sibling is ready (a one-process
+            # service listens at once instead, so /readyz can say why it is not ready)
+            await asyncio.to_thread(service.registry.first_poll_done.wait)
         if service.crm_link is not None:
             service.crm_link.start()
             log_event(service.logger, "crm_source", crm=service.crm_link.source.describe())  # no password
@@ -84,6 +91,7 @@ def create_app(
         finally:
             service.begin_shutdown()
             service.registry.stop()
+            service.metrics.stop_sharing()
             await service.scorer.stop()
             await service.stop_lag_watch()
             if service.crm_link is not None:

@@ -106,7 +106,7 @@ class CrmLink:
             self._snapshotter = threading.Thread(target=self._keep_snapshot, name="crm-snapshot", daemon=True)
             self._snapshotter.start()
         if self.metrics is not None:
-            self.metrics.crm_snapshot_age.set_function(self.snapshot_age)
+            self.metrics.watch_snapshot_age(self.snapshot_age)
 
     def stop(self) -> None:
         """Write the buffered exposures, release the threads and the connections."""

@@ -8,16 +8,29 @@ personal data, and the counts are what operations need.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import sys
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 LOGGER_NAME = "needs_rec.serving"
+#: Set (by `serving.workers`) for every worker of a multi-process service: the folder where the workers'
+#: metrics live (prometheus_client's multiprocess mode reads it when it is imported) and where each worker
+#: shares its drift counts, so any worker's /metrics answers for the whole service.
+SHARED_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: How often a worker of a multi-process service shares its drift counts and CRM snapshot age (seconds).
+SHARE_INTERVAL_S = 1.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -91,10 +104,23 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
 
 
 class Metrics:
-    """The service's Prometheus metrics, in a registry of their own (one per app, so tests stay isolated)."""
+    """The service's Prometheus metrics, in a registry of their own (one per app, so tests stay isolated).
+
+    In a worker of a multi-process service (`SHARED_DIR_ENV` set, see `serving.workers`) the values
+    live in prometheus_client's per-process files in that folder, and `render` adds every worker's up:
+    counters and histograms summed, the in-flight gauge summed over live workers, the model version
+    per live worker (a `pid` label: a version switch shows worker by worker). Drift is judged over
+    every worker's requests from the counts each worker shares once a second (`start_sharing`).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        shared = os.environ.get(SHARED_DIR_ENV)
+        self.shared_dir: Path | None = Path(shared) if shared else None
+        self._sharing: threading.Thread | None = None
+        self._stop_sharing = threading.Event()
+        self._snapshot_age: Callable[[], float] | None = None
+        self._drift: Callable[[], Any] | None = None
         self.requests = Counter(
             "needs_rec_requests_total", "HTTP requests by endpoint and status", ["endpoint", "status"],
             registry=self.registry,
@@ -103,9 +129,10 @@ class Metrics:
             "needs_rec_request_duration_seconds", "HTTP request latency by endpoint and status",
             ["endpoint", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
-        self.in_flight = Gauge("needs_rec_requests_in_flight", "scoring requests being served", registry=self.registry)
+        self.in_flight = Gauge("needs_rec_requests_in_flight", "scoring requests being served", registry=self.registry,
+                               multiprocess_mode="livesum")
         self.model_version = Gauge("needs_rec_model_version", "model version being served (0 = none)",
-                                   registry=self.registry)
+                                   registry=self.registry, multiprocess_mode="liveall")
         self.model_loads = Counter("needs_rec_model_loads_total", "model version loads by result", ["result"],
                                    registry=self.registry)
         self.unknown_codes = Counter("needs_rec_unknown_codes_total", "unknown dictionary codes received, by field",
@@ -122,10 +149,11 @@ class Metrics:
                                       registry=self.registry)
         self.crm_snapshot_contacts = Gauge("needs_rec_crm_snapshot_contacts",
                                            "contacts in the CRM snapshot lookups are answered from",
-                                           registry=self.registry)
+                                           registry=self.registry, multiprocess_mode="livemax")
         self.crm_snapshot_age = Gauge("needs_rec_crm_snapshot_age_seconds",
-                                      "seconds since the CRM snapshot in use was read (-1: none)",
-                                      registry=self.registry)
+                                      "seconds since the CRM snapshot in use was read (-1: none; with several "
+                                      "workers the oldest, as of each worker's last second)",
+                                      registry=self.registry, multiprocess_mode="livemax")
         self.exposures = Counter(
             "needs_rec_exposures_total",
             "exposure rows by fate: written, dropped_buffer_full (the buffer was full), dropped_write_failed",
@@ -138,6 +166,11 @@ class Metrics:
         self.unknown_totals: dict[str, int] = {}  # the same counts as plain numbers, for the analyst page
         self.numpy_calls = self.model_calls.labels("numpy")  # label children cached: counted on every request
         self.tensorflow_calls = self.model_calls.labels("tensorflow")
+        self._service_registry = self.registry
+        if self.shared_dir is not None:
+            forget_dead_workers(self.shared_dir)
+            self._service_registry = CollectorRegistry()  # what /metrics renders: every worker's values
+            MultiProcessCollector(self._service_registry, path=str(self.shared_dir))
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one request and its latency (label children cached: this runs on every request)."""
@@ -159,23 +192,149 @@ class Metrics:
             child.inc()
             self.unknown_totals[field] = self.unknown_totals.get(field, 0) + 1
 
-    def watch_drift(self, current: Any) -> None:
-        """Expose the served version's drift (`current()` → the ServingModel or None), computed at scrape time."""
-        self.registry.register(_DriftCollector(current))
+    def watch_drift(self, current: Callable[[], Any]) -> None:
+        """Expose drift, computed at scrape time: `current()` → (version, `needs_rec.drift.Monitor`) or None."""
+        self._drift = current
+        self._service_registry.register(_DriftCollector(current, self.shared_dir))
+
+    def watch_snapshot_age(self, age: Callable[[], float]) -> None:
+        """Expose the CRM snapshot's age: read at scrape time, or each second by a worker of several."""
+        if self.shared_dir is None:
+            self.crm_snapshot_age.set_function(age)
+        else:
+            self._snapshot_age = age
+            self.crm_snapshot_age.set(age())
+
+    def unknown_counts(self) -> dict[str, int]:
+        """Unknown codes received per field since start (every worker's, with several), for the analyst page."""
+        if self.shared_dir is None:
+            return dict(self.unknown_totals)
+        totals: dict[str, int] = {}
+        for family in self._service_registry.collect():
+            if family.name == "needs_rec_unknown_codes":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        field = sample.labels["field"]
+                        totals[field] = totals.get(field, 0) + int(sample.value)
+        return totals
+
+    def start_sharing(self) -> None:
+        """In a worker of several: share this worker's drift counts and snapshot age once a second."""
+        if self.shared_dir is None or self._sharing is not None:
+            return
+        self._stop_sharing.clear()
+        self._sharing = threading.Thread(target=self._share_loop, name="metrics-share", daemon=True)
+        self._sharing.start()
+
+    def stop_sharing(self) -> None:
+        if self._sharing is not None:
+            self._stop_sharing.set()
+            self._sharing.join(timeout=5)
+            self._sharing = None
+            if self.shared_dir is not None:
+                with contextlib.suppress(OSError):
+                    drift_file(self.shared_dir, os.getpid()).unlink()
+
+    def share_now(self) -> None:
+        """Write this worker's drift counts (atomically: readers see the old file or the new) and snapshot age."""
+        if self.shared_dir is None:
+            return
+        if self._snapshot_age is not None:
+            self.crm_snapshot_age.set(self._snapshot_age())
+        current = self._drift() if self._drift is not None else None
+        if current is None:
+            return
+        version, monitor = current
+        rows, counts = monitor.state()
+        path = drift_file(self.shared_dir, os.getpid())
+        part = path.with_suffix(".part")
+        part.write_bytes(orjson.dumps({"version": version, "fields": monitor.ordered_fields, "rows": rows,
+                                       "counts": counts}))
+        os.replace(part, path)
+
+    def _share_loop(self) -> None:
+        while not self._stop_sharing.wait(SHARE_INTERVAL_S):
+            try:
+                self.share_now()
+            except OSError:  # a full or vanished folder must not stop the worker; the next second tries again
+                continue
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type, for GET /metrics."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The exposition text and its content type, for GET /metrics (with several workers: live workers' gauges)."""
+        if self.shared_dir is not None:
+            forget_dead_workers(self.shared_dir)
+        return generate_latest(self._service_registry), CONTENT_TYPE_LATEST
+
+
+_WORKER_FILE = re.compile(r"_(\d+)\.(db|json)$")
+
+
+def drift_file(shared_dir: Path, pid: int) -> Path:
+    """Where worker `pid` shares its drift counts."""
+    return shared_dir / f"drift_{pid}.json"
+
+
+def is_alive(pid: int) -> bool:
+    """True while process `pid` runs: it exists (signal 0 checks without sending anything) and, where /proc
+    says so, has not exited (a killed worker stays a zombie until the supervisor reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux) or gone meanwhile: signal 0's answer stands
+        return True
+
+
+def forget_dead_workers(shared_dir: Path) -> None:
+    """Drop the live gauges and drift counts of workers that no longer run (a worker that died and was replaced:
+    its in-flight count and version must not linger; its counters stay, as Prometheus counters must)."""
+    for path in shared_dir.iterdir():
+        match = _WORKER_FILE.search(path.name)
+        if match is None or is_alive(int(match.group(1))):
+            continue
+        pid = int(match.group(1))
+        if path.suffix == ".json":
+            with contextlib.suppress(OSError):
+                path.unlink()
+        else:
+            mark_process_dead(pid, str(shared_dir))
+
+
 
 
 class _DriftCollector:
-    """Prometheus collector: per-field distance of live inputs to training, and its flag (see needs_rec.drift)."""
+    """Prometheus collector: per-field distance of live inputs to training, and its flag (see needs_rec.drift).
 
-    def __init__(self, current: Any) -> None:
+    With several workers, the counts the other live workers shared for the same version are added to this
+    worker's own before the distances are computed, so the figures cover the whole service.
+    """
+
+    def __init__(self, current: Callable[[], Any], shared_dir: Path | None) -> None:
         self._current = current
+        self._shared_dir = shared_dir
 
     def describe(self) -> list[Any]:
         return []
+
+    def _others(self, version: int, fields: list[str]) -> list[tuple[int, list[list[int]]]]:
+        if self._shared_dir is None:
+            return []
+        others = []
+        for path in self._shared_dir.glob("drift_*.json"):
+            match = _WORKER_FILE.search(path.name)
+            if match is None or int(match.group(1)) == os.getpid() or not is_alive(int(match.group(1))):
+                continue
+            try:
+                shared = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):  # replaced or removed meanwhile: skip it this scrape
+                continue
+            if shared.get("version") == version and shared.get("fields") == fields:
+                others.append((int(shared["rows"]), shared["counts"]))
+        return others
 
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
@@ -186,17 +345,19 @@ class _DriftCollector:
             labels=["field", "measure"])
         flag = GaugeMetricFamily("needs_rec_drift_flag", "1 when the field's distance reaches --drift-threshold",
                                  labels=["field"])
-        rows = GaugeMetricFamily("needs_rec_drift_window_requests", "live requests in the drift window")
+        rows = GaugeMetricFamily("needs_rec_drift_window_requests", "live requests in the drift window "
+                                 "(every worker's)")
         threshold = GaugeMetricFamily("needs_rec_drift_threshold", "the threshold per measure (--drift-threshold, "
                                       "--drift-js-threshold)", labels=["measure"])
-        model = self._current()
-        monitor = getattr(model, "drift", None)
-        if monitor is not None:
-            for field, (measure, value, flagged) in monitor.distances().items():
+        current = self._current()
+        if current is not None:
+            version, monitor = current
+            others = self._others(version, monitor.ordered_fields)
+            for field, (measure, value, flagged) in monitor.distances(others).items():
                 if value is not None:
                     distance.add_metric([field, measure], value)
                 flag.add_metric([field], 1.0 if flagged else 0.0)
-            rows.add_metric([], monitor.window_rows)
+            rows.add_metric([], monitor.window_rows + sum(r for r, _ in others))
             threshold.add_metric(["linf"], monitor.threshold)
             threshold.add_metric(["jensen_shannon"], monitor.js_threshold)
         yield from (distance, flag, rows, threshold)

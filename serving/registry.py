@@ -411,6 +411,8 @@ class Registry:
         self.preload = preload
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        #: Set once the first look for a version has finished, served or not (a worker of several listens then).
+        self.first_poll_done = threading.Event()
         self._collect_due = False
         self._thread: threading.Thread | None = None
 
@@ -439,6 +441,7 @@ class Registry:
                 self.poll_once()
             except Exception:  # never let the loader thread die: the service keeps its current version
                 self.logger.exception("model_poll_failed")
+            self.first_poll_done.set()
             if not lowered and self.current is not None:
                 lowered = True
                 _lower_thread_priority()

@@ -152,7 +152,7 @@ class Service:
             fast_rows=settings.fast_path_max_rows,
         )
         self.scorer.on_twin_error = self.twin_failed
-        self.metrics.watch_drift(lambda: self.registry.current)
+        self.metrics.watch_drift(self.current_drift)
         self.docs = ApiDocs()  # hand-routed operations' documentation (serving.openapi)
         self.crm_link: CrmLink | None = None
         if settings.crm:
@@ -313,17 +313,30 @@ class Service:
     def observe(self, model: ServingModel, parsed: list[ParsedRequest]) -> None:
         """Count what the requests carried: unknown codes per field, and each field for the drift monitor."""
         self.count_unknown(parsed)
-        monitor = model.drift
+        monitor = model.drift or self.drift_monitor(model)
         if monitor is None:
-            profile = model.loaded.manifest.get("drift")
-            if not profile:
-                return
-            settings = self.settings
-            monitor = model.drift = drift.Monitor(profile, window=settings.drift_window,
-                                                  min_rows=settings.drift_min_rows, threshold=settings.drift_threshold,
-                                                  js_threshold=settings.drift_js_threshold)
+            return
         for item in parsed:
             monitor.observe(item.row)
+
+    def current_drift(self) -> tuple[int, drift.Monitor] | None:
+        """The served version's number and drift monitor (for /metrics), or None."""
+        model = self.registry.current
+        monitor = self.drift_monitor(model)
+        return None if model is None or monitor is None else (model.version, monitor)
+
+    def drift_monitor(self, model: ServingModel | None) -> drift.Monitor | None:
+        """`model`'s live-input drift monitor, made on first use; None without a model or a training profile."""
+        if model is None:
+            return None
+        if model.drift is None:
+            profile = model.loaded.manifest.get("drift")
+            if not profile:
+                return None
+            settings = self.settings
+            model.drift = drift.Monitor(profile, window=settings.drift_window, min_rows=settings.drift_min_rows,
+                                        threshold=settings.drift_threshold, js_threshold=settings.drift_js_threshold)
+        return model.drift
 
     def count_unknown(self, parsed: list[ParsedRequest]) -> None:
         for item in parsed:

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     fast_path_max_rows: int = Field(
         8, ge=0, description="calls of at most this many rows use the verified NumPy twin inline (0 = TensorFlow only)"
     )
+    workers: int = Field(
+        1, ge=1, le=32, description="serving processes sharing the port, each with its own copy of the model (one "
+        "event loop uses about one core: 2 on a 2-core machine doubles throughput); /metrics and drift add every "
+        "worker's requests up, and each limit below (concurrency, queue delay, buffers) holds per worker"
+    )
     model_workers: int = Field(1, ge=1, le=8, description="model calls running at the same time (threads)")
     tf_intra_op_threads: int = Field(1, ge=0, description="TensorFlow intra-op threads (0 = TensorFlow's default)")
     tf_inter_op_threads: int = Field(1, ge=0, description="TensorFlow inter-op threads (0 = TensorFlow's default)")

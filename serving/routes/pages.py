@@ -101,7 +101,7 @@ def router(service: Service) -> APIRouter:
     def _unknown_rows(service: Service) -> list[tuple[str, int, int]]:
         current = service.registry.current
         trained = analyst.training_unknown_codes(current.loaded.manifest) if current is not None else {}
-        live = service.metrics.unknown_totals
+        live = service.metrics.unknown_counts()
         fields = sorted(set(trained) | set(live))
         return [(f, live.get(f, 0), trained.get(f, 0)) for f in fields]
 

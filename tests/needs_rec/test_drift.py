@@ -78,3 +78,23 @@ def test_nothing_is_judged_before_min_rows_and_the_window_slides(tiny_dictionari
         monitor.observe(row)
     assert 100 <= monitor.window_rows < 200  # the current block plus the previous one
     assert all(value is not None and not math.isnan(value) for _, value, _ in monitor.distances().values())
+
+
+def test_counts_shared_by_other_workers_judge_as_one_stream(tiny_dictionaries) -> None:
+    """Two workers each seeing half of a shifted stream: one worker's distances with the other's `state()`
+    added equal one monitor that saw it all (and neither half alone reaches min_rows)."""
+    live = sample_frame(tiny_dictionaries, 300, seed=2)
+    moved = np.random.default_rng(3).random(len(live)) < 0.3
+    live.loc[moved, "industry"] = "retail"
+    rows = _rows(live)
+    whole, first, second = (_monitor(tiny_dictionaries, window=1000, min_rows=200) for _ in range(3))
+    for i, row in enumerate(rows):
+        whole.observe(row)
+        (first if i % 2 else second).observe(row)
+    assert all(value is None for _, value, _ in first.distances().values())  # 150 rows: too few alone
+    merged = first.distances([second.state()])
+    expected = whole.distances()
+    assert merged.keys() == expected.keys() and merged["industry"][2] is True
+    for name, (measure, value, flag) in expected.items():
+        assert merged[name][0] == measure and merged[name][2] == flag and merged[name][1] == pytest.approx(value)
+    assert first.ordered_fields == whole.ordered_fields and second.state()[0] == 150

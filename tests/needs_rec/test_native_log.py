@@ -52,3 +52,17 @@ def test_the_service_wraps_every_native_line_as_json() -> None:
     entries = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
     assert [e["event"] for e in entries] == ["first", "native_log"]  # the chatter is debug-level: not shown
     assert entries[1]["level"] == "error" and entries[1]["text"] == "Data loss: checksum mismatch"
+
+
+def test_released_stderr_goes_straight_out_again_for_children() -> None:
+    """After `release_native_stderr` descriptor 2 is the original stream: a child writes there itself, no
+    thread of this process in between (the service's worker supervisor relies on it)."""
+    script = ("import os, subprocess, sys, threading\nfrom needs_rec import native_log\n"
+              "native_log.capture_native_stderr(native_log.filter_for_users())\n"
+              "native_log.release_native_stderr()\n"
+              "assert not any(t.name == 'native-stderr' for t in threading.enumerate())\n"
+              "assert os.fstat(2).st_ino == os.fstat(sys.stderr.fileno()).st_ino\n"
+              f"subprocess.run([sys.executable, '-c', {_native_writes()!r}], check=True)\n")
+    result = _run(script)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [BANNER, ONEDNN, NODEDEF, REAL]  # unfiltered: not through the pipe
