@@ -57,13 +57,18 @@ PATH = "/v1/recommendations"
 # -- the service -------------------------------------------------------------------------------
 
 
+#: Flags added to every service this bench starts (`--server-args`, e.g. "--workers 2").
+SERVER_ARGS: list[str] = []
+
+
 def start(model: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     """`python -m serving` on loopback, its JSON log to `log`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEEDS_REC_")}
     env["PYTHONPATH"] = str(REPO)
     with log.open("wb") as handle:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [PYTHON, "-m", "serving", "--model", str(model), "--port", str(port), "--poll-interval-s", "0", *extra],
+            [PYTHON, "-m", "serving", "--model", str(model), "--port", str(port), "--poll-interval-s", "0", *extra,
+             *SERVER_ARGS],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=handle,
         )
 
@@ -79,11 +84,18 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of `pid` in MiB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of `pid` and its child processes (the workers of `--workers N`) in MiB (Linux /proc)."""
+    total = 0.0
+    for path in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        mine = path.parent.name == str(pid) or fields.get("PPid", "").strip() == str(pid)
+        if mine and "VmRSS" in fields:
+            total += int(fields["VmRSS"].split()[0]) / 1024
+    return total or float("nan")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -572,12 +584,15 @@ def main() -> int:
     parser.add_argument("--max-queue-delay-ms", type=float, default=10.0,
                         help="the service's --max-queue-delay-ms in the overload run")
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--server-args", default="", help="extra flags for every python -m serving, e.g. "
+                        "'--workers 2'")
     parser.add_argument("--pii-requests", type=int, default=10000)
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: the overload probe's process
     parser.add_argument("--probe-bodies", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--probe-rate", type=float, default=20.0, help=argparse.SUPPRESS)
     parser.add_argument("--probe-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    SERVER_ARGS[:] = args.server_args.split()
     if args.probe:
         probe_main(args.probe, args.probe_bodies, args.probe_rate, args.probe_seconds)
         return 0

@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/serving_latency.py [--model M] [--duration 10] [--rates 200,500,1000,1500,2000]
     .venv/bin/python bench/serving_latency.py --model M --crm sqlite:///crm.db --crm postgresql+psycopg://…
+    .venv/bin/python bench/serving_latency.py --server-args "--workers 2" --rates 1500,2000,2400
     .venv/bin/python bench/serving_latency.py --instances 2 --rates 1000,1500,2000
 
-`--instances N`: N independent services, each on its own port and paced at rate / N by its own wrk,
-all at once: whether a second process adds throughput on this machine.
+`--server-args "--workers 2"`: the service as two worker processes on one port (`serving.workers`),
+the way to use a second core; `--instances N`: N independent services, each on its own port and
+paced at rate / N by its own wrk, all at once (the upper bound of what N processes can do here).
 
 `--crm D` (repeatable; D made with the model's dictionaries, e.g. by `training.sample --output URL`):
 lookup mode. The service runs with `--crm D` and the requests name only `contact_id` and `stage`
