@@ -87,7 +87,7 @@ class Supervisor(Multiprocess):
         self.holder = listening_socket(host, port)
         self.host, self.port = host, self.holder.getsockname()[1]
         super().__init__(config, sockets=[])
-        self.forwarded = False
+        self.signalled: set[int] = set()  # workers already sent SIGTERM by `on_stop_signal`
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self.on_stop_signal)
 
@@ -98,20 +98,21 @@ class Supervisor(Multiprocess):
         must get the signal exactly once, or a second one would cut its `--shutdown-delay-s` short.
         """
         self.signal_queue.append(sig)
-        if not self.forwarded:
-            self.forwarded = True
-            for process in self.processes:
-                if process.pid is not None and process.exitcode is None:
-                    os.kill(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            pid = process.pid
+            if pid is not None and pid not in self.signalled and process.exitcode is None:
+                self.signalled.add(pid)
+                os.kill(pid, signal.SIGTERM)
 
     def terminate_all(self) -> None:
-        """uvicorn's terminate, less the SIGTERM the workers already got from `on_stop_signal`."""
+        """uvicorn's terminate, less the SIGTERM a worker already got from `on_stop_signal` (a worker started
+        after the signal, while the others were starting, still gets its one)."""
         for process in self.processes:
-            if not self.forwarded:
-                process.terminate()
-            else:
+            if process.pid in self.signalled:
                 process.parent_conn.close()
                 process.child_conn.close()
+            else:
+                process.terminate()
 
     def start_worker(self) -> Process:
         sock = listening_socket(self.host, self.port)

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from pydantic import SecretStr
 from serving_support import wait_until
 
 from needs_rec import dictionaries, schema
+from needs_rec.errors import ConfigError
 from serving import lifecycle
 from serving.settings import Settings, load_settings
 from serving.workers import listening_socket, settings_environment
@@ -56,6 +58,14 @@ def test_each_worker_socket_shares_the_port() -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_a_port_another_program_holds_is_a_one_line_error() -> None:
+    with socket.socket() as taken:  # a listener without SO_REUSEPORT: the port is really in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1:\d+: Address already in use"):
+            listening_socket("127.0.0.1", taken.getsockname()[1])
 
 
 def test_the_readiness_drop_runs_before_uvicorn_and_waits_out_the_delay() -> None:
