@@ -320,11 +320,17 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
 
 
+#: `nice` increment for wrk (`--wrk-nice`): on a machine shared with the service, a lower-priority load
+#: generator takes less of the service's CPU; 0 leaves it as any process.
+WRK_NICE = [0]
+
+
 def wrk(port: int, script: Path, *, duration: float, connections: int, delay_ms: float = 0.0) -> dict[str, float]:
     """Run wrk once; return achieved requests/s, p50/p90/p99 latency (ms) and failed requests."""
     env = dict(os.environ, WRK_DELAY_MS=f"{delay_ms:.3f}", WRK_CONNECTIONS=str(connections))
+    nice = ["nice", "-n", str(WRK_NICE[0])] if WRK_NICE[0] else []
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s",
+        [*nice, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s",
          "-s", str(script), f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, env=env, check=True,
     ).stdout
@@ -425,9 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crm", action="append", default=[], help="lookup mode on this CRM (repeatable)")
     parser.add_argument("--instances", type=int, default=1,
                         help="N > 1: N independent services paced together instead (does a second process help?)")
+    parser.add_argument("--wrk-nice", type=int, default=0,
+                        help="run wrk under `nice -n N` (it shares the cores with the service; default 0)")
     parser.add_argument("--serve-naive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    WRK_NICE[0] = args.wrk_nice
     if args.serve_naive:
         serve_naive(args.model, args.port)
         return 0
