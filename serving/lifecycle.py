@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,29 @@ def drop_readiness_on_signals(service: Any, settings: Any) -> bool:
     for sig in SIGNALS:
         signal.signal(sig, handler)
     return True
+
+
+def stop_when_orphaned(interval_s: float = 0.5) -> threading.Thread:
+    """Send this process SIGTERM once its parent is gone (a worker whose supervisor was SIGKILLed or crashed).
+
+    A worker would otherwise keep serving as an orphan, holding its SO_REUSEPORT share of the port, and a
+    restarted service would silently share the port with it. The SIGTERM takes the normal path: readiness
+    drops, in-flight requests finish, buffered exposures are written. Checked every `interval_s` seconds.
+    """
+    import os
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:  # re-parented: the supervisor is gone
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def quiet_record_lookups() -> None:

@@ -189,6 +189,7 @@ def worker_app() -> object:
     from serving.settings import load_settings
 
     native_log.quiet_tensorflow_environment()
+    lifecycle.stop_when_orphaned()  # a SIGKILLed supervisor must not leave its workers serving
     settings = load_settings()
     logger = configure_logging(settings.log_level)
     lifecycle.quiet_record_lookups()

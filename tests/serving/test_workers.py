@@ -8,6 +8,7 @@ replaced without losing its counters, and SIGTERM drops readiness at once, drain
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import http.client
 import json
@@ -236,3 +237,32 @@ def test_two_workers_answer_as_one_service(tmp_path: Path, dictionaries_dir: Pat
     events = [json.loads(line) for line in log.read_text().splitlines()]  # one JSON object per line, every process
     assert sum(e["event"] == "service_stopped" for e in events) == 2  # both workers' shutdowns ran to the end
     assert all(e["event"] != "native_log" or e["level"] == "debug" for e in events)
+
+
+@pytest.mark.slow
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, built: dict[str, Path]) -> None:
+    """SIGKILL of the parent (the OOM killer, kill -9): the workers drain and exit instead of serving on as
+    orphans that a restarted service would silently share the port with."""
+    probe = listening_socket("127.0.0.1", 0)
+    number = probe.getsockname()[1]
+    probe.close()
+    with (tmp_path / "service.log").open("w") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--model", str(built["fixed"]), "--port", str(number), "--workers",
+             "2", "--warmup-rounds", "1"],
+            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )
+    try:
+        assert wait_until(lambda: len(_workers(server.pid)) == 2 and _call(number, "GET", "/readyz")[0] == 200,
+                          timeout=120, interval=0.3)
+        workers = _workers(server.pid)
+        server.kill()
+        server.wait()
+        assert wait_until(lambda: not any(_running(pid) for pid in workers), timeout=15, interval=0.2)
+        with socket.socket() as plain:  # no SO_REUSEPORT: succeeds only once nobody listens on the port
+            plain.bind(("127.0.0.1", number))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+    stopped = [json.loads(line)["event"] for line in (tmp_path / "service.log").read_text().splitlines()]
+    assert stopped.count("service_stopped") == 2  # each worker's shutdown ran (readiness, drain, buffers)
