@@ -129,6 +129,9 @@ class Monitor:
                 target = self._codes if spec["kind"] == "code" else self._multi
                 target.append((_POSITION[name], index, len(categories) - 2, len(categories) - 1, counts))
             self.fields.append(name)
+        kinds = {name: profile["fields"][name]["kind"] for name in self.fields}
+        #: The field names in the order of `state()`'s counts: codes, then multi-valued fields, then numbers.
+        self.ordered_fields = [n for kind in ("code", "multi", "number") for n in self.fields if kinds[n] == kind]
         self.rows = 0
         self._previous: list[list[int]] | None = None
         self._previous_rows = 0
@@ -171,13 +174,6 @@ class Monitor:
             live = [[a + b for a, b in zip(now, before, strict=True)] for now, before in zip(blocks, previous,
                                                                                               strict=True)]
             return self.rows + self._previous_rows, live
-
-    @property
-    def ordered_fields(self) -> list[str]:
-        """The field names in the order of `state()`'s counts: codes, then multi-valued fields, then numbers."""
-        kinds = {name: self.profile["fields"][name]["kind"] for name in self.fields}
-        return [*(n for n in self.fields if kinds[n] == "code"), *(n for n in self.fields if kinds[n] == "multi"),
-                *(n for n in self.fields if kinds[n] == "number")]
 
     def distances(self, others: Sequence[tuple[int, list[list[int]]]] = ()) -> dict[str, tuple[str, float | None,
                                                                                                    bool]]:

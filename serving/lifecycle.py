@@ -11,6 +11,7 @@ process and for every worker of several (`serving.workers`).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -63,8 +64,6 @@ def stop_when_orphaned(interval_s: float = 0.5) -> threading.Thread:
     restarted service would silently share the port with it. The SIGTERM takes the normal path: readiness
     drops, in-flight requests finish, buffered exposures are written. Checked every `interval_s` seconds.
     """
-    import os
-
     parent = os.getppid()
 
     def watch() -> None:

@@ -167,10 +167,11 @@ class Metrics:
         self.numpy_calls = self.model_calls.labels("numpy")  # label children cached: counted on every request
         self.tensorflow_calls = self.model_calls.labels("tensorflow")
         self._service_registry = self.registry
+        self._workers_collector: MultiProcessCollector | None = None
         if self.shared_dir is not None:
             forget_dead_workers(self.shared_dir)
             self._service_registry = CollectorRegistry()  # what /metrics renders: every worker's values
-            MultiProcessCollector(self._service_registry, path=str(self.shared_dir))
+            self._workers_collector = MultiProcessCollector(self._service_registry, path=str(self.shared_dir))
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one request and its latency (label children cached: this runs on every request)."""
@@ -207,10 +208,10 @@ class Metrics:
 
     def unknown_counts(self) -> dict[str, int]:
         """Unknown codes received per field since start (every worker's, with several), for the analyst page."""
-        if self.shared_dir is None:
+        if self._workers_collector is None:
             return dict(self.unknown_totals)
         totals: dict[str, int] = {}
-        for family in self._service_registry.collect():
+        for family in self._workers_collector.collect():  # the workers' files only: no drift computed for this
             if family.name == "needs_rec_unknown_codes":
                 for sample in family.samples:
                     if sample.name.endswith("_total"):
@@ -292,11 +293,14 @@ def is_alive(pid: int) -> bool:
 def forget_dead_workers(shared_dir: Path) -> None:
     """Drop the live gauges and drift counts of workers that no longer run (a worker that died and was replaced:
     its in-flight count and version must not linger; its counters stay, as Prometheus counters must)."""
+    alive: dict[int, bool] = {}  # each worker has several files: ask about each pid once
     for path in shared_dir.iterdir():
         match = _WORKER_FILE.search(path.name)
-        if match is None or is_alive(int(match.group(1))):
+        if match is None:
             continue
         pid = int(match.group(1))
+        if alive.setdefault(pid, is_alive(pid)):
+            continue
         if path.suffix == ".json":
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -304,13 +308,12 @@ def forget_dead_workers(shared_dir: Path) -> None:
             mark_process_dead(pid, str(shared_dir))
 
 
-
-
 class _DriftCollector:
     """Prometheus collector: per-field distance of live inputs to training, and its flag (see needs_rec.drift).
 
-    With several workers, the counts the other live workers shared for the same version are added to this
-    worker's own before the distances are computed, so the figures cover the whole service.
+    With several workers, the counts the other workers shared for the same version are added to this
+    worker's own before the distances are computed, so the figures cover the whole service (`Metrics.render`
+    has just dropped the files of workers that no longer run).
     """
 
     def __init__(self, current: Callable[[], Any], shared_dir: Path | None) -> None:
@@ -326,7 +329,7 @@ class _DriftCollector:
         others = []
         for path in self._shared_dir.glob("drift_*.json"):
             match = _WORKER_FILE.search(path.name)
-            if match is None or int(match.group(1)) == os.getpid() or not is_alive(int(match.group(1))):
+            if match is None or int(match.group(1)) == os.getpid():
                 continue
             try:
                 shared = orjson.loads(path.read_bytes())

@@ -163,8 +163,9 @@ def serve_workers(settings: Settings, config_options: dict[str, Any], logger: lo
     """Start `settings.workers` workers on the port under the supervisor and wait until they stop."""
     native_log.release_native_stderr()  # each worker wraps its own TensorFlow log (serving.__main__)
     shared = Path(tempfile.mkdtemp(prefix="needs-rec-metrics-"))
-    previous = {k: os.environ.get(k) for k in (SHARED_DIR_ENV, *settings_environment(settings))}
-    os.environ.update(settings_environment(settings))
+    environment = settings_environment(settings)
+    previous = {k: os.environ.get(k) for k in (SHARED_DIR_ENV, *environment)}
+    os.environ.update(environment)
     os.environ[SHARED_DIR_ENV] = str(shared)
     try:
         options = {k: v for k, v in config_options.items() if k not in ("host", "port")}

@@ -32,6 +32,7 @@ from serving_support import wait_until
 from needs_rec import dictionaries, schema
 from needs_rec.errors import ConfigError
 from serving import lifecycle
+from serving.observability import is_alive
 from serving.settings import Settings, load_settings
 from serving.workers import listening_socket, settings_environment
 
@@ -128,14 +129,6 @@ def _workers(parent: int) -> list[int]:
     return sorted(found)
 
 
-def _running(pid: int) -> bool:
-    """True until `pid` has exited (a zombie waiting for its parent has exited: its descriptors are closed)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _instances(frame: Any) -> list[dict[str, Any]]:
     rows = []
     for record in frame[list(schema.MODEL_INPUT_NAMES)].to_dict("records"):
@@ -206,7 +199,7 @@ def test_two_workers_answer_as_one_service(tmp_path: Path, dictionaries_dir: Pat
             assert flags["industry"] == 1.0 and flags["region"] == 0.0
 
         os.kill(workers[0], signal.SIGKILL)  # a worker dies: the other keeps answering, the parent replaces it
-        assert wait_until(lambda: not _running(workers[0]), timeout=10)  # its socket closes as it exits ...
+        assert wait_until(lambda: not is_alive(workers[0]), timeout=10)  # its socket closes as it exits ...
         time.sleep(0.2)  # ... and leaves the kernel's spread a moment later (one connection then may be reset)
         assert [_call(number, "GET", "/readyz")[0] for _ in range(6)] == [200] * 6
         text = _call(number, "GET", "/metrics")[1]
@@ -258,7 +251,7 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, built: dict[
         workers = _workers(server.pid)
         server.kill()
         server.wait()
-        assert wait_until(lambda: not any(_running(pid) for pid in workers), timeout=15, interval=0.2)
+        assert wait_until(lambda: not any(is_alive(pid) for pid in workers), timeout=15, interval=0.2)
         with socket.socket() as plain:  # no SO_REUSEPORT: succeeds only once nobody listens on the port
             plain.bind(("127.0.0.1", number))
     finally:
