@@ -254,13 +254,13 @@ def test_explain_after_scoring_reuses_the_forward_pass(
     twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
     rows = _frame_rows(sample_frame(parts.dictionaries, 4, 9))
     fresh = [twin.explain(list(row), [0, 2, 5]) for row in rows]  # copies: never the scored row objects
-    encode, calls = fast_path.RowEncoder.__call__, []
+    encode, calls = fast_path.RowEncoder.encode, []
 
-    def counted(self: fast_path.RowEncoder, batch: list[list[object]]) -> np.ndarray:
+    def counted(self: fast_path.RowEncoder, batch: list[list[object]]) -> fast_path.Encoded:
         calls.append(len(batch))
         return encode(self, batch)
 
-    monkeypatch.setattr(fast_path.RowEncoder, "__call__", counted)
+    monkeypatch.setattr(fast_path.RowEncoder, "encode", counted)
     twin.predict_rows(rows[:3])
     reused = [twin.explain(row, [0, 2, 5]) for row in rows[:3]]
     assert calls == [3]  # one encoding for the scoring call; the three explanations reused it
@@ -301,3 +301,53 @@ def test_twin_computes_the_catalogue_wide_path_and_its_gradients(tmp_path: Path)
     np.testing.assert_allclose(twin.network.gradients(x[0], [0, 5], columns), expected_gradients[:, columns],
                                atol=1e-5, rtol=1e-3)  # fmt: skip
     assert np.abs(expected_gradients[:, columns]).max() > 0
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "selu"])
+def test_a_plain_stack_of_dense_layers_takes_the_short_path_with_the_graphs_results(activation: str) -> None:
+    """An MLP is run and differentiated by `NetworkTwin`'s loop over its Dense layers: it must give what
+    the general graph walk gives, for the forward pass and for gradients of a few outputs and columns."""
+    network = build_network(12, 4, NetworkConfig(hidden_units=(6, 5), wide=False, activation=activation), seed=1)
+    graph, weights = fast_path.network_graph(network)
+    weights = {k: np.asarray(v) for k, v in weights.items()}
+    short = fast_path.NetworkTwin(graph, weights)
+    general = fast_path.NetworkTwin(graph, weights)
+    general._chain = None  # the graph walk every other network takes
+    assert short._chain is not None and [name for name, *_ in short._chain][-1] == short.output
+    rng = np.random.default_rng(3)
+    dense = rng.normal(size=(20, 12)).astype(np.float32)
+    sparse = (rng.random((1, 12)) < 0.3).astype(np.float32)  # one row: the sparse first product
+    for x in (dense, sparse):
+        np.testing.assert_allclose(short(x), general(x), atol=1e-6)
+        np.testing.assert_allclose(short(x), network(x, training=False).numpy(), atol=1e-5)
+    values, pre = short.forward(sparse)
+    for outputs, columns in (([0, 2], [1, 4, 7]), ([3], None), ([1, 0, 3], [11])):
+        got = short.backward(values, pre, 0, outputs, columns)
+        expected = general.backward(values, pre, 0, outputs, columns)
+        assert got.shape == expected.shape == (len(outputs), 12 if columns is None else len(columns))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert np.abs(short.gradients(sparse[0], [0, 1, 2, 3])).max() > 0
+
+
+def test_a_network_with_a_wide_path_is_no_plain_stack() -> None:
+    network = build_network(12, 4, NetworkConfig(hidden_units=(6,), wide=True), seed=1)
+    graph, weights = fast_path.network_graph(network)
+    twin = fast_path.NetworkTwin(graph, {k: np.asarray(v) for k, v in weights.items()})
+    assert twin._chain is None
+    x = np.random.default_rng(0).normal(size=(5, 12)).astype(np.float32)
+    np.testing.assert_allclose(twin(x), network(x, training=False).numpy(), atol=1e-5)
+
+
+def test_a_single_dense_layer_is_a_stack_of_one() -> None:
+    inputs = keras.Input(shape=(7,), name="features")
+    network = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid", name="probabilities")(inputs))
+    graph, weights = fast_path.network_graph(network)
+    weights = {k: np.asarray(v) for k, v in weights.items()}
+    short, general = fast_path.NetworkTwin(graph, weights), fast_path.NetworkTwin(graph, weights)
+    general._chain = None
+    assert short._chain is not None and len(short._chain) == 1
+    x = np.random.default_rng(1).normal(size=(1, 7)).astype(np.float32)
+    values, pre = short.forward(x)
+    for columns in ([0, 5], None):
+        np.testing.assert_allclose(short.backward(values, pre, 0, [2, 0], columns),
+                                   general.backward(values, pre, 0, [2, 0], columns), rtol=1e-5, atol=1e-7)
