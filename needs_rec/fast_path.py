@@ -313,7 +313,9 @@ class RowEncoder:
                 hot.append(sorted(set(on)))
                 numbers.append(present)
         if small:  # the links of the few codes each row has, not a product over every category column
-            counts = np.stack([self._links[columns].sum(axis=0) for columns in hot]) if hot else self._links[:0]
+            links_of = self._links.take  # `take` on rows: a third of fancy indexing's cost here
+            counts = np.stack([np.add.reduce(links_of(columns, axis=0), axis=0) for columns in hot]) if hot \
+                else self._links[:0]
         else:
             counts = out[:, : self._category_width] @ self._links
         links = np.minimum(counts, self._link_cap) * self._link_scale

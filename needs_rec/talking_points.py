@@ -264,6 +264,12 @@ class TalkingPoints:
             "products_owned": self._product_names,
         }
         self._cache: dict[tuple[str, str, str, int], list[str]] = {}
+        # «должность «Главный бухгалтер»» for every (field, code) a code factor can name, phrased once
+        self._code_phrases: dict[tuple[str, str], str] = {
+            (field, code): f"{label} {_quote(name)}"
+            for field, label in FACTOR_LABELS.items()
+            for code, name in self._field_names[field].items()
+        }
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -383,12 +389,14 @@ class TalkingPoints:
         """«Модель: выше всего вероятность подняли …» from the inputs that raised it most, by dictionary names."""
         parts = []
         for factor in factors:
-            label = FACTOR_LABELS.get(factor.field)
-            if label is not None:
-                name = self._field_names[factor.field].get(factor.code, factor.code)
-                parts.append(f"{label} {_quote(name)}")
-            else:
-                parts.append(_number_phrase(factor.field, numbers.get(factor.field)))
+            phrase = self._code_phrases.get((factor.field, factor.code))
+            if phrase is None:
+                label = FACTOR_LABELS.get(factor.field)
+                if label is not None:  # a code the dictionaries do not name: its code
+                    phrase = f"{label} {_quote(factor.code)}"
+                else:
+                    phrase = _number_phrase(factor.field, numbers.get(factor.field))
+            parts.append(phrase)
         return "Модель: выше всего вероятность для этого контакта подняли " + ", ".join(parts)
 
     def _mean_rate(self, stage: str) -> float | None:

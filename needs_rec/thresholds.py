@@ -18,8 +18,6 @@ next lower distinct probability, so a new probability between the two goes to th
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from needs_rec.config import FALLBACK_GLOBAL, ThresholdConfig
@@ -160,21 +158,25 @@ def select_row(
 ) -> list[int] | None:
     """`select` of one row (C,) as the chosen label indices, most probable first (ties: lower index).
 
-    The same rule in plain Python: an HTTP answer selects one row, and a few dozen labels cost less
-    as a list than as a dozen NumPy calls. `select` hands its one-row calls here, so both paths are
-    this function; a test pins it against the many-row path. None for a row with a non-finite
-    probability (its order is NumPy's to decide: `select` then uses its array path).
+    The same rule for an HTTP answer's one row: three NumPy calls find the labels that pass, and the
+    few of them are ordered as a list (cheaper than NumPy's sort of a few dozen). `select` hands its
+    one-row calls here, so both paths are this function; a test pins it against the many-row path.
+    None for a row with a non-finite probability (its order is NumPy's to decide: `select` then uses
+    its array path).
     """
-    p = np.asarray(proba, dtype=np.float64).tolist()
-    n = len(p)
-    t = [float(thresholds)] * n if np.ndim(thresholds) == 0 else np.asarray(thresholds, dtype=np.float64).tolist()
-    if not all(math.isfinite(v) for v in p):
+    p_row = np.asarray(proba, dtype=np.float64)
+    if not np.isfinite(p_row).all():
         return None
-    labels = range(n) if offered is None else np.flatnonzero(offered).tolist()
+    n = len(p_row)
+    passing = p_row >= thresholds  # a scalar cut or one per label
+    if offered is not None:
+        passing &= np.asarray(offered, dtype=bool)
+    p = p_row.tolist()
     cap = n if top_k is None else min(top_k, n)
-    chosen = sorted((j for j in labels if p[j] >= t[j]), key=lambda j: -p[j])[:cap]  # stable: ties by index
+    chosen = sorted(np.flatnonzero(passing).tolist(), key=lambda j: -p[j])[:cap]  # stable: ties by index
     floor = min(min_selected, cap)
     if len(chosen) < floor:  # topped up with the most probable of the others it may show
+        labels = range(n) if offered is None else np.flatnonzero(offered).tolist()
         kept = set(chosen)
         chosen += sorted((j for j in labels if j not in kept), key=lambda j: -p[j])[: floor - len(chosen)]
         chosen.sort(key=lambda j: -p[j])
