@@ -41,22 +41,56 @@ class JsonFormatter(logging.Formatter):
     _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(record.created, record.levelname, record.name, record.getMessage(),
+                         getattr(record, "fields", None), exception)  # fmt: skip
+
+    def line(self, created: float, level: str, logger_name: str, event: str,
+             fields: dict[str, Any] | None = None, exception: str | None = None) -> str:  # fmt: skip
+        """The JSON line of one record, from its parts (`write_request_line` needs no LogRecord)."""
+        second = int(created)
         if second != self._second:  # the date and time to the second change once a second, not per line
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
         entry: dict[str, Any] = {
-            "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
+            "ts": f"{self._stamp}.{int((created - second) * 1000):03d}Z",  # LogRecord.msecs' arithmetic
+            "level": level.lower(),
+            "logger": logger_name,
+            "event": event,
         }
-        fields = getattr(record, "fields", None)
         if fields:
             entry.update(fields)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if exception:
+            entry["exception"] = exception
         return orjson.dumps(entry, default=str).decode()
+
+
+def write_request_line(logger: logging.Logger, fields: dict[str, Any]) -> None:
+    """`logger.info("request", extra={"fields": fields})`: the same line, without a LogRecord when it can.
+
+    Every answer logs one line. Through `logging` that costs a record, the filter and handler chain
+    and two lock rounds (≈ 20 µs here, 5% of an answer). When the logger's one handler is a plain
+    StreamHandler with the JSON formatter, no filters and no propagation (what `configure_logging`
+    sets up), the line is formatted and written directly, under the handler's lock; anything else
+    (another handler, a filter, a test's capture) takes the logging path.
+    """
+    handlers = logger.handlers
+    if len(handlers) == 1 and not logger.propagate and not logger.filters:
+        handler = handlers[0]
+        formatter = handler.formatter
+        if (type(handler) is logging.StreamHandler and isinstance(formatter, JsonFormatter)
+                and not handler.filters and handler.level <= logging.INFO):  # fmt: skip
+            text = formatter.line(time.time(), "INFO", logger.name, "request", fields)
+            handler.acquire()
+            try:
+                handler.stream.write(text + handler.terminator)
+                handler.stream.flush()
+                return
+            except Exception:  # a closed or broken stream: logging's own error handling below
+                pass
+            finally:
+                handler.release()
+    logger.info("request", extra={"fields": fields})
 
 
 #: Python loggers of the libraries whose records join the service's JSON log (TensorFlow, absl, Keras,

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from needs_rec import drift
 from needs_rec.errors import NeedsRecError, SourceUnavailable
 from serving.crm_link import CrmLink, new_request_id
-from serving.observability import Metrics, configure_logging, log_event
+from serving.observability import Metrics, configure_logging, log_event, write_request_line
 from serving.openapi import ApiDocs
 from serving.registry import MODEL_NAME, Registry, ServingModel
 from serving.requests import ParsedRequest, parse_json
@@ -456,7 +456,7 @@ class Service:
                         fields["items"] = state["items"]
                     if state.get("warnings"):
                         fields["warnings"] = state["warnings"]
-                    logger.info("request", extra={"fields": fields})
+                    write_request_line(logger, fields)
 
         return guarded
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
-from serving.observability import JsonFormatter
+from serving.observability import JsonFormatter, write_request_line
 
 
 def _record(created: float) -> logging.LogRecord:
@@ -23,3 +24,37 @@ def test_each_line_carries_its_own_time_to_the_millisecond() -> None:
     ]  # fmt: skip
     assert lines[0] == {"ts": lines[0]["ts"], "level": "info", "logger": "needs_rec.serving", "event": "request",
                         "status": 200}  # fmt: skip
+
+
+def _json_logger(name: str) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(name)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger, stream
+
+
+def test_the_request_line_written_directly_is_the_line_logging_writes() -> None:
+    logger, stream = _json_logger("needs_rec.test.direct")
+    fields = {"method": "POST", "endpoint": "recommendations", "status": 200, "latency_ms": 0.41, "model_version": 3}
+    write_request_line(logger, fields)
+    logger.info("request", extra={"fields": fields})
+    direct, through_logging = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert direct.pop("ts")[:-5] <= through_logging.pop("ts")[:-5]  # same second or the next
+    assert direct == through_logging == {"level": "info", "logger": "needs_rec.test.direct", "event": "request",
+                                         **fields}  # fmt: skip
+
+
+def test_a_logger_set_up_otherwise_gets_the_request_line_through_logging() -> None:
+    logger, stream = _json_logger("needs_rec.test.filtered")
+    logger.handlers[0].addFilter(lambda record: record.getMessage() != "request")  # a filter must still apply
+    write_request_line(logger, {"status": 200})
+    assert stream.getvalue() == ""
+    logger, stream = _json_logger("needs_rec.test.two")
+    second = io.StringIO()
+    logger.addHandler(logging.StreamHandler(second))  # a second handler (plain text) gets its line too
+    write_request_line(logger, {"status": 201})
+    assert json.loads(stream.getvalue())["status"] == 201 and second.getvalue() == "request\n"
