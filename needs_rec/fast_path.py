@@ -242,6 +242,7 @@ class RowEncoder:
         self._links = np.asarray(tables["links"], dtype=np.float32)
         self._link_cap = np.asarray(tables["link_cap"], dtype=np.float32)
         self._link_scale = np.asarray(tables["link_scale"], dtype=np.float32)
+        self.scaled_links = self._links * self._link_scale  # what one more code adds to each link input (explanations)
         self._n_links = self._links.shape[1]
         # Where each number's z, missing flag and bins land in the output (inverse of `number_order`).
         mean = np.asarray(tables["mean"], dtype=np.float32)
@@ -455,11 +456,11 @@ class NetworkTwin:
         # A few rows of one-hot codes are mostly zeros: a Dense over the input multiplies only the
         # columns some row has (a gather of a few kernel rows instead of reading the whole kernel).
         nonzero = _nonzero_columns(x) if len(x) <= SPARSE_ROWS else None
-        x_nonzero = None if nonzero is None else x[:, nonzero]
+        x_nonzero = None if nonzero is None else x.take(nonzero, axis=1)  # `take`: cheaper than fancy indexing
         if self._chain is not None:
             h = x if x_nonzero is None else x_nonzero
             for i, (name, kernel, bias, act_name, _kernel_t) in enumerate(self._chain):
-                z = h @ (kernel[nonzero] if i == 0 and nonzero is not None else kernel)
+                z = h @ (kernel.take(nonzero, axis=0) if i == 0 and nonzero is not None else kernel)
                 if bias is not None:
                     z += bias  # z is this product's own array
                 pre[name] = z
@@ -561,12 +562,12 @@ class NetworkTwin:
         dz = _derivative(act_name, pre[name][r, outputs], values[name][r, outputs])  # (J,)
         if len(chain) == 1:  # the input's own kernel: its columns of the outputs, scaled
             return (kernel if picked is None else kernel[picked])[:, outputs].T * dz[:, None]
-        g = kernel_t[outputs] * dz[:, None]  # (J, units of the layer below)
+        g = kernel_t.take(outputs, axis=0) * dz[:, None]  # (J, units of the layer below)
         for k in range(len(chain) - 2, -1, -1):
             name, kernel, _bias, act_name, kernel_t = chain[k]
             z = pre[name][r]
             g = g * (z > 0) if act_name == "relu" else g * _derivative(act_name, z, values[name][r])
-            g = g @ (kernel_t if k or picked is None else kernel[picked].T)
+            g = g @ (kernel_t if k or picked is None else kernel.take(picked, axis=0).T)
         return g
 
 
@@ -761,11 +762,13 @@ class Twin:
         # column here, 0 when the row has none of its columns, and only positive shares are kept)
         code_scores = grad[:, :n_active]
         if n_fed:
-            open_links = enc._link_scale[fed] * (counts[fed] < enc._link_cap[fed])  # a capped count has no slope
-            link_grad = grad[:, n_active : n_active + n_fed] * open_links
-            code_scores = code_scores + link_grad @ enc._links[active][:, fed].T
-        numbers = enc.group_onehot[groups]  # (its columns, numbers)
-        number_scores = (grad[:, n_active + n_fed :] * x[number_cols]) @ numbers
+            link_grad = grad[:, n_active : n_active + n_fed]
+            shut = counts.take(fed) >= enc._link_cap.take(fed)  # a capped count has no slope
+            if shut.any():
+                link_grad = link_grad * ~shut
+            code_scores = code_scores + link_grad @ enc.scaled_links.take(active, axis=0).take(fed, axis=1).T
+        numbers = enc.group_onehot.take(groups, axis=0)  # (its columns, numbers)
+        number_scores = (grad[:, n_active + n_fed :] * x.take(number_cols)) @ numbers
         scores = np.concatenate([code_scores, number_scores], axis=1)
         meanings = [explainable[c] for c in active] + enc.number_meanings
         best = np.argsort(-scores, axis=1, kind="stable")[:, :top].tolist()

@@ -351,3 +351,34 @@ def test_a_single_dense_layer_is_a_stack_of_one() -> None:
     for columns in ([0, 5], None):
         np.testing.assert_allclose(short.backward(values, pre, 0, [2, 0], columns),
                                    general.backward(values, pre, 0, [2, 0], columns), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("label", ["factory relu network", "default wide & deep with batch norm"])
+def test_a_code_factors_contribution_is_the_slope_of_the_served_function(tmp_path: Path, label: str) -> None:
+    """Gradient × input from raw codes, checked against a finite difference of the network itself: adding ε
+    of a code moves its one-hot column and, through the dictionary links, every link input it feeds
+    that is still under its cap (a capped count does not move). Rows with capped links are included."""
+    parts, loaded = _export(tmp_path, REPO_DICTIONARIES, NETWORKS[label])
+    twin = fast_path.Twin.from_version(loaded.path / artifact.SAVED_MODEL)
+    enc, network = twin.encoder, twin.network
+    column_of = {meaning: col for col, meaning in enc.explainable.items()}
+    start, eps, checked, capped_rows = enc._category_width, 1e-3, 0, 0
+    for row in _frame_rows(sample_frame(parts.dictionaries, 40, 7)):
+        parts_of_row = enc.encode([row])
+        x, counts = parts_of_row.matrix[0], parts_of_row.counts[0]
+        fed = np.flatnonzero(counts)
+        capped_rows += bool((counts[fed] >= enc._link_cap[fed]).any())
+        outputs = [0, 3, 7]
+        for j, factors in twin.explain(row, outputs).items():
+            for factor in factors:
+                if not factor.code:
+                    continue
+                a = column_of[(factor.field, factor.code)]
+                moved = x.copy()
+                moved[a] += eps
+                raised = np.minimum(counts + eps * enc._links[a], enc._link_cap)  # a capped count stays capped
+                moved[start : start + enc._links.shape[1]] = raised * enc._link_scale
+                slope = (network(moved[None].astype(np.float32))[0, j] - network(x[None])[0, j]) / eps
+                np.testing.assert_allclose(factor.contribution, slope, rtol=0.05, atol=2e-4)
+                checked += 1
+    assert checked >= 20 and capped_rows >= 5
