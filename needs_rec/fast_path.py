@@ -309,7 +309,8 @@ class RowEncoder:
                 at = bins[bisect.bisect_right(edges, plain)]  # exact: float32 values against float32 edges
                 if at is not None:
                     line[at] = 1.0
-                present.append((i, z_at, at))
+                if small:
+                    present.append((i, z_at, at))
             if small:
                 hot.append(sorted(set(on)))
                 numbers.append(present)
@@ -715,7 +716,7 @@ class Twin:
         equality: the trace holds the rows, so no other row can take its place), else a new pass.
         """
         trace = self._trace  # one read: another thread may replace it meanwhile, never change it
-        if trace is not None:
+        if trace is not None and trace.encoded.hot is not None:  # a small pass: it kept the rows' parts
             for r, kept in enumerate(trace.rows):
                 if kept is row:
                     return trace.encoded, trace.values, trace.pre, r
