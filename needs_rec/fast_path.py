@@ -316,8 +316,11 @@ class RowEncoder:
                 numbers.append(present)
         if small:  # the links of the few codes each row has, not a product over every category column
             links_of = self._links.take  # `take` on rows: a third of fancy indexing's cost here
-            counts = np.stack([np.add.reduce(links_of(columns, axis=0), axis=0) for columns in hot]) if hot \
-                else self._links[:0]
+            if len(hot) == 1:  # an HTTP answer's one row: no `np.stack` (a Python-level concatenate)
+                counts = np.add.reduce(links_of(hot[0], axis=0), axis=0, keepdims=True)
+            else:
+                counts = np.stack([np.add.reduce(links_of(columns, axis=0), axis=0) for columns in hot]) if hot \
+                    else self._links[:0]
         else:
             counts = out[:, : self._category_width] @ self._links
         links = np.minimum(counts, self._link_cap) * self._link_scale
