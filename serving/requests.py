@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -359,5 +360,15 @@ class RequestParser:
 
 
 def _today() -> str:
-    """The episode date of a live request: today (UTC), as the model's `occurred_on`."""
-    return datetime.now(UTC).date().isoformat()
+    """The episode date of a live request: today (UTC), as the model's `occurred_on`.
+
+    Built once per UTC day (`time.time()` costs a fraction of `datetime.now(UTC).date().isoformat()`,
+    which every request without `occurred_on` would pay).
+    """
+    day = int(time.time() // 86400)
+    if day != _TODAY[0]:
+        _TODAY[:] = [day, datetime.fromtimestamp(day * 86400, UTC).date().isoformat()]
+    return _TODAY[1]
+
+
+_TODAY: list[Any] = [None, ""]  # [the UTC day number, its ISO date]
