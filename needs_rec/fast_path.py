@@ -229,6 +229,10 @@ class RowEncoder:
             raise ValueError("fast path: the exported encoder has other fields than this library's schema")
         self._codes = [(pos, field_map(prefix), int(unknown))
                        for pos, prefix, unknown in zip(_CODE_POS, code_prefix, tables["code_unknown"], strict=True)]
+        # Per code and list field: the codes that are their own normal form. A value that is exactly one of
+        # them (what the service's parser hands over) maps straight to its column; any other value is
+        # stripped and lower-cased first, as the graph does. Same column either way.
+        self._exact = [{k: v for k, v in codes.items() if k and _strip_lower(k) == k} for _, codes, _ in self._codes]
         # What each category column stands for, for explanations: (field, code); unknown buckets left out.
         self.column_meaning: dict[int, tuple[str, str]] = {}
         for names, prefixes in ((FeatureEncoder.CODE_FIELDS, code_prefix), (FeatureEncoder.MULTI_FIELDS, multi_prefix)):
@@ -238,6 +242,8 @@ class RowEncoder:
                         self.column_meaning[col] = (name, code)
         self._multi = [(pos, field_map(prefix), int(unknown))
                        for pos, prefix, unknown in zip(_MULTI_POS, multi_prefix, tables["multi_unknown"], strict=True)]
+        self._multi_exact = [{k: v for k, v in codes.items() if k and _strip_lower(k) == k}
+                             for _, codes, _ in self._multi]
         self._category_width = int(tables["category_width"])
         self._links = np.asarray(tables["links"], dtype=np.float32)
         self._link_cap = np.asarray(tables["link_cap"], dtype=np.float32)
@@ -284,13 +290,20 @@ class RowEncoder:
         numbers: list[list[tuple[int, int, int | None]]] = []  # per row of a small call: (number, z column, bin)
         for r, row in enumerate(rows):
             line = out[r]
-            on = [codes.get(_strip_lower(str(row[pos])) or MISSING_TOKEN, unknown)
-                  for pos, codes, unknown in self._codes]  # fmt: skip
-            for pos, codes, unknown in self._multi:
+            on = []
+            for (pos, codes, unknown), exact in zip(self._codes, self._exact, strict=True):
+                value = row[pos]
+                column = exact.get(value) if type(value) is str else None
+                on.append(codes.get(_strip_lower(str(value)) or MISSING_TOKEN, unknown) if column is None else column)
+            for (pos, codes, unknown), exact in zip(self._multi, self._multi_exact, strict=True):
                 for item in str(row[pos]).split(schema.MULTI_SEPARATOR):
-                    item = _strip_lower(item)
-                    if item:
-                        on.append(codes.get(item, unknown))
+                    column = exact.get(item)
+                    if column is None:
+                        item = _strip_lower(item)
+                        if not item:
+                            continue
+                        column = codes.get(item, unknown)
+                    on.append(column)
             line[on] = 1.0
             present: list[tuple[int, int, int | None]] = []
             tenure = np.float32(_years(str(row[_DATE_POS[0]]))) - np.float32(_years(str(row[_DATE_POS[1]])))

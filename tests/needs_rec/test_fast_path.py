@@ -382,3 +382,28 @@ def test_a_code_factors_contribution_is_the_slope_of_the_served_function(tmp_pat
                 np.testing.assert_allclose(factor.contribution, slope, rtol=0.05, atol=2e-4)
                 checked += 1
     assert checked >= 20 and capped_rows >= 5
+
+
+def test_a_code_in_its_normal_form_and_any_other_spelling_encode_alike() -> None:
+    """The encoder maps a value that is exactly a code straight to its column; any other spelling goes
+    through strip and lower-case as the graph does. Both must land on the same columns."""
+    parts = build_parts(REPO_DICTIONARIES, n_rows=60)
+    tensors = fast_path.export_tensors(parts.encoder, parts.network)
+    encoder = fast_path.Twin.from_tensors(tensors).encoder
+    rows = _frame_rows(sample_frame(parts.dictionaries, 20, 5))
+    code_at = [schema.MODEL_INPUT_NAMES.index(n) for n in features.FeatureEncoder.CODE_FIELDS]
+    multi_at = [schema.MODEL_INPUT_NAMES.index(n) for n in features.FeatureEncoder.MULTI_FIELDS]
+    spelled = []
+    for row in rows:
+        other = list(row)
+        for i in code_at:
+            other[i] = f"  {str(row[i]).upper()}\t"
+        for i in multi_at:
+            items = str(row[i]).split(schema.MULTI_SEPARATOR)
+            other[i] = schema.MULTI_SEPARATOR.join(f" {item.upper()} " for item in items)
+        spelled.append(other)
+    np.testing.assert_array_equal(encoder(spelled), encoder(rows))
+    assert encoder(rows).sum() > 0
+    odd = list(rows[0])
+    odd[code_at[0]] = ["not", "a", "code"]  # not a string: the unknown bucket, never a crash
+    assert encoder([odd]).shape == (1, encoder.width)
