@@ -208,6 +208,11 @@ def _years_of(text: str) -> float:
     return float(year + np.float32(0.0 if math.isnan(month) else month - 1.0) / np.float32(12.0))
 
 
+def _lookup(pos: int, codes: dict[str, int], unknown: Any) -> tuple[int, dict[str, int], int, dict[str, int]]:
+    """One field's lookup for `RowEncoder`: its row position, codes, unknown column and normal-form codes."""
+    return pos, codes, int(unknown), {k: v for k, v in codes.items() if k and _strip_lower(k) == k}
+
+
 class RowEncoder:
     """`FeatureEncoder.call` in plain Python and NumPy over rows of raw values (`schema.MODEL_INPUT_NAMES` order).
 
@@ -227,12 +232,12 @@ class RowEncoder:
         multi_prefix = [_text(p) for p in tables["multi_prefix"]]
         if len(code_prefix) != len(_CODE_POS) or len(multi_prefix) != len(_MULTI_POS):
             raise ValueError("fast path: the exported encoder has other fields than this library's schema")
-        self._codes = [(pos, field_map(prefix), int(unknown))
+        # Per code and list field: (position in the row, code → column, unknown column, the codes that are
+        # their own normal form). A value that is exactly one of the last (what the service's parser hands
+        # over) maps straight to its column; any other value is stripped and lower-cased first, as the
+        # graph does. Same column either way.
+        self._codes = [_lookup(pos, field_map(prefix), unknown)
                        for pos, prefix, unknown in zip(_CODE_POS, code_prefix, tables["code_unknown"], strict=True)]
-        # Per code and list field: the codes that are their own normal form. A value that is exactly one of
-        # them (what the service's parser hands over) maps straight to its column; any other value is
-        # stripped and lower-cased first, as the graph does. Same column either way.
-        self._exact = [{k: v for k, v in codes.items() if k and _strip_lower(k) == k} for _, codes, _ in self._codes]
         # What each category column stands for, for explanations: (field, code); unknown buckets left out.
         self.column_meaning: dict[int, tuple[str, str]] = {}
         for names, prefixes in ((FeatureEncoder.CODE_FIELDS, code_prefix), (FeatureEncoder.MULTI_FIELDS, multi_prefix)):
@@ -240,10 +245,8 @@ class RowEncoder:
                 for code, col in field_map(prefix).items():
                     if code != MISSING_TOKEN:
                         self.column_meaning[col] = (name, code)
-        self._multi = [(pos, field_map(prefix), int(unknown))
+        self._multi = [_lookup(pos, field_map(prefix), unknown)
                        for pos, prefix, unknown in zip(_MULTI_POS, multi_prefix, tables["multi_unknown"], strict=True)]
-        self._multi_exact = [{k: v for k, v in codes.items() if k and _strip_lower(k) == k}
-                             for _, codes, _ in self._multi]
         self._category_width = int(tables["category_width"])
         self._links = np.asarray(tables["links"], dtype=np.float32)
         self._link_cap = np.asarray(tables["link_cap"], dtype=np.float32)
@@ -291,11 +294,11 @@ class RowEncoder:
         for r, row in enumerate(rows):
             line = out[r]
             on = []
-            for (pos, codes, unknown), exact in zip(self._codes, self._exact, strict=True):
+            for pos, codes, unknown, exact in self._codes:
                 value = row[pos]
                 column = exact.get(value) if type(value) is str else None
                 on.append(codes.get(_strip_lower(str(value)) or MISSING_TOKEN, unknown) if column is None else column)
-            for (pos, codes, unknown), exact in zip(self._multi, self._multi_exact, strict=True):
+            for pos, codes, unknown, exact in self._multi:
                 for item in str(row[pos]).split(schema.MULTI_SEPARATOR):
                     column = exact.get(item)
                     if column is None:

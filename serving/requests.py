@@ -12,6 +12,7 @@ are ignored silently, and no field's value is ever copied into an answer or a lo
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import time
@@ -365,10 +366,10 @@ def _today() -> str:
     Built once per UTC day (`time.time()` costs a fraction of `datetime.now(UTC).date().isoformat()`,
     which every request without `occurred_on` would pay).
     """
-    day = int(time.time() // 86400)
-    if day != _TODAY[0]:
-        _TODAY[:] = [day, datetime.fromtimestamp(day * 86400, UTC).date().isoformat()]
-    return _TODAY[1]
+    return _iso_day(int(time.time() // 86400))
 
 
-_TODAY: list[Any] = [None, ""]  # [the UTC day number, its ISO date]
+@functools.lru_cache(maxsize=1)
+def _iso_day(day: int) -> str:
+    """The ISO date of UTC day number `day` (days since 1970-01-01)."""
+    return datetime.fromtimestamp(day * 86400, UTC).date().isoformat()

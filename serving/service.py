@@ -313,7 +313,7 @@ class Service:
     def observe(self, model: ServingModel, parsed: list[ParsedRequest]) -> None:
         """Count what the requests carried: unknown codes per field, and each field for the drift monitor."""
         self.count_unknown(parsed)
-        monitor = model.drift or self.drift_monitor(model)
+        monitor = self.drift_monitor(model)
         if monitor is None:
             return
         for item in parsed:
