@@ -27,6 +27,11 @@ same uvicorn, wrk and pacing (on a busy virtual machine loopback wake-ups alone 
 milliseconds, and every figure after it includes that floor). Then the same against the naive
 path — the same HTTP stack, but each request calls Keras `model.predict` on its own (no SavedModel
 function, no micro-batching) — so the ratio shows.
+Each paced run of the service also prints its own side of the run (`ServiceSide`): the mean time an
+answer spent inside the service (its request-duration histogram at /metrics) and the CPU of its
+processes per answer, so a wrk tail can be told apart from the service's work (an answer that took
+0.5 ms inside while wrk saw 5 ms waited for a core). `bench/answer_cost.py` gives the same answer's
+in-process cost, back to back and after an idle gap.
 Figures are printed, never asserted. wrk's pacing is closed-loop per connection, so under overload
 it under-reports queueing (coordinated omission); the sweep's achieved rate shows when that happens.
 """
@@ -360,21 +365,85 @@ def paced(port: int, script: Path, rate: float, duration: float) -> dict[str, fl
 
 
 def row(label: str, r: dict[str, float]) -> str:
-    return (f"  {label:<34} {r['rps']:8.0f} req/s   p50 {r['p50']:7.2f} ms   p90 {r['p90']:7.2f} ms   "
+    text = (f"  {label:<34} {r['rps']:8.0f} req/s   p50 {r['p50']:7.2f} ms   p90 {r['p90']:7.2f} ms   "
             f"p99 {r['p99']:7.2f} ms   failed {int(r['failed'])}")
+    if "inside_us" in r:
+        text += f"   in the service {r['inside_us']:4.0f} µs/answer, its CPU {r['cpu_us']:4.0f} µs/answer"
+    return text
 
 
-def measure(label: str, port: int, script: Path, rates: list[float], duration: float) -> dict[str, Any]:
+_SCORING_LINE = re.compile(r'^needs_rec_request_duration_seconds_(sum|count)\{endpoint="recommendations",'
+                           r'status="200"\} (\S+)$', re.M)
+
+
+class ServiceSide:
+    """The service's own view of a run: the mean time an answer spent inside it (its request-duration
+    histogram at /metrics) and the CPU its processes (the server and its workers) spent per answer.
+
+    Beside wrk's latency this shows where a tail comes from: an answer that takes 0.5 ms inside while
+    wrk sees 5 ms waited for a core, not for the service's work.
+    """
+
+    def __init__(self, port: int, pid: int):
+        self.port = port
+        self.pid = pid
+
+    def _cpu_seconds(self) -> float:
+        """User + system time of the server process and its children, in seconds (Linux /proc)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:  # a process that ended meanwhile
+                continue
+            pid, parent = int(stat.parent.name), int(fields[1])
+            if pid == self.pid or parent == self.pid:
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
+    @staticmethod
+    def answered(metrics_text: str) -> tuple[float, float]:
+        """(answers, seconds inside the service) of `POST /v1/recommendations` 200s in a /metrics page."""
+        found = {kind: float(value) for kind, value in _SCORING_LINE.findall(metrics_text)}
+        return found.get("count", 0.0), found.get("sum", 0.0)
+
+    def snapshot(self) -> tuple[float, float, float]:
+        """(answers so far, seconds inside the service so far, CPU seconds so far)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+            answers, inside = self.answered(response.read().decode())
+        return answers, inside, self._cpu_seconds()
+
+    @staticmethod
+    def per_answer(before: tuple[float, float, float], after: tuple[float, float, float]) -> dict[str, float]:
+        answers = after[0] - before[0]
+        if answers <= 0:
+            return {}
+        return {"inside_us": (after[1] - before[1]) / answers * 1e6, "cpu_us": (after[2] - before[2]) / answers * 1e6}
+
+
+def measure(
+    label: str, port: int, script: Path, rates: list[float], duration: float, side: ServiceSide | None = None
+) -> dict[str, Any]:
     print(f"\n{label}")
     wrk(port, script, duration=2, connections=4)  # warm the path (connections, caches)
-    runs = [paced(port, script, 200, duration) for _ in range(3)]
+
+    def run(rate: float) -> dict[str, float]:
+        """`paced` at `rate`, with the service's own figures of the run when it has them (`ServiceSide`)."""
+        before = side.snapshot() if side else None
+        result = paced(port, script, rate, duration)
+        if side and before:
+            result.update(side.per_answer(before, side.snapshot()))
+        return result
+
+    runs = [run(200) for _ in range(3)]
     for r in runs:
         print(row("paced ~200 req/s", r))
     steady = sorted(runs, key=lambda r: r["p50"])[1]  # the median run, so one noisy run does not decide
     best: dict[str, float] | None = None
     tight: dict[str, float] | None = None
     for rate in rates:
-        r = paced(port, script, rate, duration)
+        r = run(rate)
         print(row(f"paced ~{rate:.0f} req/s", r))
         if r["p99"] <= P99_TIGHT_MS and r["failed"] == 0:
             tight = r if tight is None or r["rps"] > tight["rps"] else tight
@@ -468,8 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(port, server)
             rates = [float(r) for r in args.rates.split(",")]
             label = "python -m serving (verified NumPy twin for small calls, SavedModel + micro-batching beyond)"
-            results["served"] = measure(label, port, script, rates,
-                                        args.duration)
+            results["served"] = measure(label, port, script, rates, args.duration, ServiceSide(port, server.pid))
         finally:
             stop_server(server)
         if not args.skip_naive:
