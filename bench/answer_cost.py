@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -68,12 +70,6 @@ class Caller:
         await self.app(scope, receive, send)
         if messages[0]["status"] != 200:
             raise SystemExit(f"the service answered {messages[0]['status']}: {messages[-1].get('body', b'')[:300]!r}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The `q` quantile (0–1) of `values`, nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def measure(model: Path, rounds: int, requests: int, gaps_ms: list[float]) -> None:
@@ -115,8 +111,9 @@ async def measure(model: Path, rounds: int, requests: int, gaps_ms: list[float])
                     started = time.perf_counter()
                     await call(bodies[i % len(bodies)])
                     times.append((time.perf_counter() - started) * 1e6)
-                print(f"after {gap:g} ms idle: p50 {percentile(times, 0.5):.0f} µs   mean "
-                      f"{statistics.fmean(times):.0f} µs   p99 {percentile(times, 0.99):.0f} µs   ({count} answers)")
+                p50, p99 = np.percentile(times, [50, 99])
+                print(f"after {gap:g} ms idle: p50 {p50:.0f} µs   mean {statistics.fmean(times):.0f} µs   "
+                      f"p99 {p99:.0f} µs   ({count} answers)")
 
 
 def main(argv: list[str] | None = None) -> int:

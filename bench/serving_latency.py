@@ -430,10 +430,11 @@ def measure(
 
     def run(rate: float) -> dict[str, float]:
         """`paced` at `rate`, with the service's own figures of the run when it has them (`ServiceSide`)."""
-        before = side.snapshot() if side else None
+        if side is None:
+            return paced(port, script, rate, duration)
+        before = side.snapshot()
         result = paced(port, script, rate, duration)
-        if side and before:
-            result.update(side.per_answer(before, side.snapshot()))
+        result.update(side.per_answer(before, side.snapshot()))
         return result
 
     runs = [run(200) for _ in range(3)]
