@@ -546,5 +546,8 @@ if __name__ == "__main__":
     # imported (lazily), so that importing this module (tests) changes nothing.
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    from needs_rec import native_log
+
+    native_log.quiet_command_line()  # no TensorFlow start-up chatter above the figures
     with threadpool_limits(limits=1, user_api="blas"):
         sys.exit(main())

@@ -112,6 +112,14 @@ def release_native_stderr() -> None:
     _installed = None
 
 
+def quiet_command_line() -> None:
+    """What a command line does first so its user sees no TensorFlow chatter: the quiet environment
+    (`quiet_tensorflow_environment`) and descriptor 2 filtered (`filter_for_users`); any other native
+    message still shows. Takes over the process's stderr, so never call it from a library or a test."""
+    quiet_tensorflow_environment()
+    capture_native_stderr(filter_for_users())
+
+
 def _repoint_log_handlers(stream: TextIO) -> None:
     """Point every logging StreamHandler that writes to file descriptor 2 at `stream` instead."""
     loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()

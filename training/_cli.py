@@ -54,9 +54,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     native message still shows. That takes over the process's stderr, so it is done only for a real
     command line (`argv` None), not when a host such as a test calls `run_cli(main, argv)` in-process.
     """
-    native_log.quiet_tensorflow_environment()
     if argv is None:
-        native_log.capture_native_stderr(native_log.filter_for_users())
+        native_log.quiet_command_line()
+    else:
+        native_log.quiet_tensorflow_environment()
     try:
         code = main(argv)
     except NeedsRecError as exc:
