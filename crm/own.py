@@ -11,14 +11,15 @@ process leaves whole rows or none.
   decides, not a read before the write).
 - `add_exposures`: one multi-row insert per call (the service batches them off the request path).
 
-SQLite runs in WAL mode with `synchronous=FULL`: each commit fsyncs the WAL, so a 2xx'd event
-survives a power cut or an OS crash too, not only a killed process (which is all `NORMAL`
-guarantees in WAL mode). It costs ~0.3 ms a commit here, and the feedback bench stays at twice its
-target (bench/README.md has both figures). Writers of one process take turns on a lock (see
-`OwnTables`); writers in other processes are waited for up to `busy_timeout`. PostgreSQL commits are
-durable by default (`synchronous_commit=on`); its connections come from the source's pool (checked
-with a ping on checkout, so a restarted server costs no failed write). Statements are built once.
-Connection problems become `SourceUnavailable` (the service's 503).
+SQLite commits with `synchronous=FULL`: each commit fsyncs, so a 2xx'd event survives a power cut or an OS crash
+too, not only a killed process. needs_rec's own file (`needs_rec.db` beside a directory CRM) runs in WAL mode
+(readers never wait for a writer; ~0.3 ms a commit here). A firm's own SQLite database keeps the journal mode the
+firm gave it: the journal mode is a persistent setting of the file, and contract §5 lets needs_rec add its two
+tables there, nothing more (a firm that wants WAL sets it once, `PRAGMA journal_mode = WAL`; bench/README.md has
+the figures of both). Writers of one process take turns on a lock (see `OwnTables`); writers in other processes
+are waited for up to `busy_timeout`. PostgreSQL commits are durable by default (`synchronous_commit=on`); its
+connections come from the source's pool (checked with a ping on checkout, so a restarted server costs no failed
+write). Statements are built once. Connection problems become `SourceUnavailable` (the service's 503).
 """
 
 from __future__ import annotations
@@ -72,20 +73,25 @@ def own_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
 
 
 def sqlite_engine(path: Path | str, **kwargs: Any) -> Engine:
-    """A SQLAlchemy engine on a SQLite file: WAL, synchronous=FULL, busy timeout (see the module doc)."""
+    """A SQLAlchemy engine on needs_rec's own SQLite file: WAL, synchronous=FULL, busy timeout (module doc)."""
     engine = sa.create_engine(f"sqlite+pysqlite:///{path}", **kwargs)
-    tune_sqlite(engine)
+    tune_sqlite(engine, own_file=True)
     return engine
 
 
-def tune_sqlite(engine: Engine) -> None:
-    """Set the pragmas of the module doc on every new connection of a SQLite engine."""
+def tune_sqlite(engine: Engine, *, own_file: bool) -> None:
+    """Set the pragmas of the module doc on every new connection of a SQLite engine.
+
+    Only settings of the connection, except for needs_rec's `own_file`, which is switched to WAL
+    (persistent): a firm's database is left in its own journal mode (see the module doc).
+    """
 
     @sa_event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        if own_file:
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.close()
         # SQLite's own lower() folds ASCII only; contact search must fold Cyrillic names too.

@@ -79,7 +79,7 @@ class SqlSource(OwnTablesWriter):
             if not path.is_file():
                 raise DataError(f"SQLite database {str(path)!r} does not exist; give the CRM's database file")
             engine = sa.create_engine(self.url, pool_size=8, max_overflow=8)
-            tune_sqlite(engine)
+            tune_sqlite(engine, own_file=False)  # the firm's file: its journal mode stays
             return engine
         return sa.create_engine(
             self.url,

@@ -3,6 +3,8 @@ as files, tables or views, `?schema=`, lookups, search, and needs_rec's own tabl
 
 from __future__ import annotations
 
+import contextlib
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -194,3 +196,27 @@ def test_missing_sqlite_file_is_never_created(open_crm, tmp_path):
     with pytest.raises(DataError, match=r"SQLite database .* does not exist"):
         open_crm(f"sqlite:///{path}").read_crm()
     assert not path.exists()
+
+
+def test_a_firms_sqlite_file_keeps_its_journal_mode(open_crm, tmp_path, tiny_dictionaries):
+    """Reading a firm's SQLite CRM (validate, fit, lookups) and adding needs_rec's tables leaves the file's
+    persistent journal mode as the firm set it; only needs_rec's own file (`needs_rec.db`) runs in WAL."""
+    import sqlite3
+
+    def journal_mode(path) -> str:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    path = tmp_path / "crm.db"
+    source = open_crm(write_crm_database(f"sqlite:///{path}", tiny_dictionaries))
+    assert journal_mode(path) == "delete"  # SQLite's default, as the firm's file came
+    schema.validate(source.read_crm(), tiny_dictionaries)
+    assert source.contact("c1") is not None
+    event = crm.FeedbackEvent("fb-j", "c1", "demo", "ch_price", "positive", "2024-03-01")
+    assert source.add_feedback(event) is crm.FeedbackResult.STORED
+    source.close()
+    assert journal_mode(path) == "delete" and not (tmp_path / "crm.db-wal").exists()
+
+    directory = open_crm(write_crm(tmp_path / "files", tiny_dictionaries))
+    assert directory.add_feedback(event) is crm.FeedbackResult.STORED
+    assert journal_mode(tmp_path / "files" / "needs_rec.db") == "wal"
