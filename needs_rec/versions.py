@@ -404,14 +404,28 @@ def pin_stable(models_dir: str | Path) -> int | None:
         labels = read_labels(models_dir)
         if labels is not None:
             return labels.stable
-        for number in reversed(list_versions(models_dir)):
-            try:
-                verify_version(models_dir / str(number))
-            except ModelError:
-                continue
+        number = newest_verified(models_dir)
+        if number is not None:
             write_labels(models_dir, Labels(stable=number))
-            return number
-        return None
+        return number
+
+
+def serving_stable(models_dir: str | Path) -> int | None:
+    """What `pin_stable` would answer, writing nothing: `stable` if labelled, else the newest version that
+    verifies (None when there is none). For a caller that may still stop before it changes anything."""
+    labels = read_labels(Path(models_dir))
+    return labels.stable if labels is not None else newest_verified(models_dir)
+
+
+def newest_verified(models_dir: str | Path) -> int | None:
+    """The newest version of `models_dir` whose files verify, or None."""
+    for number in reversed(list_versions(models_dir)):
+        try:
+            verify_version(Path(models_dir) / str(number))
+        except ModelError:
+            continue
+        return number
+    return None
 
 
 def rollback(models_dir: str | Path) -> Labels:

@@ -83,9 +83,11 @@ class Decision:
 def retrain(args: argparse.Namespace) -> Decision:
     """The whole retrain under the lock; raises NeedsRecError for data/config problems."""
     import crm as crm_source
+    from needs_rec import config as config_mod
     from needs_rec import dictionaries, episodes, schema
 
     gate = gate_mod.load_gate(args.gate)
+    config_mod.load_config(args.config)  # a config error stops here, before anything is written
     models: Path = args.models
     models.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -96,7 +98,8 @@ def retrain(args: argparse.Namespace) -> Decision:
         cleaned = versions.clean_stale_builds(models)
         if cleaned:
             record["cleaned"] = cleaned
-        champion = versions.pin_stable(models)  # before the challenger exists: it must never serve unjudged
+        # Read, not pinned yet: a data or config error below must leave the models directory as it was.
+        champion = versions.serving_stable(models)
         record["champion"] = champion
 
         dicts = dictionaries.load(args.dictionaries)
@@ -120,6 +123,8 @@ def retrain(args: argparse.Namespace) -> Decision:
                                      f"outcome since {start} (the gate needs ≥ {gate.min_window_episodes}); "
                                      "no challenger trained"], record)
 
+        champion = versions.pin_stable(models)  # before the challenger exists: it must never serve unjudged
+        record["champion"] = champion
         progress = Progress(quiet=not args.verbose)
         result = train(
             args.data, args.dictionaries, models, config=args.config, holdout_start=start.item(), seed=args.seed,

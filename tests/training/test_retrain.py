@@ -125,12 +125,19 @@ def test_positive_only_outcomes_work_alike(crm: Path, files: dict[str, Path], tm
 
 def test_a_models_directory_without_labels_keeps_serving_its_newest(crm: Path, files: dict[str, Path],
                                                                     tmp_path: Path) -> None:
-    """A version from training.fit, no labels: retrain pins it as stable before exporting the challenger."""
+    """A version from training.fit, no labels: retrain pins it as stable before exporting the challenger,
+    and a retrain that stops on a data or config error writes no labels (the no-labels rule still serves)."""
+    from needs_rec.errors import NeedsRecError
     from training import fit
 
     models = tmp_path / "models"
     fit.fit(fit.parse_args(["--data", str(crm), "--output", str(models), "--config", str(files["tiny"]),
                             "--no-baselines", "--quiet"]))
+    (tmp_path / "bad.yaml").write_text("network: {hidden_unit: [16]}\n", encoding="utf-8")
+    for bad in (["--data", str(tmp_path / "no-such-crm")], ["--config", str(tmp_path / "bad.yaml")]):
+        with pytest.raises(NeedsRecError):
+            run(crm, models, files, "never", *bad)
+        assert versions.read_labels(models) is None and versions.list_versions(models) == [1]
     assert run(crm, models, files, "never") == 3
     assert versions.read_labels(models) == versions.Labels(stable=1)
     assert versions.list_versions(models) == [1, 2] and versions.resolve_serving(models) == models / "1"
