@@ -119,6 +119,7 @@ class FeedbackAnswer(BaseModel):
     feedback_id: str
     stored: bool
     duplicate: bool | None = None
+    warnings: Annotated[list[str], Field(description="unknown body fields, ignored (never stored)")]
 
 
 class BatchRequest(_Open):
@@ -130,6 +131,7 @@ class BatchRequest(_Open):
 class BatchAnswer(_Open):
     model_version: int
     results: list[RecommendationAnswer]
+    warnings: Annotated[list[str], Field(description="the body's own unknown keys (each result has its own)")]
 
 
 class Instance(Organization, Contact):

@@ -189,10 +189,13 @@ class RequestParser:
         return [({name: values[i] for name, values in columns.items()}, f"inputs[{i}].") for i in range(rows)], \
             True, warnings
 
-    def batch(self, body: Any, key: str, limit: int) -> list[Any]:
-        """The list under `key` (`requests` or `instances`), checked for type and the batch-size limit."""
+    def batch(self, body: Any, key: str, limit: int, warnings: list[str] | None = None) -> list[Any]:
+        """The list under `key` (`requests` or `instances`), checked for type and the batch-size limit;
+        any other key of the body is named in `warnings` when given (contract §4 v2: never dropped silently)."""
         if not isinstance(body, dict):
             raise _wrong_type("body", f"a JSON object with {key!r}", body)
+        if warnings is not None:
+            unknown_fields(body, {key}, "", warnings)
         items = body.get(key)
         if items is None:
             raise RequestError(f"field '{key}' is required (a list of at most {limit} items)")

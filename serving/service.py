@@ -349,11 +349,14 @@ class Service:
         model: ServingModel,
         key: str,
         parse: Callable[[Any, str], ParsedRequest | Awaitable[ParsedRequest]],
+        warnings: list[str] | None = None,
     ) -> tuple[list[ParsedRequest], np.ndarray]:
-        """A list body (`requests` or `instances`): read, check the batch limit, validate each item, score them."""
+        """A list body (`requests` or `instances`): read, check the batch limit, validate each item, score them.
+
+        `warnings` (optional) receives the body's own unknown keys (each item's go to that item)."""
         settings = self.settings
         body = parse_json(await read_body(request, settings.max_body_bytes))
-        items = model.parser.batch(body, key, settings.max_batch)
+        items = model.parser.batch(body, key, settings.max_batch, warnings)
         parsed = []
         for i, item in enumerate(items):
             one = parse(item, f"{key}[{i}].")

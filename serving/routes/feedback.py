@@ -32,23 +32,27 @@ import crm
 from needs_rec.errors import RequestError
 from needs_rec.schema import FeedbackRules
 from serving import api_schemas as api
-from serving.requests import parse_json
+from serving.requests import parse_json, unknown_fields
 from serving.service import ApiError, Service, json_response, read_body
 
 REQUIRED = ("feedback_id", "contact_id", "stage", "characteristic", "outcome")
 OPTIONAL = ("occurred_on", "request_id", "manager_id")
+FIELDS = frozenset((*REQUIRED, *OPTIONAL))
 #: Longest id accepted (feedback_id, request_id, manager_id, contact_id).
 MAX_ID = 200
 
 
-def read_event(body: Any) -> tuple[dict[str, str], bool]:
+def read_event(body: Any, warnings: list[str] | None = None) -> tuple[dict[str, str], bool]:
     """The body's fields as strings (types and lengths checked), and whether occurred_on was given.
 
     A required field must be present; an empty one is kept, so that the row rules refuse it in the
-    words a CSV row's empty value gets. An empty optional field counts as absent.
+    words a CSV row's empty value gets. An empty optional field counts as absent. Any other key is
+    named in `warnings` (when given) and never stored; personal fields are ignored without a word.
     """
     if not isinstance(body, dict):
         raise RequestError("body must be a JSON object with feedback_id, contact_id, stage, characteristic, outcome")
+    if warnings is not None:
+        unknown_fields(body, FIELDS, "", warnings)
     fields: dict[str, str] = {}
     for name in (*REQUIRED, *OPTIONAL):
         value = body.get(name)
@@ -94,7 +98,8 @@ def router(service: Service) -> APIRouter:
         """Store one manager's report; idempotent by feedback_id (see the module doc)."""
         link = service.need_crm("POST /v1/feedback")
         model = service.model()  # the served version's dictionaries decide what a valid code is
-        fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)))
+        warnings: list[str] = []
+        fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)), warnings)
         event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
         if await link.contact(event.contact_id) is None:
             raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
@@ -103,9 +108,11 @@ def router(service: Service) -> APIRouter:
         result = await link.call(link.source.add_feedback, event)
         service.metrics.feedback.labels(str(result)).inc()
         if result is crm.FeedbackResult.STORED:
-            return json_response({"feedback_id": event.feedback_id, "stored": True}, 201)
+            return json_response({"feedback_id": event.feedback_id, "stored": True, "warnings": warnings}, 201)
         if result is crm.FeedbackResult.DUPLICATE:
-            return json_response({"feedback_id": event.feedback_id, "stored": False, "duplicate": True}, 200)
+            return json_response(
+                {"feedback_id": event.feedback_id, "stored": False, "duplicate": True, "warnings": warnings}, 200
+            )
         raise ApiError(
             409,
             f"field 'feedback_id': {event.feedback_id!r} is already stored with different content; a retry must "

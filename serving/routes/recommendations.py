@@ -69,7 +69,8 @@ def router(service: Service) -> APIRouter:
         return json_response(answered(service, model, parsed, probabilities[0], contact_id))
 
     async def recommend_batch(request: Request) -> Response:
-        """The same for a list of requests: `{"requests": [...]}` → `{"model_version", "results": [...]}`."""
+        """The same for a list of requests: `{"requests": [...]}` → `{"model_version", "results": [...], "warnings"}`
+        (`warnings`: the body's own unknown keys; each result carries its request's)."""
         model = service.model()
         request.state.model_version = model.version
         contacts: dict[int, str | None] = {}
@@ -78,10 +79,11 @@ def router(service: Service) -> APIRouter:
             contacts[len(contacts)] = await service.resolve_contact(item, where)
             return model.parser.recommendation(item, where)
 
+        warnings: list[str] = []
         async with asyncio.timeout(timeout):
-            parsed, probabilities = await service.score_items(request, model, "requests", parse)
+            parsed, probabilities = await service.score_items(request, model, "requests", parse, warnings)
         results = [answered(service, model, p, probabilities[i], contacts.get(i)) for i, p in enumerate(parsed)]
-        return json_response({"model_version": model.version, "results": results})
+        return json_response({"model_version": model.version, "results": results, "warnings": warnings})
 
     routes.add_route("/v1/recommendations", recommend, methods=["POST"])
     routes.add_route("/v1/recommendations:batch", recommend_batch, methods=["POST"])

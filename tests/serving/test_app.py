@@ -138,6 +138,17 @@ def test_batch_endpoint(client: TestClient) -> None:
     assert answer["results"][0]["request_id"] == "a" and answer["results"][0]["stage"] == "demo"
     assert [t["characteristic"] for t in answer["results"][1]["talking_points"]] == ["ch_price"]
     assert post(client, "/v1/recommendations:batch", {"requests": []}).json()["results"] == []
+    assert answer["warnings"] == []
+
+
+def test_batch_names_the_bodys_own_unknown_keys(client: TestClient) -> None:
+    """A key beside `requests` (e.g. a `top_k` meant for every item) is named, never dropped silently."""
+    body = {"requests": [BODY], "top_k": 3, "requets": [], "email": "a@b.c"}
+    answer = post(client, "/v1/recommendations:batch", body).json()
+    assert answer["warnings"] == ["unknown field 'requets' ignored (did you mean 'requests'?)",
+                                  "unknown field 'top_k' ignored"]  # personal fields: ignored without a word
+    alone = post(client, "/v1/recommendations", BODY).json()
+    assert answer["results"][0]["talking_points"] == alone["talking_points"]  # the stray top_k changed nothing
 
 
 INSTANCES = [

@@ -161,14 +161,26 @@ def stored_feedback(location: str) -> pd.DataFrame:
 
 def test_feedback_stored_duplicate_conflict(app: TestClient, crm_location: str) -> None:
     first = post(app, "/v1/feedback", feedback_body("fb-1"))
-    assert first.status_code == 201 and first.json() == {"feedback_id": "fb-1", "stored": True}
+    assert first.status_code == 201 and first.json() == {"feedback_id": "fb-1", "stored": True, "warnings": []}
     retry = post(app, "/v1/feedback", feedback_body("fb-1", stage=" DEMO "))  # the same event, normalised alike
-    assert retry.status_code == 200 and retry.json() == {"feedback_id": "fb-1", "stored": False, "duplicate": True}
+    assert retry.status_code == 200
+    assert retry.json() == {"feedback_id": "fb-1", "stored": False, "duplicate": True, "warnings": []}
     conflict = post(app, "/v1/feedback", feedback_body("fb-1", outcome="negative"))
     assert conflict.status_code == 409 and "already stored with different content" in conflict.json()["error"]
     rows = stored_feedback(crm_location)
     assert len(rows) == 1 and rows.loc[0, "outcome"] == "positive" and rows.loc[0, "manager_id"] == "m-7"
     assert str(rows.loc[0, "occurred_on"])[:10] == "2024-05-02"
+
+
+def test_feedback_names_unknown_fields_and_stores_none_of_them(app: TestClient, crm_location: str) -> None:
+    body = {**feedback_body("fb-u"), "manger_id": "m-8", "note": "called twice", "phone": "+7 900 000-00-00"}
+    answer = post(app, "/v1/feedback", body)
+    assert answer.status_code == 201
+    assert answer.json()["warnings"] == ["unknown field 'manger_id' ignored (did you mean 'manager_id'?)",
+                                         "unknown field 'note' ignored"]  # the personal field: without a word
+    rows = stored_feedback(crm_location)
+    assert list(rows["feedback_id"]) == ["fb-u"] and not {"manger_id", "note", "phone"} & set(rows.columns)
+    assert rows.loc[0, "manager_id"] == "m-7"  # the body's real manager_id, not the misspelled one
 
 
 def test_feedback_knows_the_model_version_of_its_answer(app: TestClient, crm_location: str) -> None:
