@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -21,7 +20,6 @@ from crm.source import ContactRecord
 from needs_rec import schema
 from needs_rec.errors import DataError
 
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _FIELDS = {
     table.name: tuple(c for c in table.columns if c.kind is not schema.Kind.ID)
     for table in (schema.ORGANIZATIONS, schema.CONTACTS)
@@ -74,10 +72,10 @@ def _value(value: Any, column: schema.Column, table: str, contact_id: str) -> An
     if kind is schema.Kind.DATE:
         if isinstance(value, dt.date | dt.datetime):
             return value.isoformat()[:10]
-        text = str(value).strip()
-        if not _ISO_DATE.match(text):
+        day = schema.parse_date(str(value).strip())  # the rule validation applies to the same column
+        if day is None:
             raise _bad(value, column, table, contact_id, "an ISO date YYYY-MM-DD")
-        return text[:10]
+        return day.isoformat()
     if kind is schema.Kind.MULTI:
         parts = value if isinstance(value, list | tuple) else str(value).split(schema.MULTI_SEPARATOR)
         return [str(p).strip() for p in parts if p is not None and str(p).strip()]
