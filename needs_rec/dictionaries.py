@@ -308,6 +308,10 @@ def _parse_characteristics(
                 f"{file}: {where} field 'product' refers to unknown product {product!r}; "
                 f"allowed: codes of products.yaml ({preview(sorted(products))})"
             )
+        if "needs" not in entry:  # contract §1: an item field; `needs: []` says "answers no need" explicitly
+            raise DictionaryError(
+                f"{file}: {where} is missing field 'needs' (a list of need codes of needs.yaml; [] for none)"
+            )
         need_codes = _code_list(file, where, entry.get("needs"), "needs")
         unknown = [c for c in need_codes if c not in needs]
         if unknown:

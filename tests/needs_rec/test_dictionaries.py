@@ -399,6 +399,14 @@ def test_missing_talking_points(tmp_path: Path) -> None:
     assert_names(load_error(write(tmp_path, data)), "characteristics.yaml", "item 'audit'", "'talking_points'")
 
 
+def test_missing_needs_field_is_an_error_and_an_empty_list_is_not(tmp_path: Path) -> None:
+    data = minimal()
+    del data["characteristics"]["items"][0]["needs"]
+    assert_names(load_error(write(tmp_path / "missing", data)), "characteristics.yaml", "item 'audit'", "'needs'")
+    data["characteristics"]["items"][0]["needs"] = []
+    assert load(write(tmp_path / "empty", data)).characteristics[0].needs == ()
+
+
 def test_empty_talking_point_text(tmp_path: Path) -> None:
     data = minimal()
     data["characteristics"]["items"][0]["talking_points"]["lead"] = "   "
