@@ -29,7 +29,7 @@ import pandas as pd
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from needs_rec.errors import ConfigError
+from needs_rec.errors import ConfigError, DataError
 
 #: URL schemes accepted, and the SQLAlchemy driver each one means.
 DRIVERS = {
@@ -209,6 +209,22 @@ def describe_url(url: URL, schema: str | None = None) -> str:
 def redact(text: str) -> str:
     """A URL with its password replaced by ***, for messages."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
+
+
+def check_location(location: str | Path, *, flag: str = "--data") -> None:
+    """Refuse, before anything is read, a location that cannot be a CRM: a URL that does not parse
+    (ConfigError), a directory or SQLite file that does not exist (DataError naming `flag`).
+
+    For a long-running process (the service), which would otherwise start and fail every CRM
+    request. A database server is not contacted: it may come up after the service does.
+    """
+    if is_url(location):
+        url, _ = parse_url(str(location), flag)
+        if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+            raise DataError(f"{flag}: SQLite database {url.database!r} does not exist; give the CRM's database file")
+        return
+    if not Path(location).is_dir():
+        raise DataError(f"{flag}: CRM data directory {str(location)!r} does not exist or is not a directory")
 
 
 def open_source(location: str | Path, *, flag: str = "--data") -> CrmSource:

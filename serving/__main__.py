@@ -4,7 +4,8 @@ Every flag mirrors a field of `serving.settings.Settings` (`--max-body-bytes` â†
 `NEEDS_REC_MAX_BODY_BYTES`); a flag given wins over the environment. On SIGTERM/SIGINT readiness
 drops at once, new connections are refused and in-flight requests finish (up to
 `--shutdown-timeout-s`; `serving.lifecycle`). `--workers N` runs N such processes on the port
-(`serving.workers`). A bad setting or a model path that does not exist exits 2 with one line.
+(`serving.workers`). A bad setting, or a model path or `--crm` file or directory that does not exist,
+exits 2 with one line.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ModelError(
             f"model path {str(settings.model)!r} does not exist; expected a models directory or a version in it"
         )
+    if settings.crm:  # a missing CRM file or directory: one line now, not a ready service that fails every lookup
+        import crm
+
+        crm.check_location(settings.crm, flag="--crm")
 
     from serving import lifecycle
     from serving.observability import configure_logging, wrap_native_log

@@ -58,7 +58,13 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.parametrize(("argv", "message"), [(["--model", "/no/such/models"], "does not exist"),
                                                ([], "model is required"),
-                                               (["--model", ".", "--port", "-1"], "port")])
+                                               (["--model", ".", "--port", "-1"], "port"),
+                                               (["--model", ".", "--crm", "sqlite:///no/such/crm.db"],
+                                                "--crm: SQLite database 'no/such/crm.db' does not exist"),
+                                               (["--model", ".", "--crm", "/no/such/crm"],
+                                                "--crm: CRM data directory '/no/such/crm' does not exist"),
+                                               (["--model", ".", "--crm", "mysql://u:pw@h/db"],
+                                                "unsupported database 'mysql'")])
 def test_start_up_errors_exit_2_with_one_line(argv: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "serving", *argv], capture_output=True, text=True, cwd=REPO,
                             env=_env(), timeout=60)
