@@ -25,6 +25,10 @@ IsoDate = Annotated[str | None, Field(description="an ISO date, YYYY-MM-DD (empt
 Required = Annotated[str, Field(pattern=r"\S", description="a dictionary code (required)")]
 
 
+#: A caller's request id: a string of at most 200 characters (what feedback accepts), or an integer.
+RequestId = Annotated[str, Field(max_length=200)] | int | None
+
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -62,7 +66,7 @@ class RecommendationRequest(_Open):
     contact: Contact
     top_k: Annotated[int | None, Field(ge=1, description="how many talking points (default: those passing the cut)")] \
         = None
-    request_id: str | int | None = None
+    request_id: RequestId = None
     occurred_on: IsoDate = None
 
 
@@ -92,7 +96,7 @@ class LookupRequest(_Open):
     contact_id: Annotated[str, Field(min_length=1, max_length=200, description="a contact id of the CRM source")]
     top_k: Annotated[int | None, Field(ge=1, description="how many talking points (default: those passing the cut)")] \
         = None
-    request_id: str | int | None = None
+    request_id: RequestId = None
     occurred_on: IsoDate = None
 
 

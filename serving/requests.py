@@ -39,6 +39,8 @@ FLOAT32_MAX = 3.4028234663852886e38  # larger numbers would become infinity insi
 
 #: Fields each part of a request may carry; anything else is named in `warnings` (personal fields
 #: excepted). Routers that accept more fields (e.g. `contact_id`) extend these sets.
+#: Longest id a request may carry (request_id here; feedback_id, request_id, manager_id, contact_id in feedback).
+MAX_ID = 200
 RECOMMENDATION_FIELDS = {schema.STAGE, "organization", "contact", "top_k", "request_id", schema.OCCURRED_ON,
                          "contact_id"}
 ORGANIZATION_KEYS = frozenset(c.name for c in schema.ORGANIZATIONS.columns)
@@ -141,6 +143,8 @@ class RequestParser:
             if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
                 raise _wrong_type(f"{where}request_id", "a string", request_id)
             parsed.request_id = str(request_id)
+            if len(parsed.request_id) > MAX_ID:  # feedback must be able to name it (`serving.routes.feedback`)
+                raise RequestError(f"field '{where}request_id' is longer than {MAX_ID} characters")
         return parsed
 
     def instance(self, body: Any, where: str) -> ParsedRequest:

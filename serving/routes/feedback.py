@@ -32,14 +32,12 @@ import crm
 from needs_rec.errors import RequestError
 from needs_rec.schema import FeedbackRules
 from serving import api_schemas as api
-from serving.requests import parse_json, unknown_fields
+from serving.requests import MAX_ID, parse_json, unknown_fields
 from serving.service import ApiError, Service, json_response, read_body
 
 REQUIRED = ("feedback_id", "contact_id", "stage", "characteristic", "outcome")
 OPTIONAL = ("occurred_on", "request_id", "manager_id")
 FIELDS = frozenset((*REQUIRED, *OPTIONAL))
-#: Longest id accepted (feedback_id, request_id, manager_id, contact_id).
-MAX_ID = 200
 
 
 def read_event(body: Any, warnings: list[str] | None = None) -> tuple[dict[str, str], bool]:

@@ -191,6 +191,18 @@ def test_feedback_knows_the_model_version_of_its_answer(app: TestClient, crm_loc
     assert rows.loc["fb-v", "model_version"] == 1 and pd.isna(rows.loc["fb-none", "model_version"])
 
 
+def test_every_request_id_an_answer_accepts_feedback_can_name(app: TestClient, crm_location: str) -> None:
+    longest = "r" * 200
+    answer = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "demo", "request_id": longest})
+    assert answer.status_code == 200 and answer.json()["request_id"] == longest
+    assert post(app, "/v1/feedback", feedback_body("fb-long", request_id=longest)).status_code == 201
+    too_long = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "demo", "request_id": longest + "r"})
+    assert too_long.status_code == 400
+    assert too_long.json()["error"] == "field 'request_id' is longer than 200 characters"
+    rows = stored_feedback(crm_location).set_index("feedback_id")
+    assert rows.loc["fb-long", "model_version"] == 1  # the answer it names was found
+
+
 TOMORROW_PLUS = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).date().isoformat()
 
 
