@@ -79,8 +79,8 @@ def load_contacts(data: str | Path, dicts: Any) -> Any:
     contacts, report = schema.validate_contacts(frames, dicts)
     if report.warnings_count:
         print(
-            f"warning: {report.warnings_count} data warning(s) in {described} (unknown codes are "
-            "scored as unknown); run `python -m training.validate` for details",
+            f"warning: {report.warnings_count} data warning(s) in {described} (unknown codes and missing "
+            "values are scored as unknown or missing); run `python -m training.validate` for details",
             file=sys.stderr,
         )
     return contacts

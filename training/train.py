@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "data" / "sample"
 DEFAULT_DICTIONARIES = REPO / "dictionaries"
-STEPS = 10
+STEPS = 11  # the `progress(...)` steps of one `train` run
 
 
 class Progress:

@@ -92,7 +92,8 @@ class ValidationReport:
     def lines(self) -> list[str]:
         out = ["Validation report"]
         for name, source in self.files.items():
-            text = f"  {source}: {self.rows.get(name, 0):,} rows"
+            count = self.rows.get(name, 0)
+            text = f"  {source}: {count:,} row{'' if count == 1 else 's'}"
             if name == "outcomes":
                 from_feedback = self.notes.get("outcome_rows_from_feedback")
                 with_feedback = f" incl. {from_feedback:,} from feedback" if from_feedback else ""

@@ -130,6 +130,8 @@ def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_u
     assert source.add_feedback(retry_without_date) is crm.FeedbackResult.DUPLICATE
     [row] = source.recent_feedback()
     assert row["feedback_id"] == "fb-1" and row["outcome"] == "positive" and row["received_at"] is not None
+    _, report = schema.validate(source.read_crm(), tiny_dictionaries)
+    assert "  table 'feedback': 1 row" in report.lines()  # one row, not "1 rows"
 
 
 def test_training_reads_feedback_beside_outcomes_counting_an_event_once(open_crm, database_url, tiny_dictionaries):
