@@ -274,7 +274,7 @@ def test_minimal_dictionaries_and_stage_limited_talking_points(tmp_path):
     files["characteristics"] = {
         "items": [
             {"code": "early", "name": "Р", "product": "only", "needs": ["n"], "talking_points": {"a": "только A"}},
-            {"code": "always", "name": "В", "product": "only", "talking_points": {"default": "всегда"}},
+            {"code": "always", "name": "В", "product": "only", "needs": [], "talking_points": {"default": "всегда"}},
         ]
     }
     for name, content in files.items():
