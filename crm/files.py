@@ -48,9 +48,14 @@ def read_crm(directory: str | Path) -> dict[str, pd.DataFrame]:
     Raises DataError for a missing directory, a table with neither file or with both.
     """
     directory = Path(directory)
+    check_directory(directory)
+    return {table.name: read_table(find_table_file(directory, table.name), table) for table in schema.TABLES}
+
+
+def check_directory(directory: Path) -> None:
+    """DataError unless `directory` is an existing directory (the CRM export's)."""
     if not directory.is_dir():
         raise DataError(f"CRM data directory {str(directory)!r} does not exist or is not a directory")
-    return {table.name: read_table(find_table_file(directory, table.name), table) for table in schema.TABLES}
 
 
 def find_table_file(directory: str | Path, name: str) -> Path:
@@ -245,7 +250,7 @@ class FileSource(OwnTablesWriter):
             if feedback is None:
                 raise DataError(f"no feedback table yet in {str(self.directory / OWN_DATABASE)!r}")
             return feedback
-        self._check_directory()
+        self.check_exists()
         return read_table(find_table_file(self.directory, name), name)
 
     def read_crm(self) -> dict[str, pd.DataFrame]:
@@ -275,7 +280,7 @@ class FileSource(OwnTablesWriter):
     def own(self, *, create: bool = True) -> OwnTables:
         """needs_rec's own tables, in `needs_rec.db` inside the directory (created on first write)."""
         if self._own is None:
-            self._check_directory()
+            self.check_exists()
             with self._lock:  # one OwnTables (one engine, one table creation) however many threads ask
                 if self._own is None:
                     self._own = OwnTables.for_sqlite(self.directory / OWN_DATABASE, describe=self.describe())
@@ -308,7 +313,7 @@ class FileSource(OwnTablesWriter):
 
     def _display_rows(self) -> pd.DataFrame:
         """contacts joined with their organizations, with the names; re-read only when a file changed."""
-        self._check_directory()
+        self.check_exists()
         paths = [find_table_file(self.directory, name) for name in ("organizations", "contacts")]
         stamp = tuple(p.stat().st_mtime_ns for p in paths)
         cached = self._display
@@ -331,9 +336,8 @@ class FileSource(OwnTablesWriter):
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _check_directory(self) -> None:
-        if not self.directory.is_dir():
-            raise DataError(f"CRM data directory {str(self.directory)!r} does not exist or is not a directory")
+    def check_exists(self) -> None:
+        check_directory(self.directory)
 
     def _contacts(self) -> _ContactIndex:
         now = time.monotonic()

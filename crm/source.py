@@ -94,6 +94,11 @@ class CrmSource(Protocol):
         """Where the data is, for messages and logs: a path, or the URL without its password."""
         ...
 
+    def check_exists(self) -> None:
+        """DataError when the CRM is plainly not there: a directory or SQLite file that does not
+        exist. Every read checks it first; a database server is not contacted."""
+        ...
+
     def read_table(self, name: str) -> pd.DataFrame:
         """One contract table (organizations, contacts, outcomes, or `feedback`): contract columns
         only, every value as text ("" when empty), personal-data columns never read; attrs hold
@@ -216,15 +221,16 @@ def check_location(location: str | Path, *, flag: str = "--data") -> None:
     (ConfigError), a directory or SQLite file that does not exist (DataError naming `flag`).
 
     For a long-running process (the service), which would otherwise start and fail every CRM
-    request. A database server is not contacted: it may come up after the service does.
+    request. The source's own `check_exists` decides; a database server is not contacted: it may
+    come up after the service does.
     """
-    if is_url(location):
-        url, _ = parse_url(str(location), flag)
-        if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
-            raise DataError(f"{flag}: SQLite database {url.database!r} does not exist; give the CRM's database file")
-        return
-    if not Path(location).is_dir():
-        raise DataError(f"{flag}: CRM data directory {str(location)!r} does not exist or is not a directory")
+    source = open_source(location, flag=flag)
+    try:
+        source.check_exists()
+    except DataError as exc:
+        raise DataError(f"{flag}: {exc}") from None
+    finally:
+        source.close()
 
 
 def open_source(location: str | Path, *, flag: str = "--data") -> CrmSource:

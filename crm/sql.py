@@ -73,11 +73,13 @@ class SqlSource(OwnTablesWriter):
                     self._engine = self._create_engine()
         return self._engine
 
+    def check_exists(self) -> None:
+        if self.dialect == "sqlite" and not Path(self.url.database or "").is_file():
+            raise DataError(f"SQLite database {self.url.database!r} does not exist; give the CRM's database file")
+
     def _create_engine(self) -> Engine:
+        self.check_exists()
         if self.dialect == "sqlite":
-            path = Path(self.url.database or "")
-            if not path.is_file():
-                raise DataError(f"SQLite database {str(path)!r} does not exist; give the CRM's database file")
             engine = sa.create_engine(self.url, pool_size=8, max_overflow=8)
             tune_sqlite(engine, own_file=False)  # the firm's file: its journal mode stays
             return engine
