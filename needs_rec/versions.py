@@ -392,19 +392,23 @@ def promote(models_dir: str | Path, version: int, *, replacing: int | None = Non
         return new
 
 
-def pin_stable(models_dir: str | Path) -> int | None:
+def pin_stable(models_dir: str | Path, *, verified: int | None = None) -> int | None:
     """The version serving now, made explicit: `stable` if labelled, else the newest version that verifies
     becomes `stable` (None when there is none).
 
     Retraining pins before it exports a challenger, so the challenger (newer) is a candidate and is
-    never served by the no-labels rule before the gate has decided.
+    never served by the no-labels rule before the gate has decided. `verified`: a version the caller
+    verified moments ago (`serving_stable`); still the newest, it is pinned without reading its files
+    again, while a newer one that appeared meanwhile (a `training.fit` beside us) is verified and pinned.
     """
     models_dir = Path(models_dir)
     with exclusive_lock(models_dir / LABELS_LOCK, "label change"):
         labels = read_labels(models_dir)
         if labels is not None:
             return labels.stable
-        number = newest_verified(models_dir)
+        present = list_versions(models_dir)
+        newest = present[-1] if present else None
+        number = verified if verified is not None and newest == verified else newest_verified(models_dir)
         if number is not None:
             write_labels(models_dir, Labels(stable=number))
         return number

@@ -123,7 +123,8 @@ def retrain(args: argparse.Namespace) -> Decision:
                                      f"outcome since {start} (the gate needs ≥ {gate.min_window_episodes}); "
                                      "no challenger trained"], record)
 
-        champion = versions.pin_stable(models)  # before the challenger exists: it must never serve unjudged
+        # Pinned before the challenger exists: it must never serve unjudged.
+        champion = versions.pin_stable(models, verified=champion)
         record["champion"] = champion
         progress = Progress(quiet=not args.verbose)
         result = train(

@@ -123,6 +123,28 @@ def test_promote_and_rollback(tmp_path: Path) -> None:
         versions.promote(tmp_path, 2, replacing=5)
 
 
+def test_pin_stable_makes_the_serving_version_explicit_verifying_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert versions.serving_stable(tmp_path) is None and versions.pin_stable(tmp_path) is None
+    assert versions.read_labels(tmp_path) is None  # nothing to pin: no labels written
+    for n in (1, 2):
+        fake_version(tmp_path, n)
+    (tmp_path / "2" / versions.SAVED_MODEL / "saved_model.pb").write_bytes(b"broken")
+    assert versions.serving_stable(tmp_path) == 1  # the newest that verifies
+    assert versions.read_labels(tmp_path) is None  # serving_stable writes nothing
+    checked: list[Path] = []
+    verify = versions.verify_version
+    monkeypatch.setattr(versions, "verify_version", lambda path: checked.append(Path(path)) or verify(path))
+    fake_version(tmp_path, 3)  # a training.fit beside the retrain exports a newer version meanwhile
+    assert versions.pin_stable(tmp_path, verified=1) == 3  # the no-labels rule serves 3 now: pin that one
+    assert checked == [tmp_path / "3"]
+    assert versions.read_labels(tmp_path) == versions.Labels(stable=3)
+    assert versions.pin_stable(tmp_path, verified=1) == 3 and len(checked) == 1  # labelled: read, not changed
+    (tmp_path / versions.LABELS).unlink()
+    assert versions.pin_stable(tmp_path, verified=3) == 3 and len(checked) == 1  # still the newest: not re-read
+
+
 def test_rollback_without_previous_is_an_error(tmp_path: Path) -> None:
     fake_version(tmp_path, 1)
     with pytest.raises(ModelError, match="nothing to roll back to"):
