@@ -38,6 +38,11 @@ CLIENTS_CHOICES = ("only", "exclude")
 GAIN_SHARES = (0.05, 0.10, 0.20)
 
 
+#: The longest look-back of `exclude_presented_days` (a century: longer than any CRM's history, and a
+#: date arithmetic that never overflows).
+MAX_EXCLUDE_DAYS = 36_500
+
+
 @dataclass(frozen=True)
 class Filters:
     """Optional narrowing of an audience: industry and region codes, clients only / prospects only,
@@ -52,9 +57,12 @@ class Filters:
         if self.clients is not None and self.clients not in CLIENTS_CHOICES:
             raise RequestError(f"field 'clients': {self.clients!r} is not allowed; use 'only' or 'exclude'")
         days = self.exclude_presented_days
-        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
+        if days is not None and (
+            isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_EXCLUDE_DAYS
+        ):
             raise RequestError(
-                f"field 'exclude_presented_days': must be a whole number of days >= 1; received {days!r}"
+                f"field 'exclude_presented_days': must be a whole number of days from 1 to {MAX_EXCLUDE_DAYS}; "
+                f"received {days!r}"
             )
 
 

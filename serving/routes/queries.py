@@ -9,6 +9,7 @@ its parameter (400); a parameter the contract does not know is named in `warning
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,6 +23,7 @@ from serving.service import ApiError, Service, json_response
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
+_WHOLE = re.compile(r"-?[0-9]+")
 AUDIENCE_PARAMS = ("characteristic", "stage", "limit", "industry", "region", "clients", "exclude_presented_days")
 SIMILAR_PARAMS = ("characteristic", "k")
 
@@ -43,7 +45,7 @@ AUDIENCE_DOC = _parameters(
     ("clients", "only clients (client_since set) or only prospects", False, {"type": "string",
                                                                               "enum": ["only", "exclude"]}),
     ("exclude_presented_days", "leave out contacts C was presented to in the last N days", False,
-     {"type": "integer", "minimum": 1}),
+     {"type": "integer", "minimum": 1, "maximum": audience.MAX_EXCLUDE_DAYS}),
 )
 SIMILAR_DOC = _parameters(
     ("characteristic", "characteristic code (characteristics.yaml)", True, CODE),
@@ -56,10 +58,9 @@ def _whole(params: Any, name: str, default: int | None, low: int, high: int | No
     text = params.get(name)
     if text is None or text == "":
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise RequestError(f"field '{name}': must be a whole number; received {text!r}") from None
+    if not _WHOLE.fullmatch(text):  # ASCII digits only: int() would also take '+5', ' 5' and '٣'
+        raise RequestError(f"field '{name}': must be a whole number; received {text!r}")
+    value = int(text)
     if value < low or (high is not None and value > high):
         allowed = f"from {low} to {high}" if high is not None else f">= {low}"
         raise RequestError(f"field '{name}': must be {allowed}; received {value}")
@@ -108,7 +109,7 @@ def router(service: Service) -> APIRouter:
             industry=params.get("industry") or None,
             region=params.get("region") or None,
             clients=params.get("clients") or None,
-            exclude_presented_days=_whole(params, "exclude_presented_days", None, 1),
+            exclude_presented_days=_whole(params, "exclude_presented_days", None, 1, audience.MAX_EXCLUDE_DAYS),
         )
         current = await snapshot(request, "GET /v1/audience")
         population = current.population

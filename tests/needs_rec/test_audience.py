@@ -114,6 +114,8 @@ def test_bad_filters_name_the_field():
         audience.Filters(clients="some")
     with pytest.raises(RequestError, match="field 'exclude_presented_days'"):
         audience.Filters(exclude_presented_days=0)
+    with pytest.raises(RequestError, match="from 1 to 36500; received 36501"):
+        audience.Filters(exclude_presented_days=36501)
 
 
 def test_top_order_matches_a_full_stable_sort():

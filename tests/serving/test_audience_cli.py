@@ -68,7 +68,8 @@ def test_campaign_list_is_the_ranked_audience(setup, capsys, suffix):
         (["--stage", "nowhere"], "error: field 'stage': unknown stage 'nowhere'; allowed: lead, demo, deal"),
         (["--characteristic", "ch_integration", "--stage", "demo"], "has no talking point at stage 'demo'"),
         (["--limit", "0"], "error: --limit must be a whole number >= 1, got 0"),
-        (["--exclude-presented-days", "0"], "error: --exclude-presented-days: must be a whole number of days >= 1"),
+        (["--exclude-presented-days", "0"],
+         "error: --exclude-presented-days: must be a whole number of days from 1 to 36500"),
         (["--output", "list.txt"], "unsupported extension '.txt'; use .csv or .parquet"),
     ],
 )

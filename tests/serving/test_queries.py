@@ -102,6 +102,13 @@ def test_audience_filters(client, trained):
         ({"characteristic": "CODE", "stage": "proposal", "limit": "ten"}, "field 'limit': must be a whole number"),
         ({"characteristic": "CODE", "stage": "proposal", "limit": "0"}, "field 'limit': must be from 1 to 10000"),
         ({"characteristic": "CODE", "stage": "proposal", "clients": "all"}, "field 'clients': 'all' is not allowed"),
+        # past int64 days this was a 500 (OverflowError in the date arithmetic)
+        ({"characteristic": "CODE", "stage": "proposal", "exclude_presented_days": "99999999999999999999"},
+         "field 'exclude_presented_days': must be from 1 to 36500"),
+        # int() would read these as 3, 5 and 5
+        ({"characteristic": "CODE", "stage": "proposal", "limit": "\u0663"}, "field 'limit': must be a whole number"),
+        ({"characteristic": "CODE", "stage": "proposal", "limit": "\uff15"}, "field 'limit': must be a whole number"),
+        ({"characteristic": "CODE", "stage": "proposal", "limit": "+5"}, "field 'limit': must be a whole number"),
     ],
 )
 def test_audience_bad_parameters_are_400_naming_them(client, trained, params, message):
