@@ -176,6 +176,8 @@ class RequestParser:
         if "instances" in body:
             raise RequestError("body: give either 'instances' (row form) or 'inputs' (columnar form), not both")
         columns = body["inputs"]
+        if isinstance(columns, dict):  # personal fields are ignored without a word (§4), as in the row form:
+            columns = {name: values for name, values in columns.items() if not schema.is_personal(name)}
         if not isinstance(columns, dict) or not columns:
             raise _wrong_type("inputs", "an object mapping each input name to a list of values (columnar form)",
                               columns)

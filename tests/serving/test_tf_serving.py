@@ -34,6 +34,19 @@ def test_columnar_inputs_answer_outputs_equal_to_the_row_form(client: TestClient
     np.testing.assert_allclose(outputs, rows, atol=1e-6)
 
 
+def test_personal_fields_of_the_columnar_form_are_ignored_never_echoed(client: TestClient) -> None:
+    columns = {name: [row.get(name) for row in ROWS] for name in sorted({k for row in ROWS for k in row})}
+    plain = client.post(PREDICT, json={"inputs": columns}).json()["outputs"]
+    for personal in ("ivan@example.ru", ["ivan@example.ru"], ["a@b.ru", "c@d.ru", "e@f.ru"]):
+        response = client.post(PREDICT, json={"inputs": {**columns, "email": personal, "Full_Name": personal}})
+        assert response.status_code == 200, response.text  # not checked, not counted as a column of rows
+        assert "example.ru" not in response.text and "a@b.ru" not in response.text
+        assert response.json()["outputs"] == plain
+    only_personal = client.post(PREDICT, json={"inputs": {"email": ["ivan@example.ru"]}})
+    assert only_personal.status_code == 400 and "example.ru" not in only_personal.text
+    assert only_personal.json()["error"].startswith("field 'inputs' must be an object mapping each input name")
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
