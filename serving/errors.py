@@ -28,14 +28,16 @@ def handlers(service: Service) -> dict[type[Exception], Handler]:
         assert isinstance(exc, ApiError)
         if exc.outcome:
             request.state.outcome = exc.outcome
-        return error_response(exc.status, exc.message, exc.headers)
+        return error_response(exc.status, service.public_text(exc.message), exc.headers)
 
     def on_crm_unavailable(request: Request, exc: Exception) -> Response:
         request.state.outcome = "crm_unavailable"
-        return error_response(503, " ".join(str(exc).split()), service.retry_headers)
+        message = " ".join(str(exc).split())
+        service.logger.warning("crm_unavailable", extra={"fields": {"path": request.url.path, "error": message}})
+        return error_response(503, service.public_text(message), service.retry_headers)
 
-    def on_user_error(request: Request, exc: Exception) -> Response:
-        return error_response(400, " ".join(str(exc).split()))
+    def on_user_error(request: Request, exc: Exception) -> Response:  # a CRM data error too: no location
+        return error_response(400, service.public_text(" ".join(str(exc).split())))
 
     def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

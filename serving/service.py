@@ -168,6 +168,7 @@ class Service:
                 metrics=self.metrics,
                 logger=self.logger,
             )
+        self._crm_locations = _locations(settings.crm, self.crm_link.source if self.crm_link else None)
         self.shutting_down = False
         self.in_flight = 0
         self.loop_lag = 0.0  # seconds the event loop ran behind at its last check (`watch_loop_lag`)
@@ -256,6 +257,13 @@ class Service:
     def crm(self) -> Any:
         """The `crm.CrmSource` given with `--crm`, or None."""
         return self.crm_link.source if self.crm_link is not None else None
+
+    def public_text(self, message: str) -> str:
+        """`message` as an API client may read it: the CRM source's location (a server path, a database
+        host) replaced by "the CRM source" — the service log keeps the location."""
+        for location in self._crm_locations:
+            message = message.replace(f"CRM database {location}", "CRM database").replace(location, "the CRM source")
+        return message
 
     def need_crm(self, what: str) -> CrmLink:
         """The CRM link, or 503 saying that `what` needs `--crm`."""
@@ -484,3 +492,11 @@ class Service:
                 return 503, "overloaded: requests are queueing; retry later", "shed", self.retry_headers
             self._stretch_accepted += 1
         return None
+
+
+def _locations(given: Any, source: Any) -> list[str]:
+    """The ways a message may name the CRM source (its description, the `--crm` text), longest first."""
+    found = {str(given)} if given else set()
+    if source is not None:
+        found.add(source.describe())
+    return sorted((text for text in found if text), key=len, reverse=True)

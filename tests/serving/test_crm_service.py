@@ -140,9 +140,23 @@ def test_unreachable_database_is_503_never_500(built: dict[str, Path], tmp_path:
             response = post(client, path, body)
             assert response.status_code == 503, response.text
             assert set(response.json()) == {"error"}
-            assert response.json()["error"].startswith("CRM database postgresql://crm:***@127.0.0.1:9/crm: cannot ")
+            # where the database is (a host here, a server path for SQLite) stays in the service log
+            assert response.json()["error"].startswith("CRM database: cannot "), response.text
+            assert "127.0.0.1:9" not in response.text and "postgresql" not in response.text
             assert "s3cret" not in response.text and response.headers["Retry-After"] == "1"
         assert "s3cret" not in log.getvalue()
+        assert '"crm_unavailable"' in log.getvalue() and "postgresql://crm:***@127.0.0.1:9/crm" in log.getvalue()
+
+
+def test_error_answers_never_name_the_crm_files_path(built: dict[str, Path], tmp_path: Path) -> None:
+    location = f"sqlite:///{tmp_path / 'firm' / 'crm.db'}"
+    (tmp_path / "firm").mkdir()
+    (tmp_path / "firm" / "crm.db").touch()
+    with serve(settings_for(models_dir_with(tmp_path, built["fixed"]), crm=location), "paths") as (client, _):
+        service = client.app.state.service
+        shown = service.public_text(f"CRM database {location}: cannot store the feedback (database is locked)")
+        assert shown == "CRM database: cannot store the feedback (database is locked)"
+        assert str(tmp_path) not in service.public_text(f"table 'contacts' of {location}: cannot be read (x)")
 
 
 def feedback_body(feedback_id: str, **changes: Any) -> dict[str, Any]:
