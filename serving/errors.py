@@ -47,8 +47,14 @@ def handlers(service: Service) -> dict[type[Exception], Handler]:
 
     def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        message = f"no such endpoint: {request.method} {request.url.path}" if exc.status_code == 404 else exc.detail
-        return error_response(exc.status_code, str(message), dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path}; allowed: {headers.get('Allow', '')}"
+        else:
+            message = exc.detail
+        return error_response(exc.status_code, str(message), headers)
 
     def on_timeout(request: Request, exc: Exception) -> Response:
         request.state.outcome = "timeout"

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from needs_rec.versions import LABELS
 from serving import api_schemas as api
 from serving.registry import MODEL_NAME, ServingModel, status_entry
-from serving.routes.tf_serving import predict_with
+from serving.routes.tf_serving import predict_with, refuse_get_on_predict
 from serving.service import ApiError, Service, json_response
 
 
@@ -60,8 +60,9 @@ def router(service: Service) -> APIRouter:
 
     @routes.get("/v1/models/{name}/labels/{label}", responses={200: {"model": api.ModelStatus}},
                 tags=["tensorflow serving"])
-    async def label_status(name: str, label: str) -> Response:
+    async def label_status(request: Request, name: str, label: str) -> Response:
         """Status of the version a label names (END with a note when this service does not hold it)."""
+        refuse_get_on_predict(request, label)
         version = labelled_version(name, label)
         entries = [e for e in service.registry.status() if e["version"] == str(version)]
         if service.registry.held(version) is not None and (not entries or entries[0]["state"] != "AVAILABLE"):

@@ -51,6 +51,14 @@ async def predict_with(service: Service, request: Request, model: ServingModel) 
     return json_response(answer)
 
 
+def refuse_get_on_predict(request: Request, segment: str) -> None:
+    """405 for a GET of a `…:predict` path (a POST-only endpoint), before the GET route reads `segment`
+    as a model name, version or label and answers a misleading 404."""
+    if segment.endswith(":predict"):
+        raise ApiError(405, f"method {request.method} not allowed on {request.url.path}; use POST",
+                       headers={"Allow": "POST"})
+
+
 def check_signature(model: ServingModel, name: Any) -> None:
     """400 unless `name` (TF Serving's `signature_name`; absent or empty: the default) is one of `model`'s."""
     if name is None or name == "":
@@ -106,14 +114,16 @@ def router(service: Service) -> APIRouter:
     metadata_answers: dict[int | str, dict[str, Any]] = {200: {"model": api.Metadata}}
 
     @routes.get("/v1/models/{name}", responses=status_answers, tags=["tensorflow serving"])
-    async def model_status(name: str) -> Response:
+    async def model_status(request: Request, name: str) -> Response:
         """TensorFlow Serving status: every version this process knows and its state."""
+        refuse_get_on_predict(request, name)
         service.check_model_name(name)
         return json_response({"model_version_status": service.registry.status()})
 
     @routes.get("/v1/models/{name}/versions/{version}", responses=status_answers, tags=["tensorflow serving"])
-    async def model_version_status(name: str, version: str) -> Response:
+    async def model_version_status(request: Request, name: str, version: str) -> Response:
         """Status of one version; 404 for a version this process does not know."""
+        refuse_get_on_predict(request, version)
         service.check_model_name(name)
         entries = [e for e in service.registry.status() if e["version"] == version]
         if not entries:

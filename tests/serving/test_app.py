@@ -314,7 +314,17 @@ def test_unknown_model_version_or_name_is_404(client: TestClient) -> None:
         client.get("/v1/nothing-here"),
     ):
         assert response.status_code == 404 and response.json()["error"]
-    assert client.get("/v1/recommendations").status_code == 405
+    wrong = client.get("/v1/recommendations")
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+    assert wrong.json() == {"error": "method GET not allowed on /v1/recommendations; allowed: POST"}
+
+
+def test_get_on_a_predict_path_is_405_not_an_unknown_model(client: TestClient) -> None:
+    for path in ("/v1/models/needs_rec:predict", "/v1/models/needs_rec/versions/1:predict",
+                 "/v1/models/needs_rec/labels/stable:predict"):
+        response = client.get(path)  # the GET status routes would read 'needs_rec:predict' as a model name
+        assert response.status_code == 405 and response.headers["Allow"] == "POST", (path, response.text)
+        assert response.json() == {"error": f"method GET not allowed on {path}; use POST"}
 
 
 def test_overload_is_503_with_retry_after(app_client: tuple[TestClient, Any]) -> None:
