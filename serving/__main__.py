@@ -42,10 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
         default = "" if info.is_required() else f"; default {info.default!r}"
         kwargs["help"] = f"{info.description} (env {env}{default})"
         if "choices" not in kwargs:
-            metavars: dict[Any, str] = {int: "N", float: "SECONDS", Path: "M"}
-            kwargs["metavar"] = metavars.get(annotation, name.upper())
+            kwargs["metavar"] = _metavar(name, annotation)
         parser.add_argument(flag, **kwargs)
     return parser
+
+
+def _metavar(name: str, annotation: Any) -> str:
+    """The placeholder of a flag's value in --help: by its unit suffix (_s, _ms), else by its type."""
+    if annotation is float:
+        return "SECONDS" if name.endswith("_s") else "MS" if name.endswith("_ms") else "X"
+    return {int: "N", Path: "M"}.get(annotation, name.upper())
 
 
 def configure_tensorflow(settings: Settings, logger: logging.Logger) -> None:

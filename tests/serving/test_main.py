@@ -50,6 +50,12 @@ def test_every_setting_has_a_flag() -> None:
     assert (args.max_concurrency, args.request_timeout_s, args.log_level) == (7, 2.5, "debug")
 
 
+def test_help_placeholders_say_the_unit() -> None:
+    metavars = {a.dest: a.metavar for a in build_parser()._actions if a.option_strings}
+    assert metavars["request_timeout_s"] == "SECONDS" and metavars["max_queue_delay_ms"] == "MS"
+    assert metavars["drift_threshold"] == "X" and metavars["max_concurrency"] == "N"
+
+
 def _env() -> dict[str, str]:
     """The environment without NEEDS_REC_* and without TensorFlow's log settings: the service quiets it itself."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("NEEDS_REC_", "TF_CPP", "GLOG", "GRPC"))}
