@@ -41,6 +41,7 @@ FLOAT32_MAX = 3.4028234663852886e38  # larger numbers would become infinity insi
 #: excepted). Routers that accept more fields (e.g. `contact_id`) extend these sets.
 #: Longest id a request may carry (request_id here; feedback_id, request_id, manager_id, contact_id in feedback).
 MAX_ID = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 RECOMMENDATION_FIELDS = {schema.STAGE, "organization", "contact", "top_k", "request_id", schema.OCCURRED_ON,
                          "contact_id"}
 ORGANIZATION_KEYS = frozenset(c.name for c in schema.ORGANIZATIONS.columns)
@@ -89,6 +90,18 @@ def unknown_fields(
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         warnings.append(f"unknown field '{prefix}{shown}' ignored{hint}")
+
+
+def check_id(name: str, value: str) -> None:
+    """An id a caller sends (request_id, feedback_id, contact_id, …): at most MAX_ID characters and no
+    control characters — PostgreSQL text cannot hold U+0000, so such an id would be stored on one
+    database and be a permanent 503 on the other; an id is never meant to hold one anyway."""
+    if len(value) > MAX_ID:
+        raise RequestError(f"field '{name}' is longer than {MAX_ID} characters")
+    found = _CONTROL.search(value)
+    if found is not None:
+        raise RequestError(f"field '{name}' must not contain control characters; found U+{ord(found.group()):04X} "
+                           f"at position {found.start()}")
 
 
 @dataclass
@@ -143,8 +156,7 @@ class RequestParser:
             if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
                 raise _wrong_type(f"{where}request_id", "a string", request_id)
             parsed.request_id = str(request_id)
-            if len(parsed.request_id) > MAX_ID:  # feedback must be able to name it (`serving.routes.feedback`)
-                raise RequestError(f"field '{where}request_id' is longer than {MAX_ID} characters")
+            check_id(f"{where}request_id", parsed.request_id)  # feedback must be able to name it
         return parsed
 
     def instance(self, body: Any, where: str) -> ParsedRequest:

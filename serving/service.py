@@ -33,7 +33,7 @@ from serving.crm_link import CrmLink, new_request_id
 from serving.observability import Metrics, configure_logging, log_event, write_request_line
 from serving.openapi import ApiDocs
 from serving.registry import MODEL_NAME, Registry, ServingModel
-from serving.requests import ParsedRequest, parse_json
+from serving.requests import ParsedRequest, check_id, parse_json
 from serving.scoring import Scorer
 from serving.settings import Settings
 
@@ -285,6 +285,7 @@ class Service:
         contact_id = body.pop("contact_id")
         if not isinstance(contact_id, str) or not contact_id.strip():
             raise ApiError(400, f"field '{where}contact_id' must be a non-empty string (a CRM contact id)")
+        check_id(f"{where}contact_id", contact_id.strip())
         if "organization" in body or "contact" in body:
             raise ApiError(400, f"field '{where}contact_id': give either contact_id or the organization and contact "
                                 "objects, not both")

@@ -32,7 +32,7 @@ import crm
 from needs_rec.errors import RequestError
 from needs_rec.schema import FeedbackRules
 from serving import api_schemas as api
-from serving.requests import MAX_ID, parse_json, unknown_fields
+from serving.requests import check_id, parse_json, unknown_fields
 from serving.service import ApiError, Service, json_response, read_body
 
 REQUIRED = ("feedback_id", "contact_id", "stage", "characteristic", "outcome")
@@ -61,8 +61,8 @@ def read_event(body: Any, warnings: list[str] | None = None) -> tuple[dict[str, 
         if not isinstance(value, str):
             raise RequestError(f"field '{name}' must be a string, got {type(value).__name__}")
         value = value.strip()
-        if name.endswith("_id") and len(value) > MAX_ID:
-            raise RequestError(f"field '{name}' is longer than {MAX_ID} characters")
+        if name.endswith("_id"):
+            check_id(name, value)
         if value or name in REQUIRED:
             fields[name] = value
     given = "occurred_on" in fields

@@ -217,6 +217,21 @@ def test_every_request_id_an_answer_accepts_feedback_can_name(app: TestClient, c
     assert rows.loc["fb-long", "model_version"] == 1  # the answer it names was found
 
 
+def test_ids_with_control_characters_are_400_on_every_database(app: TestClient, crm_location: str) -> None:
+    # PostgreSQL text cannot hold U+0000: such an id would be stored on SQLite and be a 503 forever on PostgreSQL
+    for path, body, field in (
+        ("/v1/feedback", feedback_body("nul\u0000x"), "feedback_id"),
+        ("/v1/feedback", feedback_body("fb-ctl", manager_id="m\n7"), "manager_id"),
+        ("/v1/recommendations", {"contact_id": "c1", "stage": "demo", "request_id": "r\u0000"}, "request_id"),
+        ("/v1/recommendations", {"contact_id": "c\u00001", "stage": "demo"}, "contact_id"),
+    ):
+        response = post(app, path, body)
+        assert response.status_code == 400, (field, response.text)
+        assert response.json()["error"].startswith(f"field '{field}' must not contain control characters; found U+")
+    assert stored_feedback(crm_location).empty or not stored_feedback(crm_location)["feedback_id"].isin(
+        ["nul\u0000x", "fb-ctl"]).any()
+
+
 TOMORROW_PLUS = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).date().isoformat()
 
 
