@@ -644,6 +644,11 @@ class Registry:
                         "another version loads")
                 else:
                     put(self.current.version, "AVAILABLE")
+            previous = self.labels.previous if self.labels is not None else None
+            if previous is not None and previous in self.standby and (
+                self.current is None or previous != self.current.version
+            ):  # held loaded beside stable (a rollback is a swap): addressable by its number, so AVAILABLE
+                put(previous, "AVAILABLE")
         return [entries[v] for v in sorted(entries, reverse=True)]
 
     def held(self, version: int) -> ServingModel | None:

@@ -78,11 +78,16 @@ def router(service: Service) -> APIRouter:
         return await predict_with(service, request, model)
 
     def model_for_version(name: str, version: str) -> ServingModel:
+        """The served version, or the `previous` one held beside it (both are loaded, as in TF Serving)."""
         service.check_model_name(name)
         model = service.model()
-        if _version_number(version) != model.version:
+        number = _version_number(version)
+        if number == model.version:
+            return model
+        held = service.registry.held(number) if number is not None else None
+        if held is None:
             raise ApiError(404, f"model {MODEL_NAME!r} has no version {version!r} loaded; serving {model.version}")
-        return model
+        return held
 
     async def predict(request: Request) -> Response:
         """TensorFlow Serving REST predict: `{"instances": [...]}` → `{"predictions": [[p, ...]]}`."""
@@ -94,7 +99,7 @@ def router(service: Service) -> APIRouter:
         return await tf_predict(request, service.model())
 
     async def predict_version(request: Request) -> Response:
-        """TensorFlow Serving REST predict on an explicit version (404 unless it is the one being served)."""
+        """TensorFlow Serving REST predict on an explicit version (404 unless it is served or held as `previous`)."""
         name, target = request.path_params["name"], request.path_params["target"]
         version, _, verb = target.partition(":")
         if verb != "predict":
@@ -108,7 +113,7 @@ def router(service: Service) -> APIRouter:
             "POST", path, summary="TensorFlow Serving REST predict: one probability per characteristic",
             request=api.PredictRequest, responses={200: api.PredictAnswer}, tags=["tensorflow serving"],
             description="Row form {instances: [...]} answers {predictions}; columnar form {inputs: {...}} "
-                        "answers {outputs}. A version other than the one served is a 404.",
+                        "answers {outputs}. A version neither served nor held as previous is a 404.",
         )
     status_answers: dict[int | str, dict[str, Any]] = {200: {"model": api.ModelStatus}}
     metadata_answers: dict[int | str, dict[str, Any]] = {200: {"model": api.Metadata}}
@@ -125,7 +130,8 @@ def router(service: Service) -> APIRouter:
         """Status of one version; 404 for a version this process does not know."""
         refuse_get_on_predict(request, version)
         service.check_model_name(name)
-        entries = [e for e in service.registry.status() if e["version"] == version]
+        number = _version_number(version)  # "01" is version 1, as TF Serving reads it
+        entries = [e for e in service.registry.status() if number is not None and e["version"] == str(number)]
         if not entries:
             raise ApiError(404, f"model {MODEL_NAME!r} has no version {version!r}")
         return json_response({"model_version_status": entries})
@@ -141,7 +147,7 @@ def router(service: Service) -> APIRouter:
     @routes.get("/v1/models/{name}/versions/{version}/metadata", responses=metadata_answers,
                 tags=["tensorflow serving"])
     async def version_metadata(request: Request, name: str, version: str) -> Response:
-        """Manifest summary of one version (404 unless it is the one being served)."""
+        """Manifest summary of one version (404 unless it is served or held as `previous`)."""
         model = model_for_version(name, version)
         request.state.model_version = model.version
         return json_response(model.metadata())

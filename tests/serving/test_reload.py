@@ -164,6 +164,13 @@ def test_labels_decide_what_serves_and_promotion_and_rollback_follow(built: dict
             != first_answer
         status = client.get("/v1/models/needs_rec/labels/previous").json()["model_version_status"]
         assert status == [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+        # by its number too, as TF Serving addresses every loaded version, and the same in every status form
+        by_number = client.post("/v1/models/needs_rec/versions/1:predict", json=instances)
+        assert by_number.status_code == 200 and by_number.json()["predictions"] == first_answer
+        assert client.get("/v1/models/needs_rec/versions/1/metadata").json()["version"] == 1
+        every = {e["version"]: e["state"] for e in client.get("/v1/models/needs_rec").json()["model_version_status"]}
+        assert every == {"2": "AVAILABLE", "1": "AVAILABLE"}
+        assert client.get("/v1/models/needs_rec/versions/01").json()["model_version_status"][0]["version"] == "1"
         missing = client.get("/v1/models/needs_rec/labels/canary")
         assert missing.status_code == 404 and "labels: stable=2, previous=1" in missing.json()["error"]
 
@@ -197,7 +204,7 @@ def test_a_vanished_served_directory_keeps_answering_then_moves_on(built: dict[s
     shutil.rmtree(models / "2")
     (models / "1").rename(models / ".away")  # nothing else loadable yet: answer from memory
     assert registry.poll_once() is False and registry.current.version == 2
-    (entry,) = registry.status()
+    entry = next(e for e in registry.status() if e["version"] == "2")
     assert entry["state"] == "AVAILABLE" and entry["status"]["error_code"] == "NOT_FOUND"
     assert "version 2's directory is gone; answering from memory" in entry["status"]["error_message"]
     (models / ".away").rename(models / "1")
