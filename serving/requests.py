@@ -62,7 +62,14 @@ def parse_json(body: bytes) -> Any:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    """The value as the caller wrote it: a string quoted, anything else in JSON (null, true, [1, 2], {"a": 1})."""
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:  # not JSON (a caller of the parser outside HTTP)
+            text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -73,7 +80,8 @@ def _type_name(value: Any) -> str:
 
 
 def _wrong_type(where: str, expected: str, value: Any) -> RequestError:
-    return RequestError(f"field '{where}' must be {expected}, got {_type_name(value)} {_shown(value)}")
+    got = "null" if value is None else f"{_type_name(value)} {_shown(value)}"
+    return RequestError(f"field '{where}' must be {expected}, got {got}")
 
 
 def unknown_fields(
@@ -263,7 +271,7 @@ class RequestParser:
             if kind is schema.Kind.CODE:
                 code = self._code(raw, where)
                 if not code and column.required:
-                    raise RequestError(f"field '{where}' is required (a {column.vocabulary} code)")
+                    raise RequestError(f"field '{where}' is required (a code of {column.vocabulary}.yaml)")
                 if code and code not in self._codes[name]:
                     warnings.append(f"unknown {name} code {code!r} treated as unknown")
                     unknown.append(name)

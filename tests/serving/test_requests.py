@@ -16,3 +16,13 @@ def test_a_request_without_a_date_is_dated_today_in_utc_across_midnight(monkeypa
                          (midnight + 86400, "2027-01-02"), (midnight - 1, "2026-12-31")):  # fmt: skip
         monkeypatch.setattr(requests.time, "time", lambda at=at: at)
         assert requests._today() == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(None, "got null"), ([None], "got array [null]"), ({"stage": "lead"}, 'got object {"stage":"lead"}'),
+     (True, "got boolean true"), (3, "got number 3"), ("lead", "got string 'lead'")],
+)
+def test_a_wrong_type_is_shown_as_the_caller_wrote_it(value: object, shown: str) -> None:
+    message = str(requests._wrong_type("organization", "an object", value))
+    assert message == f"field 'organization' must be an object, {shown}"  # JSON, never Python's None / {'a': …}
