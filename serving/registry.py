@@ -637,6 +637,9 @@ class Registry:
                 put(version, "END", "UNKNOWN", refused.error)
             if self.loading is not None:
                 put(self.loading, "LOADING")
+            previous = self.labels.previous if self.labels is not None else None
+            if previous is not None and previous in self.standby:  # held loaded beside stable (a rollback is a
+                put(previous, "AVAILABLE")  # swap), so addressable by its number; the served entry comes last
             if self.current is not None:
                 if self.current_gone:
                     put(self.current.version, "AVAILABLE", "NOT_FOUND",
@@ -644,11 +647,6 @@ class Registry:
                         "another version loads")
                 else:
                     put(self.current.version, "AVAILABLE")
-            previous = self.labels.previous if self.labels is not None else None
-            if previous is not None and previous in self.standby and (
-                self.current is None or previous != self.current.version
-            ):  # held loaded beside stable (a rollback is a swap): addressable by its number, so AVAILABLE
-                put(previous, "AVAILABLE")
         return [entries[v] for v in sorted(entries, reverse=True)]
 
     def held(self, version: int) -> ServingModel | None:

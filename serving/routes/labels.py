@@ -64,9 +64,7 @@ def router(service: Service) -> APIRouter:
         """Status of the version a label names (END with a note when this service does not hold it)."""
         refuse_get_on_predict(request, label)
         version = labelled_version(name, label)
-        entries = [e for e in service.registry.status() if e["version"] == str(version)]
-        if service.registry.held(version) is not None and (not entries or entries[0]["state"] != "AVAILABLE"):
-            entries = [status_entry(version, "AVAILABLE")]
+        entries = [e for e in service.registry.status() if e["version"] == str(version)]  # held ones: AVAILABLE
         if not entries:
             entries = [status_entry(version, "END", message="not loaded by this service")]
         return json_response({"model_version_status": entries})
