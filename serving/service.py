@@ -285,12 +285,13 @@ class Service:
         contact_id = body.pop("contact_id")
         if not isinstance(contact_id, str) or not contact_id.strip():
             raise ApiError(400, f"field '{where}contact_id' must be a non-empty string (a CRM contact id)")
-        check_id(f"{where}contact_id", contact_id.strip())
+        wanted = contact_id.strip()
+        check_id(f"{where}contact_id", wanted)
         if "organization" in body or "contact" in body:
             raise ApiError(400, f"field '{where}contact_id': give either contact_id or the organization and contact "
                                 "objects, not both")
         link = self.need_crm(f"field '{where}contact_id'")
-        record = await link.contact(contact_id.strip())
+        record = await link.contact(wanted)
         if record is None:
             raise ApiError(404, f"field '{where}contact_id': no contact {contact_id!r} in the CRM")
         if record.organization is None:
