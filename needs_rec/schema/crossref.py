@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from needs_rec.dictionaries import Dictionaries
 
 
-def validate(frames: Mapping[str, pd.DataFrame], dictionaries: Dictionaries) -> tuple[CrmData, ValidationReport]:
+def validate(
+    frames: Mapping[str, pd.DataFrame], dictionaries: Dictionaries, *, lenient: bool = False
+) -> tuple[CrmData, ValidationReport]:
     """Check the CRM tables against the contract (§2) and the dictionaries.
 
     `frames` maps 'organizations', 'contacts', 'outcomes' (and optionally 'feedback', needs_rec's
@@ -53,20 +55,32 @@ def validate(frames: Mapping[str, pd.DataFrame], dictionaries: Dictionaries) -> 
     Feedback rows get exactly the row rules of outcome rows and are outcomes from then on; a
     feedback row equal to an outcome row (or to an earlier feedback row) in `EVENT_COLUMNS` is the
     same event and counts once. The report counts them (`rows['feedback']`, notes).
+
+    `lenient` (the service's query snapshots, which must keep answering for every valid contact
+    while one CRM row is wrong): a row that breaks a value rule, shares its key, or names a missing
+    organization is left out with an `invalid_rows` warning carrying the same message (contacts of
+    a left-out organization go with it), and neither the 5% rule nor the positive-episode rule
+    applies. A missing table or column, an empty table, or a table with no valid row at all
+    still raises DataError.
     """
     report = ValidationReport()
     errors: list[str] = []
-    orgs, contacts = _organizations_and_contacts(frames, dictionaries, report, errors)
-    outcomes = check_table(_required(frames, OUTCOMES), OUTCOMES, dictionaries, report, errors)
-    raise_if(errors)
-    _check_orphans(orgs, contacts, report, errors)
-    raise_if(errors)
+    invalid: dict[str, np.ndarray] | None = {} if lenient else None
+    orgs, contacts = _organizations_and_contacts(frames, dictionaries, report, errors, invalid)
+    outcomes = check_table(_required(frames, OUTCOMES), OUTCOMES, dictionaries, report, errors, invalid)
+    if invalid is None:
+        raise_if(errors)
+        _check_orphans(orgs, contacts, report, errors)
+        raise_if(errors)
+    else:
+        orgs, contacts = _leave_out_invalid(orgs, contacts, invalid, errors, report)
+        outcomes = _leave_out(outcomes, OUTCOMES, invalid[OUTCOMES.name], errors, report, may_empty=True)
     if frames.get(FEEDBACK.name) is not None:
-        outcomes = _with_feedback(outcomes, frames[FEEDBACK.name], dictionaries, report)
+        outcomes = _with_feedback(outcomes, frames[FEEDBACK.name], dictionaries, report, lenient=lenient)
 
-    outcomes, contact_pos, stage_pos = _drop_unknown_outcomes(outcomes, contacts, dictionaries, report)
+    outcomes, contact_pos, stage_pos = _drop_unknown_outcomes(outcomes, contacts, dictionaries, report, lenient)
     _count_episodes(outcomes, contact_pos, stage_pos, report)
-    if report.positive_episodes == 0:
+    if report.positive_episodes == 0 and not lenient:
         raise DataError(
             f"{report.files['outcomes']} column 'outcome': no episode with a positive outcome among "
             f"{report.outcome_rows_kept:,} usable outcome rows; at least one 'positive' is needed to learn from"
@@ -102,18 +116,78 @@ def _required(frames: Mapping[str, pd.DataFrame], table: Table) -> pd.DataFrame:
 
 
 def _organizations_and_contacts(
-    frames: Mapping[str, pd.DataFrame], dictionaries: Dictionaries, report: ValidationReport, errors: list[str]
+    frames: Mapping[str, pd.DataFrame],
+    dictionaries: Dictionaries,
+    report: ValidationReport,
+    errors: list[str],
+    invalid: dict[str, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     raws = [_required(frames, table) for table in (ORGANIZATIONS, CONTACTS)]
-    orgs = check_table(raws[0], ORGANIZATIONS, dictionaries, report, errors)
-    contacts = check_table(raws[1], CONTACTS, dictionaries, report, errors)
+    orgs = check_table(raws[0], ORGANIZATIONS, dictionaries, report, errors, invalid)
+    contacts = check_table(raws[1], CONTACTS, dictionaries, report, errors, invalid)
     return orgs, contacts
 
 
-def _check_orphans(orgs: pd.DataFrame, contacts: pd.DataFrame, report: ValidationReport, errors: list[str]) -> None:
+def _leave_out_invalid(
+    orgs: pd.DataFrame,
+    contacts: pd.DataFrame,
+    invalid: dict[str, np.ndarray],
+    errors: list[str],
+    report: ValidationReport,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Lenient validation: organizations and contacts without their invalid rows, and contacts
+    without those whose organization is missing or left out (their row numbers stay the file's)."""
+    orgs = _leave_out(orgs, ORGANIZATIONS, invalid[ORGANIZATIONS.name], errors, report)
+    bad_contacts = invalid[CONTACTS.name]
+    orphans: list[str] = []
+    bad_contacts = bad_contacts | _check_orphans(orgs, contacts, report, orphans, among=~bad_contacts)
+    contacts = _leave_out(contacts, CONTACTS, bad_contacts, [*errors, *orphans], report)
+    return orgs, contacts
+
+
+def _leave_out(
+    frame: pd.DataFrame,
+    table: Table,
+    bad: np.ndarray,
+    errors: list[str],
+    report: ValidationReport,
+    *,
+    may_empty: bool = False,
+) -> pd.DataFrame:
+    """`frame` without its `bad` rows, with one `invalid_rows` warning quoting the table's messages.
+
+    `errors` holds every table's messages; those of this table start with its source. A table left
+    with no row raises DataError (unless `may_empty`: outcomes may be empty for a snapshot).
+    """
+    if not bad.any():
+        return frame
+    source = report.files[table.name]
+    mine = [message for message in errors if message.startswith(f"{source} ")]
+    rows = np.flatnonzero(bad)
+    ids = frame[table.key] if table.key else None
+    examples = tuple(f"row {int(r) + 1}" for r in rows[:SHOW]) if ids is None else tuple(ids.iloc[rows[:SHOW]])
+    if bad.all() and not may_empty:
+        raise DataError(f"{source}: none of its {len(frame):,} rows is valid — {' | '.join(mine)}")
+    message = f"{source}: {_n_rows(len(rows))} left out as invalid, the other rows are used: {' | '.join(mine)}"
+    report.warnings.append(ValidationWarning("invalid_rows", source, "", len(rows), examples, message))
+    report.notes[f"{table.name}_rows_left_out"] = len(rows)
+    return frame.loc[~bad].reset_index(drop=True)
+
+
+def _check_orphans(
+    orgs: pd.DataFrame,
+    contacts: pd.DataFrame,
+    report: ValidationReport,
+    errors: list[str],
+    among: np.ndarray | None = None,
+) -> np.ndarray:
+    """An error naming contacts (of `among`, when given) whose org_id is not an organization's;
+    returns their mask."""
     orphan = ~isin(contacts["org_id"], orgs["org_id"])
+    if among is not None:
+        orphan = orphan & among
     if not orphan.any():
-        return
+        return orphan
     rows = np.flatnonzero(orphan)
     shown = [
         f"contact {c!r} → org {o!r} (row {r + 1})"
@@ -126,20 +200,31 @@ def _check_orphans(orgs: pd.DataFrame, contacts: pd.DataFrame, report: Validatio
         f"{report.files['organizations']}: {_shown(shown, len(rows))}; every contact's org_id must be an "
         "org_id of organizations"
     )
+    return orphan
 
 
 def _with_feedback(
-    outcomes: pd.DataFrame, raw: pd.DataFrame, dictionaries: Dictionaries, report: ValidationReport
+    outcomes: pd.DataFrame,
+    raw: pd.DataFrame,
+    dictionaries: Dictionaries,
+    report: ValidationReport,
+    *,
+    lenient: bool = False,
 ) -> pd.DataFrame:
-    """Outcomes plus the feedback events not already among them (same event = equal EVENT_COLUMNS)."""
+    """Outcomes plus the feedback events not already among them (same event = equal EVENT_COLUMNS);
+    `lenient` leaves invalid feedback rows out instead of raising."""
     source = raw.attrs.get("source") or FEEDBACK.name
     report.files[FEEDBACK.name] = source
     if len(raw) == 0:
         report.rows[FEEDBACK.name] = 0
         return outcomes
     errors: list[str] = []
-    feedback = check_table(raw, FEEDBACK, dictionaries, report, errors)
-    raise_if(errors)
+    invalid: dict[str, np.ndarray] | None = {} if lenient else None
+    feedback = check_table(raw, FEEDBACK, dictionaries, report, errors, invalid)
+    if invalid is None:
+        raise_if(errors)
+    else:
+        feedback = _leave_out(feedback, FEEDBACK, invalid[FEEDBACK.name], errors, report, may_empty=True)
     events = feedback.loc[:, [*EVENT_COLUMNS, "manager_id"]]  # who had it resonate travels with the event
     combined = pd.concat([outcomes, events], ignore_index=True)
     repeated = combined.duplicated(subset=list(EVENT_COLUMNS), keep="first").to_numpy().copy()
@@ -151,9 +236,14 @@ def _with_feedback(
 
 
 def _drop_unknown_outcomes(
-    outcomes: pd.DataFrame, contacts: pd.DataFrame, dictionaries: Dictionaries, report: ValidationReport
+    outcomes: pd.DataFrame,
+    contacts: pd.DataFrame,
+    dictionaries: Dictionaries,
+    report: ValidationReport,
+    lenient: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Drop outcome rows whose contact, characteristic or stage is unknown (warnings; > 5% is an error).
+    """Drop outcome rows whose contact, characteristic or stage is unknown (warnings; > 5% is an
+    error unless `lenient`).
 
     Returns the kept rows and, per kept row, the position of its contact in `contacts` and of its
     stage in the funnel (integer keys for counting episodes).
@@ -187,7 +277,7 @@ def _drop_unknown_outcomes(
     n_dropped = int(dropped.sum())
     report.outcome_rows_dropped = n_dropped
     report.outcome_rows_kept = len(outcomes) - n_dropped
-    if n_dropped > MAX_DROPPED_OUTCOME_FRACTION * len(outcomes):
+    if n_dropped > MAX_DROPPED_OUTCOME_FRACTION * len(outcomes) and not lenient:
         raise DataError(
             f"{source}: {n_dropped:,} of {len(outcomes):,} outcome rows ({n_dropped / len(outcomes):.1%}) would be "
             f"dropped, more than the {MAX_DROPPED_OUTCOME_FRACTION:.0%} allowed — "

@@ -41,7 +41,7 @@ class ValidationWarning:
     Examples are identifiers, codes or row numbers only, never personal data.
     """
 
-    kind: str  # unknown_code | missing_value | absent_column | dropped_rows
+    kind: str  # unknown_code | missing_value | absent_column | dropped_rows | invalid_rows
     file: str
     column: str
     count: int

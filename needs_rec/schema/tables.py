@@ -47,13 +47,22 @@ OUTCOME_TABLES = frozenset({"outcomes", "feedback"})
 
 
 def check_table(
-    raw: pd.DataFrame, table: Table, dictionaries: Dictionaries, report: ValidationReport, errors: list[str]
+    raw: pd.DataFrame,
+    table: Table,
+    dictionaries: Dictionaries,
+    report: ValidationReport,
+    errors: list[str],
+    invalid: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One raw table → its clean frame: contract columns, not empty, values parsed, key unique.
 
     Records the table's source and row count (and dropped personal or extra column names) in
     `report`; value problems are appended to `errors` (raise them with `raise_if`), tolerated ones
     become warnings. Raises DataError at once for a missing required column or an empty table.
+
+    With `invalid` (lenient validation), `invalid[table.name]` becomes the mask of the rows that
+    break a value rule or share their key with another such-valid row (the key is checked among
+    the other rows only), so the caller can leave those rows out; `errors` still gets every message.
     """
     source = raw.attrs.get("source") or f"{table.name}.csv"
     raw = select_columns(raw, table, source)
@@ -64,25 +73,47 @@ def check_table(
     for key in ("personal_columns_dropped", "extra_columns_ignored"):
         if raw.attrs.get(key):
             report.notes.setdefault(key, {})[source] = list(raw.attrs[key])
-    clean = clean_table(raw, table, dictionaries, report, errors)
-    if table.key and not errors:
-        check_unique(clean, table.key, source, errors)
+    if invalid is None:
+        clean = clean_table(raw, table, dictionaries, report, errors)
+        if table.key and not errors:
+            check_unique(clean, table.key, source, errors)
+        return clean
+    bad = np.zeros(len(raw), dtype=bool)
+    clean = clean_table(raw, table, dictionaries, report, errors, bad)
+    if table.key:
+        bad |= check_unique(clean, table.key, source, errors, among=~bad)
+    invalid[table.name] = bad
     return clean
 
 
-def check_unique(df: pd.DataFrame, key: str, source: str, errors: list[str]) -> None:
-    """An error naming each duplicated `key` value and its rows."""
-    dup = df[key].duplicated(keep=False).to_numpy()
+def check_unique(
+    df: pd.DataFrame, key: str, source: str, errors: list[str], among: np.ndarray | None = None
+) -> np.ndarray:
+    """An error naming each duplicated `key` value and its rows (only rows of `among`, when given,
+    count); returns the mask of the duplicated rows."""
+    keys = df[key] if among is None else df[key].where(among)
+    dup = keys.duplicated(keep=False).to_numpy()
+    if among is not None:
+        dup = dup & among
     if not dup.any():
-        return
+        return dup
     groups = pd.Series(np.flatnonzero(dup) + 1).groupby(df[key].to_numpy()[dup], sort=False).agg(list)
     shown = [f"{k!r} (rows {', '.join(map(str, v[:SHOW]))})" for k, v in groups.iloc[:SHOW].items()]
     errors.append(f"{source} column {key!r}: duplicate {key} {_shown(shown, len(groups))}; each {key} must appear once")
+    return dup
 
 
 def clean_table(
-    df: pd.DataFrame, table: Table, dictionaries: Dictionaries, report: ValidationReport, errors: list[str]
+    df: pd.DataFrame,
+    table: Table,
+    dictionaries: Dictionaries,
+    report: ValidationReport,
+    errors: list[str],
+    bad: np.ndarray | None = None,
 ) -> pd.DataFrame:
+    """`df`'s contract columns parsed and normalised; each broken value rule appends its message to
+    `errors` and, with `bad` (one flag per row), flags its rows there."""
+    bad = np.zeros(len(df), dtype=bool) if bad is None else bad
     source = report.files[table.name]
     n = len(df)
     ids = df[table.key] if table.key else None
@@ -105,9 +136,11 @@ def clean_table(
             continue
         raw = df[col.name].reset_index(drop=True)
         if col.kind in (Kind.NUMBER, Kind.YEAR, Kind.INTEGER):
-            values, empty = _parse_numbers(raw, col, where, errors)
+            values, empty, broken = _parse_numbers(raw, col, where, errors)
+            bad |= broken
         elif col.kind is Kind.DATE:
-            values, empty = _parse_dates(raw, where, errors, optional=not col.required)
+            values, empty, broken = _parse_dates(raw, where, errors, optional=not col.required)
+            bad |= broken
         elif col.kind is Kind.MULTI:
             assert col.vocabulary is not None
             values, unknown = _canonical_multi(raw, dictionaries.codes(col.vocabulary))
@@ -120,6 +153,7 @@ def clean_table(
         if col.required:
             if empty.any():
                 errors.append(empty_required_message(where, col.name, np.flatnonzero(empty)))
+                bad |= empty
         elif empty.any() and col.name not in EMPTY_IS_MEANINGFUL:
             rows = np.flatnonzero(empty)
             examples = _examples_for(rows, ids)
@@ -135,9 +169,10 @@ def clean_table(
                 )
             )
         if col.kind is Kind.OUTCOME:
-            bad = ~isin(values, OUTCOME_VALUES) & ~empty
-            if bad.any():
-                errors.append(_bad_values(where, values, bad, ALLOWED_OUTCOME))
+            wrong = ~isin(values, OUTCOME_VALUES) & ~empty
+            if wrong.any():
+                errors.append(_bad_values(where, values, wrong, ALLOWED_OUTCOME))
+                bad |= wrong
         if col.kind is Kind.CODE and col.vocabulary and table.name not in OUTCOME_TABLES:
             unknown_rows = ~empty & ~isin(values, dictionaries.codes(col.vocabulary))
             if unknown_rows.any():
@@ -186,7 +221,10 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
-def _parse_numbers(raw: pd.Series, col: Column, where: str, errors: list[str]) -> tuple[pd.Series, np.ndarray]:
+def _parse_numbers(
+    raw: pd.Series, col: Column, where: str, errors: list[str]
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """(values, empty, rows breaking a rule): parsed floats, NaN when empty."""
     if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
         values = raw.astype("float64").reset_index(drop=True)
         empty = values.isna().to_numpy()
@@ -202,26 +240,30 @@ def _parse_numbers(raw: pd.Series, col: Column, where: str, errors: list[str]) -
     if bad.any():
         shown = text if text is not None else values
         errors.append(_bad_values(where, shown, bad, "allowed: a number such as 120 or 3.5 (decimal point), or empty"))
-        return values, empty
+        return values, empty, bad
     if col.kind is Kind.NUMBER:
-        negative = ~empty & (vals < 0)
-        if negative.any():
-            errors.append(_bad_values(where, values, negative, "allowed: a number ≥ 0 (a count cannot be negative)"))
+        bad = ~empty & (vals < 0)
+        if bad.any():
+            errors.append(_bad_values(where, values, bad, "allowed: a number ≥ 0 (a count cannot be negative)"))
     else:
-        fraction = ~empty & (vals != np.floor(vals))
-        if fraction.any():
+        bad = ~empty & (vals != np.floor(vals))
+        if bad.any():
             allowed = "a whole year such as 2004" if col.kind is Kind.YEAR else "a whole number such as 3"
-            errors.append(_bad_values(where, values, fraction, f"allowed: {allowed}"))
-    return values, empty
+            errors.append(_bad_values(where, values, bad, f"allowed: {allowed}"))
+    return values, empty, bad
 
 
-def _parse_dates(raw: pd.Series, where: str, errors: list[str], optional: bool) -> tuple[pd.Series, np.ndarray]:
+def _parse_dates(
+    raw: pd.Series, where: str, errors: list[str], optional: bool
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """(values, empty, rows breaking the date rule): midnight timestamps, NaT when empty."""
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         values = raw.reset_index(drop=True)
         if getattr(values.dt, "tz", None) is not None:
             values = values.dt.tz_localize(None)
         values = values.dt.normalize().astype("datetime64[ns]")
-        return values, values.isna().to_numpy()
+        empty = values.isna().to_numpy()
+        return values, empty, np.zeros(len(values), dtype=bool)
     text = text_values(Kind.ID, _text(raw))  # stripped, as one row's date is (rows.check_row)
     codes, uniques = pd.factorize(text)
     # The row rule (`rows.parse_date`) on each distinct text: a date column has few of them.
@@ -233,7 +275,7 @@ def _parse_dates(raw: pd.Series, where: str, errors: list[str], optional: bool) 
     bad = ~empty & values.isna().to_numpy()
     if bad.any():
         errors.append(_bad_values(where, text, bad, allowed_date(optional)))
-    return values, empty
+    return values, empty, bad
 
 
 def _canonical_multi(raw: pd.Series, known: Sequence[str]) -> tuple[pd.Series, dict[str, int]]:

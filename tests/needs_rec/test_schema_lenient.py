@@ -1,0 +1,102 @@
+"""needs_rec.schema.validate(lenient=True): invalid rows left out with a warning, the rest served."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from crm_factory import N_CONTACTS, N_ORGS, crm_frames
+
+from needs_rec import schema
+from needs_rec.errors import DataError
+
+
+@pytest.fixture
+def frames(tiny_dictionaries):
+    return crm_frames(tiny_dictionaries)
+
+
+def _left_out(report: schema.ValidationReport, file: str) -> schema.ValidationWarning:
+    (found,) = [w for w in report.warnings if w.kind == "invalid_rows" and w.file == file]
+    return found
+
+
+def test_clean_data_gives_what_strict_validation_gives(frames, tiny_dictionaries):
+    strict, strict_report = schema.validate(frames, tiny_dictionaries)
+    lenient, report = schema.validate(frames, tiny_dictionaries, lenient=True)
+    for name in ("organizations", "contacts", "outcomes"):
+        pd.testing.assert_frame_equal(getattr(lenient, name), getattr(strict, name))
+    assert report.to_dict() == strict_report.to_dict()
+
+
+def test_an_invalid_organization_goes_with_its_contacts_and_their_outcomes(frames, tiny_dictionaries):
+    frames["organizations"].loc[0, "employees"] = "abc"  # o1: contacts c1 and c7
+    with pytest.raises(DataError, match="column 'employees'"):
+        schema.validate(frames, tiny_dictionaries)
+    crm, report = schema.validate(frames, tiny_dictionaries, lenient=True)
+    assert "o1" not in set(crm.organizations["org_id"]) and len(crm.organizations) == N_ORGS - 1
+    assert set(crm.contacts["contact_id"]) == {f"c{i}" for i in range(1, N_CONTACTS + 1)} - {"c1", "c7"}
+    assert not set(crm.outcomes["contact_id"]) & {"c1", "c7"}
+    org_warning = _left_out(report, "organizations.csv")
+    assert org_warning.count == 1 and org_warning.examples == ("o1",)
+    assert "'employees'" in org_warning.message and "'abc' (row 1)" in org_warning.message
+    contact_warning = _left_out(report, "contacts.csv")
+    assert contact_warning.count == 2 and set(contact_warning.examples) == {"c1", "c7"}
+    assert "refer to an org_id that is not in organizations.csv" in contact_warning.message
+    assert "(row 1)" in contact_warning.message and "(row 7)" in contact_warning.message  # the file's rows
+    assert report.notes["organizations_rows_left_out"] == 1 and report.notes["contacts_rows_left_out"] == 2
+
+
+def test_every_row_of_a_duplicated_key_is_left_out(frames, tiny_dictionaries):
+    frames["contacts"].loc[1, "contact_id"] = "c1"
+    crm, report = schema.validate(frames, tiny_dictionaries, lenient=True)
+    assert "c1" not in set(crm.contacts["contact_id"]) and len(crm.contacts) == N_CONTACTS - 2
+    warning = _left_out(report, "contacts.csv")
+    assert warning.count == 2 and "duplicate contact_id 'c1' (rows 1, 2)" in warning.message
+
+
+def test_a_duplicate_of_an_invalid_row_keeps_the_valid_one(frames, tiny_dictionaries):
+    frames["organizations"].loc[1, ["org_id", "founded_year"]] = ["o1", "19x6"]  # the second o1 is invalid
+    crm, report = schema.validate(frames, tiny_dictionaries, lenient=True)
+    assert list(crm.organizations["org_id"]).count("o1") == 1
+    assert crm.organizations.loc[0, "org_id"] == "o1"
+    warning = _left_out(report, "organizations.csv")
+    assert warning.count == 1 and "duplicate" not in warning.message and "'19x6' (row 2)" in warning.message
+
+
+def test_invalid_outcome_rows_are_left_out_and_the_rules_for_training_do_not_apply(frames, tiny_dictionaries):
+    outcomes = frames["outcomes"]
+    outcomes.loc[:, "outcome"] = "negative"  # no positive episode at all: training refuses it
+    outcomes.loc[0, "occurred_on"] = "01.02.2024"
+    outcomes.loc[1:9, "contact_id"] = "nobody"  # 15% dropped as unknown contacts
+    with pytest.raises(DataError):
+        schema.validate(frames, tiny_dictionaries)
+    crm, report = schema.validate(frames, tiny_dictionaries, lenient=True)
+    assert len(crm.outcomes) == len(outcomes) - 10
+    assert report.positive_episodes == 0 and report.outcome_rows_dropped == 9
+    assert "'01.02.2024' (row 1)" in _left_out(report, "outcomes.csv").message
+
+
+def test_invalid_feedback_rows_are_left_out(frames, tiny_dictionaries):
+    feedback = frames["outcomes"].iloc[:2].copy()
+    feedback["feedback_id"] = ["f1", "f2"]
+    feedback["occurred_on"] = ["2024-03-01", "yesterday"]
+    frames["feedback"] = feedback
+    with pytest.raises(DataError, match="'yesterday'"):
+        schema.validate(frames, tiny_dictionaries)
+    _, report = schema.validate(frames, tiny_dictionaries, lenient=True)
+    assert report.notes["outcome_rows_from_feedback"] == 1
+    assert _left_out(report, "feedback.csv").count == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda f: f.__setitem__("contacts", f["contacts"].drop(columns="position")), "required column"),
+        (lambda f: f.__setitem__("contacts", f["contacts"].iloc[:0]), "empty table"),
+        (lambda f: f["contacts"].__setitem__("org_id", "nowhere"), "none of its 12 rows is valid"),
+    ],
+)
+def test_what_lenient_validation_still_refuses(frames, tiny_dictionaries, edit, match):
+    edit(frames)
+    with pytest.raises(DataError, match=match):
+        schema.validate(frames, tiny_dictionaries, lenient=True)
