@@ -5,7 +5,7 @@ so lookups do not validate values themselves: they only turn the CRM's values (t
 typed values from a database) into JSON types — numbers, ISO dates, codes, lists of codes, None
 for empty — and the service's request parser then checks them as it checks any request. Only a
 value that cannot be a JSON value of its kind at all (a number column holding "abc") is refused
-here, as a DataError naming the table, column and row key.
+here, as a CrmRowError (a DataError) naming the table, column and row key.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from crm.source import ContactRecord
 from needs_rec import schema
-from needs_rec.errors import DataError
+from needs_rec.errors import CrmRowError
 
 _FIELDS = {
     table.name: tuple(c for c in table.columns if c.kind is not schema.Kind.ID)
@@ -82,9 +82,9 @@ def _value(value: Any, column: schema.Column, table: str, contact_id: str) -> An
     return str(value).strip()
 
 
-def _bad(value: Any, column: schema.Column, table: str, contact_id: str, allowed: str) -> DataError:
+def _bad(value: Any, column: schema.Column, table: str, contact_id: str, allowed: str) -> CrmRowError:
     shown = repr(value if len(repr(value)) <= 40 else str(value)[:37] + "...")
-    return DataError(
+    return CrmRowError(
         f"CRM {table} column {column.name!r} for contact {contact_id!r}: {shown} is not {allowed}; "
         "fix the CRM row or send the contact's fields in the request"
     )

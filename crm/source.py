@@ -116,7 +116,9 @@ class CrmSource(Protocol):
     def snapshot(self, limit: int) -> dict[str, ContactRecord] | None:
         """Every contact's record by contact_id, read in one pass (the service's contact cache is
         warmed and refreshed with it); None when there are more than `limit` contacts, or when the
-        source's own lookups are in memory already (files)."""
+        source's own lookups are in memory already (files). A row whose value cannot be read is
+        left out, so one wrong row never costs every other contact its cached lookup: `contact`
+        reports that row's error when it is asked for."""
         ...
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:

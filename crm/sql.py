@@ -35,7 +35,7 @@ from crm.source import ContactRecord, describe_url
 from crm.sqlite_reader import EXIT_UNAVAILABLE, Reader, ReaderError
 from crm.stages import Latest, LatestStages, merge
 from needs_rec import schema
-from needs_rec.errors import DataError, SourceUnavailable
+from needs_rec.errors import CrmRowError, DataError, SourceUnavailable
 
 #: Seconds to wait for a PostgreSQL connection, and for one statement of a lookup or a write.
 CONNECT_TIMEOUT_S = 5
@@ -262,7 +262,10 @@ class SqlSource(OwnTablesWriter):
         with database_errors(self.describe(), "read the contacts"), self.engine.connect() as conn:
             rows = conn.execution_options(yield_per=5_000).execute(lookup.every.limit(limit + 1))
             for row in rows:
-                record = _record(lookup, row._mapping)
+                try:
+                    record = _record(lookup, row._mapping)
+                except CrmRowError:  # a value no request could carry: `contact` reports it when asked
+                    continue
                 records[record.contact_id] = record
                 if len(records) > limit:
                     return None

@@ -20,6 +20,10 @@ class DataError(NeedsRecError):
     """CRM data breaks the data contract (missing file or column, bad value, ...)."""
 
 
+class CrmRowError(DataError):
+    """One CRM row that was found holds a value no request could carry (a number column with "abc")."""
+
+
 class ConfigError(NeedsRecError):
     """A training or serving configuration value is missing, of the wrong type or out of range."""
 

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import crm
 from crm.exposures import ExposureWriter
+from needs_rec.errors import CrmRowError
 from serving.observability import Metrics, log_event
 
 T = TypeVar("T")
@@ -162,6 +163,14 @@ class CrmLink:
         if record is not None:
             self.cache.put(contact_id, record)
         return record
+
+    async def has_contact(self, contact_id: str) -> bool:
+        """Whether the CRM has the contact, even one whose row holds a value no request could carry
+        (feedback about a contact needs only that it exists)."""
+        try:
+            return await self.contact(contact_id) is not None
+        except CrmRowError:  # the row is there; one of its values is wrong
+            return True
 
     def record_answer(
         self, version: int, contact_id: str | None, stage: str, points: Sequence[dict[str, Any]], request_id: str

@@ -99,7 +99,7 @@ def router(service: Service) -> APIRouter:
         warnings: list[str] = []
         fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)), warnings)
         event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
-        if await link.contact(event.contact_id) is None:
+        if not await link.has_contact(event.contact_id):
             raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
         if event.request_id is not None:
             event = dataclasses.replace(event, model_version=await link.model_version_of(event.request_id))

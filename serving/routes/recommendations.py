@@ -14,11 +14,27 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from needs_rec.errors import RequestError
 from serving import api_schemas as api
 from serving.cards import render_points
 from serving.registry import ServingModel
 from serving.requests import ParsedRequest, parse_json
 from serving.service import Service, json_response, read_body
+
+
+def parse_request(model: ServingModel, body: Any, contact_id: str | None, where: str = "") -> ParsedRequest:
+    """`body` parsed by the served version's rules. For a contact looked up by id (`contact_id`), the
+    organization and contact fields are the CRM's, so an error in one of them says so: the caller
+    did not send that value and can only fix the CRM row or send the fields itself."""
+    try:
+        return model.parser.recommendation(body, where)
+    except RequestError as exc:
+        if contact_id is None or not str(exc).startswith((f"field '{where}organization.", f"field '{where}contact.")):
+            raise
+        raise RequestError(
+            f"contact {contact_id!r} in the CRM: {exc} (the value is the CRM row's, not this request's); "
+            "fix the CRM row or send the contact's fields in the request"
+        ) from None
 
 
 def answer(model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray) -> dict[str, Any]:
@@ -64,7 +80,7 @@ def router(service: Service) -> APIRouter:
         async with asyncio.timeout(timeout):
             body = parse_json(await read_body(request, settings.max_body_bytes))
             contact_id = await service.resolve_contact(body)  # `contact_id` → the CRM's fields (§4 v2)
-            parsed = model.parser.recommendation(body)
+            parsed = parse_request(model, body, contact_id)
             probabilities = await service.score_parsed(request, model, [parsed])
         return json_response(answered(service, model, parsed, probabilities[0], contact_id))
 
@@ -76,8 +92,8 @@ def router(service: Service) -> APIRouter:
         contacts: dict[int, str | None] = {}
 
         async def parse(item: Any, where: str) -> ParsedRequest:
-            contacts[len(contacts)] = await service.resolve_contact(item, where)
-            return model.parser.recommendation(item, where)
+            contact_id = contacts[len(contacts)] = await service.resolve_contact(item, where)
+            return parse_request(model, item, contact_id, where)
 
         warnings: list[str] = []
         async with asyncio.timeout(timeout):

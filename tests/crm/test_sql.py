@@ -117,6 +117,18 @@ def test_contact_lookup_matches_the_files_and_search_finds_names(open_crm, datab
     assert found and set(found[0]) == {"contact_id", "org_id", "organization", "contact", "position"}
 
 
+def test_snapshot_leaves_out_a_row_no_request_could_carry(open_crm, database_url, tiny_dictionaries):
+    """One contact whose organization has employees 'many' must not cost every other contact the
+    snapshot (the service's cache); asked for by id, that contact reports its row's error."""
+    database = open_crm(write_crm_database(database_url, tiny_dictionaries,
+                                           edits=[("organizations", 1, "employees", "many")]))
+    snapshot = database.snapshot(1000)
+    assert snapshot is not None and len(snapshot) == N_CONTACTS - 2  # o1's contacts c1 and c7
+    assert "c1" not in snapshot and "c7" not in snapshot and snapshot["c2"] == database.contact("c2")
+    with pytest.raises(DataError, match="organizations column 'employees' for contact 'c1': 'many' is not a number"):
+        database.contact("c1")
+
+
 def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_url, tiny_dictionaries):
     source = open_crm(write_crm_database(database_url, tiny_dictionaries))
     event = crm.FeedbackEvent("fb-1", "c1", "demo", "ch_price", "positive", "2024-03-01", request_id="r1")

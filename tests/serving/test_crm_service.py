@@ -3,6 +3,7 @@ in every answer, POST /v1/feedback, exposures — on SQLite, PostgreSQL and a CS
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -115,6 +116,48 @@ def test_every_answer_has_a_request_id(app: TestClient) -> None:
 def test_lookup_errors(app: TestClient, body: dict[str, Any], status: int, fragment: str) -> None:
     response = post(app, "/v1/recommendations", body)
     assert response.status_code == status and fragment in response.json()["error"], response.text
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "files"])
+def test_a_wrong_value_in_the_crm_row_is_said_to_be_the_crms(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    """o1 (contacts c1, c7) has employees 'many', o2 (c2, c8) has -5: a lookup says the value is the
+    CRM row's (not the caller's), every other contact answers, and feedback about c1 or c2 is stored
+    (it needs only that the contact exists)."""
+    dicts = dictionaries.load(dictionaries_dir)
+    edits = [("organizations", 1, "employees", "many"), ("organizations", 2, "employees", "-5")]
+    with contextlib.ExitStack() as stack:
+        if kind == "files":
+            location = str(write_crm(tmp_path / "crm", dicts, edits=edits))
+        elif kind == "sqlite":
+            location = write_crm_database(f"sqlite:///{tmp_path / 'crm.db'}", dicts, edits=edits)
+        else:
+            location = write_crm_database(stack.enter_context(postgres_schema()), dicts, edits=edits)
+        models = models_dir_with(tmp_path, built["random"])
+        client, _ = stack.enter_context(serve(settings_for(models, crm=location, crm_cache_s=60), f"bad_row_{kind}"))
+        unreadable = post(client, "/v1/recommendations", {"contact_id": "c1", "stage": "lead"})
+        assert unreadable.status_code == 400
+        assert unreadable.json()["error"] == (
+            "CRM organizations column 'employees' for contact 'c1': 'many' is not a number; fix the CRM row or "
+            "send the contact's fields in the request"
+        )
+        negative = post(client, "/v1/recommendations", {"contact_id": "c2", "stage": "lead"})
+        assert negative.status_code == 400
+        assert negative.json()["error"].startswith(
+            "contact 'c2' in the CRM: field 'organization.employees' must be a number >= 0, got -5"
+        )
+        assert "the CRM row's, not this request's); fix the CRM row" in negative.json()["error"]
+        batch = post(client, "/v1/recommendations:batch", {"requests": [{"contact_id": "c3", "stage": "lead"},
+                                                                       {"contact_id": "c8", "stage": "lead"}]})
+        assert batch.status_code == 400
+        assert batch.json()["error"].startswith("contact 'c8' in the CRM: field 'requests[1].organization.employees'")
+        assert post(client, "/v1/recommendations", {"contact_id": "c3", "stage": "lead"}).status_code == 200
+        for feedback_id, contact_id in (("fb-bad-1", "c1"), ("fb-bad-2", "c2")):
+            stored = post(client, "/v1/feedback", feedback_body(feedback_id, contact_id=contact_id))
+            assert stored.status_code == 201, stored.text
+        assert post(client, "/v1/feedback", feedback_body("fb-bad-3", contact_id="c404")).status_code == 404
+        assert set(stored_feedback(location)["contact_id"]) == {"c1", "c2"}  # committed before the 201
 
 
 def test_without_crm_lookups_and_feedback_answer_503_naming_the_flag(built: dict[str, Path], tmp_path: Path) -> None:
