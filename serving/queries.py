@@ -8,6 +8,11 @@ CRM's current outcomes), and scores every contact at each funnel stage once — 
 thread, stage by stage in funnel order; a query for a stage not scored yet scores it first. A query
 then only filters and partially sorts one probability column (milliseconds).
 
+Validation is lenient (`schema.validate(lenient=True)`): a CRM row that breaks the contract is
+left out of the snapshot, and every answer from it says so in `warnings` (the table, column, value
+and row, as `training.validate` would say them), so one wrong row never takes the queries down for
+every other contact; the log gets one `crm_rows_left_out` line per snapshot with the counts.
+
 Freshness: a snapshot belongs to one model version. A query finding the serving version changed
 (a promotion or reload) builds a new snapshot before answering; one older than `max_age_s` is
 answered as it is while a new one is built in the background. Every answer says when its
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import logging
 import threading
 import time
 import weakref
@@ -30,6 +36,7 @@ import numpy as np
 
 from needs_rec import audience, schema, similar
 from needs_rec.errors import DataError, NeedsRecError
+from serving.observability import log_event
 
 #: A snapshot older than this is rebuilt in the background (the old one answers meanwhile).
 DEFAULT_MAX_AGE_S = 900.0
@@ -48,6 +55,8 @@ class Snapshot:
     population: audience.Population
     index: similar.OrganizationIndex | None
     index_note: str
+    left_out: tuple[str, ...] = ()  # one message per table with rows left out as invalid
+    left_out_rows: dict[str, int] = field(default_factory=dict)  # table → rows left out
     built_at: float = field(default_factory=time.time)
     scored_on: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())
     _scores: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
@@ -85,11 +94,12 @@ class Snapshot:
 
 
 def build_snapshot(model: Any, read_crm: Callable[[], dict[str, Any]]) -> Snapshot:
-    """Read and validate the CRM with the version's dictionaries; population and organization index."""
+    """Read and validate the CRM (leniently) with the version's dictionaries; population and
+    organization index."""
     dicts = model.dictionaries
     raw = read_crm()
     try:
-        crm, _ = schema.validate(raw, dicts)  # managers' feedback rows count as outcomes
+        crm, report = schema.validate(raw, dicts, lenient=True)  # managers' feedback rows count as outcomes
     except DataError as exc:
         raise SnapshotUnavailable(f"the CRM source's data does not validate: {' '.join(str(exc).split())}") from exc
     population = audience.Population.from_crm(crm, dicts)
@@ -106,14 +116,20 @@ def build_snapshot(model: Any, read_crm: Callable[[], dict[str, Any]]) -> Snapsh
             note = str(exc)
     else:
         note = f"model version {model.version} has no organization index (it was exported before they existed)"
-    return Snapshot(model=model, crm=crm, population=population, index=index, index_note=note)
+    invalid = [w for w in report.warnings if w.kind == "invalid_rows"]
+    return Snapshot(
+        model=model, crm=crm, population=population, index=index, index_note=note,
+        left_out=tuple(f"CRM data: {' '.join(w.message.split())}" for w in invalid),
+        left_out_rows={w.file: w.count for w in invalid},
+    )  # fmt: skip
 
 
 class Snapshots:
     """The current snapshot per service, rebuilt on a version change (waiting) or when stale (background)."""
 
-    def __init__(self, max_age_s: float = DEFAULT_MAX_AGE_S):
+    def __init__(self, max_age_s: float = DEFAULT_MAX_AGE_S, logger: logging.Logger | None = None):
         self.max_age_s = max_age_s
+        self.logger = logger or logging.getLogger("needs_rec.serving")
         self._current: Snapshot | None = None
         self._lock = threading.Lock()
         self._refreshing = False
@@ -141,6 +157,7 @@ class Snapshots:
         return current if fresh else None
 
     def _install(self, snapshot: Snapshot) -> Snapshot:
+        self._note_left_out(snapshot)
         self._current = snapshot
         threading.Thread(target=_quietly(snapshot.score_all), name="audience-scoring", daemon=True).start()
         return snapshot
@@ -154,6 +171,7 @@ class Snapshots:
         def refresh() -> None:
             try:
                 fresh = build_snapshot(model, read_crm)
+                self._note_left_out(fresh)
                 fresh.score_all()  # swap in only once scored, so answers never wait on a refresh
                 with self._lock:
                     current = self._current
@@ -166,6 +184,12 @@ class Snapshots:
 
         threading.Thread(target=refresh, name="audience-refresh", daemon=True).start()
 
+    def _note_left_out(self, snapshot: Snapshot) -> None:
+        """One log line for a snapshot that left CRM rows out (counts only: values stay out of the log)."""
+        if snapshot.left_out_rows:
+            log_event(self.logger, "crm_rows_left_out", logging.WARNING, model_version=snapshot.version,
+                      rows=dict(snapshot.left_out_rows))
+
 
 _PER_SERVICE: weakref.WeakKeyDictionary[Any, Snapshots] = weakref.WeakKeyDictionary()
 
@@ -174,7 +198,7 @@ def snapshots_for(service: Any) -> Snapshots:
     """The one `Snapshots` of a service (shared by the query router and the manager's card)."""
     found = _PER_SERVICE.get(service)
     if found is None:
-        found = _PER_SERVICE[service] = Snapshots()
+        found = _PER_SERVICE[service] = Snapshots(logger=getattr(service, "logger", None))
     return found
 
 

@@ -78,6 +78,11 @@ def _unknown(params: Any, known: tuple[str, ...]) -> list[str]:
     return [f"unknown parameter {name!r} ignored; known: {', '.join(known)}" for name in params if name not in known]
 
 
+def _left_out(service: Service, current: Snapshot) -> list[str]:
+    """The snapshot's notes on CRM rows it left out as invalid (no server location in them)."""
+    return [service.public_text(text) for text in current.left_out]
+
+
 def router(service: Service) -> APIRouter:
     """The query endpoints over `service` and its CRM source (`service.crm`)."""
     routes = APIRouter()
@@ -126,7 +131,7 @@ def router(service: Service) -> APIRouter:
             "contacts": ranked.to_json(population),
             "total": ranked.total,
             "scored_at": iso_utc(scored_at),
-            "warnings": _unknown(params, AUDIENCE_PARAMS),
+            "warnings": [*_unknown(params, AUDIENCE_PARAMS), *_left_out(service, current)],
         })
 
     @routes.get("/v1/organizations/{org_id}/similar", responses={200: {"model": api.SimilarAnswer}},
@@ -158,7 +163,7 @@ def router(service: Service) -> APIRouter:
             "similar": [n.to_json(index.has_managers) for n in found],
             "reason": similar.similar_reason(found, names),
             "scored_at": iso_utc(current.built_at),
-            "warnings": _unknown(params, SIMILAR_PARAMS),
+            "warnings": [*_unknown(params, SIMILAR_PARAMS), *_left_out(service, current)],
         })
 
     return routes

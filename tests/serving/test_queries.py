@@ -226,3 +226,52 @@ def test_the_managers_card_carries_the_similar_organizations_reason(client, trai
     assert with_reason
     for point in with_reason:
         assert point["reasons"][-1] == expected[point["characteristic"]]
+
+
+def test_a_crm_row_that_breaks_the_contract_is_left_out_not_a_503(trained, tmp_path):
+    """One wrong value in the CRM (strict validation would refuse the whole CRM) leaves its row out
+    of the queries, says so in their warnings and the log, and every other contact is still ranked."""
+    import shutil
+
+    from databases import postgres_schema
+
+    root, location, _, dicts, data = trained
+    tables = {name: pd.read_csv(root / "crm" / f"{name}.csv", dtype=str, keep_default_na=False)
+              for name in ("organizations", "contacts", "outcomes")}
+    bad_org = tables["organizations"]["org_id"].iloc[2]
+    tables["organizations"].loc[2, "employees"] = "12 staff"
+    gone = set(tables["contacts"].loc[tables["contacts"]["org_id"] == bad_org, "contact_id"])
+    assert gone
+    code = dicts.characteristic_codes[0]
+    good_org = tables["organizations"]["org_id"].iloc[0]
+
+    def check(broken: str, name: str) -> None:
+        with serve(settings_for(root / "models", crm=broken), name) as (test_client, log):
+            answer = test_client.get("/v1/audience",
+                                     params={"characteristic": code, "stage": "first_contact", "limit": 10000})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            ranked = {c["contact_id"] for c in body["contacts"]}
+            assert ranked and not ranked & gone
+            assert ranked <= set(data.contacts["contact_id"]) - gone
+            notes = [w for w in body["warnings"] if w.startswith("CRM data: ")]
+            assert len(notes) == 2  # the organization, and its contacts
+            assert "'employees'" in notes[0] and "'12 staff' (row 3)" in notes[0]
+            assert f"{len(gone)} rows left out" in notes[1] or f"{len(gone)} row left out" in notes[1]
+            similar_answer = test_client.get(f"/v1/organizations/{good_org}/similar", params={"characteristic": code})
+            assert similar_answer.status_code == 200, similar_answer.text
+            assert similar_answer.json()["warnings"] == notes
+            lines = [line for line in log.getvalue().splitlines() if "crm_rows_left_out" in line]
+            assert lines and "12 staff" not in log.getvalue()
+
+    if location.startswith("sqlite"):
+        broken = f"sqlite:///{tmp_path / 'broken.db'}"
+        write_tables(broken, tables)
+        check(broken, "left_out_sqlite")
+        with postgres_schema() as url:
+            write_tables(url, tables)
+            check(url, "left_out_postgresql")
+    else:
+        shutil.copytree(root / "crm", tmp_path / "broken")
+        tables["organizations"].to_csv(tmp_path / "broken" / "organizations.csv", index=False)
+        check(str(tmp_path / "broken"), "left_out_directory")
