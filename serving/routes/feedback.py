@@ -17,10 +17,14 @@ transaction, committed before any 2xx is sent:
 
 The model version the answer came from (`request_id`) is stored with the event when known.
 Lookups that miss the cache and the write run in the CRM thread pool, never in the event loop.
+The lookup and the write together get `--request-timeout-s`: past it (a SQLite file locked by
+another process waits up to its 30 s busy timeout) the answer is a 503 telling the caller to retry
+with the same feedback_id; a write that still commits after it makes that retry a duplicate (200).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from typing import Any
@@ -32,6 +36,7 @@ import crm
 from needs_rec.errors import RequestError
 from needs_rec.schema import FeedbackRules
 from serving import api_schemas as api
+from serving.crm_link import CrmLink
 from serving.requests import check_id, parse_json, unknown_fields
 from serving.service import ApiError, Service, json_response, read_body
 
@@ -87,6 +92,15 @@ def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules) -> 
     )
 
 
+async def store(link: CrmLink, event: crm.FeedbackEvent) -> crm.FeedbackResult:
+    """404 for an unknown contact; else the event, with the model version of its answer, stored."""
+    if not await link.has_contact(event.contact_id):
+        raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
+    if event.request_id is not None:
+        event = dataclasses.replace(event, model_version=await link.model_version_of(event.request_id))
+    return await link.call(link.source.add_feedback, event)
+
+
 def router(service: Service) -> APIRouter:
     """The feedback endpoint over `service`."""
     routes = APIRouter()
@@ -99,11 +113,16 @@ def router(service: Service) -> APIRouter:
         warnings: list[str] = []
         fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)), warnings)
         event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
-        if not await link.has_contact(event.contact_id):
-            raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
-        if event.request_id is not None:
-            event = dataclasses.replace(event, model_version=await link.model_version_of(event.request_id))
-        result = await link.call(link.source.add_feedback, event)
+        try:
+            async with asyncio.timeout(settings.request_timeout_s):  # a locked SQLite file waits 30 s
+                result = await store(link, event)
+        except TimeoutError:
+            raise ApiError(
+                503,
+                f"the CRM source did not store the feedback within {settings.request_timeout_s:g} s (busy or "
+                "locked); nothing is half-stored: retry with the same feedback_id",
+                outcome="timeout", headers=service.retry_headers,
+            ) from None
         service.metrics.feedback.labels(str(result)).inc()
         if result is crm.FeedbackResult.STORED:
             return json_response({"feedback_id": event.feedback_id, "stored": True, "warnings": warnings}, 201)

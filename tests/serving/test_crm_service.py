@@ -229,6 +229,36 @@ def test_feedback_stored_duplicate_conflict(app: TestClient, crm_location: str) 
     assert str(rows.loc[0, "occurred_on"])[:10] == "2024-05-02"
 
 
+def test_feedback_on_a_locked_sqlite_file_is_a_503_within_the_request_timeout(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    """Another process holding the write lock made the post wait SQLite's 30 s busy timeout; now the
+    request timeout answers, and the retry with the same feedback_id stores the event once."""
+    import sqlite3
+
+    database = tmp_path / "crm.db"
+    location = write_crm_database(f"sqlite:///{database}", dictionaries.load(dictionaries_dir))
+    models = models_dir_with(tmp_path, built["random"])
+    with serve(settings_for(models, crm=location, request_timeout_s=1), "locked_sqlite") as (client, _):
+        assert post(client, "/v1/feedback", feedback_body("fb-before")).status_code == 201  # tables exist
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer: readers go on, writers wait
+        try:
+            locked = post(client, "/v1/feedback", feedback_body("fb-locked"))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert locked.status_code == 503 and locked.headers["Retry-After"]
+        assert locked.json()["error"] == (
+            "the CRM source did not store the feedback within 1 s (busy or locked); nothing is half-stored: "
+            "retry with the same feedback_id"
+        )
+        retry = post(client, "/v1/feedback", feedback_body("fb-locked"))
+        assert retry.status_code in (200, 201), retry.text  # 200: the first write committed once the lock went
+        rows = stored_feedback(location)
+        assert sorted(rows["feedback_id"]) == ["fb-before", "fb-locked"]
+
+
 def test_feedback_names_unknown_fields_and_stores_none_of_them(app: TestClient, crm_location: str) -> None:
     body = {**feedback_body("fb-u"), "manger_id": "m-8", "note": "called twice", "phone": "+7 900 000-00-00"}
     answer = post(app, "/v1/feedback", body)
