@@ -461,7 +461,7 @@ class Registry:
             if self.current is not None:
                 return []
             name = self.model_path.resolve().name
-            return [(int(name) if name.isdigit() else 0, self.model_path)]
+            return [(schema.ascii_int(name) or 0, self.model_path)]
         try:
             labels = versions.read_labels(self.model_path)
         except ModelError as exc:  # a broken labels.json: keep what we serve (never guess a candidate), say so once

@@ -53,6 +53,18 @@ ALLOWED_OUTCOME = f"allowed: {', '.join(OUTCOME_VALUES)}"
 EARLIEST_ZONE = dt.timedelta(hours=14)
 
 
+_ASCII_WHOLE = re.compile(r"[0-9]+")
+_ASCII_SIGNED = re.compile(r"-?[0-9]+")
+
+
+def ascii_int(text: str, *, signed: bool = False) -> int | None:
+    """`text` as a whole number when it is ASCII digits (after a '-' when `signed`), else None.
+
+    For ids, versions and query values that arrive as text: `int()` would also take '+5', ' 5',
+    '1_000' and '٣', and '³'.isdigit() is True while int('³') fails."""
+    return int(text) if (_ASCII_SIGNED if signed else _ASCII_WHOLE).fullmatch(text) else None
+
+
 def allowed_date(optional: bool) -> str:
     """What a date column accepts, in an error message."""
     return "allowed: an ISO date YYYY-MM-DD such as 2024-03-15" + (", or empty" if optional else "")

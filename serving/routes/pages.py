@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
+from needs_rec import schema
 from serving import analyst, manager
 from serving.service import ApiError, Service
 from serving.web import PAGE_HEADERS, Pages
@@ -58,7 +59,7 @@ def router(service: Service) -> APIRouter:
         """The analyst's page: versions, promotions, feedback, unknown codes, a report."""
         served = served_version()
         requested = request.query_params.get("report")
-        report_number = int(requested) if requested and requested.isascii() and requested.isdigit() else None
+        report_number = schema.ascii_int(requested) if requested else None
         overview = analyst.overview(model_path, served)
         context: dict[str, Any] = {
             "page": "analyst",
@@ -84,7 +85,8 @@ def router(service: Service) -> APIRouter:
     @routes.get("/analyst/versions/{number}/{name}", include_in_schema=False)
     async def chart(number: str, name: str) -> Response:
         """A chart of a version's report (`report_*.png` inside the version directory only)."""
-        path = analyst.chart_path(model_path, int(number), name) if number.isascii() and number.isdigit() else None
+        version = schema.ascii_int(number)
+        path = analyst.chart_path(model_path, version, name) if version is not None else None
         if path is None:
             raise ApiError(404, f"no chart {name!r} in version {number!r}")
         headers = {**PAGE_HEADERS, "Cache-Control": "private, max-age=3600"}

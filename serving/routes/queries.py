@@ -9,13 +9,12 @@ its parameter (400); a parameter the contract does not know is named in `warning
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from needs_rec import audience, similar
+from needs_rec import audience, schema, similar
 from needs_rec.errors import NeedsRecError, RequestError
 from serving import api_schemas as api
 from serving.queries import Snapshot, SnapshotUnavailable, iso_utc, snapshots_for
@@ -23,7 +22,6 @@ from serving.service import ApiError, Service, json_response
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-_WHOLE = re.compile(r"-?[0-9]+")
 AUDIENCE_PARAMS = ("characteristic", "stage", "limit", "industry", "region", "clients", "exclude_presented_days")
 SIMILAR_PARAMS = ("characteristic", "k")
 
@@ -58,9 +56,9 @@ def _whole(params: Any, name: str, default: int | None, low: int, high: int | No
     text = params.get(name)
     if text is None or text == "":
         return default
-    if not _WHOLE.fullmatch(text):  # ASCII digits only: int() would also take '+5', ' 5' and '٣'
+    value = schema.ascii_int(text, signed=True)  # a '-' still parses, to say the range
+    if value is None:
         raise RequestError(f"field '{name}': must be a whole number; received {text!r}")
-    value = int(text)
     if value < low or (high is not None and value > high):
         allowed = f"from {low} to {high}" if high is not None else f">= {low}"
         raise RequestError(f"field '{name}': must be {allowed}; received {value}")

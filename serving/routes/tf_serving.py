@@ -16,14 +16,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from needs_rec import schema
 from serving import api_schemas as api
 from serving.registry import DEFAULT_SIGNATURE, MODEL_NAME, ServingModel
 from serving.requests import ParsedRequest, parse_json
 from serving.service import ApiError, Service, json_response, read_body
-
-
-def _version_number(text: str) -> int | None:
-    return int(text) if text.isascii() and text.isdigit() else None  # "³".isdigit() is True, int("³") fails
 
 
 async def predict_with(service: Service, request: Request, model: ServingModel) -> Response:
@@ -81,7 +78,7 @@ def router(service: Service) -> APIRouter:
         """The served version, or the `previous` one held beside it (both are loaded, as in TF Serving)."""
         service.check_model_name(name)
         model = service.model()
-        number = _version_number(version)
+        number = schema.ascii_int(version)
         if number == model.version:
             return model
         held = service.registry.held(number) if number is not None else None
@@ -130,7 +127,7 @@ def router(service: Service) -> APIRouter:
         """Status of one version; 404 for a version this process does not know."""
         refuse_get_on_predict(request, version)
         service.check_model_name(name)
-        number = _version_number(version)  # "01" is version 1, as TF Serving reads it
+        number = schema.ascii_int(version)  # "01" is version 1, as TF Serving reads it
         entries = [e for e in service.registry.status() if number is not None and e["version"] == str(number)]
         if not entries:
             raise ApiError(404, f"model {MODEL_NAME!r} has no version {version!r}")

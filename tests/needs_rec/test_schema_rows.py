@@ -108,3 +108,10 @@ def test_feedback_rules_refuse_beyond_the_row_rules(tiny_dictionaries: object) -
         assert str(raised.value).startswith(message), str(raised.value)
     with pytest.raises(DataError, match=r"unknown stage 'nope'.*and 1 more problem.*unknown characteristic 'ch_zz'"):
         rules.check({**good, "stage": "nope", "characteristic": "ch_zz"})
+
+
+def test_ascii_int_reads_ascii_digits_only():
+    assert schema.ascii_int("07") == 7 and schema.ascii_int("-3", signed=True) == -3
+    for text in ("", "-3", "+5", " 5", "1_000", "\u0663", "\uff15", "\u00b3", "3.0", "--5"):
+        assert schema.ascii_int(text) is None, text
+    assert schema.ascii_int("--5", signed=True) is None and schema.ascii_int("-", signed=True) is None
