@@ -245,11 +245,9 @@ class SqlSource(OwnTablesWriter):
 
     def contact(self, contact_id: str) -> ContactRecord | None:
         lookup = self._lookup or self._build_lookup()
-        key: Any = contact_id.strip()
-        if lookup.integer_ids:  # an integer column is compared as an integer, so its index is used
-            if not key.lstrip("-").isdigit():
-                return None
-            key = int(key)
+        key = lookup.key(contact_id)
+        if key is None:
+            return None
         with database_errors(self.describe(), "look the contact up"), self.engine.connect() as conn:
             row = conn.execute(lookup.by_id, {"contact_id": key}).first()
         if row is None:
@@ -273,11 +271,9 @@ class SqlSource(OwnTablesWriter):
 
     def display(self, contact_id: str) -> dict[str, Any] | None:
         lookup = self._lookup or self._build_lookup()
-        key: Any = contact_id.strip()
-        if lookup.integer_ids:
-            if not key.lstrip("-").isdigit():
-                return None
-            key = int(key)
+        key = lookup.key(contact_id)
+        if key is None:
+            return None
         with database_errors(self.describe(), "look the contact up"), self.engine.connect() as conn:
             row = conn.execute(lookup.display, {"contact_id": key}).first()
         return None if row is None else dict(row._mapping)
@@ -435,6 +431,16 @@ class _Lookup:
         self.by_id, self.every, self.search, self.display = by_id, every, search, display
         self.contact_columns, self.org_columns = contact_columns, org_columns
         self.integer_ids = integer_ids
+
+    def key(self, contact_id: str) -> Any:
+        """`contact_id` as the contacts table compares it; None when no row can have it. An integer
+        column is compared as an integer (so its index is used): text that is no 64-bit integer
+        ('³', '--5', twenty digits) names no contact, rather than failing in int() or the database."""
+        key = contact_id.strip()
+        if not self.integer_ids:
+            return key
+        number = schema.ascii_int(key, signed=True)
+        return number if number is not None and -(2**63) <= number < 2**63 else None
 
 
 def _record(lookup: _Lookup, values: Mapping[str, Any]) -> ContactRecord:

@@ -77,8 +77,7 @@ def _write_sqlite(url: sa.engine.URL, frames: Mapping[str, pd.DataFrame]) -> Non
             cursor = raw.cursor()
             cursor.execute("BEGIN")
             for name, frame in frames.items():
-                numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c].dtype)}
-                columns = ", ".join(f"{quote(str(c))} {'REAL' if c in numeric else 'TEXT'}" for c in frame.columns)
+                columns = ", ".join(f"{quote(str(c))} {_sqlite_type(frame[c])}" for c in frame.columns)
                 cursor.execute(f"CREATE TABLE {quote(name)} ({columns})")
                 marks = ", ".join("?" * len(frame.columns))
                 rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
@@ -88,3 +87,11 @@ def _write_sqlite(url: sa.engine.URL, frames: Mapping[str, pd.DataFrame]) -> Non
             raw.close()
     finally:
         engine.dispose()
+
+
+def _sqlite_type(column: pd.Series) -> str:
+    """The SQLite column type of a frame column: INTEGER for integers (an integer id stays one, and
+    is looked up as one), REAL for other numbers, TEXT for everything else."""
+    if pd.api.types.is_integer_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        return "INTEGER"
+    return "REAL" if pd.api.types.is_numeric_dtype(column.dtype) else "TEXT"

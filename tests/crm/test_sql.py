@@ -8,7 +8,7 @@ import contextlib
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from crm_factory import N_CONTACTS, N_OUTCOME_ROWS, write_crm, write_crm_database
+from crm_factory import N_CONTACTS, N_OUTCOME_ROWS, crm_frames, write_crm, write_crm_database
 
 import crm
 from crm.write import write_tables
@@ -127,6 +127,22 @@ def test_snapshot_leaves_out_a_row_no_request_could_carry(open_crm, database_url
     assert "c1" not in snapshot and "c7" not in snapshot and snapshot["c2"] == database.contact("c2")
     with pytest.raises(DataError, match="organizations column 'employees' for contact 'c1': 'many' is not a number"):
         database.contact("c1")
+
+
+def test_integer_contact_ids_are_looked_up_as_integers_and_other_text_names_no_contact(
+    open_crm, database_url, tiny_dictionaries
+):
+    """An integer contact_id column is compared as an integer; '³' (isdigit() but not int()), '--5'
+    and twenty digits (past BIGINT) were a ValueError or a database error (a 500), now no contact."""
+    frames = crm_frames(tiny_dictionaries, personal_data=False)
+    for name in ("contacts", "outcomes"):
+        frames[name]["contact_id"] = frames[name]["contact_id"].str[1:].astype("int64")
+    write_tables(database_url, frames)
+    database = open_crm(database_url)
+    assert database.contact("3").contact_id == "3" and database.contact(" 3 ").contact_id == "3"
+    assert database.display("3")["contact_id"] in (3, "3")
+    for text in ("\u00b3", "--5", "9" * 20, "+3", "3.0", "c3"):
+        assert database.contact(text) is None and database.display(text) is None, text
 
 
 def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_url, tiny_dictionaries):
