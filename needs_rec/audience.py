@@ -66,6 +66,19 @@ class Filters:
             )
 
 
+def filter_warnings(filters: Filters, dictionaries: Dictionaries) -> list[str]:
+    """A warning per filter code that is not in its dictionary: the filter still applies (a CRM may
+    hold codes outside the dictionaries), but an empty or short audience should say why."""
+    found: list[str] = []
+    for name, vocabulary in (("industry", "industries"), ("region", "regions")):
+        value = getattr(filters, name)
+        if value is not None and normalize_code(value) not in dictionaries.codes(vocabulary):
+            shown = value if len(value) <= 40 else value[:37] + "..."
+            found.append(f"field '{name}': {shown!r} is not a code of {vocabulary}.yaml; only contacts whose "
+                         f"organization has exactly this {name} are kept")
+    return found
+
+
 @dataclass(frozen=True)
 class Population:
     """Every contact of a CRM with what the ranking rule needs, one array element per contact.

@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.warnings_count:
         print(f"warning: {report.warnings_count} data warning(s) in {described}; "
               "run `python -m training.validate` for details", file=sys.stderr)
+    for warning in audience.filter_warnings(filters, dicts):
+        for field, flag in (("field 'industry'", "--industry"), ("field 'region'", "--region")):
+            warning = warning.replace(field, flag)
+        print(f"warning: {warning}", file=sys.stderr)
     population = audience.Population.from_crm(crm, dicts)
     today = dt.datetime.now(dt.UTC).date()
     # The rule's checks (codes, offer, limit) run on an all-zero column first: bad input costs no model load.

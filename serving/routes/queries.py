@@ -73,7 +73,14 @@ def _required(params: Any, name: str) -> str:
 
 
 def _unknown(params: Any, known: tuple[str, ...]) -> list[str]:
-    return [f"unknown parameter {name!r} ignored; known: {', '.join(known)}" for name in params if name not in known]
+    """Warnings for parameters the contract does not know, and for a known one given more than once."""
+    found = [f"unknown parameter {name!r} ignored; known: {', '.join(known)}" for name in params if name not in known]
+    counts: dict[str, int] = {}
+    for name, _ in params.multi_items():
+        counts[name] = counts.get(name, 0) + 1
+    found += [f"parameter {name!r} given {n} times; the last value is used"
+              for name, n in counts.items() if n > 1 and name in known]
+    return found
 
 
 def _left_out(service: Service, current: Snapshot) -> list[str]:
@@ -129,7 +136,8 @@ def router(service: Service) -> APIRouter:
             "contacts": ranked.to_json(population),
             "total": ranked.total,
             "scored_at": iso_utc(scored_at),
-            "warnings": [*_unknown(params, AUDIENCE_PARAMS), *_left_out(service, current)],
+            "warnings": [*_unknown(params, AUDIENCE_PARAMS),
+                         *audience.filter_warnings(filters, current.model.dictionaries), *_left_out(service, current)],
         })
 
     @routes.get("/v1/organizations/{org_id}/similar", responses={200: {"model": api.SimilarAnswer}},

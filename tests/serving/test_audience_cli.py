@@ -85,3 +85,14 @@ def test_bad_input_exits_2_with_one_line(setup, capsys, flags, message):
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
     assert not (root / "out.csv").exists()
+
+
+def test_a_filter_code_outside_the_dictionary_is_a_warning(setup, capsys):
+    root, data, _, _ = setup
+    output = root / "filtered.csv"
+    code, err = run(["--model", str(root / "models"), "--data", str(data), "--characteristic", "ch_price",
+                     "--stage", "lead", "--industry", "IT ", "--region", "Moscow", "--output", str(output)], capsys)
+    assert code == 0, err
+    assert "warning: --region: 'Moscow' is not a code of regions.yaml" in err
+    assert "industry" not in err.split("ranked")[0]  # 'IT ' is the dictionary's 'it'
+    assert "ranked 0 eligible contact(s)" in err

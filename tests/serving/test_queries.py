@@ -124,6 +124,21 @@ def test_unknown_parameter_is_a_warning(client, trained):
     assert body["warnings"] == [f"unknown parameter 'limt' ignored; known: {', '.join(_audience_params())}"]
 
 
+def test_a_filter_code_outside_the_dictionary_and_a_repeated_parameter_are_warnings(client, trained):
+    code = trained[3].characteristic_codes[0]
+    answer = client.get("/v1/audience?characteristic=" + code + "&stage=proposal&industry=Bakery&limit=3&limit=5")
+    body = answer.json()
+    assert answer.status_code == 200 and body["total"] == 0 and len(body["contacts"]) == 0
+    assert body["warnings"] == [
+        "parameter 'limit' given 2 times; the last value is used",
+        "field 'industry': 'Bakery' is not a code of industries.yaml; only contacts whose organization has "
+        "exactly this industry are kept",
+    ]
+    known = client.get("/v1/audience", params={"characteristic": code, "stage": "proposal", "limit": 5,
+                                               "industry": trained[4].organizations["industry"].iloc[0].upper()})
+    assert known.json()["warnings"] == [] and len(known.json()["contacts"]) == 5
+
+
 def _audience_params():
     from serving.routes.queries import AUDIENCE_PARAMS
 
