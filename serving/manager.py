@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from needs_rec.errors import CrmRowError
 from serving.analyst import feedback_summary
 from serving.cards import render_points
 from serving.queries import similar_reasons
@@ -208,6 +209,9 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
     except service.crm_unavailable:
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
+    except CrmRowError as exc:  # the row is there, but one of its values no request could carry
+        context["notice"] = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"
+        return context, 200
     if record is None:
         context["notice"] = f"Контакт «{contact_id}» не найден в CRM. Найдите его поиском заново."
         return context, 404

@@ -163,3 +163,21 @@ def test_unreachable_crm_database_is_a_503_page(built: dict[str, Path], tmp_path
         analyst = client.get("/analyst")
         assert analyst.status_code == 200 and "База CRM сейчас недоступна: отзывы не прочитаны." in analyst.text
         assert "s3cret" not in log.getvalue()
+
+
+def test_a_wrong_value_in_the_contacts_crm_row_is_a_page_saying_so(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """o1 (c1, c7) has employees 'many' (no request can carry it), o2 (c2, c8) has -5 (the request
+    rules refuse it): both cards are pages naming the CRM's value, never a JSON error; c3 has its points."""
+    from needs_rec import dictionaries
+
+    edits = [("organizations", 1, "employees", "many"), ("organizations", 2, "employees", "-5")]
+    url = write_crm_database(f"sqlite:///{tmp_path / 'crm.db'}", dictionaries.load(dictionaries_dir), edits=edits)
+    with serve(settings_for(built["fixed"].parent, crm=url), "manager-bad-row") as (client, _):
+        for contact_id, shown in (("c1", "&#39;many&#39; is not a number"), ("c2", "got -5")):
+            card = client.get("/", params={"contact": contact_id})
+            assert card.status_code == 200 and card.headers["content-type"].startswith("text/html"), card.text[:200]
+            assert "Данные контакта в CRM" in card.text and shown in card.text
+            assert not points(card.text)
+        assert points(client.get("/", params={"contact": "c3"}).text)
