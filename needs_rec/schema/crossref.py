@@ -137,12 +137,19 @@ def _leave_out_invalid(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Lenient validation: organizations and contacts without their invalid rows, and contacts
     without those whose organization is missing or left out (their row numbers stay the file's)."""
-    orgs = _leave_out(orgs, ORGANIZATIONS, invalid[ORGANIZATIONS.name], errors, report)
-    bad_contacts = invalid[CONTACTS.name]
+    kept = _leave_out(orgs, ORGANIZATIONS, invalid[ORGANIZATIONS.name], errors, report)
+    valid = ~invalid[CONTACTS.name]
     orphans: list[str] = []
-    bad_contacts = bad_contacts | _check_orphans(orgs, contacts, report, orphans, among=~bad_contacts)
-    contacts = _leave_out(contacts, CONTACTS, bad_contacts, [*errors, *orphans], report)
-    return orgs, contacts
+    missing = _check_orphans(orgs, contacts, report, orphans, among=valid)
+    with_left_out = valid & ~missing & ~isin(contacts["org_id"], kept["org_id"])
+    if with_left_out.any():
+        rows = np.flatnonzero(with_left_out)
+        shown = [f"contact {contacts['contact_id'].iloc[r]!r} → org {contacts['org_id'].iloc[r]!r} (row {r + 1})"
+                 for r in rows[:SHOW]]
+        orphans.append(f"{report.files['contacts']} column 'org_id': {len(rows)} contact(s) of an organization "
+                       f"left out as invalid: {_shown(shown, len(rows))}")
+    contacts = _leave_out(contacts, CONTACTS, ~valid | missing | with_left_out, [*errors, *orphans], report)
+    return kept, contacts
 
 
 def _leave_out(

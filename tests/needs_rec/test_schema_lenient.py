@@ -41,8 +41,9 @@ def test_an_invalid_organization_goes_with_its_contacts_and_their_outcomes(frame
     assert "'employees'" in org_warning.message and "'abc' (row 1)" in org_warning.message
     contact_warning = _left_out(report, "contacts.csv")
     assert contact_warning.count == 2 and set(contact_warning.examples) == {"c1", "c7"}
-    assert "refer to an org_id that is not in organizations.csv" in contact_warning.message
-    assert "(row 1)" in contact_warning.message and "(row 7)" in contact_warning.message  # the file's rows
+    assert "2 contact(s) of an organization left out as invalid: contact 'c1' → org 'o1' (row 1), contact 'c7'" \
+        in contact_warning.message  # the file's row numbers
+    assert "(row 7)" in contact_warning.message and "not in organizations.csv" not in contact_warning.message
     assert report.notes["organizations_rows_left_out"] == 1 and report.notes["contacts_rows_left_out"] == 2
 
 
@@ -86,6 +87,15 @@ def test_invalid_feedback_rows_are_left_out(frames, tiny_dictionaries):
     _, report = schema.validate(frames, tiny_dictionaries, lenient=True)
     assert report.notes["outcome_rows_from_feedback"] == 1
     assert _left_out(report, "feedback.csv").count == 1
+
+
+def test_a_contact_whose_organization_is_missing_is_left_out(frames, tiny_dictionaries):
+    frames["contacts"].loc[4, "org_id"] = "o404"
+    crm, report = schema.validate(frames, tiny_dictionaries, lenient=True)
+    assert "c5" not in set(crm.contacts["contact_id"]) and len(crm.contacts) == N_CONTACTS - 1
+    warning = _left_out(report, "contacts.csv")
+    assert warning.count == 1 and warning.examples == ("c5",)
+    assert "refer to an org_id that is not in organizations.csv: contact 'c5' → org 'o404' (row 5)" in warning.message
 
 
 @pytest.mark.parametrize(
