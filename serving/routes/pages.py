@@ -5,7 +5,8 @@
   every characteristic offered at the stage. `GET /contacts/card` answers the same card as an HTML
   fragment, which the page's script swaps in when the stage changes.
 * `GET /analyst` — versions side by side, the promotion log, managers' feedback of the last 30
-  days, unknown codes per field, and one version's report (`report=N`, default the newest);
+  days, unknown codes per field, the CRM rows the queries' snapshot left out as invalid, and one
+  version's report (`report=N`, default the newest);
   `GET /analyst/versions/{n}/{chart}` serves that report's charts.
 * `GET /static/{name}` — the pages' CSS and script, shipped inside the package.
 
@@ -22,6 +23,7 @@ from fastapi.responses import FileResponse, Response
 
 from needs_rec import schema
 from serving import analyst, manager
+from serving.queries import iso_utc, snapshots_for
 from serving.service import ApiError, Service
 from serving.web import PAGE_HEADERS, Pages
 
@@ -70,6 +72,7 @@ def router(service: Service) -> APIRouter:
         }
         context.update(await manager.feedback_context(service, FEEDBACK_DAYS))
         context["unknown"] = _unknown_rows(service)
+        context["crm_check"] = _crm_check(service)
         shown = analyst.report_version(model_path, report_number, overview.rows)
         context["report_version"] = shown
         context["report_html"] = None
@@ -106,5 +109,16 @@ def router(service: Service) -> APIRouter:
         live = service.metrics.unknown_counts()
         fields = sorted(set(trained) | set(live))
         return [(f, live.get(f, 0), trained.get(f, 0)) for f in fields]
+
+    def _crm_check(service: Service) -> dict[str, Any] | None:
+        """What the served version's snapshot of the CRM left out (None without a CRM source; a
+        missing snapshot starts building, the page never waits for it)."""
+        source, model = service.crm, service.registry.current
+        if source is None or model is None:
+            return None
+        current = snapshots_for(service).peek(model, source.read_crm)
+        if current is None:
+            return {"checked_at": None, "left_out": []}
+        return {"checked_at": iso_utc(current.built_at), "left_out": list(current.left_out)}
 
     return routes

@@ -135,6 +135,7 @@ def test_unknown_codes_per_field_since_start(client: TestClient) -> None:
 def test_feedback_section_says_why_it_is_empty_without_a_crm(client: TestClient) -> None:
     page = client.get("/analyst").text
     assert "без источника CRM (--crm)" in page
+    assert "Проверка данных CRM" not in page  # nothing to check without a CRM source
 
 
 def test_manager_page_without_a_crm_says_what_to_do(client: TestClient) -> None:

@@ -278,6 +278,9 @@ def test_a_crm_row_that_breaks_the_contract_is_left_out_not_a_503(trained, tmp_p
             assert similar_answer.json()["warnings"] == notes
             lines = [line for line in log.getvalue().splitlines() if "crm_rows_left_out" in line]
             assert lines and "12 staff" not in log.getvalue()
+            page = test_client.get("/analyst")
+            assert page.status_code == 200 and "Проверка данных CRM" in page.text
+            assert "&#39;12 staff&#39; (row 3)" in page.text and "не участвуют в подборе аудитории" in page.text
 
     if location.startswith("sqlite"):
         broken = f"sqlite:///{tmp_path / 'broken.db'}"
@@ -290,3 +293,10 @@ def test_a_crm_row_that_breaks_the_contract_is_left_out_not_a_503(trained, tmp_p
         shutil.copytree(root / "crm", tmp_path / "broken")
         tables["organizations"].to_csv(tmp_path / "broken" / "organizations.csv", index=False)
         check(str(tmp_path / "broken"), "left_out_directory")
+
+
+def test_the_analyst_page_says_when_every_crm_row_passed(client, trained):
+    code = trained[3].characteristic_codes[0]
+    assert client.get("/v1/audience", params={"characteristic": code, "stage": "proposal"}).status_code == 200
+    page = client.get("/analyst").text
+    assert "Проверка данных CRM" in page and "Все строки CRM прошли проверку" in page
