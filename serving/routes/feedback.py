@@ -92,12 +92,18 @@ def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules) -> 
     )
 
 
-async def store(link: CrmLink, event: crm.FeedbackEvent) -> crm.FeedbackResult:
-    """404 for an unknown contact; else the event, with the model version of its answer, stored."""
+async def store(link: CrmLink, event: crm.FeedbackEvent, warnings: list[str]) -> crm.FeedbackResult:
+    """404 for an unknown contact; else the event, with the model version of its answer, stored
+    (a request_id naming no known answer is stored as given, with a warning)."""
     if not await link.has_contact(event.contact_id):
         raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
     if event.request_id is not None:
-        event = dataclasses.replace(event, model_version=await link.model_version_of(event.request_id))
+        version = await link.model_version_of(event.request_id)
+        if version is None:
+            shown = event.request_id if len(event.request_id) <= 40 else event.request_id[:37] + "..."
+            warnings.append(f"field 'request_id': no answer {shown!r} is known (neither remembered nor in "
+                            "exposures); stored without its model_version")
+        event = dataclasses.replace(event, model_version=version)
     return await link.call(link.source.add_feedback, event)
 
 
@@ -115,7 +121,7 @@ def router(service: Service) -> APIRouter:
         event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
         try:
             async with asyncio.timeout(settings.request_timeout_s):  # a locked SQLite file waits 30 s
-                result = await store(link, event)
+                result = await store(link, event, warnings)
         except TimeoutError:
             raise ApiError(
                 503,
