@@ -187,6 +187,14 @@ class OwnTables:
             stored = conn.execute(self._stored_feedback, {"id": event.feedback_id}).one()
         return FeedbackResult.DUPLICATE if event.same_content(stored._mapping) else FeedbackResult.CONFLICT
 
+    def stored_feedback(self, feedback_id: str) -> dict[str, Any] | None:
+        """The row stored under `feedback_id`, or None (also when the table does not exist yet)."""
+        if not self._exists(self.feedback):
+            return None
+        with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
+            row = conn.execute(self._stored_feedback, {"id": feedback_id}).first()
+        return None if row is None else dict(row._mapping)
+
     def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Append exposure rows in one transaction."""
         if not rows:
@@ -270,6 +278,9 @@ class OwnTablesWriter:
 
     def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
         return self.own().add_feedback(event)
+
+    def stored_feedback(self, feedback_id: str) -> dict[str, Any] | None:
+        return self.own().stored_feedback(feedback_id)
 
     def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
         return self.own().add_exposures(rows)

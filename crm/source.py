@@ -131,6 +131,10 @@ class CrmSource(Protocol):
         """Store one feedback event, committed before returning; idempotent by feedback_id."""
         ...
 
+    def stored_feedback(self, feedback_id: str) -> dict[str, Any] | None:
+        """The feedback row stored under `feedback_id`, or None (a retry's check, writing nothing)."""
+        ...
+
     def add_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Append exposure rows (§6 columns) in one transaction; returns how many were written."""
         ...

@@ -10,7 +10,8 @@ transaction, committed before any 2xx is sent:
 
 - 201 `{"feedback_id", "stored": true}` — a new row, committed;
 - 200 `{"feedback_id", "stored": false, "duplicate": true}` — this feedback_id is stored already
-  with the same content (a retry): nothing written;
+  with the same content (a retry): nothing written. A retry the served version's dictionaries
+  refuse (a promotion came in between) is looked up before its 400, so it is still this 200;
 - 409 — this feedback_id is stored with different content;
 - 503 — no CRM source (`--crm`), or the database cannot be written: nothing is half-stored, the
   caller retries with the same feedback_id.
@@ -33,8 +34,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 import crm
-from needs_rec.errors import RequestError
-from needs_rec.schema import FeedbackRules
+from needs_rec import schema
+from needs_rec.errors import DataError, RequestError
+from needs_rec.schema import FeedbackRules, check_row
 from serving import api_schemas as api
 from serving.crm_link import CrmLink
 from serving.requests import check_id, parse_json, unknown_fields
@@ -78,7 +80,22 @@ def read_event(body: Any, warnings: list[str] | None = None) -> tuple[dict[str, 
 def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules) -> crm.FeedbackEvent:
     """The event after the row rules and the strict feedback checks (DataError → 400 naming the field);
     its model_version is filled in once the answer it refers to is looked up."""
-    clean = rules.check(fields)
+    return event_of(rules.check(fields), given)
+
+
+async def stored_as_sent(link: CrmLink, fields: dict[str, str], given: bool) -> bool:
+    """Whether an event the strict checks refuse is stored already under its feedback_id with this
+    content: a retry that meets other dictionaries (a promotion in between) is still a duplicate."""
+    clean, errors = check_row(fields, schema.FEEDBACK, schema.FEEDBACK.name)
+    if errors:
+        return False
+    event = event_of(clean, given)
+    stored = await link.call(link.source.stored_feedback, event.feedback_id)
+    return stored is not None and event.same_content(stored)
+
+
+def event_of(clean: dict[str, Any], given: bool) -> crm.FeedbackEvent:
+    """The event of a row's clean values (`schema.check_row` of the feedback table)."""
     return crm.FeedbackEvent(
         feedback_id=clean["feedback_id"],
         contact_id=clean["contact_id"],
@@ -118,7 +135,14 @@ def router(service: Service) -> APIRouter:
         model = service.model()  # the served version's dictionaries decide what a valid code is
         warnings: list[str] = []
         fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)), warnings)
-        event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
+        try:
+            event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
+        except DataError:
+            if not await stored_as_sent(link, fields, given):
+                raise
+            return json_response(
+                {"feedback_id": fields["feedback_id"], "stored": False, "duplicate": True, "warnings": warnings}, 200
+            )
         try:
             async with asyncio.timeout(settings.request_timeout_s):  # a locked SQLite file waits 30 s
                 result = await store(link, event, warnings)

@@ -259,6 +259,27 @@ def test_feedback_on_a_locked_sqlite_file_is_a_503_within_the_request_timeout(
         assert sorted(rows["feedback_id"]) == ["fb-before", "fb-locked"]
 
 
+def test_a_retry_of_a_stored_event_is_a_duplicate_even_when_the_dictionaries_changed(
+    app: TestClient, crm_location: str
+) -> None:
+    """fb-old was stored while 'ch_gone' was a characteristic (another version served then); its retry
+    must still be the 200 duplicate, not a 400 that makes the caller think it was lost."""
+    import crm
+
+    with crm.open_source(crm_location) as source:
+        old = crm.FeedbackEvent(feedback_id="fb-old", contact_id="c1", stage="demo", characteristic="ch_gone",
+                                outcome="positive", occurred_on="2024-05-02", manager_id="m-7")
+        assert source.add_feedback(old) is crm.FeedbackResult.STORED
+    retry = post(app, "/v1/feedback", feedback_body("fb-old", characteristic=" CH_GONE "))
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == {"feedback_id": "fb-old", "stored": False, "duplicate": True, "warnings": []}
+    changed = post(app, "/v1/feedback", feedback_body("fb-old", characteristic="ch_gone", outcome="negative"))
+    assert changed.status_code == 400 and "unknown characteristic 'ch_gone'" in changed.json()["error"]
+    new = post(app, "/v1/feedback", feedback_body("fb-new", characteristic="ch_gone"))
+    assert new.status_code == 400 and "unknown characteristic 'ch_gone'" in new.json()["error"]
+    assert list(stored_feedback(crm_location)["feedback_id"]) == ["fb-old"]
+
+
 def test_feedback_names_unknown_fields_and_stores_none_of_them(app: TestClient, crm_location: str) -> None:
     body = {**feedback_body("fb-u"), "manger_id": "m-8", "note": "called twice", "phone": "+7 900 000-00-00"}
     answer = post(app, "/v1/feedback", body)
