@@ -73,13 +73,15 @@ def find_table_file(directory: str | Path, name: str) -> Path:
     return found[0]
 
 
-def read_table(path: str | Path, table: schema.Table | str) -> pd.DataFrame:
+def read_table(path: str | Path, table: schema.Table | str, *, replace_bad_text: bool = False) -> pd.DataFrame:
     """Read one table (a contract table or `requests`) from a `.csv` or `.parquet` file.
 
     Keeps the table's contract columns only (header names matched after stripping spaces and
     lower-casing), checks that its required columns are there, and records the file name in
     `attrs["source"]` and the names of the dropped personal-data columns in
-    `attrs["personal_columns_dropped"]`.
+    `attrs["personal_columns_dropped"]`. A CSV byte that is not UTF-8 is a DataError, or, with
+    `replace_bad_text` (the pages' names: one bad byte in one name must not hide every contact),
+    U+FFFD.
     """
     path = Path(path)
     table = _table(table)
@@ -87,7 +89,7 @@ def read_table(path: str | Path, table: schema.Table | str) -> pd.DataFrame:
         raise DataError(f"missing file {path.name} ({str(path)!r}): the {table.name} table is required")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df, personal, extra = _read_csv(path, table)
+        df, personal, extra = _read_csv(path, table, replace_bad_text=replace_bad_text)
     elif suffix in (".parquet", ".pq"):
         df, personal, extra = _read_parquet(path, table)
     else:
@@ -113,7 +115,9 @@ def _table(table: schema.Table | str) -> schema.Table:
 # --- CSV -------------------------------------------------------------------------------------
 
 
-def _read_csv(path: Path, table: schema.Table) -> tuple[pd.DataFrame, list[str], list[str]]:
+def _read_csv(
+    path: Path, table: schema.Table, *, replace_bad_text: bool = False
+) -> tuple[pd.DataFrame, list[str], list[str]]:
     header = _csv_header(path)
     mapping, personal, extra = schema.contract_columns(header, table, path.name)
     wanted = list(mapping)
@@ -125,7 +129,7 @@ def _read_csv(path: Path, table: schema.Table) -> tuple[pd.DataFrame, list[str],
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 include_columns=wanted,
-                column_types=dict.fromkeys(wanted, pa.string()),
+                column_types=dict.fromkeys(wanted, pa.binary() if replace_bad_text else pa.string()),
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -134,6 +138,9 @@ def _read_csv(path: Path, table: schema.Table) -> tuple[pd.DataFrame, list[str],
         raise DataError(_csv_problem(path, len(header), exc)) from None
     df = arrow.combine_chunks().to_pandas()  # one chunk per column: later string kernels run faster
     df.columns = [mapping[c] for c in df.columns]
+    if replace_bad_text:
+        for column in df.columns:
+            df[column] = [value.decode("utf-8", errors="replace") for value in df[column]]
     return df.astype("str"), personal, extra
 
 
@@ -320,8 +327,8 @@ class FileSource(OwnTablesWriter):
         if cached is not None and cached[0] == stamp:
             return cached[1]
         tables = schema.DISPLAY_TABLES
-        orgs = read_table(paths[0], tables["organizations"])
-        contacts = read_table(paths[1], tables["contacts"])
+        orgs = read_table(paths[0], tables["organizations"], replace_bad_text=True)
+        contacts = read_table(paths[1], tables["contacts"], replace_bad_text=True)
         rows = contacts.merge(orgs, on="org_id", how="left", validate="many_to_one") if "name" in orgs else contacts
         self._display = (stamp, rows)
         return rows

@@ -96,6 +96,9 @@ def tune_sqlite(engine: Engine, *, own_file: bool) -> None:
         cursor.close()
         # SQLite's own lower() folds ASCII only; contact search must fold Cyrillic names too.
         dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+        # SQLite stores whatever bytes a TEXT value was given: one bad byte in one name must not make
+        # every lookup or search that reads it fail (Python's default decoding raises).
+        dbapi_connection.text_factory = _decoded
 
 
 @contextlib.contextmanager
@@ -290,6 +293,11 @@ class OwnTablesWriter:
 
     def model_version_of(self, request_id: str) -> int | None:
         return self.own().model_version_of(request_id)
+
+
+def _decoded(value: bytes) -> str:
+    """A SQLite TEXT value as str, a byte that is not UTF-8 shown as U+FFFD."""
+    return value.decode("utf-8", errors="replace")
 
 
 def _lower(value: Any) -> Any:

@@ -164,6 +164,23 @@ def test_not_utf8(tmp_path):
         data.read_requests(path)
 
 
+def test_a_name_that_is_not_utf8_hides_no_contact_from_the_pages(tmp_path, tiny_dictionaries):
+    """c1's full_name in cp1251 (contract columns are fine, so validation passes): search and the
+    card's names failed for every contact with 'not UTF-8 text'; now that byte shows as U+FFFD."""
+    import crm
+
+    directory = write_crm(tmp_path / "crm", tiny_dictionaries)
+    path = directory / "contacts.csv"
+    path.write_bytes(path.read_bytes().replace("Иван Петров 0".encode(), "Петров".encode("cp1251"), 1))
+    schema.validate(data.read_crm(directory), tiny_dictionaries)  # the model's columns are all valid
+    with crm.open_source(str(directory)) as source:
+        assert source.display("c1")["contact"] == "\ufffd" * 6
+        assert source.display("c2")["contact"] == "Иван Петров 1"
+        assert "c2" in [row["contact_id"] for row in source.search("Иван Петров 1")]
+    with pytest.raises(DataError, match="not UTF-8"):  # what the model reads keeps the strict rule
+        data.read_table(path, schema.DISPLAY_TABLES["contacts"])
+
+
 def test_header_with_a_column_twice(tmp_path):
     path = tmp_path / "requests.csv"
     path.write_text("contact_id,stage,Stage\nc1,demo,lead\n", encoding="utf-8")

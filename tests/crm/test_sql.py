@@ -145,6 +145,18 @@ def test_integer_contact_ids_are_looked_up_as_integers_and_other_text_names_no_c
         assert database.contact(text) is None and database.display(text) is None, text
 
 
+def test_a_name_that_is_not_utf8_never_fails_lookups_or_search(open_crm, tmp_path, tiny_dictionaries):
+    """SQLite keeps whatever bytes a TEXT value was given: c1's full_name holding b'\\xcf\\xf0\\xe8' made
+    every read of that row fail (the pages answered 503 for it); now the byte shows as U+FFFD."""
+    url = write_crm_database(f"sqlite:///{tmp_path / 'crm.db'}", tiny_dictionaries)
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("UPDATE contacts SET full_name = CAST(X'CFF0E8' AS TEXT) WHERE contact_id = 'c1'"))
+    database = open_crm(url)
+    assert database.display("c1")["contact"] == "\ufffd\ufffd\ufffd"
+    assert [row["contact_id"] for row in database.search("c1", 50)][:1] == ["c1"]
+    assert database.contact("c1").contact_id == "c1"
+
+
 def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_url, tiny_dictionaries):
     source = open_crm(write_crm_database(database_url, tiny_dictionaries))
     event = crm.FeedbackEvent("fb-1", "c1", "demo", "ch_price", "positive", "2024-03-01", request_id="r1")
