@@ -195,8 +195,12 @@ def parse_url(text: str, flag: str = "--data") -> tuple[URL, str | None]:
     """
     try:
         url = make_url(text)
+        url.port  # noqa: B018 — a port that is not a number ('host:notaport') raises here, not at connect
     except ArgumentError:
         raise ConfigError(f"{flag} {redact(text)!r}: not a database URL; allowed: {ALLOWED_URLS}") from None
+    except ValueError as exc:  # SQLAlchemy parses the port with int(), an IPv6 host with ipaddress
+        raise ConfigError(f"{flag} {redact(text)!r}: not a database URL ({_plain_reason(exc)}); allowed: "
+                          f"{ALLOWED_URLS}") from None
     driver = DRIVERS.get(url.drivername)
     if driver is None:
         raise ConfigError(f"{flag} {redact(text)!r}: unsupported database {url.drivername!r}; allowed: {ALLOWED_URLS}")
@@ -209,6 +213,11 @@ def parse_url(text: str, flag: str = "--data") -> tuple[URL, str | None]:
     if driver.startswith("sqlite") and not url.database:
         raise ConfigError(f"{flag} {redact(text)!r}: give the SQLite file, as in sqlite:///path/crm.db")
     return url, schema or None
+
+
+def _plain_reason(exc: ValueError) -> str:
+    text = str(exc)
+    return "the port must be a number" if "int()" in text else text[:100]
 
 
 def describe_url(url: URL, schema: str | None = None) -> str:

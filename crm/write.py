@@ -43,6 +43,9 @@ def write_tables(location: str, frames: Mapping[str, pd.DataFrame], *, flag: str
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip()[:200]
         raise SourceUnavailable(f"{flag} {redact(location)!r}: cannot connect ({reason})") from None
+    except sa.exc.DatabaseError as exc:  # SQLite: an existing file that is not a database
+        reason = str(exc.orig).strip()[:200]
+        raise ConfigError(f"{flag} {redact(location)!r}: cannot be written ({reason}); give a new file") from None
     finally:
         engine.dispose()
     clash = sorted(set(frames) & existing)

@@ -209,6 +209,14 @@ def test_existing_tables_are_never_overwritten(database_url, tiny_dictionaries):
         write_crm_database(database_url, tiny_dictionaries)
 
 
+def test_writing_into_a_file_that_is_no_database_is_a_config_error(tmp_path, tiny_dictionaries):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"cannot be written \(file is not a database\); give a new file"):
+        write_tables(f"sqlite:///{path}", crm_frames(tiny_dictionaries))
+    assert path.read_text(encoding="utf-8") == "hello"  # left as it was
+
+
 def test_unreachable_database_is_source_unavailable_without_the_password(open_crm):
     source = open_crm("postgresql+psycopg://user:s3cret@127.0.0.1:9/crm")
     for action in (source.read_crm, lambda: source.contact("c1"),
@@ -225,6 +233,9 @@ def test_unreachable_database_is_source_unavailable_without_the_password(open_cr
         ("mysql://u:pw@h/db", "unsupported database 'mysql'"),
         ("sqlite://", "give the SQLite file"),
         ("sqlite:///x.db?schema=a", "?schema= is for PostgreSQL"),
+        # a traceback (ValueError from int() / ipaddress) before
+        ("postgresql+psycopg://u:pw@host:notaport/db", "not a database URL (the port must be a number)"),
+        ("postgresql://u:pw@[::1:1/db", "not a database URL"),
     ],
 )
 def test_bad_urls_are_config_errors(open_crm, url, message):
