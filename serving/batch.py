@@ -44,7 +44,9 @@ OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    from training._cli import ArgumentParser  # usage errors as one line, as every command's
+
+    parser = ArgumentParser(
         prog="python -m serving.batch",
         description="Score contacts at funnel stages offline with a needs_rec model version.",
     )

@@ -21,6 +21,22 @@ EXIT_USAGE = 2
 _PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
+#: The seeds every generator we use accepts (NumPy's legacy seeding and TensorFlow's: 32 bits).
+MAX_SEED = 2**32 - 1
+
+
+def seed_value(text: str) -> int:
+    """An argparse type for `--seed`: a whole number from 0 to MAX_SEED, checked before any work
+    (NumPy refused -1 and 2**64 only once training had started, with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
 def one_line(message: object) -> str:
     """`message` with every run of whitespace (newlines included) collapsed to one space."""
     return " ".join(str(message).split())

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training._cli import ArgumentParser, seed_value
 from training.train import DEFAULT_DATA, DEFAULT_DICTIONARIES, Progress, TrainResult, train
 
 DEFAULT_OUTPUT = Path("models")
@@ -22,7 +23,7 @@ FitResult = TrainResult
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m training.fit",
         description="Train, evaluate and export a new needs_rec model version.",
     )
@@ -33,7 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="models directory; a new version is added")
     parser.add_argument("--config", type=Path, default=None, help="YAML overriding needs_rec/default_config.yaml")
     parser.add_argument("--cutoff", type=_date, default=None, help="train on episodes before YYYY-MM-DD (default: all)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    parser.add_argument("--seed", type=seed_value, default=None, help="random seed (default: the config's)")
     parser.add_argument(
         "--gbt", action="store_true", help="also run the gradient-boosted-trees baseline (slow, strongest peer)"
     )

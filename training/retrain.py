@@ -38,7 +38,7 @@ import numpy as np
 from needs_rec import gate as gate_mod
 from needs_rec import versions
 from needs_rec.errors import ModelError, NeedsRecError
-from training._cli import ArgumentParser, one_line, run_cli
+from training._cli import ArgumentParser, one_line, run_cli, seed_value
 from training.train import DEFAULT_DICTIONARIES, Progress, train
 
 EXIT_PROMOTED, EXIT_KEPT, EXIT_ERROR = 0, 3, 2
@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", type=Path, required=True, help="models directory (labels.json, promotions.jsonl)")
     parser.add_argument("--config", type=Path, default=None, help="training YAML over needs_rec/default_config.yaml")
     parser.add_argument("--gate", type=Path, default=None, help="gate YAML over needs_rec/default_gate.yaml")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    parser.add_argument("--seed", type=seed_value, default=None, help="random seed (default: the config's)")
     parser.add_argument("--verbose", action="store_true", help="print the training steps too")
     return parser.parse_args(argv)
 

@@ -43,7 +43,7 @@ from crm.write import write_tables
 from needs_rec.dictionaries import Dictionaries, load, normalize_code
 from needs_rec.errors import ConfigError
 from needs_rec.schema import CONTACTS, MULTI_SEPARATOR, NEGATIVE, ORGANIZATIONS, OUTCOMES, POSITIVE
-from training._cli import ArgumentParser, run_cli
+from training._cli import ArgumentParser, run_cli, seed_value
 
 DEFAULT_DICTIONARIES = Path(__file__).resolve().parents[1] / "dictionaries"
 DEFAULT_ORGS = 1500
@@ -1166,16 +1166,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m training.sample",
@@ -1190,7 +1180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--orgs", type=_positive_int, default=DEFAULT_ORGS, help=f"organizations (default {DEFAULT_ORGS})"
     )
-    parser.add_argument("--seed", type=_seed, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    parser.add_argument("--seed", type=seed_value, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     parser.add_argument(
         "--dictionaries", type=Path, default=DEFAULT_DICTIONARIES, help="dictionaries directory (default: the repo's)"
     )

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import crm
 from needs_rec import dictionaries, schema
-from training._cli import run_cli
+from training._cli import ArgumentParser, run_cli
 
 DEFAULT_DICTIONARIES = Path(__file__).resolve().parents[1] / "dictionaries"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m training.validate",
         description="Validate a CRM (organizations, contacts, outcomes as CSV or Parquet files, or database tables) "
         "against the data contract and the reference dictionaries; print the report.",

@@ -391,3 +391,4 @@ def test_run_cli_passes_the_exit_code_and_keeps_bugs_loud():
 
     with pytest.raises(ZeroDivisionError):
         run_cli(buggy, [])
+

@@ -1,0 +1,32 @@
+"""training._cli: every command's usage errors, `--seed` included, are one line and exit 2 before any work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training._cli import MAX_SEED
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("module", ["training.sample", "training.fit", "training.retrain", "training.validate",
+                                    "serving.batch"])
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999", "x"])
+def test_a_bad_seed_or_flag_is_one_line_before_any_work(tmp_path: Path, module: str, seed: str) -> None:
+    """fit and retrain took -1 or 2**66 and failed with NumPy's traceback once training had started;
+    validate and batch printed argparse's usage line as well."""
+    takes_seed = module in ("training.sample", "training.fit", "training.retrain")
+    args = ["--seed", seed] if takes_seed else ["--no-such-flag", seed]
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert f"see python -m {module} --help" in done.stderr
+    if takes_seed:
+        assert f"must be a whole number from 0 to {MAX_SEED}" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
