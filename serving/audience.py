@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from needs_rec import versions
 from needs_rec.errors import ConfigError, NeedsRecError
 
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from needs_rec import audience, dictionaries, schema
     from serving.batch import _check_output, resolve_version
 
-    suffix = _check_output(args.output)
+    suffix = _check_output(args.output, [("--data", args.data)])
     started = time.perf_counter()
     filters = _filters(args)
     version_dir = resolve_version(args.model)
@@ -117,6 +118,7 @@ def write_frame(frame, path: Path, suffix: str) -> None:
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o666 & ~versions.process_umask())  # mkstemp's 0600 would hide the list from others
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from needs_rec import versions
 from needs_rec.errors import ConfigError, DataError, preview
 
 CHUNK_ROWS = 65_536  # requests per model call and per written row group
@@ -60,13 +61,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check_output(path: Path) -> str:
+def _check_output(path: Path, inputs: Sequence[tuple[str, str | Path]] = ()) -> str:
+    """The output's suffix, after refusing an unknown extension, a missing directory, and a path that
+    is one of the command's `inputs` ((flag, location) pairs: a file, or a CRM directory whose table
+    files are inputs too): the run would replace what it reads."""
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(f"--output {str(path)!r}: unsupported extension {suffix or '(none)'!r}; use .csv or .parquet")
     if not path.parent.is_dir():
         raise ConfigError(f"--output {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    target = path.resolve()
+    for flag, location in inputs:
+        place = Path(str(location))
+        if "://" in str(location) or not place.exists():
+            continue  # a database URL: output files never go into it
+        tables = [place / f"{name}{ext}" for name in _CRM_TABLES for ext in (".csv", ".parquet")
+                  if place.is_dir()]
+        if target in {p.resolve() for p in [place, *tables]}:
+            raise ConfigError(f"--output {str(path)!r} is the {flag} input {str(place)!r}"
+                              f"{' (one of its tables)' if tables else ''}; write the result to another file")
     return suffix
+
+
+_CRM_TABLES = ("organizations", "contacts", "outcomes")
 
 
 def load_contacts(data: str | Path, dicts: Any) -> Any:
@@ -187,7 +204,7 @@ def output_batch(
 def main(argv: Sequence[str] | None = None) -> int:
     """Score every request and write the output atomically; returns 0 (errors raise and exit 2)."""
     args = parse_args(argv)
-    suffix = _check_output(args.output)
+    suffix = _check_output(args.output, [("--requests", args.requests), ("--data", args.data)])
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k must be a positive integer, got {args.top_k}")
     started = time.perf_counter()
@@ -248,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     written += pending.result()
         finally:
             writer.close()
+        os.chmod(tmp, 0o666 & ~versions.process_umask())  # the umask's modes, not mkstemp's 0600
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -283,8 +301,6 @@ def resolve_version(model: Path) -> Path:
     `needs_rec.versions.resolve_serving`, TensorFlow-free (so data errors are reported before any
     model is loaded); the same rule the HTTP service follows.
     """
-    from needs_rec import versions
-
     return versions.resolve_serving(model)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -59,6 +61,9 @@ def test_campaign_list_is_the_ranked_audience(setup, capsys, suffix):
     owners = set(crm.organizations.loc[crm.organizations["products_owned"].str.contains("crm"), "org_id"])
     assert owners and not owners & set(written["org_id"])
     assert "eligible contact(s)" in err
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,39 @@ def test_data_errors_exit_2_with_one_line(
     assert not output.exists() and [p.name for p in tmp_path.iterdir()] == ["requests.csv"]
 
 
+def test_an_output_that_is_an_input_is_refused_before_anything_is_read(
+    built: dict[str, Path], crm_dir: Path, tmp_path: Path
+) -> None:
+    """--output equal to --requests replaced the requests with their scores (exit 0)."""
+    requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c1"], "stage": ["lead"]})
+    before = requests.read_bytes()
+    for output, flag in ((requests, "--requests"), (crm_dir / "contacts.csv", "--data")):
+        result = cli("--model", built["fixed"].parent, "--data", crm_dir, "--requests", requests, "--output", output)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert f"is the {flag} input" in result.stderr and "write the result to another file" in result.stderr
+    assert requests.read_bytes() == before
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_the_output_gets_the_umasks_mode(
+    built: dict[str, Path], crm_dir: Path, tmp_path: Path, umask: int, mode: int
+) -> None:
+    """It was always 0600 (mkstemp's), so a colleague or another service user could not read the scores."""
+    import os
+    import stat
+
+    requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c1"], "stage": ["lead"]})
+    output = tmp_path / "scores.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.batch", "--model", str(built["fixed"].parent), "--data", str(crm_dir),
+         "--requests", str(requests), "--output", str(output)],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        preexec_fn=lambda: os.umask(umask),
+    )
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(output.stat().st_mode) == mode
+
+
 def test_bad_output_extension_and_model_path_exit_2(built: dict[str, Path], crm_dir: Path, tmp_path: Path) -> None:
     requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c1"], "stage": ["lead"]})
     common = ("--data", crm_dir, "--requests", requests)
