@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from needs_rec.errors import ConfigError
+from needs_rec.errors import ConfigError, shown, yaml_problem
 
 DEFAULT_CONFIG_FILE = "default_config.yaml"
 
@@ -211,8 +211,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise ConfigError(f"config file {str(path)!r} is not valid UTF-8 YAML: {reason}") from exc
+        raise ConfigError(f"config file {str(path)!r}: {yaml_problem(exc)}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -237,7 +236,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     """Validate `data` against dataclass `cls` (recursing into sections) and instantiate it."""
     where = prefix.rstrip(".") or "top level"
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config key {where!r} must be a mapping, got {data!r}")
+        raise ConfigError(f"config key {where!r} must be a mapping, got {shown(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in data:
@@ -275,7 +274,7 @@ def _convert(key: str, value: Any, hint: Any, rule: _Rule) -> Any:
             errors.append(str(exc))
     if errors and len(options) == 1:
         raise ConfigError(errors[0])
-    raise ConfigError(f"config key {key!r} must be {_describe(hint, rule)}, got {value!r}")
+    raise ConfigError(f"config key {key!r} must be {_describe(hint, rule)}, got {shown(value)}")
 
 
 class _Mismatch(Exception):
@@ -303,7 +302,7 @@ def _convert_one(key: str, value: Any, hint: Any, rule: _Rule) -> Any:
             raise _Mismatch
         if rule.choices is not None and value not in rule.choices:
             allowed = ", ".join(repr(c) for c in rule.choices)
-            raise ConfigError(f"config key {key!r} must be one of {allowed}, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be one of {allowed}, got {shown(value)}")
         return value
     if typing.get_origin(hint) is tuple:
         (item_type, _ellipsis) = typing.get_args(hint)
@@ -311,7 +310,7 @@ def _convert_one(key: str, value: Any, hint: Any, rule: _Rule) -> Any:
             raise _Mismatch
         if len(value) < rule.min_length or (rule.max_length is not None and len(value) > rule.max_length):
             raise ConfigError(
-                f"config key {key!r} must be a list of {rule.min_length} to {rule.max_length} items, got {value!r}"
+                f"config key {key!r} must be a list of {rule.min_length} to {rule.max_length} items, got {shown(value)}"
             )
         items = []
         for i, item in enumerate(value):
@@ -319,7 +318,7 @@ def _convert_one(key: str, value: Any, hint: Any, rule: _Rule) -> Any:
                 items.append(_convert_one(f"{key}[{i}]", item, item_type, rule))
             except _Mismatch:
                 raise ConfigError(
-                    f"config key {key!r} must be {_describe(hint, rule)}, got {value!r} (item {i}: {item!r})"
+                    f"config key {key!r} must be {_describe(hint, rule)}, got {shown(value)} (item {i}: {shown(item)})"
                 ) from None
         return tuple(items)
     raise TypeError(f"config field {key!r} has an unsupported annotation {hint!r}")  # a bug, not user input
@@ -343,7 +342,7 @@ def _as_float(value: Any) -> float | None:
 
 def _check_range(key: str, value: float, rule: _Rule, kind: str) -> None:
     if not rule.in_range(value):
-        raise ConfigError(f"config key {key!r} must be {kind} in {rule.describe_range()}, got {value!r}")
+        raise ConfigError(f"config key {key!r} must be {kind} in {rule.describe_range()}, got {shown(value)}")
 
 
 def _describe(hint: Any, rule: _Rule) -> str:

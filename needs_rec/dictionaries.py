@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from needs_rec.errors import DictionaryError, preview
+from needs_rec.errors import DictionaryError, preview, shown, yaml_problem
 
 #: Plain `items: [{code, name}]` vocabularies, file base name = attribute name.
 SIMPLE_FILES: tuple[str, ...] = (
@@ -177,7 +177,7 @@ def load(directory: str | Path) -> Dictionaries:
         try:
             raw[name] = yaml.safe_load(data.decode("utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise DictionaryError(f"{path.name}: not valid UTF-8 YAML ({_one_line(exc)})") from exc
+            raise DictionaryError(f"{path.name}: {yaml_problem(exc)}") from exc
 
     simple = {name: _parse_items(f"{name}.yaml", raw[name]) for name in SIMPLE_FILES}
     categories, needs = _parse_needs(raw[NEEDS_FILE])
@@ -213,10 +213,6 @@ def _find_file(directory: Path, name: str) -> Path:
     raise DictionaryError(f"{name}.yaml: missing file in dictionaries directory {str(directory)!r}")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
 def _top_level(file: str, data: Any, key: str) -> list[Any]:
     if not isinstance(data, dict) or key not in data:
         raise DictionaryError(f"{file}: missing top-level key {key!r}")
@@ -230,7 +226,7 @@ def _top_level(file: str, data: Any, key: str) -> list[Any]:
 
 def _text_field(file: str, where: str, entry: Any, key: str) -> str:
     if not isinstance(entry, dict):
-        raise DictionaryError(f"{file}: {where} must be a mapping with 'code' and 'name', got {entry!r}")
+        raise DictionaryError(f"{file}: {where} must be a mapping with 'code' and 'name', got {shown(entry)}")
     value = entry.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DictionaryError(f"{file}: {where} is missing field {key!r}")
@@ -289,7 +285,7 @@ def _code_list(file: str, where: str, value: Any, field_name: str) -> tuple[str,
     if isinstance(value, str):
         value = [v for v in value.split(";") if v.strip()]
     if not isinstance(value, list):
-        raise DictionaryError(f"{file}: {where} field {field_name!r} must be a list of codes, got {value!r}")
+        raise DictionaryError(f"{file}: {where} field {field_name!r} must be a list of codes, got {shown(value)}")
     return tuple(normalize_code(v) for v in value)
 
 

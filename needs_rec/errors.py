@@ -7,6 +7,8 @@ with `{"error": ...}`.
 
 from __future__ import annotations
 
+import reprlib
+
 
 class NeedsRecError(Exception):
     """Base of every error caused by input (files, configs, requests), never by a bug."""
@@ -38,6 +40,28 @@ class ModelError(NeedsRecError):
 
 class NotFittedError(NeedsRecError):
     """An estimator-like object was used before `fit` was called."""
+
+
+_SHOWN = reprlib.Repr()  # its keyword arguments need Python 3.12
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict, _SHOWN.maxset = 2, 5, 5, 5, 5
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 60, 60, 40
+
+
+def shown(value: object) -> str:
+    """`repr(value)` bounded for a message: a few levels, items and characters (reprlib), so a
+    value built from YAML aliases (a "billion laughs" file) cannot turn an error into gigabytes."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def yaml_problem(exc: Exception) -> str:
+    """What is wrong with a file read as YAML: not UTF-8, or the parser's first problem and where."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"not valid YAML ({where}{problem})"
 
 
 def preview(values, limit: int = 5) -> str:

@@ -91,8 +91,22 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_unparsable_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"config\.yaml' is not valid UTF-8 YAML"):
+    with pytest.raises(ConfigError, match=r"config\.yaml': not valid YAML \(line 2, column 1: expected ',' or ']'"):
         load_config(write(tmp_path, "network: [unclosed\n"))
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"network: \xff\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml': not UTF-8 text \(bad byte at offset 9\)"):
+        load_config(path)
+
+
+def test_a_yaml_alias_bomb_gives_a_short_message(tmp_path: Path) -> None:
+    """9 nested anchors of 9 aliases: the message printed the whole expansion (226 MB, 3.8 GB of RAM)."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "\n".join(lines) + "\nnetwork: *a8\n"))
+    assert "config key 'a0'" in str(caught.value) or "unknown config key" in str(caught.value)
+    assert len(str(caught.value)) < 400
 
 
 def test_non_mapping_file_is_refused(tmp_path: Path) -> None:

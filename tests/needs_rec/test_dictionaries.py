@@ -434,4 +434,17 @@ def test_unquoted_yaml_boolean_code_is_refused(tmp_path: Path) -> None:
 def test_invalid_yaml(tmp_path: Path) -> None:
     directory = write(tmp_path, minimal())
     (directory / "legal_forms.yaml").write_text("items: [unclosed\n", encoding="utf-8")
-    assert_names(load_error(directory), "legal_forms.yaml", "not valid UTF-8 YAML")
+    assert_names(load_error(directory), "legal_forms.yaml", "not valid YAML (line 2, column 1: expected ',' or ']'")
+    (directory / "legal_forms.yaml").write_bytes("items:\n  - {code: ooo, name: ООО}\n".encode("cp1251"))
+    assert_names(load_error(directory), "legal_forms.yaml", "not UTF-8 text (bad byte at offset")
+
+
+def test_a_yaml_alias_bomb_gives_a_short_message(tmp_path: Path) -> None:
+    """9 nested anchors of 9 aliases: the item's repr was the whole expansion (226 MB, 3.8 GB of RAM)."""
+    directory = write(tmp_path, minimal())
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (directory / "regions.yaml").write_text("\n".join(lines) + "\nitems: [*a8]\n", encoding="utf-8")
+    message = load_error(directory)
+    assert_names(message, "regions.yaml", "item #1 must be a mapping with 'code' and 'name'")
+    assert len(message) < 400
