@@ -167,7 +167,8 @@ def load(directory: str | Path) -> Dictionaries:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise DictionaryError(f"dictionaries directory {str(directory)!r} does not exist")
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise DictionaryError(f"dictionaries directory {str(directory)!r} {what}")
     raw: dict[str, Any] = {}
     checksums: dict[str, str] = {}
     for name in ALL_FILES:

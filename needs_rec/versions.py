@@ -451,6 +451,19 @@ def rollback(models_dir: str | Path) -> Labels:
 # -- files, modes, locks -----------------------------------------------------------------------
 
 
+def check_directory_path(path: str | Path, what: str) -> None:
+    """ConfigError when `path` cannot become a directory: it is a file, or one of its parents is.
+
+    Checked before any work, so training does not run for minutes to fail with "File exists"."""
+    path = Path(path)
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                where = "" if place == path else f" ({str(place)!r} is a file)"
+                raise ConfigError(f"{what} {str(path)!r} is not a directory{where}; give a directory")
+            return
+
+
 def process_umask() -> int:
     """The process umask, read without changing it (Linux /proc), else by the set-and-restore idiom."""
     try:

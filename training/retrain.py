@@ -203,6 +203,7 @@ def append_record(models: Path, decision: Decision) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    versions.check_directory_path(args.models, "--models")  # no lock file or log line in a file's place
     try:
         decision = retrain(args)
     except (NeedsRecError, OSError) as exc:

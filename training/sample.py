@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 import crm
 from crm.write import write_tables
+from needs_rec import versions
 from needs_rec.dictionaries import Dictionaries, load, normalize_code
 from needs_rec.errors import ConfigError
 from needs_rec.schema import CONTACTS, MULTI_SEPARATOR, NEGATIVE, ORGANIZATIONS, OUTCOMES, POSITIVE
@@ -1102,6 +1103,7 @@ def _frame(columns: Mapping[str, object]) -> pd.DataFrame:
 
 # ---- files ------------------------------------------------------------------------------------------
 def _check_output(target: Path) -> None:
+    versions.check_directory_path(target, "--output")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ConfigError(
             f"--output {str(target)!r}: already exists and is not an empty directory; "

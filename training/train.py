@@ -104,11 +104,12 @@ def train(
     # instantly, and a data error prints its one line with no TensorFlow chatter.
     import crm as crm_source
     from needs_rec import config as config_mod
-    from needs_rec import dictionaries, drift, episodes, evaluation, schema, talking_points
+    from needs_rec import dictionaries, drift, episodes, evaluation, schema, talking_points, versions
     from needs_rec import thresholds as thresholds_mod
 
     progress = progress or Progress(quiet=True)
     dictionaries_dir, models_dir = Path(dictionaries_dir), Path(models_dir)
+    versions.check_directory_path(models_dir, "models directory")  # before minutes of training
     progress(f"loading dictionaries from {dictionaries_dir}")
     dicts = dictionaries.load(dictionaries_dir)
     cfg = config_mod.load_config(config)

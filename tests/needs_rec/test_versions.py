@@ -14,7 +14,7 @@ import pytest
 from version_factory import VOCAB, fake_version
 
 from needs_rec import versions
-from needs_rec.errors import ModelError
+from needs_rec.errors import ConfigError, ModelError
 
 
 def test_list_versions_takes_numbers_from_directory_names_only(tmp_path: Path) -> None:
@@ -210,3 +210,14 @@ def test_shared_modes_follow_the_umask(tmp_path: Path, mask: int, directory: int
     assert stat.S_IMODE((root / "sub").stat().st_mode) == directory
     assert stat.S_IMODE(Path(name).stat().st_mode) == file
     assert stat.S_IMODE((tmp_path / "labels.json").stat().st_mode) == file
+
+
+def test_check_directory_path_refuses_a_file_or_a_file_above(tmp_path):
+    """fit --output FILE trained for half a minute, then failed with 'File exists'."""
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    versions.check_directory_path(tmp_path / "new" / "models", "models directory")  # may be created
+    versions.check_directory_path(tmp_path, "models directory")
+    with pytest.raises(ConfigError, match=r"models directory '.*afile' is not a directory; give a directory"):
+        versions.check_directory_path(tmp_path / "afile", "models directory")
+    with pytest.raises(ConfigError, match=r"'.*afile/sub' is not a directory \('.*afile' is a file\)"):
+        versions.check_directory_path(tmp_path / "afile" / "sub", "--output")
