@@ -16,6 +16,7 @@ written to a model version or to needs_rec's tables.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class CardView:
     more: bool = False
     hidden: int = 0
     error: str | None = None
+    notice: str | None = None  # something the manager should know, not an error
 
 
 def _name(model: ServingModel, vocabulary: str, code: Any) -> str:
@@ -143,7 +145,12 @@ def _stages(model: ServingModel) -> list[tuple[str, str]]:
 
 
 def _query(params: Mapping[str, str], name: str) -> str:
-    return (params.get(name) or "").strip()[:MAX_QUERY]
+    """A query parameter, stripped, at most MAX_QUERY characters, control characters shown as U+FFFD
+    (the page echoes what was asked for; an ESC or NUL has no business in it)."""
+    return _CONTROL.sub("\ufffd", (params.get(name) or "").strip()[:MAX_QUERY])
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
@@ -235,6 +242,9 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         context["card"] = await score_card(service, model, record, stage, more)
     except service.request_errors as exc:  # a CRM value the request rules refuse: show it, do not fail the page
         context["card"].error = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"
+    if requested and requested not in codes:  # a stale link or a typo: say which stage is shown instead
+        shown = requested if len(requested) <= 40 else requested[:39] + "…"
+        context["card"].notice = f"Этапа «{shown}» нет в воронке; показан этап «{dict(stages)[stage]}»."
     return context, 200
 
 

@@ -103,6 +103,16 @@ def test_unknown_contact_and_unknown_stage(client: TestClient) -> None:
     assert client.get("/contacts/card", params={"contact": "c404"}).status_code == 404
     odd = client.get("/", params={"contact": "c1", "stage": "no_such_stage"})  # falls back to the default stage
     assert odd.status_code == 200 and re.search(r'<option value="\w+" selected>', odd.text)
+    assert re.search(r"Этапа «no_such_stage» нет в воронке; показан этап «[^»]+»\.", odd.text)  # was silent
+    fragment = client.get("/contacts/card", params={"contact": "c1", "stage": "NOPE"})
+    assert fragment.status_code == 200 and "Этапа «nope» нет в воронке" in fragment.text
+    assert "нет в воронке" not in client.get("/", params={"contact": "c1", "stage": "demo"}).text
+
+
+def test_control_characters_asked_for_are_never_echoed(client: TestClient) -> None:
+    for params in ({"contact": "\x1b[31mc1"}, {"q": "\x00"}, {"contact": "c1", "stage": "demo\x00"}):
+        page = client.get("/", params=params)
+        assert page.status_code in (200, 404) and "\x1b" not in page.text and "\x00" not in page.text, params
 
 
 def test_names_shown_are_never_logged(app: tuple[TestClient, Any]) -> None:
