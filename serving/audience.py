@@ -63,13 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with crm_source.open_source(args.data) as source:
         crm, report = schema.validate(source.read_crm(), dicts)
         described = source.describe()
-    if report.warnings_count:
-        print(f"warning: {report.warnings_count} data warning(s) in {described}; "
-              "run `python -m training.validate` for details", file=sys.stderr)
-    for warning in audience.filter_warnings(filters, dicts):
-        for field, flag in (("field 'industry'", "--industry"), ("field 'region'", "--region")):
-            warning = warning.replace(field, flag)
-        print(f"warning: {warning}", file=sys.stderr)
     population = audience.Population.from_crm(crm, dicts)
     today = dt.datetime.now(dt.UTC).date()
     # The rule's checks (codes, offer, limit) run on an all-zero column first: bad input costs no model load.
@@ -79,6 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.registry import load_version
 
     model = load_version(version_dir)
+    # Warnings only once the run goes ahead: an error above is then the run's one line.
+    if report.warnings_count:
+        print(f"warning: {report.warnings_count} data warning(s) in {described}; "
+              "run `python -m training.validate` for details", file=sys.stderr)
+    for warning in audience.filter_warnings(filters, dicts):
+        for field, flag in (("field 'industry'", "--industry"), ("field 'region'", "--region")):
+            warning = warning.replace(field, flag)
+        print(f"warning: {warning}", file=sys.stderr)
     stage = population.stage_codes[population.stage_index(args.stage)]
     probabilities = audience.score_stage(model.loaded.predict, population, crm, stage, today)
     ranked = audience.rank(population, probabilities, args.characteristic, stage, filters=filters,

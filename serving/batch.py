@@ -86,9 +86,10 @@ def _check_output(path: Path, inputs: Sequence[tuple[str, str | Path]] = ()) -> 
 _CRM_TABLES = ("organizations", "contacts", "outcomes")
 
 
-def load_contacts(data: str | Path, dicts: Any) -> Any:
-    """D's organizations and contacts, validated on their own (`schema.validate_contacts`); D's
-    outcomes are not needed for scoring and not read."""
+def load_contacts(data: str | Path, dicts: Any) -> tuple[Any, str | None]:
+    """D's organizations and contacts, validated on their own (`schema.validate_contacts`), and the
+    warning line to print once the run is known to go ahead (None: no warnings) — so a data error
+    after it is still the run's only line. D's outcomes are not needed for scoring and not read."""
     import crm
     from needs_rec import schema
 
@@ -96,13 +97,11 @@ def load_contacts(data: str | Path, dicts: Any) -> Any:
         frames = {name: source.read_table(name) for name in (schema.ORGANIZATIONS.name, schema.CONTACTS.name)}
         described = source.describe()
     contacts, report = schema.validate_contacts(frames, dicts)
+    warning = None
     if report.warnings_count:
-        print(
-            f"warning: {report.warnings_count} data warning(s) in {described} (unknown codes and missing "
-            "values are scored as unknown or missing); run `python -m training.validate` for details",
-            file=sys.stderr,
-        )
-    return contacts
+        warning = (f"warning: {report.warnings_count} data warning(s) in {described} (unknown codes and missing "
+                   "values are scored as unknown or missing); run `python -m training.validate` for details")
+    return contacts, warning
 
 
 def check_requests(requests: pd.DataFrame, stages: Sequence[str], source: str) -> pd.DataFrame:
@@ -219,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw_requests = files.read_requests(args.requests)
     source = raw_requests.attrs.get("source", args.requests.name)
     requests = check_requests(raw_requests, dicts.stage_codes, source)
-    crm = load_contacts(args.data, dicts)
+    crm, warning = load_contacts(args.data, dicts)
     keys = requests[["contact_id", "stage"]].copy()
     keys["occurred_on"] = datetime.now(UTC).date().isoformat()  # scored as of today, like the HTTP service
     try:
@@ -230,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.registry import load_version
 
     model = load_version(version_dir)  # verifies SavedModel and dictionary checksums
+    if warning:
+        print(warning, file=sys.stderr)
 
     vocabulary = pa.array(model.vocabulary, pa.string())
     stages = pa.array(model.parser.stages, pa.string())

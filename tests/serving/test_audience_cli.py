@@ -101,3 +101,17 @@ def test_a_filter_code_outside_the_dictionary_is_a_warning(setup, capsys):
     assert "warning: --region: 'Moscow' is not a code of regions.yaml" in err
     assert "industry" not in err.split("ranked")[0]  # 'IT ' is the dictionary's 'it'
     assert "ranked 0 eligible contact(s)" in err
+
+
+def test_a_data_error_after_data_warnings_is_still_the_only_line(setup, capsys, tmp_path):
+    """The warning count was printed before the characteristic was checked: two lines for one error."""
+    from crm_factory import write_crm
+
+    root, _, _, dicts = setup
+    data = write_crm(tmp_path / "crm", dicts, unknown_code=True)
+    code, err = run(["--model", str(root / "models"), "--data", str(data), "--characteristic", "nope",
+                     "--stage", "lead", "--output", str(tmp_path / "out.csv")], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: field 'characteristic'"), err
+    code, err = run(["--model", str(root / "models"), "--data", str(data), "--characteristic", "ch_price",
+                     "--stage", "lead", "--output", str(tmp_path / "out.csv")], capsys)
+    assert code == 0 and "data warning(s)" in err  # a run that goes ahead still says so

@@ -124,6 +124,25 @@ def test_data_errors_exit_2_with_one_line(
     assert not output.exists() and [p.name for p in tmp_path.iterdir()] == ["requests.csv"]
 
 
+def test_a_data_error_after_data_warnings_is_still_the_only_line(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """The CRM's warning count was printed before the unknown contact was found: two lines."""
+    from crm_factory import write_crm
+
+    from needs_rec import dictionaries
+
+    data = write_crm(tmp_path / "crm", dictionaries.load(dictionaries_dir), unknown_code=True)
+    requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c404"], "stage": ["lead"]})
+    result = cli("--model", built["fixed"].parent, "--data", data, "--requests", requests,
+                 "--output", tmp_path / "o.csv")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: requests.csv column 'contact_id'")
+    ok = write_requests(tmp_path / "ok.csv", {"contact_id": ["c1"], "stage": ["lead"]})
+    done = cli("--model", built["fixed"].parent, "--data", data, "--requests", ok, "--output", tmp_path / "o.csv")
+    assert done.returncode == 0 and "data warning(s)" in done.stderr, done.stderr
+
+
 def test_an_output_that_is_an_input_is_refused_before_anything_is_read(
     built: dict[str, Path], crm_dir: Path, tmp_path: Path
 ) -> None:
