@@ -123,6 +123,9 @@ class GuardedApp(FastAPI):
     Every request meets the guard first: its limits, shedding, log line and metrics. A lane
     (`Service.add_lane`, the scoring hot path) is answered there, past FastAPI's own layers
     (server-error, telemetry, body limit, route matching); the rest go through them as usual.
+
+    HEAD is answered wherever GET is (RFC 9110 §9.3.2; uptime monitors ask `HEAD /healthz`): it is
+    the GET, with the status and headers of its answer and no body. FastAPI's routes know GET only.
     """
 
     def __init__(self, service: Service, **kwargs: Any):
@@ -130,7 +133,23 @@ class GuardedApp(FastAPI):
         self._guarded = service.guard(super().__call__)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            await self._guarded({**scope, "method": "GET"}, receive, _headers_only(send))
+            return
         await self._guarded(scope, receive, send)
+
+
+def _headers_only(send: Send) -> Send:
+    """`send` that passes the start of an answer and ends it with an empty body (a HEAD's answer)."""
+
+    async def send_head(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_head
 
 
 def add_error_handlers(app: FastAPI, service: Service) -> None:

@@ -489,3 +489,14 @@ def test_queue_delay_shedding_sees_a_loop_stuck_now(built: dict[str, Path], tmp_
     assert after_a_stall == [None] * (QUEUED_BEFORE_SHEDDING - 1)  # the few a stall held up still go through
     assert stuck_for >= 0.02
     assert stuck is not None and stuck[0] == 503 and stuck[2] == "shed" and stuck[3] == {"Retry-After": "1"}
+
+
+def test_head_is_answered_wherever_get_is(client: TestClient) -> None:
+    """HEAD was a 405 everywhere: uptime monitors that ask `HEAD /healthz` saw the service down."""
+    for path in ("/healthz", "/readyz", "/v1/models/needs_rec", "/", "/analyst", "/openapi.json"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"], path
+    assert client.head("/no/such/path").status_code == 404
+    refused = client.head("/v1/recommendations")  # POST only
+    assert refused.status_code == 405 and refused.content == b"" and "POST" in refused.headers["allow"]
