@@ -14,6 +14,7 @@ only `report_*.png` files that lie inside the version directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -165,8 +166,11 @@ def version_row(models: Path, number: int, roles: Sequence[str]) -> tuple[Versio
     return row, k
 
 
-def overview(model_path: Path, served: int | None) -> Overview:
-    """Stable, previous and the newest candidates side by side, plus the promotion log."""
+def overview(model_path: Path, served: int | None, refused: Mapping[int, str] | None = None) -> Overview:
+    """Stable, previous and the newest candidates side by side, plus the promotion log. `refused`:
+    versions the service would not load, with why (their column says so: their metrics are the
+    manifest's, but nothing of them is served)."""
+    refused = refused or {}
     models = models_root(model_path)
     numbers = versions.list_versions(models)
     labels, labels_problem = read_labels(models)
@@ -187,7 +191,11 @@ def overview(model_path: Path, served: int | None) -> Overview:
             roles.append("candidate")  # without labels.json the newest version serves: no candidates (v1)
         if number == served:
             roles.append("served")
+        if number in refused:
+            roles.append("refused")
         row, row_k = version_row(models, number, roles)
+        if number in refused and row.problem is None:
+            row = dataclasses.replace(row, problem=f"сервис не загрузил эту версию: {refused[number]}")
         if not rows:
             k = row_k
         rows.append(row)

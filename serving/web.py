@@ -44,7 +44,8 @@ _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; cha
 
 #: Probability bands and the words a manager reads (lower bound, word), highest first.
 PROBABILITY_WORDS = ((0.7, "высокая"), (0.4, "средняя"), (0.2, "низкая"), (0.0, "очень низкая"))
-ROLE_NAMES = {"stable": "stable", "previous": "previous", "candidate": "кандидат", "served": "обслуживается"}
+ROLE_NAMES = {"stable": "stable", "previous": "previous", "candidate": "кандидат", "served": "обслуживается",
+              "refused": "не загружена"}
 METHOD_NAMES = {
     "network": "модель",
     "popularity": "самые популярные",

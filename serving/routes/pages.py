@@ -62,7 +62,9 @@ def router(service: Service) -> APIRouter:
         served = served_version()
         requested = request.query_params.get("report")
         report_number = schema.ascii_int(requested) if requested else None
-        overview = analyst.overview(model_path, served)
+        refused = {int(entry["version"]): entry["status"]["error_message"] for entry in service.registry.status()
+                   if entry["state"] == "END" and entry["status"]["error_code"] != "OK"}
+        overview = analyst.overview(model_path, served, refused)
         context: dict[str, Any] = {
             "page": "analyst",
             "model_version": served,

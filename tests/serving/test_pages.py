@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from serving_support import models_dir_with, serve, settings_for
+from serving_support import models_dir_with, serve, settings_for, wait_until
 
 from serving import analyst
 from serving.web import CONTENT_SECURITY_POLICY, probability_word
@@ -185,3 +185,17 @@ def test_a_hand_edited_manifest_is_shown_as_refused(built: dict[str, Path], tmp_
     rows = {r.number: r for r in analyst.overview(root, served=1).rows}
     assert rows[2].problem is not None and "checksum" in rows[2].problem and rows[2].metrics == {}
     assert rows[1].problem is None
+
+
+def test_a_version_the_service_refused_is_marked_on_the_analyst_page(built: dict[str, Path], tmp_path: Path) -> None:
+    """v2 without its saved_model.pb (manifest intact): the service refused it, yet the page showed it
+    with its metrics, no badge and no reason."""
+    root = models_dir_with(tmp_path, built["fixed"], built["fixed"])
+    (root / "2" / "saved_model" / "saved_model.pb").unlink()
+    with serve(settings_for(root), "refused-page") as (client, _):
+        assert wait_until(lambda: any(e["version"] == "2" and e["state"] == "END"
+                                      for e in client.get("/v1/models/needs_rec").json()["model_version_status"]))
+        page = client.get("/analyst").text
+    column = page.split('data-version="2"', 1)[1].split("</th>", 1)[0]
+    assert "не загружена" in column
+    assert "сервис не загрузил эту версию:" in page and "не загружена" not in page.split('data-version="1"')[1][:300]
