@@ -211,6 +211,11 @@ def overview(model_path: Path, served: int | None, refused: Mapping[int, str] | 
     )
 
 
+def version_numbers(model_path: Path) -> list[int]:
+    """The numbered versions of the models directory (or of the one version given)."""
+    return versions.list_versions(models_root(model_path))
+
+
 def report_version(model_path: Path, requested: int | None, rows: Iterable[VersionRow]) -> int | None:
     """Which version's report to show: the requested one if it has a report, else the newest that has one."""
     models = models_root(model_path)

@@ -16,7 +16,6 @@ written to a model version or to needs_rec's tables.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ from serving.cards import render_points
 from serving.queries import similar_reasons
 from serving.registry import ServingModel
 from serving.service import Service
-from serving.web import probability_word
+from serving.web import probability_word, visible, without_control
 
 #: Talking points on a card when the version has no `top_k` cap of its own.
 DEFAULT_CAP = 5
@@ -145,12 +144,8 @@ def _stages(model: ServingModel) -> list[tuple[str, str]]:
 
 
 def _query(params: Mapping[str, str], name: str) -> str:
-    """A query parameter, stripped, at most MAX_QUERY characters, control characters shown as U+FFFD
-    (the page echoes what was asked for; an ESC or NUL has no business in it)."""
-    return _CONTROL.sub("\ufffd", (params.get(name) or "").strip()[:MAX_QUERY])
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+    """A query parameter, stripped, at most MAX_QUERY characters, control characters shown as U+FFFD."""
+    return without_control((params.get(name) or "").strip()[:MAX_QUERY])
 
 
 async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
@@ -243,8 +238,7 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
     except service.request_errors as exc:  # a CRM value the request rules refuse: show it, do not fail the page
         context["card"].error = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"
     if requested and requested not in codes:  # a stale link or a typo: say which stage is shown instead
-        shown = requested if len(requested) <= 40 else requested[:39] + "…"
-        context["card"].notice = f"Этапа «{shown}» нет в воронке; показан этап «{dict(stages)[stage]}»."
+        context["card"].notice = f"Этапа «{visible(requested)}» нет в воронке; показан этап «{dict(stages)[stage]}»."
     return context, 200
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,21 @@ _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; cha
 
 #: Probability bands and the words a manager reads (lower bound, word), highest first.
 PROBABILITY_WORDS = ((0.7, "высокая"), (0.4, "средняя"), (0.2, "низкая"), (0.0, "очень низкая"))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def without_control(text: str) -> str:
+    """`text` with its control characters shown as U+FFFD: a page echoes what was asked for, and an
+    ESC or NUL has no business in it."""
+    return _CONTROL.sub("\ufffd", text)
+
+
+def visible(text: str, limit: int = 40) -> str:
+    """A value a page echoes: `without_control`, at most `limit` characters."""
+    text = without_control(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 ROLE_NAMES = {"stable": "stable", "previous": "previous", "candidate": "кандидат", "served": "обслуживается",
               "refused": "не загружена"}
 METHOD_NAMES = {

@@ -25,7 +25,7 @@ from needs_rec import schema
 from serving import analyst, manager
 from serving.queries import iso_utc, snapshots_for
 from serving.service import ApiError, Service
-from serving.web import PAGE_HEADERS, Pages
+from serving.web import PAGE_HEADERS, Pages, visible
 
 #: Feedback window on the analyst page (days).
 FEEDBACK_DAYS = 30
@@ -75,6 +75,11 @@ def router(service: Service) -> APIRouter:
         context.update(await manager.feedback_context(service, FEEDBACK_DAYS))
         context["unknown"] = _unknown_rows(service)
         context["crm_check"] = _crm_check(service)
+        context["report_hint"] = None
+        if requested and (report_number is None or report_number not in analyst.version_numbers(model_path)):
+            shown_text = visible(requested)
+            context["report_hint"] = f"Версии «{shown_text}» нет; показан отчёт последней версии, у которой он есть."
+            report_number = None
         shown = analyst.report_version(model_path, report_number, overview.rows)
         context["report_version"] = shown
         context["report_html"] = None

@@ -114,6 +114,17 @@ def test_report_of_another_version(client: TestClient) -> None:
     assert "У версии 1 нет отчёта." in page and '<article class="report">' not in page
 
 
+@pytest.mark.parametrize("asked", ["0", "99", "abc", "-1", "1e3", "../1", "1\x00"])
+def test_a_report_of_no_version_says_so_and_shows_the_newest(client: TestClient, asked: str) -> None:
+    """report=99 said «У версии 99 нет отчёта», report=abc silently showed the default one."""
+    page = client.get("/analyst", params={"report": asked}).text
+    default = client.get("/analyst").text
+    shown = asked.replace("\x00", "\ufffd")
+    assert f"Версии «{shown}» нет; показан отчёт последней версии, у которой он есть." in page
+    assert page.count('<article class="report">') == default.count('<article class="report">') == 1
+    assert "нет; показан отчёт" not in default
+
+
 def test_promotion_log_newest_first_and_torn_lines_counted(client: TestClient) -> None:
     page = client.get("/analyst").text
     log = page.split('<ol class="promotions" reversed>')[1].split("</ol>")[0]
