@@ -22,7 +22,7 @@ import io
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,7 @@ def _read_csv(
     mapping, personal, extra = schema.contract_columns(header, table, path.name)
     wanted = list(mapping)
     if not wanted:
+        _refuse_foreign_header(path, header, table)
         return pd.DataFrame({}), personal, extra
     try:
         arrow = pacsv.read_csv(
@@ -142,6 +143,26 @@ def _read_csv(
         for column in df.columns:
             df[column] = [value.decode("utf-8", errors="replace") for value in df[column]]
     return df.astype("str"), personal, extra
+
+
+_SEPARATORS = {";": "semicolon", "\t": "tab", "|": "vertical bar"}
+
+
+def _refuse_foreign_header(path: Path, header: Sequence[str], table: schema.Table) -> None:
+    """A header with none of the table's columns: name what it holds, and the separator it seems to
+    use (Excel's CSV export in a Russian locale separates with ';'), instead of 'found: no columns'."""
+    found = ", ".join(repr(name[:40]) for name in header[:SHOWN_HEADER]) + (" …" if len(header) > SHOWN_HEADER else "")
+    hint = ""
+    if len(header) == 1:
+        for mark, name in _SEPARATORS.items():
+            if mark in header[0]:
+                hint = f"; the file looks {name}-separated: save it as comma-separated CSV (UTF-8)"
+                break
+    raise DataError(f"{path.name}: none of the {table.name} columns in its header (found {found}); required: "
+                    f"{', '.join(table.required)}{hint}")
+
+
+SHOWN_HEADER = 8
 
 
 def _csv_header(path: Path) -> list[str]:

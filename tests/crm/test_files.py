@@ -213,3 +213,17 @@ def test_parquet_numbers_and_timestamps_become_csv_like_text(tmp_path):
     assert orgs["industry"].tolist() == ["it", "it"]
     assert orgs["employees"].tolist() == ["120", ""]
     assert orgs["client_since"].iloc[0].startswith("2021-03-04") and orgs["client_since"].iloc[1] == ""
+
+
+def test_a_semicolon_separated_export_is_named_as_such(tmp_path):
+    """Excel's CSV in a Russian locale: the error said 'missing required column(s) …; found: no columns'."""
+    path = tmp_path / "requests.csv"
+    path.write_text("contact_id;stage\nc1;lead\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        data.read_requests(path)
+    message = str(caught.value)
+    assert "requests.csv: none of the requests columns in its header (found 'contact_id;stage')" in message
+    assert "looks semicolon-separated: save it as comma-separated CSV (UTF-8)" in message
+    path.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"\(found 'a', 'b'\); required: contact_id, stage$"):
+        data.read_requests(path)
