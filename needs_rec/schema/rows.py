@@ -67,7 +67,8 @@ def ascii_int(text: str, *, signed: bool = False) -> int | None:
 
 def allowed_date(optional: bool) -> str:
     """What a date column accepts, in an error message."""
-    return "allowed: an ISO date YYYY-MM-DD such as 2024-03-15" + (", or empty" if optional else "")
+    return (f"allowed: an ISO date YYYY-MM-DD such as 2024-03-15, from {DATE_MIN.isoformat()} to "
+            f"{DATE_MAX.isoformat()}" + (", or empty" if optional else ""))
 
 
 def parse_date(text: str) -> dt.date | None:

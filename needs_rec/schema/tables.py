@@ -244,7 +244,8 @@ def _parse_numbers(
     if col.kind is Kind.NUMBER:
         bad = ~empty & (vals < 0)
         if bad.any():
-            errors.append(_bad_values(where, values, bad, "allowed: a number ≥ 0 (a count cannot be negative)"))
+            allowed = "allowed: a number ≥ 0 (counts and amounts cannot be negative)"
+            errors.append(_bad_values(where, values, bad, allowed))
     else:
         bad = ~empty & (vals != np.floor(vals))
         if bad.any():

@@ -174,3 +174,15 @@ def test_select_columns_matches_headers_case_insensitively():
         "extra_columns_ignored": ["misc"],
     }
     assert schema.is_personal(" Full_Name ") and not schema.is_personal("position")
+
+
+def test_a_date_out_of_range_and_a_negative_amount_say_what_is_allowed(frames, tiny_dictionaries):
+    """'2300-01-01' is an ISO date, so 'allowed: an ISO date such as 2024-03-15' did not say why it was refused."""
+    frames["outcomes"].loc[0, "occurred_on"] = "2300-01-01"
+    frames["organizations"].loc[0, "revenue_mln"] = "-5"
+    with pytest.raises(DataError) as caught:
+        schema.validate(frames, tiny_dictionaries)
+    assert "'2300-01-01' (row 1); allowed: an ISO date YYYY-MM-DD such as 2024-03-15, from 1678-01-01 to 2261-12-31" \
+        in str(caught.value)
+    assert "'revenue_mln': 1 invalid value(s) -5.0 (row 1); allowed: a number ≥ 0 (counts and amounts" \
+        in str(caught.value)

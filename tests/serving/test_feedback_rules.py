@@ -127,7 +127,7 @@ def test_the_file_path_refuses_what_the_table_check_refuses_in_these_words(setup
     verdict, message = file_path({**GOOD, "occurred_on": "2024-13-01"}, schema.OUTCOMES, root / "words", dicts)
     assert verdict == "refused"
     assert message == ("feedback column 'occurred_on': 1 invalid value(s) '2024-13-01' (row 1); allowed: an ISO date "
-                       "YYYY-MM-DD such as 2024-03-15")
+                       "YYYY-MM-DD such as 2024-03-15, from 1678-01-01 to 2261-12-31")
     verdict, message = file_path({**GOOD, "occurred_on": "2024-02-31", "outcome": "yes"}, schema.OUTCOMES,
                                  root / "two", dicts)
     assert verdict == "refused"
