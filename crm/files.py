@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from crm.own import OwnTables, OwnTablesWriter
 from crm.records import record_of
-from crm.source import OWN_DATABASE, ContactRecord
+from crm.source import OWN_DATABASE, ContactRecord, search_terms
 from crm.stages import Latest, latest_days, merge
 from needs_rec import schema
 from needs_rec.errors import DataError
@@ -297,11 +297,17 @@ class FileSource(OwnTablesWriter):
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._display_rows()
-        needle = query.strip().lower()
-        hit = pd.Series(False, index=rows.index)
-        for column in ("contact_id", "org_id", "position", "full_name", "name"):
-            if column in rows:
-                hit |= rows[column].fillna("").str.lower().str.contains(needle, regex=False)
+        folded = [rows[c].fillna("").str.lower().str.replace("ё", "е", regex=False)
+                  for c in ("contact_id", "org_id", "position", "full_name", "name") if c in rows]
+        for terms in search_terms(query):  # the phrase, else every word in some field
+            hit = pd.Series(True, index=rows.index)
+            for term in terms:
+                in_some = pd.Series(False, index=rows.index)
+                for column in folded:
+                    in_some |= column.str.contains(term, regex=False)
+                hit &= in_some
+            if hit.any():
+                break
         found = rows.loc[hit].sort_values("contact_id", kind="stable").head(limit)  # as the SQL search orders
         return [_display_row(row) for row in found.to_dict("records")]
 

@@ -80,6 +80,25 @@ class FeedbackEvent:
         return all(_plain(stored.get(name)) == _plain(getattr(self, name)) for name in names)
 
 
+#: At most this many words of a search are used (each must appear in some searchable field).
+MAX_SEARCH_WORDS = 4
+
+
+def fold(text: str) -> str:
+    """Text as search compares it: lower case, 'ё' as 'е' (Russian writes them interchangeably)."""
+    return text.lower().replace("ё", "е")
+
+
+def search_terms(query: str) -> list[list[str]]:
+    """What a contact search looks for, in turn, until something is found: the folded query as one
+    phrase (spaces collapsed), then, for several words, each of its distinct words (at most
+    MAX_SEARCH_WORDS) anywhere: «Петров 3» is the phrase, «Тимур  Степанов» finds «Степанов Тимур»,
+    «Киселева» finds «Киселёва». An empty query is one empty phrase (every contact)."""
+    words = fold(query).split()
+    distinct = list(dict.fromkeys(words))[:MAX_SEARCH_WORDS]
+    return [[" ".join(words)], distinct] if len(distinct) > 1 else [[" ".join(words)]]
+
+
 def _plain(value: Any) -> str | None:
     if value is None:
         return None
@@ -122,7 +141,8 @@ class CrmSource(Protocol):
         ...
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
-        """Contacts whose id, name, position, organization id or name contain `query` (any case),
+        """Contacts whose id, name, position, organization id or name hold `query` (`search_terms`: any
+        case, ё as е; the phrase, else every word of it in any order),
         for the manager's page: contact_id, org_id, organization (its name), contact (the person's
         name), position. The CRM's own names: for pages behind access control, never logged."""
         ...

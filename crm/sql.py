@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL, Engine
 from crm.files import _as_text
 from crm.own import OwnTables, OwnTablesWriter, database_errors, tune_sqlite
 from crm.records import record_of
-from crm.source import ContactRecord, describe_url
+from crm.source import ContactRecord, describe_url, search_terms
 from crm.sqlite_reader import EXIT_UNAVAILABLE, Reader, ReaderError
 from crm.stages import Latest, LatestStages, merge
 from needs_rec import schema
@@ -280,9 +280,13 @@ class SqlSource(OwnTablesWriter):
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         lookup = self._lookup or self._build_lookup()
-        needle = f"%{query.strip().lower()}%"
+        rows: list[Any] = []
         with database_errors(self.describe(), "search contacts"), self.engine.connect() as conn:
-            rows = conn.execute(lookup.search, {"needle": needle, "limit": limit}).all()
+            for terms in search_terms(query):  # the phrase, else every word in some field
+                values: dict[str, Any] = {f"w{i}": f"%{_like_escaped(term)}%" for i, term in enumerate(terms)}
+                rows = conn.execute(lookup.search_for(len(terms)), {**values, "limit": limit}).all()
+                if rows:
+                    break
         return [dict(row._mapping) for row in rows]
 
     def _build_lookup(self) -> _Lookup:
@@ -331,14 +335,19 @@ class SqlSource(OwnTablesWriter):
             .where(key == sa.bindparam("contact_id"))
             .limit(1)
         )
-        searchable = [expr for expr in shown.values() if not isinstance(expr, sa.Null)]
-        search = (
+        searchable = [sa.func.replace(sa.func.lower(expr), "ё", "е") for expr in shown.values()
+                      if not isinstance(expr, sa.Null)]  # folded as `crm.source.fold` folds the words
+        listed = (
             sa.select(*(expr.label(name) for name, expr in shown.items()))
             .select_from(join)
-            .where(sa.or_(*(sa.func.lower(expr).like(sa.bindparam("needle")) for expr in searchable)))
             .order_by(shown["contact_id"])
             .limit(sa.bindparam("limit"))
         )
+
+        def search(n_words: int) -> Any:  # every word in some searchable field
+            return listed.where(*(sa.or_(*(expr.like(sa.bindparam(f"w{i}"), escape="\\") for expr in searchable))
+                                  for i in range(n_words)))
+
         self._lookup = _Lookup(
             by_id=by_id,
             every=every,
@@ -428,9 +437,17 @@ class _Lookup:
         org_columns: list[str],
         integer_ids: bool,
     ):
-        self.by_id, self.every, self.search, self.display = by_id, every, search, display
+        self.by_id, self.every, self.display = by_id, every, display
+        self._search, self._searches = search, {}
         self.contact_columns, self.org_columns = contact_columns, org_columns
         self.integer_ids = integer_ids
+
+    def search_for(self, n_words: int) -> Any:
+        """The search statement for `n_words` words, built once per count (its compiled form is cached)."""
+        found = self._searches.get(n_words)
+        if found is None:
+            found = self._searches[n_words] = self._search(n_words)
+        return found
 
     def key(self, contact_id: str) -> Any:
         """`contact_id` as the contacts table compares it; None when no row can have it. An integer
@@ -441,6 +458,11 @@ class _Lookup:
             return key
         number = schema.ascii_int(key, signed=True)
         return number if number is not None and -(2**63) <= number < 2**63 else None
+
+
+def _like_escaped(word: str) -> str:
+    """`word` matched literally by LIKE … ESCAPE '\\' ('%' and '_' in a search are characters)."""
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _record(lookup: _Lookup, values: Mapping[str, Any]) -> ContactRecord:

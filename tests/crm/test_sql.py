@@ -157,6 +157,22 @@ def test_a_name_that_is_not_utf8_never_fails_lookups_or_search(open_crm, tmp_pat
     assert database.contact("c1").contact_id == "c1"
 
 
+def test_search_takes_words_in_any_order_and_e_for_yo(open_crm, database_url, tmp_path, tiny_dictionaries):
+    """«Киселева» did not find «Киселёва», and «Тимур Степанов» found nothing when the CRM says «Степанов Тимур»."""
+    edits = [("contacts", 3, "full_name", "Киселёва Алёна"), ("contacts", 4, "full_name", "Степанов Тимур 100%")]
+    files = open_crm(write_crm(tmp_path / "files", tiny_dictionaries, edits=edits))
+    database = open_crm(write_crm_database(database_url, tiny_dictionaries, edits=edits))
+    for source in (files, database):
+        def ids(query: str, source=source) -> list[str]:
+            return [row["contact_id"] for row in source.search(query, 50)]
+
+        assert ids("алена  КИСЕЛЕВА") == ids("Киселёва") == ["c3"]
+        assert ids("Тимур Степанов") == ids("степанов\tтимур") == ["c4"]
+        assert ids("100%") == ["c4"] and ids("10_%") == [] and ids("Тимур Петров") == []  # % and _ are characters
+        assert ids("Петров 5") == ["c6"]  # the phrase first: its words alone would also match c5 …
+        assert len(ids("")) == min(50, N_CONTACTS)
+
+
 def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_url, tiny_dictionaries):
     source = open_crm(write_crm_database(database_url, tiny_dictionaries))
     event = crm.FeedbackEvent("fb-1", "c1", "demo", "ch_price", "positive", "2024-03-01", request_id="r1")
