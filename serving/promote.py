@@ -61,9 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if args.version < 1:
             raise ConfigError(f"--version must be a version number >= 1, got {args.version}")
-        labels = versions.promote(models, args.version)
-        record(models, "promote", labels)
+        before = versions.read_labels(models)
+        labels = versions.promote(models, args.version)  # verifies the version either way
         previous = f" (previous: {labels.previous})" if labels.previous is not None else ""
+        if before is not None and before == labels:  # no label moved: nothing to log, nothing to switch
+            print(f"version {labels.stable} is already stable{previous}; nothing changed")
+            return 0
+        record(models, "promote", labels)
         print(f"version {labels.stable} is now stable{previous}")
     print("a running service switches within one poll; serving.batch uses it from now on", file=sys.stderr)
     return 0

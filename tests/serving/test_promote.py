@@ -31,6 +31,18 @@ def test_promote_then_rollback_and_the_history(tmp_path: Path) -> None:
     assert history[1]["rolled_back"] == 1
 
 
+def test_promoting_the_stable_version_again_changes_and_logs_nothing(tmp_path: Path) -> None:
+    """It printed 'version 1 is now stable' again and appended another promotion line."""
+    for n in (1, 2):
+        fake_version(tmp_path, n)
+    assert promote(tmp_path, "--version", "1").returncode == 0
+    again = promote(tmp_path, "--version", "1")
+    assert again.returncode == 0
+    assert again.stdout.strip() == "version 1 is already stable (previous: 2); nothing changed"
+    assert len((tmp_path / "promotions.jsonl").read_text().splitlines()) == 1
+    assert json.loads((tmp_path / "labels.json").read_text()) == {"stable": 1, "previous": 2}
+
+
 def test_errors_exit_2_with_one_line_and_change_nothing(tmp_path: Path) -> None:
     fake_version(tmp_path, 1)
     for flags, message in ((("--version", "7"), "--version 7: no such version; present: 1"),
