@@ -85,6 +85,6 @@ def _value(value: Any, column: schema.Column, table: str, contact_id: str) -> An
 def _bad(value: Any, column: schema.Column, table: str, contact_id: str, allowed: str) -> CrmRowError:
     shown = repr(value if len(repr(value)) <= 40 else str(value)[:37] + "...")
     return CrmRowError(
-        f"CRM {table} column {column.name!r} for contact {contact_id!r}: {shown} is not {allowed}; "
-        "fix the CRM row or send the contact's fields in the request"
+        f"CRM {table} column {column.name!r} for contact {contact_id!r}: {shown} is not {allowed}",
+        "fix the CRM row or send the contact's fields in the request",
     )

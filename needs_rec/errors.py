@@ -23,7 +23,13 @@ class DataError(NeedsRecError):
 
 
 class CrmRowError(DataError):
-    """One CRM row that was found holds a value no request could carry (a number column with "abc")."""
+    """One CRM row that was found holds a value no request could carry (a number column with "abc").
+
+    `detail` is what is wrong without the advice to an API caller (a page gives its own)."""
+
+    def __init__(self, detail: str, advice: str = ""):
+        super().__init__(f"{detail}; {advice}" if advice else detail)
+        self.detail = detail
 
 
 class ConfigError(NeedsRecError):

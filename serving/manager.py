@@ -212,7 +212,8 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
     except CrmRowError as exc:  # the row is there, but one of its values no request could carry
-        context["notice"] = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"
+        context["notice"] = (f"Данные контакта в CRM не подходят модели: {' '.join(exc.detail.split())}. "
+                             "Исправьте эту строку в CRM.")
         return context, 200
     if record is None:
         context["notice"] = f"Контакт «{contact_id}» не найден в CRM. Найдите его поиском заново."

@@ -189,5 +189,6 @@ def test_a_wrong_value_in_the_contacts_crm_row_is_a_page_saying_so(
             card = client.get("/", params={"contact": contact_id})
             assert card.status_code == 200 and card.headers["content-type"].startswith("text/html"), card.text[:200]
             assert "Данные контакта в CRM" in card.text and shown in card.text
+            assert "send the contact&#39;s fields" not in card.text  # the API caller's advice is not the page's
             assert not points(card.text)
         assert points(client.get("/", params={"contact": "c3"}).text)
