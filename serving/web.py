@@ -130,6 +130,11 @@ def _promotion_details(entry: Mapping[str, Any]) -> str:
 
 
 def _scalar(value: Any) -> str:
+    """A log value as the page shows it: numbers to 4 significant digits, yes/no, «—» for none."""
+    if isinstance(value, bool):
+        return "да" if value else "нет"
+    if value is None:
+        return "—"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

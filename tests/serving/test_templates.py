@@ -104,3 +104,12 @@ def test_base_page_has_no_inline_script_or_style() -> None:
     assert "style=" not in html and "onclick" not in html and "javascript:" not in html
     assert '<meta name="csrf-token" content="tok">' in html
     assert '<html lang="ru">' in html
+
+
+def test_promotion_details_show_yes_no_and_no_python_reprs() -> None:
+    """The details read 'window.partial: True · error: None' (Python's words on a Russian page)."""
+    from serving.web import _promotion_details
+
+    text = _promotion_details({"action": "retrain", "promoted": True, "window": {"partial": False, "days": 90,
+                                                                               "cutoff": None}, "ndcg": 0.912345})
+    assert text == "promoted: да · window.partial: нет · window.days: 90 · window.cutoff: — · ndcg: 0.9123"
