@@ -230,6 +230,9 @@ def parse_url(text: str, flag: str = "--data") -> tuple[URL, str | None]:
     if schema is not None and not driver.startswith("postgresql"):
         raise ConfigError(f"{flag} {redact(text)!r}: ?schema= is for PostgreSQL; SQLite has one schema")
     url = url.set(drivername=driver).difference_update_query(["schema"])
+    if driver.startswith("sqlite") and url.query:  # pysqlite would warn about them and ignore them
+        raise ConfigError(f"{flag} {redact(text)!r}: unknown option(s) {', '.join(sorted(url.query))} for a SQLite "
+                          "file; a SQLite URL takes none: give sqlite:///path/crm.db")
     if driver.startswith("sqlite") and (not url.database or url.database == ":memory:"):
         raise ConfigError(f"{flag} {redact(text)!r}: give the SQLite file, as in sqlite:///path/crm.db (an "
                           "in-memory database is gone when the command ends)")

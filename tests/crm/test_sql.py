@@ -249,6 +249,7 @@ def test_unreachable_database_is_source_unavailable_without_the_password(open_cr
         ("mysql://u:pw@h/db", "unsupported database 'mysql'"),
         ("sqlite://", "give the SQLite file"),
         ("sqlite:///:memory:", "an in-memory database is gone when the command ends"),  # 'wrote' it, exit 0
+        ("sqlite:///crm.db?mode=ro", "unknown option(s) mode for a SQLite file"),  # SQLAlchemy's warning, then ignored
         ("sqlite:///x.db?schema=a", "?schema= is for PostgreSQL"),
         # a traceback (ValueError from int() / ipaddress) before
         ("postgresql+psycopg://u:pw@host:notaport/db", "not a database URL (the port must be a number)"),
