@@ -37,20 +37,25 @@ def router(service: Service) -> APIRouter:
     routes = APIRouter()
     model_path = service.settings.model
 
-    def served_version() -> int | None:
+    def served_version(request: Request | None = None) -> int | None:
+        """The version serving now (None while none is loaded), also put on `request`'s log line."""
         current = service.registry.current
-        return current.version if current is not None else None
+        version = current.version if current is not None else None
+        if request is not None:
+            request.state.model_version = version
+        return version
 
     @routes.get("/", include_in_schema=False)
     async def manager_page(request: Request) -> Response:
         """The manager's page: search, contact, stage, talking points."""
         context, status = await manager.page_context(service, dict(request.query_params))
-        context.update(page="manager", model_version=served_version())
+        context.update(page="manager", model_version=served_version(request))
         return pages.render(request, "manager.html", context, status)
 
     @routes.get("/contacts/card", include_in_schema=False)
     async def contact_card(request: Request) -> Response:
         """The talking-point card of one contact at one stage, as an HTML fragment (the page's script swaps it in)."""
+        served_version(request)
         context, status = await manager.card_context(service, dict(request.query_params))
         if context["contact"] is None:
             return pages.render(request, "_notice.html", {"notice": context.get("notice")}, status)
@@ -59,7 +64,7 @@ def router(service: Service) -> APIRouter:
     @routes.get("/analyst", include_in_schema=False)
     async def analyst_page(request: Request) -> Response:
         """The analyst's page: versions, promotions, feedback, unknown codes, a report."""
-        served = served_version()
+        served = served_version(request)
         requested = request.query_params.get("report")
         report_number = schema.ascii_int(requested) if requested else None
         refused = {int(entry["version"]): entry["status"]["error_message"] for entry in service.registry.status()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,8 @@ def test_names_shown_are_never_logged(app: tuple[TestClient, Any]) -> None:
     client.get("/", params={"contact": "c3"})
     text = log.getvalue()
     assert '"endpoint":"page_manager"' in text.replace(" ", "")
+    pages = [json.loads(line) for line in text.splitlines() if '"page_manager"' in line]
+    assert pages and all(line["model_version"] == 1 for line in pages)  # it was null on every page line
     assert "Ромашка" not in text and "Петров" not in text and "ромашка" not in text
 
 
