@@ -25,16 +25,23 @@ _PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirec
 MAX_SEED = 2**32 - 1
 
 
-def seed_value(text: str) -> int:
-    """An argparse type for `--seed`: a whole number from 0 to MAX_SEED, checked before any work
-    (NumPy refused -1 and 2**64 only once training had started, with a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {value}")
-    return value
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`, checked before any work."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+#: `--seed` (NumPy refused -1 and 2**64 only once training had started, with a traceback).
+seed_value = whole_number(0, MAX_SEED)
 
 
 def one_line(message: object) -> str:

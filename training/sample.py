@@ -19,7 +19,6 @@ Library use::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -44,7 +43,7 @@ from needs_rec import versions
 from needs_rec.dictionaries import Dictionaries, load, normalize_code
 from needs_rec.errors import ConfigError
 from needs_rec.schema import CONTACTS, MULTI_SEPARATOR, NEGATIVE, ORGANIZATIONS, OUTCOMES, POSITIVE
-from training._cli import ArgumentParser, run_cli, seed_value
+from training._cli import ArgumentParser, run_cli, seed_value, whole_number
 
 DEFAULT_DICTIONARIES = Path(__file__).resolve().parents[1] / "dictionaries"
 DEFAULT_ORGS = 1500
@@ -1158,16 +1157,6 @@ def _dictionaries_digest(checksums: Mapping[str, str]) -> str:
 
 
 # ---- command line -----------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 1 <= value <= MAX_ORGS:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_ORGS}, got {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m training.sample",
@@ -1180,7 +1169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "postgresql+psycopg://…[?schema=NAME]) to create the three tables in",
     )
     parser.add_argument(
-        "--orgs", type=_positive_int, default=DEFAULT_ORGS, help=f"organizations (default {DEFAULT_ORGS})"
+        "--orgs", type=whole_number(1, MAX_ORGS), default=DEFAULT_ORGS, help=f"organizations (default {DEFAULT_ORGS})"
     )
     parser.add_argument("--seed", type=seed_value, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     parser.add_argument(
