@@ -70,10 +70,12 @@ def _check_output(path: Path, inputs: Sequence[tuple[str, str | Path]] = ()) -> 
         raise ConfigError(f"--output {str(path)!r}: unsupported extension {suffix or '(none)'!r}; use .csv or .parquet")
     if not path.parent.is_dir():
         raise ConfigError(f"--output {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    from crm import is_url
+
     target = path.resolve()
     for flag, location in inputs:
         place = Path(str(location))
-        if "://" in str(location) or not place.exists():
+        if is_url(location) or not place.exists():
             continue  # a database URL: output files never go into it
         tables = [place / f"{name}{ext}" for name in _CRM_TABLES for ext in (".csv", ".parquet")
                   if place.is_dir()]

@@ -9,6 +9,7 @@ its parameter (400); a parameter the contract does not know is named in `warning
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -75,9 +76,7 @@ def _required(params: Any, name: str) -> str:
 def _unknown(params: Any, known: tuple[str, ...]) -> list[str]:
     """Warnings for parameters the contract does not know, and for a known one given more than once."""
     found = [f"unknown parameter {name!r} ignored; known: {', '.join(known)}" for name in params if name not in known]
-    counts: dict[str, int] = {}
-    for name, _ in params.multi_items():
-        counts[name] = counts.get(name, 0) + 1
+    counts = Counter(name for name, _ in params.multi_items())
     found += [f"parameter {name!r} given {n} times; the last value is used"
               for name, n in counts.items() if n > 1 and name in known]
     return found
