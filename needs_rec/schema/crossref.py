@@ -144,10 +144,8 @@ def _leave_out_invalid(
     with_left_out = valid & ~missing & ~isin(contacts["org_id"], kept["org_id"])
     if with_left_out.any():
         rows = np.flatnonzero(with_left_out)
-        shown = [f"contact {contacts['contact_id'].iloc[r]!r} → org {contacts['org_id'].iloc[r]!r} (row {r + 1})"
-                 for r in rows[:SHOW]]
         orphans.append(f"{report.files['contacts']} column 'org_id': {len(rows)} contact(s) of an organization "
-                       f"left out as invalid: {_shown(shown, len(rows))}")
+                       f"left out as invalid: {_contacts_and_orgs(contacts, rows)}")
     contacts = _leave_out(contacts, CONTACTS, ~valid | missing | with_left_out, [*errors, *orphans], report)
     return kept, contacts
 
@@ -196,18 +194,23 @@ def _check_orphans(
     if not orphan.any():
         return orphan
     rows = np.flatnonzero(orphan)
+    errors.append(
+        f"{report.files['contacts']} column 'org_id': {len(rows)} contact(s) refer to an org_id that is not in "
+        f"{report.files['organizations']}: {_contacts_and_orgs(contacts, rows)}; every contact's org_id must be an "
+        "org_id of organizations"
+    )
+    return orphan
+
+
+def _contacts_and_orgs(contacts: pd.DataFrame, rows: np.ndarray) -> str:
+    """The first SHOW of `rows` (0-based) as «contact 'c' → org 'o' (row N)», and how many more."""
     shown = [
         f"contact {c!r} → org {o!r} (row {r + 1})"
         for c, o, r in zip(
             contacts["contact_id"].iloc[rows[:SHOW]], contacts["org_id"].iloc[rows[:SHOW]], rows[:SHOW], strict=True
         )
     ]
-    errors.append(
-        f"{report.files['contacts']} column 'org_id': {len(rows)} contact(s) refer to an org_id that is not in "
-        f"{report.files['organizations']}: {_shown(shown, len(rows))}; every contact's org_id must be an "
-        "org_id of organizations"
-    )
-    return orphan
+    return _shown(shown, len(rows))
 
 
 def _with_feedback(
