@@ -146,12 +146,14 @@ def _read_csv(
 
 
 _SEPARATORS = {";": "semicolon", "\t": "tab", "|": "vertical bar"}
+_SHOWN_HEADER = 8  # header names a foreign-header error shows
 
 
 def _refuse_foreign_header(path: Path, header: Sequence[str], table: schema.Table) -> None:
     """A header with none of the table's columns: name what it holds, and the separator it seems to
     use (Excel's CSV export in a Russian locale separates with ';'), instead of 'found: no columns'."""
-    found = ", ".join(repr(name[:40]) for name in header[:SHOWN_HEADER]) + (" …" if len(header) > SHOWN_HEADER else "")
+    found = ", ".join(repr(name[:40]) for name in header[:_SHOWN_HEADER])
+    found += " …" if len(header) > _SHOWN_HEADER else ""
     hint = ""
     if len(header) == 1:
         for mark, name in _SEPARATORS.items():
@@ -160,9 +162,6 @@ def _refuse_foreign_header(path: Path, header: Sequence[str], table: schema.Tabl
                 break
     raise DataError(f"{path.name}: none of the {table.name} columns in its header (found {found}); required: "
                     f"{', '.join(table.required)}{hint}")
-
-
-SHOWN_HEADER = 8
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -266,7 +265,7 @@ class FileSource(OwnTablesWriter):
         self._lock = threading.Lock()
         self._index: _ContactIndex | None = None
         self._latest: tuple[int, dict[str, Latest]] | None = None
-        self._display: tuple[tuple[int, ...], pd.DataFrame] | None = None
+        self._display: tuple[tuple[int, ...], pd.DataFrame, list[pd.Series]] | None = None
         self._checked = 0.0
 
     def describe(self) -> str:
@@ -296,9 +295,7 @@ class FileSource(OwnTablesWriter):
         return None  # lookups are in memory already (the files' index, rebuilt when a file changes)
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._display_rows()
-        folded = [rows[c].fillna("").str.lower().str.replace("ё", "е", regex=False)
-                  for c in ("contact_id", "org_id", "position", "full_name", "name") if c in rows]
+        rows, folded = self._display_and_folded()
         for terms in search_terms(query):  # the phrase, else every word in some field
             hit = pd.Series(True, index=rows.index)
             for term in terms:
@@ -347,18 +344,25 @@ class FileSource(OwnTablesWriter):
 
     def _display_rows(self) -> pd.DataFrame:
         """contacts joined with their organizations, with the names; re-read only when a file changed."""
+        return self._display_and_folded()[0]
+
+    def _display_and_folded(self) -> tuple[pd.DataFrame, list[pd.Series]]:
+        """`_display_rows` and its searchable columns folded as `crm.source.fold` folds a query: built
+        together once per file version (not per search), and read together from one cached tuple."""
         self.check_exists()
         paths = [find_table_file(self.directory, name) for name in ("organizations", "contacts")]
         stamp = tuple(p.stat().st_mtime_ns for p in paths)
         cached = self._display
         if cached is not None and cached[0] == stamp:
-            return cached[1]
+            return cached[1], cached[2]
         tables = schema.DISPLAY_TABLES
         orgs = read_table(paths[0], tables["organizations"], replace_bad_text=True)
         contacts = read_table(paths[1], tables["contacts"], replace_bad_text=True)
         rows = contacts.merge(orgs, on="org_id", how="left", validate="many_to_one") if "name" in orgs else contacts
-        self._display = (stamp, rows)
-        return rows
+        folded = [rows[c].fillna("").str.lower().str.replace("ё", "е", regex=False)
+                  for c in ("contact_id", "org_id", "position", "full_name", "name") if c in rows]
+        self._display = (stamp, rows, folded)
+        return rows, folded
 
     def close(self) -> None:
         if self._own is not None:
