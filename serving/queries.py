@@ -55,12 +55,21 @@ class Snapshot:
     population: audience.Population
     index: similar.OrganizationIndex | None
     index_note: str
-    left_out: tuple[str, ...] = ()  # one message per table with rows left out as invalid
-    left_out_rows: dict[str, int] = field(default_factory=dict)  # table → rows left out
+    invalid: tuple[schema.ValidationWarning, ...] = ()  # one `invalid_rows` warning per table with rows left out
     built_at: float = field(default_factory=time.time)
     scored_on: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())
     _scores: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """The answers' note per table with rows left out as invalid (what, where, which rows)."""
+        return tuple(f"CRM data: {' '.join(w.message.split())}" for w in self.invalid)
+
+    @property
+    def left_out_rows(self) -> dict[str, int]:
+        """Table → rows left out (for the log line: counts, never values)."""
+        return {w.file: w.count for w in self.invalid}
 
     @property
     def version(self) -> int:
@@ -116,12 +125,8 @@ def build_snapshot(model: Any, read_crm: Callable[[], dict[str, Any]]) -> Snapsh
             note = str(exc)
     else:
         note = f"model version {model.version} has no organization index (it was exported before they existed)"
-    invalid = [w for w in report.warnings if w.kind == "invalid_rows"]
-    return Snapshot(
-        model=model, crm=crm, population=population, index=index, index_note=note,
-        left_out=tuple(f"CRM data: {' '.join(w.message.split())}" for w in invalid),
-        left_out_rows={w.file: w.count for w in invalid},
-    )  # fmt: skip
+    invalid = tuple(w for w in report.warnings if w.kind == "invalid_rows")
+    return Snapshot(model=model, crm=crm, population=population, index=index, index_note=note, invalid=invalid)
 
 
 class Snapshots:
@@ -188,7 +193,7 @@ class Snapshots:
         """One log line for a snapshot that left CRM rows out (counts only: values stay out of the log)."""
         if snapshot.left_out_rows:
             log_event(self.logger, "crm_rows_left_out", logging.WARNING, model_version=snapshot.version,
-                      rows=dict(snapshot.left_out_rows))
+                      rows=snapshot.left_out_rows)
 
 
 _PER_SERVICE: weakref.WeakKeyDictionary[Any, Snapshots] = weakref.WeakKeyDictionary()
