@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from serving import plain_page
 from serving.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -186,19 +186,8 @@ class AccessMiddleware:
         if scope["path"].startswith("/v1/"):  # the JSON API's answer
             body, kind = orjson.dumps({"error": message}), b"application/json"
         else:  # a page: what the browser shows once its login box is cancelled
-            body, kind = _refusal_page(status, message), b"text/html; charset=utf-8"
-            extra = {**extra, "Content-Security-Policy": "default-src 'none'"}
+            body, kind = plain_page.body(status, message), plain_page.CONTENT_TYPE.encode()
         headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
-        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-        headers.append((b"cache-control", b"no-store"))
+        headers += [(k.lower().encode(), v.encode()) for k, v in {**extra, **plain_page.HEADERS}.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def _refusal_page(status: int, message: str) -> bytes:
-    """A plain page for a refused page request (no script, no style, nothing from the service)."""
-    title = "Нужен вход" if status == 401 else "Запрос отклонён"
-    hint = ("Обновите страницу и введите имя и пароль (или токен), которые выдал администратор."
-            if status == 401 else "Откройте страницу из адресной строки браузера, не с другого сайта.")
-    return (f'<!doctype html><html lang="ru"><head><meta charset="utf-8"><title>{title}</title></head>'
-            f"<body><h1>{title}</h1><p>{hint}</p><p>{html.escape(message)}</p></body></html>").encode()

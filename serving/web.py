@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
 from serving.access import CSRF_COOKIE, new_csrf_token, valid_csrf_token
+from serving.plain_page import without_control
 
 PACKAGE = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE / "templates"
@@ -45,13 +45,6 @@ _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; cha
 
 #: Probability bands and the words a manager reads (lower bound, word), highest first.
 PROBABILITY_WORDS = ((0.7, "высокая"), (0.4, "средняя"), (0.2, "низкая"), (0.0, "очень низкая"))
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def without_control(text: str) -> str:
-    """`text` with its control characters shown as U+FFFD: a page echoes what was asked for, and an
-    ESC or NUL has no business in it."""
-    return _CONTROL.sub("\ufffd", text)
 
 
 def visible(text: str, limit: int = 40) -> str:
