@@ -37,7 +37,16 @@ class ConfigError(NeedsRecError):
 
 
 class RequestError(NeedsRecError):
-    """A scoring request is malformed: bad JSON, wrong type, missing field, unknown stage."""
+    """A scoring request is malformed: bad JSON, wrong type, missing field, unknown stage.
+
+    `field` is the request field at fault in dotted form ('instances.0.organization.employees'),
+    when one is: a caller that filled some fields itself (a contact looked up in the CRM) can tell
+    by it whose value was wrong without reading the message.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ModelError(NeedsRecError):

@@ -81,7 +81,7 @@ def _type_name(value: Any) -> str:
 
 def _wrong_type(where: str, expected: str, value: Any) -> RequestError:
     got = "null" if value is None else f"{_type_name(value)} {_shown(value)}"
-    return RequestError(f"field '{where}' must be {expected}, got {got}")
+    return RequestError(f"field '{where}' must be {expected}, got {got}", field=where)
 
 
 def unknown_fields(
@@ -105,11 +105,11 @@ def check_id(name: str, value: str) -> None:
     control characters — PostgreSQL text cannot hold U+0000, so such an id would be stored on one
     database and be a permanent 503 on the other; an id is never meant to hold one anyway."""
     if len(value) > MAX_ID:
-        raise RequestError(f"field '{name}' is longer than {MAX_ID} characters")
+        raise RequestError(f"field '{name}' is longer than {MAX_ID} characters", field=name)
     found = _CONTROL.search(value)
     if found is not None:
         raise RequestError(f"field '{name}' must not contain control characters; found U+{ord(found.group()):04X} "
-                           f"at position {found.start()}")
+                           f"at position {found.start()}", field=name)
 
 
 @dataclass
@@ -249,7 +249,8 @@ class RequestParser:
     def _object(body: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
         value = body.get(key)
         if value is None:
-            raise RequestError(f"field '{where}{key}' is required (an object with the {key}'s fields)")
+            raise RequestError(f"field '{where}{key}' is required (an object with the {key}'s fields)",
+                               field=f"{where}{key}")
         if not isinstance(value, dict):
             raise _wrong_type(f"{where}{key}", "an object", value)
         return value
@@ -271,7 +272,7 @@ class RequestParser:
             if kind is schema.Kind.CODE:
                 code = self._code(raw, where)
                 if not code and column.required:
-                    raise RequestError(f"field '{where}' is required (a code of {column.vocabulary}.yaml)")
+                    raise RequestError(f"field '{where}' is required (a code of {column.vocabulary}.yaml)", field=where)
                 if code and code not in self._codes[name]:
                     warnings.append(f"unknown {name} code {code!r} treated as unknown")
                     unknown.append(name)
@@ -358,7 +359,7 @@ class RequestParser:
         if not math.isfinite(number) or abs(number) > FLOAT32_MAX:  # the model computes in float32
             raise _wrong_type(where, f"a finite number of magnitude at most {FLOAT32_MAX:.4g}", value)
         if non_negative and number < 0:
-            raise RequestError(f"field '{where}' must be a number >= 0, got {_shown(value)}")
+            raise RequestError(f"field '{where}' must be a number >= 0, got {_shown(value)}", field=where)
         return number
 
     @staticmethod
@@ -375,7 +376,8 @@ class RequestParser:
                 raise ValueError(text)
             date.fromisoformat(text)
         except ValueError as exc:
-            raise RequestError(f"field '{where}' must be an ISO date (YYYY-MM-DD), got {_shown(value)}") from exc
+            raise RequestError(f"field '{where}' must be an ISO date (YYYY-MM-DD), got {_shown(value)}",
+                               field=where) from exc
         return text
 
     @staticmethod
@@ -385,7 +387,7 @@ class RequestParser:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _wrong_type(where, "a positive integer", value)
         if value < 1:
-            raise RequestError(f"field '{where}' must be a positive integer, got {value}")
+            raise RequestError(f"field '{where}' must be a positive integer, got {value}", field=where)
         return value
 
 

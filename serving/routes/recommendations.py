@@ -29,7 +29,7 @@ def parse_request(model: ServingModel, body: Any, contact_id: str | None, where:
     try:
         return model.parser.recommendation(body, where)
     except RequestError as exc:
-        if contact_id is None or not str(exc).startswith((f"field '{where}organization.", f"field '{where}contact.")):
+        if contact_id is None or not (exc.field or "").startswith((f"{where}organization.", f"{where}contact.")):
             raise
         raise RequestError(
             f"contact {contact_id!r} in the CRM: {exc} (the value is the CRM row's, not this request's); "

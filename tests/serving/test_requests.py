@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
+from needs_rec import dictionaries
+from needs_rec.errors import RequestError
 from serving import requests
 
 
@@ -26,3 +29,39 @@ def test_a_request_without_a_date_is_dated_today_in_utc_across_midnight(monkeypa
 def test_a_wrong_type_is_shown_as_the_caller_wrote_it(value: object, shown: str) -> None:
     message = str(requests._wrong_type("organization", "an object", value))
     assert message == f"field 'organization' must be an object, {shown}"  # JSON, never Python's None / {'a': …}
+
+
+@pytest.fixture(scope="module")
+def parser() -> requests.RequestParser:
+    return requests.RequestParser(dictionaries.load(Path(__file__).resolve().parents[2] / "dictionaries"))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"organization": {"industry": "it", "employees": -5}}, "items.2.organization.employees"),
+     ({"organization": {"industry": "it", "founded_year": "old"}}, "items.2.organization.founded_year"),
+     ({"organization": {}}, "items.2.organization.industry"),
+     ({"contact": {"position": 7}}, "items.2.contact.position"),
+     ({"organization": {"industry": "it", "client_since": "2026-13-01"}}, "items.2.organization.client_since"),
+     ({"contact": {"position": "ceo", "interests": [1]}}, "items.2.contact.interests"),
+     ({"top_k": 0}, "items.2.top_k"),
+     ({"request_id": "a\x00b"}, "items.2.request_id"),
+     ({"contact": None}, "items.2.contact")],
+)
+def test_a_field_error_names_its_field_apart_from_the_message(
+    parser: requests.RequestParser, change: dict[str, object], field: str
+) -> None:
+    body = {"stage": "first_contact", "organization": {"industry": "it"}, "contact": {"position": "ceo"}, **change}
+    with pytest.raises(RequestError) as caught:
+        parser.recommendation(body, "items.2.")
+    assert caught.value.field == field  # the lookup path tells a CRM row's value from the caller's by this
+    assert str(caught.value).startswith(f"field '{field}'")
+
+
+def test_an_error_of_the_whole_body_names_no_field_inside_it(parser: requests.RequestParser) -> None:
+    with pytest.raises(RequestError) as caught:
+        parser.recommendation(None)
+    assert caught.value.field == "body"
+    with pytest.raises(RequestError) as caught:
+        requests.parse_json(b'{"stage": ')
+    assert caught.value.field is None and str(caught.value).startswith("body: malformed JSON")
