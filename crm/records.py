@@ -18,7 +18,7 @@ from typing import Any
 
 from crm.source import ContactRecord
 from needs_rec import schema
-from needs_rec.errors import CrmRowError
+from needs_rec.errors import CrmRowError, clipped
 
 _FIELDS = {
     table.name: tuple(c for c in table.columns if c.kind is not schema.Kind.ID)
@@ -83,7 +83,7 @@ def _value(value: Any, column: schema.Column, table: str, contact_id: str) -> An
 
 
 def _bad(value: Any, column: schema.Column, table: str, contact_id: str, allowed: str) -> CrmRowError:
-    shown = repr(value if len(repr(value)) <= 40 else str(value)[:37] + "...")
+    shown = repr(value if len(repr(value)) <= 40 else clipped(str(value)))
     return CrmRowError(
         f"CRM {table} column {column.name!r} for contact {contact_id!r}: {shown} is not {allowed}",
         "fix the CRM row or send the contact's fields in the request",

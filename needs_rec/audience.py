@@ -30,7 +30,7 @@ import pandas as pd
 
 from needs_rec import schema
 from needs_rec.dictionaries import Dictionaries, normalize_code
-from needs_rec.errors import RequestError
+from needs_rec.errors import RequestError, clipped
 from needs_rec.evaluation import gain_curve
 
 CLIENTS_CHOICES = ("only", "exclude")
@@ -73,7 +73,7 @@ def filter_warnings(filters: Filters, dictionaries: Dictionaries) -> list[str]:
     for name, vocabulary in (("industry", "industries"), ("region", "regions")):
         value = getattr(filters, name)
         if value is not None and normalize_code(value) not in dictionaries.codes(vocabulary):
-            shown = value if len(value) <= 40 else value[:37] + "..."
+            shown = clipped(value)
             found.append(f"field '{name}': {shown!r} is not a code of {vocabulary}.yaml; only contacts whose "
                          f"organization has exactly this {name} are kept")
     return found

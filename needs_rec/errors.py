@@ -62,11 +62,16 @@ _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict, _SHOWN.maxset 
 _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 60, 60, 40
 
 
+def clipped(text: str, limit: int = 40, mark: str = "...") -> str:
+    """`text` cut to at most `limit` characters, the cut marked by `mark` (pages use '…'): a value a
+    message or page echoes stays readable however long the caller made it."""
+    return text if len(text) <= limit else text[: limit - len(mark)] + mark
+
+
 def shown(value: object) -> str:
     """`repr(value)` bounded for a message: a few levels, items and characters (reprlib), so a
     value built from YAML aliases (a "billion laughs" file) cannot turn an error into gigabytes."""
-    text = _SHOWN.repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return clipped(_SHOWN.repr(value), 200)
 
 
 def yaml_problem(exc: Exception) -> str:

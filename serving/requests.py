@@ -25,7 +25,7 @@ import orjson
 
 from needs_rec import schema
 from needs_rec.dictionaries import Dictionaries, normalize_code
-from needs_rec.errors import RequestError
+from needs_rec.errors import RequestError, clipped
 
 ORGANIZATION_FIELDS: tuple[schema.Column, ...] = tuple(
     c for c in schema.ORGANIZATIONS.columns if c.kind is not schema.Kind.ID
@@ -70,7 +70,7 @@ def _shown(value: Any) -> str:
             text = orjson.dumps(value).decode()
         except TypeError:  # not JSON (a caller of the parser outside HTTP)
             text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return clipped(text, 60)
 
 
 def _type_name(value: Any) -> str:
@@ -94,7 +94,7 @@ def unknown_fields(
     for key in sorted(extra, key=str):
         if schema.is_personal(key):
             continue
-        shown = key if len(key) <= 40 else key[:37] + "..."
+        shown = clipped(key)
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         warnings.append(f"unknown field '{prefix}{shown}' ignored{hint}")

@@ -23,6 +23,7 @@ from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
+from needs_rec.errors import clipped
 from serving.access import CSRF_COOKIE, new_csrf_token, valid_csrf_token
 from serving.plain_page import without_control
 
@@ -49,8 +50,7 @@ PROBABILITY_WORDS = ((0.7, "высокая"), (0.4, "средняя"), (0.2, "н
 
 def visible(text: str, limit: int = 40) -> str:
     """A value a page echoes: `without_control`, at most `limit` characters."""
-    text = without_control(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clipped(without_control(text), limit, "…")
 
 
 ROLE_NAMES = {"stable": "stable", "previous": "previous", "candidate": "кандидат", "served": "обслуживается",

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from scipy.stats import rankdata
 
 from needs_rec import schema
+from needs_rec.errors import clipped
 from needs_rec.evaluation import ALL, COLD_START, ORACLE, RETURNING, Comparison, format_table, gain_curve, stage_segment
 from needs_rec.tuning import describe
 
@@ -219,7 +220,7 @@ def _png(figure: Figure) -> bytes:
 
 
 def _short(text: str, limit: int = 38) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clipped(text, limit, "…")
 
 
 def _calibration_bins(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

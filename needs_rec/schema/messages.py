@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from needs_rec.errors import DataError
+from needs_rec.errors import DataError, clipped
 from needs_rec.schema.columns import SHOW, Table
 
 
@@ -52,8 +52,7 @@ def raise_if(errors: list[str]) -> None:
 def _short(value: Any, limit: int = 40) -> Any:
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return float(value)
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clipped(str(value), limit, "…")
 
 
 def _examples_for(rows: np.ndarray, ids: pd.Series | None) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from fastapi.responses import Response
 
 import crm
 from needs_rec import schema
-from needs_rec.errors import DataError, RequestError
+from needs_rec.errors import DataError, RequestError, clipped
 from needs_rec.schema import FeedbackRules, check_row
 from serving import api_schemas as api
 from serving.crm_link import CrmLink
@@ -117,7 +117,7 @@ async def store(link: CrmLink, event: crm.FeedbackEvent, warnings: list[str]) ->
     if event.request_id is not None:
         version = await link.model_version_of(event.request_id)
         if version is None:
-            shown = event.request_id if len(event.request_id) <= 40 else event.request_id[:37] + "..."
+            shown = clipped(event.request_id)
             warnings.append(f"field 'request_id': no answer {shown!r} is known (neither remembered nor in "
                             "exposures); stored without its model_version")
         event = dataclasses.replace(event, model_version=version)

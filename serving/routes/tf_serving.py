@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from needs_rec import schema
+from needs_rec.errors import clipped
 from serving import api_schemas as api
 from serving.registry import DEFAULT_SIGNATURE, MODEL_NAME, ServingModel
 from serving.requests import ParsedRequest, parse_json
@@ -62,7 +63,7 @@ def check_signature(model: ServingModel, name: Any) -> None:
         return
     if not isinstance(name, str) or name not in model.signature_names:
         allowed = ", ".join(model.signature_names)
-        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        shown = clipped(repr(name), 60)
         raise ApiError(400, f"field 'signature_name': unknown signature {shown}; allowed: {allowed} "
                             f"(default {DEFAULT_SIGNATURE})")
 
