@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from needs_rec.versions import LABELS
 from serving import api_schemas as api
 from serving.registry import MODEL_NAME, ServingModel, status_entry
-from serving.routes.tf_serving import predict_with, refuse_get_on_predict
+from serving.routes.tf_serving import predict_with
 from serving.service import ApiError, Service, json_response
 
 
@@ -46,23 +46,19 @@ def router(service: Service) -> APIRouter:
 
     async def predict_label(request: Request) -> Response:
         """TensorFlow Serving REST predict on a labelled version: `labels/stable:predict`."""
-        name, target = request.path_params["name"], request.path_params["target"]
-        label, _, verb = target.partition(":")
-        if verb != "predict":
-            raise ApiError(404, f"no such endpoint: POST {request.url.path}")
+        name, label = request.path_params["name"], request.path_params["label"]
         return await predict_with(service, request, model_for_label(name, label))
 
-    routes.add_route("/v1/models/{name}/labels/{target}", predict_label, methods=["POST"])
+    routes.add_route("/v1/models/{name:segment}/labels/{label:segment}:predict", predict_label, methods=["POST"])
     service.docs.document(
         "POST", f"/v1/models/{MODEL_NAME}/labels/{{label}}:predict", summary="TF Serving predict on a labelled version",
         request=api.PredictRequest, responses={200: api.PredictAnswer}, tags=["tensorflow serving"],
     )
 
-    @routes.get("/v1/models/{name}/labels/{label}", responses={200: {"model": api.ModelStatus}},
+    @routes.get("/v1/models/{name:segment}/labels/{label:segment}", responses={200: {"model": api.ModelStatus}},
                 tags=["tensorflow serving"])
     async def label_status(request: Request, name: str, label: str) -> Response:
         """Status of the version a label names (END with a note when this service does not hold it)."""
-        refuse_get_on_predict(request, label)
         version = labelled_version(name, label)
         entries = [e for e in service.registry.status() if e["version"] == str(version)]  # held ones: AVAILABLE
         if not entries:

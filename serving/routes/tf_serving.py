@@ -49,14 +49,6 @@ async def predict_with(service: Service, request: Request, model: ServingModel) 
     return json_response(answer)
 
 
-def refuse_get_on_predict(request: Request, segment: str) -> None:
-    """405 for a GET of a `…:predict` path (a POST-only endpoint), before the GET route reads `segment`
-    as a model name, version or label and answers a misleading 404."""
-    if segment.endswith(":predict"):
-        raise ApiError(405, f"method {request.method} not allowed on {request.url.path}; use POST",
-                       headers={"Allow": "POST"})
-
-
 def check_signature(model: ServingModel, name: Any) -> None:
     """400 unless `name` (TF Serving's `signature_name`; absent or empty: the default) is one of `model`'s."""
     if name is None or name == "":
@@ -89,23 +81,16 @@ def router(service: Service) -> APIRouter:
 
     async def predict(request: Request) -> Response:
         """TensorFlow Serving REST predict: `{"instances": [...]}` → `{"predictions": [[p, ...]]}`."""
-        target = request.path_params["target"]
-        name, _, verb = target.partition(":")
-        service.check_model_name(name)
-        if verb != "predict":
-            raise ApiError(404, f"no such endpoint: POST /v1/models/{target}; use /v1/models/{MODEL_NAME}:predict")
+        service.check_model_name(request.path_params["name"])
         return await tf_predict(request, service.model())
 
     async def predict_version(request: Request) -> Response:
         """TensorFlow Serving REST predict on an explicit version (404 unless it is served or held as `previous`)."""
-        name, target = request.path_params["name"], request.path_params["target"]
-        version, _, verb = target.partition(":")
-        if verb != "predict":
-            raise ApiError(404, f"no such endpoint: POST {request.url.path}")
+        name, version = request.path_params["name"], request.path_params["version"]
         return await tf_predict(request, model_for_version(name, version))
 
-    routes.add_route("/v1/models/{target}", predict, methods=["POST"])
-    routes.add_route("/v1/models/{name}/versions/{target}", predict_version, methods=["POST"])
+    routes.add_route("/v1/models/{name:segment}:predict", predict, methods=["POST"])
+    routes.add_route("/v1/models/{name:segment}/versions/{version:segment}:predict", predict_version, methods=["POST"])
     for path in (f"/v1/models/{MODEL_NAME}:predict", f"/v1/models/{MODEL_NAME}/versions/{{version}}:predict"):
         service.docs.document(
             "POST", path, summary="TensorFlow Serving REST predict: one probability per characteristic",
@@ -116,17 +101,16 @@ def router(service: Service) -> APIRouter:
     status_answers: dict[int | str, dict[str, Any]] = {200: {"model": api.ModelStatus}}
     metadata_answers: dict[int | str, dict[str, Any]] = {200: {"model": api.Metadata}}
 
-    @routes.get("/v1/models/{name}", responses=status_answers, tags=["tensorflow serving"])
+    @routes.get("/v1/models/{name:segment}", responses=status_answers, tags=["tensorflow serving"])
     async def model_status(request: Request, name: str) -> Response:
         """TensorFlow Serving status: every version this process knows and its state."""
-        refuse_get_on_predict(request, name)
         service.check_model_name(name)
         return json_response({"model_version_status": service.registry.status()})
 
-    @routes.get("/v1/models/{name}/versions/{version}", responses=status_answers, tags=["tensorflow serving"])
+    @routes.get("/v1/models/{name:segment}/versions/{version:segment}", responses=status_answers,
+                tags=["tensorflow serving"])
     async def model_version_status(request: Request, name: str, version: str) -> Response:
         """Status of one version; 404 for a version this process does not know."""
-        refuse_get_on_predict(request, version)
         service.check_model_name(name)
         number = schema.ascii_int(version)  # "01" is version 1, as TF Serving reads it
         entries = [e for e in service.registry.status() if number is not None and e["version"] == str(number)]
@@ -134,7 +118,7 @@ def router(service: Service) -> APIRouter:
             raise ApiError(404, f"model {MODEL_NAME!r} has no version {version!r}")
         return json_response({"model_version_status": entries})
 
-    @routes.get("/v1/models/{name}/metadata", responses=metadata_answers, tags=["tensorflow serving"])
+    @routes.get("/v1/models/{name:segment}/metadata", responses=metadata_answers, tags=["tensorflow serving"])
     async def metadata(request: Request, name: str) -> Response:
         """Manifest summary of the version being served: version, vocabulary, thresholds, metrics."""
         service.check_model_name(name)

@@ -324,7 +324,18 @@ def test_get_on_a_predict_path_is_405_not_an_unknown_model(client: TestClient) -
                  "/v1/models/needs_rec/labels/stable:predict"):
         response = client.get(path)  # the GET status routes would read 'needs_rec:predict' as a model name
         assert response.status_code == 405 and response.headers["Allow"] == "POST", (path, response.text)
-        assert response.json() == {"error": f"method GET not allowed on {path}; use POST"}
+        assert response.json() == {"error": f"method GET not allowed on {path}; allowed: POST"}
+
+
+def test_post_on_a_status_path_is_405_naming_get(client: TestClient) -> None:
+    for path in ("/v1/models/needs_rec", "/v1/models/needs_rec/versions/1", "/v1/models/needs_rec/metadata",
+                 "/v1/models/needs_rec/labels/stable"):
+        response = client.post(path, json={"instances": []})  # it was read as a predict of verb '' (a 404)
+        assert response.status_code == 405 and response.headers["Allow"] == "GET", (path, response.text)
+        assert response.json() == {"error": f"method POST not allowed on {path}; allowed: GET"}
+    for path in ("/v1/models/needs_rec:classify", "/v1/models/needs_rec/versions/1:regress"):
+        response = client.post(path, json={"instances": []})  # a verb TF Serving has but this service does not
+        assert response.status_code == 404 and response.json() == {"error": f"no such endpoint: POST {path}"}
 
 
 def test_overload_is_503_with_retry_after(app_client: tuple[TestClient, Any]) -> None:
