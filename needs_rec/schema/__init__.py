@@ -52,7 +52,7 @@ from needs_rec.schema.columns import (
 from needs_rec.schema.crossref import episode_codes, validate, validate_contacts
 from needs_rec.schema.messages import raise_if
 from needs_rec.schema.report import CrmData, ValidationReport, ValidationWarning
-from needs_rec.schema.rows import FeedbackRules, ascii_int, check_row, parse_date
+from needs_rec.schema.rows import FeedbackRules, ascii_int, check_row, latest_event_date, parse_date
 from needs_rec.schema.tables import check_table, clean_table
 
 __all__ = [
@@ -96,6 +96,7 @@ __all__ = [
     "episode_codes",
     "is_personal",
     "isin",
+    "latest_event_date",
     "lookup",
     "normalize_column_name",
     "parse_date",

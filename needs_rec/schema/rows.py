@@ -53,6 +53,22 @@ ALLOWED_OUTCOME = f"allowed: {', '.join(OUTCOME_VALUES)}"
 EARLIEST_ZONE = dt.timedelta(hours=14)
 
 
+#: Tables of events (an outcome, a feedback): their `occurred_on` cannot be in the future.
+EVENT_TABLES = frozenset({"outcomes", "feedback"})
+
+
+def latest_event_date(today: dt.date | None = None) -> dt.date:
+    """The latest date an event may carry: `today` when given, else today in the easternmost time
+    zone. A later one is a typo (2099 for 2019) or a clock error, never something that happened: the
+    time split would put it into the newest window, and a retrain's window would never close."""
+    return today or (dt.datetime.now(dt.UTC) + EARLIEST_ZONE).date()
+
+
+def allowed_event_date(latest: dt.date) -> str:
+    """What an event's date accepts beyond the date rule, in an error message."""
+    return f"allowed: a date up to today ({latest.isoformat()}), not in the future"
+
+
 _ASCII_WHOLE = re.compile(r"[0-9]+")
 _ASCII_SIGNED = re.compile(r"-?[0-9]+")
 
@@ -115,11 +131,14 @@ def text_values(kind: Kind, texts: pd.Series) -> pd.Series:
     return lowered
 
 
-def check_row(row: Mapping[str, str], table: Table, source: str) -> tuple[dict[str, Any], list[str]]:
+def check_row(
+    row: Mapping[str, str], table: Table, source: str, *, today: dt.date | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """One row of `table` (column → text; an absent optional column is missing) → its clean values
     and the errors the whole-table check would report for a one-row table, in the same order and
-    words: a missing required column (DataError at once), an empty required value, a bad date or
-    outcome. Dates become `datetime.date`, missing ones None.
+    words: a missing required column (DataError at once), an empty required value, a bad date, an
+    event dated after `latest_event_date(today)`, a bad outcome. Dates become `datetime.date`,
+    missing ones None.
     """
     check_required_columns(row.keys(), table, source)
     clean: dict[str, Any] = {}
@@ -138,6 +157,10 @@ def check_row(row: Mapping[str, str], table: Table, source: str) -> tuple[dict[s
             empty = not text
             if not empty and value is None:
                 errors.append(bad_values_message(where, [(text, 0)], 1, allowed_date(optional=not col.required)))
+            elif value is not None and table.name in EVENT_TABLES and col.name == "occurred_on":
+                latest = latest_event_date(today)
+                if value > latest:
+                    errors.append(bad_values_message(where, [(value.isoformat(), 0)], 1, allowed_event_date(latest)))
         else:
             value = text_value(col.kind, text)
             empty = not value
@@ -174,12 +197,12 @@ class FeedbackRules:
     ) -> dict[str, Any]:
         """The event's clean values (`check_row` of the `feedback` table), or DataError naming the
         column: first the row rules of any CSV outcome row, then the strict feedback checks."""
-        clean, errors = check_row(row, FEEDBACK, source)
+        clean, errors = check_row(row, FEEDBACK, source, today=today)
         raise_if(errors)
-        raise_if(self.strict_errors(clean, source, today))
+        raise_if(self.strict_errors(clean, source))
         return clean
 
-    def strict_errors(self, clean: Mapping[str, Any], source: str, today: dt.date | None = None) -> list[str]:
+    def strict_errors(self, clean: Mapping[str, Any], source: str) -> list[str]:
         """What the feedback endpoint refuses beyond the row rules, for a row that passed them."""
         errors: list[str] = []
         stage, characteristic = clean["stage"], clean["characteristic"]
@@ -196,11 +219,5 @@ class FeedbackRules:
             errors.append(
                 f"{source} column 'characteristic': {characteristic!r} at {stage!r}: not offered at that stage "
                 "(characteristics.yaml has no talking point for it there); only an offered characteristic can be put"
-            )
-        latest = today or (dt.datetime.now(dt.UTC) + EARLIEST_ZONE).date()
-        if clean["occurred_on"] > latest:
-            errors.append(
-                f"{source} column 'occurred_on': date {clean['occurred_on'].isoformat()!r} is in the future; "
-                f"allowed: a date up to today ({latest.isoformat()})"
             )
         return errors

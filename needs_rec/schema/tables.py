@@ -37,13 +37,21 @@ from needs_rec.schema.messages import (
     raise_if,  # noqa: F401 — `tables.raise_if` stays importable
 )
 from needs_rec.schema.report import ValidationReport, ValidationWarning
-from needs_rec.schema.rows import ALLOWED_OUTCOME, allowed_date, parse_date, text_values
+from needs_rec.schema.rows import (
+    ALLOWED_OUTCOME,
+    EVENT_TABLES,
+    allowed_date,
+    allowed_event_date,
+    latest_event_date,
+    parse_date,
+    text_values,
+)
 
 if TYPE_CHECKING:
     from needs_rec.dictionaries import Dictionaries
 
 #: Tables of outcome rows: their unknown codes drop the row (crossref), so they get no unknown-code warning here.
-OUTCOME_TABLES = frozenset({"outcomes", "feedback"})
+OUTCOME_TABLES = EVENT_TABLES
 
 
 def check_table(
@@ -141,6 +149,8 @@ def clean_table(
         elif col.kind is Kind.DATE:
             values, empty, broken = _parse_dates(raw, where, errors, optional=not col.required)
             bad |= broken
+            if table.name in EVENT_TABLES and col.name == "occurred_on":
+                bad |= _future_dates(values, where, errors)
         elif col.kind is Kind.MULTI:
             assert col.vocabulary is not None
             values, unknown = _canonical_multi(raw, dictionaries.codes(col.vocabulary))
@@ -277,6 +287,15 @@ def _parse_dates(
     if bad.any():
         errors.append(_bad_values(where, text, bad, allowed_date(optional)))
     return values, empty, bad
+
+
+def _future_dates(values: pd.Series, where: str, errors: list[str]) -> np.ndarray:
+    """Rows of an event table dated after `latest_event_date` (`rows.check_row`'s rule, for a table)."""
+    latest = latest_event_date()
+    future = (values > pd.Timestamp(latest)).to_numpy()
+    if future.any():
+        errors.append(_bad_values(where, values.dt.strftime("%Y-%m-%d"), future, allowed_event_date(latest)))
+    return future
 
 
 def _canonical_multi(raw: pd.Series, known: Sequence[str]) -> tuple[pd.Series, dict[str, int]]:

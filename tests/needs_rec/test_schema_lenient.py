@@ -110,3 +110,19 @@ def test_what_lenient_validation_still_refuses(frames, tiny_dictionaries, edit, 
     edit(frames)
     with pytest.raises(DataError, match=match):
         schema.validate(frames, tiny_dictionaries, lenient=True)
+
+
+def test_an_outcome_dated_in_the_future_is_an_error_and_left_out_when_lenient(frames, tiny_dictionaries):
+    """A typo such as 2099 for 2019 would land in the newest window of the time split."""
+    frames["outcomes"]["occurred_on"] = frames["outcomes"]["occurred_on"].astype(str)
+    frames["outcomes"].loc[2, "occurred_on"] = "2099-01-01"
+    latest = schema.latest_event_date().isoformat()
+    with pytest.raises(DataError) as raised:
+        schema.validate(frames, tiny_dictionaries)
+    assert str(raised.value) == (f"outcomes.csv column 'occurred_on': 1 invalid value(s) '2099-01-01' (row 3); "
+                                 f"allowed: a date up to today ({latest}), not in the future")
+    crm, report = schema.validate(frames, tiny_dictionaries, lenient=True)
+    assert len(crm.outcomes) == len(frames["outcomes"]) - 1 and crm.outcomes["occurred_on"].max().year < 2099
+    assert "'2099-01-01' (row 3)" in _left_out(report, "outcomes.csv").message
+    frames["outcomes"].loc[2, "occurred_on"] = latest  # today in the easternmost zone is still today somewhere
+    schema.validate(frames, tiny_dictionaries)

@@ -99,8 +99,8 @@ def test_feedback_rules_refuse_beyond_the_row_rules(tiny_dictionaries: object) -
         "stage": ("nope", "feedback column 'stage': unknown stage 'nope'; allowed: lead, demo, deal"),
         "characteristic": ("ch_integration", "feedback column 'characteristic': 'ch_integration' at 'demo': not "
                            "offered at that stage"),
-        "occurred_on": ("2024-05-03", "feedback column 'occurred_on': date '2024-05-03' is in the future; allowed: "
-                        "a date up to today (2024-05-02)"),
+        "occurred_on": ("2024-05-03", "feedback column 'occurred_on': 1 invalid value(s) '2024-05-03' (row 1); "
+                        "allowed: a date up to today (2024-05-02), not in the future"),
     }
     for column, (value, message) in cases.items():
         with pytest.raises(DataError) as raised:

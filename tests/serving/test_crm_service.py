@@ -339,7 +339,7 @@ TOMORROW_PLUS = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).date().isoforma
         ({"stage": "nope"}, 400, "feedback column 'stage': unknown stage 'nope'; allowed: lead, demo, deal"),
         ({"characteristic": "ch_zz"}, 400, "unknown characteristic 'ch_zz'"),
         ({"characteristic": "ch_integration"}, 400, "'ch_integration' at 'demo': not offered at that stage"),
-        ({"occurred_on": TOMORROW_PLUS}, 400, "is in the future"),
+        ({"occurred_on": TOMORROW_PLUS}, 400, "allowed: a date up to today"),
         ({"occurred_on": "2024-13-01"}, 400, "feedback column 'occurred_on': 1 invalid value(s) '2024-13-01'"),
         ({"outcome": "maybe"}, 400, "feedback column 'outcome': 1 invalid value(s) 'maybe' (row 1); allowed: positive"),
         ({"outcome": None}, 400, "field 'outcome' is required"),
