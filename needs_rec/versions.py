@@ -318,6 +318,9 @@ def read_labels(models_dir: str | Path) -> Labels | None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ModelError(f"{LABELS}: label {label!r} must be a version number >= 1, got {value!r}")
         values[label] = value
+    if values["previous"] == values["stable"]:
+        raise ModelError(f"{LABELS}: 'previous' names version {values['stable']}, the stable one; it must name "
+                         "another version (the rollback target) or be left out")
     return Labels(stable=int(values["stable"]), previous=values["previous"])  # type: ignore[arg-type]
 
 
@@ -363,8 +366,11 @@ def resolve_serving(models_dir: str | Path) -> Path:
 
 
 def promote(models_dir: str | Path, version: int, *, replacing: int | None = None) -> Labels:
-    """Make `version` stable; the old stable (or, without labels, the version serving now) becomes previous.
+    """Make `version` stable; the version serving now (`served_version`) becomes previous.
 
+    That is the old stable, unless its directory is gone or fails its checks: then the service was
+    serving `previous` (or, without labels, the newest version that verifies), and that one stays
+    the rollback target, so `previous` never names a version a rollback could not load.
     The version must be present and pass the manifest and file checks; nothing is changed otherwise.
     `replacing` (retrain): the stable version the decision was made against; if someone moved the
     label meanwhile, nothing is changed and ModelError says so.
@@ -381,13 +387,10 @@ def promote(models_dir: str | Path, version: int, *, replacing: int | None = Non
             now = labels.stable if labels is not None else None
             raise ModelError(f"stable was replaced while deciding (was version {replacing}, now {now}); "
                              "nothing changed")
-        if labels is not None:
-            old: int | None = labels.stable
-        else:
-            present = list_versions(models_dir)
-            old = present[-1] if present else None
-        same = old == version
-        new = (labels or Labels(stable=version)) if same else Labels(stable=version, previous=old)
+        if labels is not None and labels.stable == version:
+            return labels  # already stable: nothing moves
+        old = served_version(models_dir)
+        new = Labels(stable=version, previous=old if old != version else None)
         write_labels(models_dir, new)
         return new
 
@@ -419,6 +422,19 @@ def serving_stable(models_dir: str | Path) -> int | None:
     verifies (None when there is none). For a caller that may still stop before it changes anything."""
     labels = read_labels(Path(models_dir))
     return labels.stable if labels is not None else newest_verified(models_dir)
+
+
+def served_version(models_dir: str | Path) -> int | None:
+    """The version a service on `models_dir` serves now: the first of `serving_order` whose files
+    verify (`stable`, else `previous`; without labels the newest), or None."""
+    models_dir = Path(models_dir)
+    for number in serving_order(list_versions(models_dir), read_labels(models_dir)):
+        try:
+            verify_version(models_dir / str(number))
+        except ModelError:
+            continue
+        return number
+    return None
 
 
 def newest_verified(models_dir: str | Path) -> int | None:
@@ -462,6 +478,19 @@ def check_directory_path(path: str | Path, what: str) -> None:
                 where = "" if place == path else f" ({str(place)!r} is a file)"
                 raise ConfigError(f"{what} {str(path)!r} is not a directory{where}; give a directory")
             return
+
+
+def check_models_dir(path: str | Path, what: str) -> None:
+    """`check_directory_path`, and ConfigError when `path` is a model version or lies inside one: a
+    version given where its models directory was meant would get labels, logs and new versions
+    nested inside it, beside nothing the service serves."""
+    check_directory_path(path, what)
+    path = Path(path)
+    for place in (path, *path.absolute().parents):
+        if place.name.isdigit() and is_version_dir(place):  # a version is named by its number
+            inside = "" if place == path else f" inside version {str(place)!r}"
+            raise ConfigError(f"{what} {str(path)!r} is a model version{inside} (it holds {MANIFEST}); give the "
+                              f"models directory that holds the versions: {str(place.parent)!r}")
 
 
 def process_umask() -> int:
@@ -526,9 +555,17 @@ def fsync_dir(directory: Path) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line (a JSON object) and fsync: promotions.jsonl never holds half a line from a crash we survive."""
-    with path.open("a", encoding="utf-8") as out:
-        out.write(line.rstrip("\n") + "\n")
+    """Append one line (a JSON object) and fsync: promotions.jsonl never holds half a line from a crash we survive.
+
+    A file that does not end in a newline (a torn line, a hand edit) gets one first, so the new line
+    is whole and parses on its own; only the torn line is lost, never the record appended after it."""
+    with path.open("a+b") as out:
+        size = out.seek(0, os.SEEK_END)
+        torn = False
+        if size:
+            out.seek(size - 1)
+            torn = out.read(1) != b"\n"
+        out.write((b"\n" if torn else b"") + line.rstrip("\n").encode("utf-8") + b"\n")
         out.flush()
         os.fsync(out.fileno())
 

@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     models: Path = args.models
     if not models.is_dir():
         raise ConfigError(f"--models {str(models)!r}: no such models directory")
+    versions.check_models_dir(models, "--models")
     if args.rollback:
         before = versions.read_labels(models)
         labels = versions.rollback(models)

@@ -221,3 +221,55 @@ def test_check_directory_path_refuses_a_file_or_a_file_above(tmp_path):
         versions.check_directory_path(tmp_path / "afile", "models directory")
     with pytest.raises(ConfigError, match=r"'.*afile/sub' is not a directory \('.*afile' is a file\)"):
         versions.check_directory_path(tmp_path / "afile" / "sub", "--output")
+
+
+def test_labels_naming_one_version_twice_are_refused(tmp_path: Path) -> None:
+    """A rollback to the version already stable would 'succeed' and change nothing."""
+    fake_version(tmp_path, 3)
+    (tmp_path / "labels.json").write_text('{"stable": 3, "previous": 3}')
+    with pytest.raises(ModelError, match="'previous' names version 3, the stable one; it must name another"):
+        versions.rollback(tmp_path)
+
+
+def test_previous_is_the_version_serving_now_never_a_missing_or_broken_one(tmp_path: Path) -> None:
+    for n in (1, 2, 3):
+        fake_version(tmp_path, n)
+    versions.write_labels(tmp_path, versions.Labels(stable=99, previous=1))  # stable's directory is gone
+    assert versions.served_version(tmp_path) == 1  # the service serves previous
+    assert versions.promote(tmp_path, 3, replacing=99) == versions.Labels(stable=3, previous=1)
+    assert versions.rollback(tmp_path) == versions.Labels(stable=1, previous=3)  # a rollback that loads
+    (tmp_path / "1" / versions.SAVED_MODEL / "saved_model.pb").write_bytes(b"broken")  # stable fails its checks
+    assert versions.served_version(tmp_path) == 3
+    assert versions.promote(tmp_path, 2) == versions.Labels(stable=2, previous=3)
+    (tmp_path / "2" / versions.SAVED_MODEL / "saved_model.pb").write_bytes(b"broken")
+    (tmp_path / "3" / versions.SAVED_MODEL / "saved_model.pb").write_bytes(b"broken")
+    fake_version(tmp_path, 4)
+    assert versions.served_version(tmp_path) is None
+    assert versions.promote(tmp_path, 4) == versions.Labels(stable=4)  # nothing loadable to fall back to
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path: Path) -> None:
+    log = tmp_path / "promotions.jsonl"
+    log.write_text('{"action": "promote"}\n{"at": "x", "action": "retr')  # a hand edit or a crash mid-line
+    versions.append_line(log, '{"action": "rollback"}')
+    lines = log.read_text().splitlines()
+    assert lines == ['{"action": "promote"}', '{"at": "x", "action": "retr', '{"action": "rollback"}']
+    versions.append_line(log, '{"action": "promote", "n": 2}')
+    assert len(log.read_text().splitlines()) == 4  # a whole last line gets no blank line before the next
+    new = tmp_path / "new.jsonl"
+    versions.append_line(new, "{}")
+    assert new.read_text() == "{}\n"
+
+
+def test_check_models_dir_refuses_a_version_given_as_the_models_directory(tmp_path: Path) -> None:
+    fake_version(tmp_path, 1)
+    versions.check_models_dir(tmp_path, "--models")
+    versions.check_models_dir(tmp_path / "new", "--models")
+    with pytest.raises(ConfigError, match=r"--models '.*/1' is a model version \(it holds manifest.json\); give the "
+                                          r"models directory that holds the versions: '.*'"):
+        versions.check_models_dir(tmp_path / "1", "--models")
+    with pytest.raises(ConfigError, match=r"is a model version inside version '.*/1'"):
+        versions.check_models_dir(tmp_path / "1" / "sub", "--models")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "manifest.json").write_text("{}")  # a web app's manifest is not a version
+    versions.check_models_dir(tmp_path / "app" / "models", "--models")

@@ -57,3 +57,22 @@ def test_errors_exit_2_with_one_line_and_change_nothing(tmp_path: Path) -> None:
     assert done.returncode == 2 and "version 1: files do not match the manifest checksums" in done.stderr
     assert str(tmp_path) not in done.stderr
     assert not (tmp_path / "labels.json").exists() and not (tmp_path / "promotions.jsonl").exists()
+
+
+def test_a_version_given_as_the_models_directory_is_refused(tmp_path: Path) -> None:
+    """It answered 'version 1 is already stable' and wrote labels.json into the version."""
+    fake_version(tmp_path, 1)
+    done = promote(tmp_path / "1", "--version", "1")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "is a model version (it holds manifest.json); give the models directory" in lines[0]
+    assert not (tmp_path / "1" / "labels.json").exists() and not (tmp_path / "1" / "promotions.jsonl").exists()
+
+
+def test_a_torn_promotion_log_keeps_the_new_record(tmp_path: Path) -> None:
+    for n in (1, 2):
+        fake_version(tmp_path, n)
+    (tmp_path / "promotions.jsonl").write_text('{"at": "x", "action": "retr')
+    assert promote(tmp_path, "--version", "1").returncode == 0
+    last = (tmp_path / "promotions.jsonl").read_text().splitlines()[-1]
+    assert json.loads(last)["action"] == "promote"
