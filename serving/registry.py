@@ -201,6 +201,9 @@ class ServingModel:
 def load_version(version_dir: str | Path) -> ServingModel:
     """Load one version directory, verifying the SavedModel files and the copied dictionaries' checksums."""
     version_dir = Path(version_dir)
+    if not versions.is_version_dir(version_dir):  # artifact.load would read it as a models directory
+        raise ModelError(f"version {version_dir.name}: missing {versions.MANIFEST}; not a model version (a copy "
+                         "or an export that did not finish?)")
     loaded = artifact.load(version_dir)  # checks the manifest's seal and files before tf.saved_model.load
     info = loaded.info if loaded.info is not None else versions.Manifest.from_dict(loaded.manifest)
     manifest = loaded.manifest

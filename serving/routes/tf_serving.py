@@ -18,8 +18,9 @@ from fastapi.responses import Response
 
 from needs_rec import schema
 from needs_rec.errors import clipped
+from serving import analyst
 from serving import api_schemas as api
-from serving.registry import DEFAULT_SIGNATURE, MODEL_NAME, ServingModel
+from serving.registry import DEFAULT_SIGNATURE, MODEL_NAME, ServingModel, status_entry
 from serving.requests import ParsedRequest, parse_json
 from serving.service import ApiError, Service, json_response, read_body
 
@@ -114,6 +115,9 @@ def router(service: Service) -> APIRouter:
         service.check_model_name(name)
         number = schema.ascii_int(version)  # "01" is version 1, as TF Serving reads it
         entries = [e for e in service.registry.status() if number is not None and e["version"] == str(number)]
+        if not entries and number is not None and number in analyst.version_numbers(service.settings.model):
+            entries = [status_entry(number, "END", message="in the models directory, not loaded by this service "
+                                                           "(a candidate, or a version older than previous)")]
         if not entries:
             raise ApiError(404, f"model {MODEL_NAME!r} has no version {version!r}")
         return json_response({"model_version_status": entries})

@@ -101,3 +101,34 @@ def test_metadata_has_signature_def_in_tf_servings_shape(client: TestClient) -> 
     (output,) = default["outputs"].values()
     assert output["dtype"] == "DT_FLOAT" and output["tensor_shape"]["dim"] == [
         {"size": "-1", "name": ""}, {"size": str(len(VOCABULARY)), "name": ""}]
+
+
+def test_a_version_on_disk_that_this_service_does_not_hold_has_a_status(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    """Contract §4: 404 only for a version that is not there; a candidate was reported missing."""
+    import json
+
+    from serving_support import models_dir_with
+
+    models = models_dir_with(tmp_path, built["fixed"], built["fixed"], built["fixed"])
+    (models / "labels.json").write_text(json.dumps({"stable": 2, "previous": 1}))  # 3: a candidate
+    with serve(settings_for(models), "status-on-disk") as (client, _):
+        answer = client.get("/v1/models/needs_rec/versions/3")
+        assert answer.status_code == 200, answer.text
+        [entry] = answer.json()["model_version_status"]
+        assert entry["version"] == "3" and entry["state"] == "END"
+        assert "not loaded by this service" in entry["status"]["error_message"]
+        assert client.get("/v1/models/needs_rec/versions/2").json()["model_version_status"][0]["state"] == "AVAILABLE"
+        assert client.get("/v1/models/needs_rec/versions/9").status_code == 404
+
+
+def test_a_version_directory_without_a_manifest_is_named_so(tmp_path: Path) -> None:
+    """It read as 'no model version under 'version 3'; train one with `… --output version 3`'."""
+    from needs_rec.errors import ModelError
+    from serving.registry import load_version
+
+    (tmp_path / "3").mkdir()
+    with pytest.raises(ModelError) as raised:
+        load_version(tmp_path / "3")
+    assert str(raised.value).startswith("version 3: missing manifest.json; not a model version")
