@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,18 @@ _QUIET_KEYS = frozenset({*_WHEN_KEYS, *_TITLE_KEYS, "pid", "by", "gate"})
 _ACTIONS = {"promote": "продвижение вручную", "rollback": "откат", "retrain": "переобучение"}
 
 
+#: An absolute path inside a text: at the start, after a space, quote, '(' or '=', or as a URL's path
+#: (`sqlite:////srv/crm.db`); it runs to the next space or quote.
+_ABSOLUTE_PATH = re.compile(r"""(?:^|(?<=[\s'"(=])|(?<=:///))/[^\s'"<>]+""")
+
+
+def without_paths(text: str) -> str:
+    """`text` with each absolute path cut to its last part: the promotion log records where the data
+    and the gate file were (`/srv/needs_rec/gate.yaml`), and a page shows the service's users no
+    server paths; the file's name is what an analyst needs to recognise it."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group().rstrip("/").rsplit("/", 1)[-1] or "/", text)
+
+
 def _promotion_when(entry: Mapping[str, Any]) -> str:
     return next((_when(entry[k]) for k in _WHEN_KEYS if k in entry), "—")
 
@@ -103,7 +116,7 @@ def _promotion_when(entry: Mapping[str, Any]) -> str:
 def _promotion_title(entry: Mapping[str, Any]) -> str:
     """The entry's own one-line summary (`training.retrain` writes one), else its action and decision."""
     if isinstance(entry.get("line"), str):
-        return str(entry["line"])
+        return without_paths(str(entry["line"]))
     action = str(entry.get("action") or "")
     decision = str(entry.get("decision") or entry.get("result") or "")
     return " — ".join(p for p in (_ACTIONS.get(action, action), decision) if p) or "запись"
@@ -119,7 +132,7 @@ def _promotion_details(entry: Mapping[str, Any]) -> str:
             parts.extend(f"{key}.{k}: {_scalar(v)}" for k, v in value.items() if not isinstance(v, Mapping | list))
         elif not isinstance(value, list):
             parts.append(f"{key}: {_scalar(value)}")
-    return " · ".join(parts)
+    return without_paths(" · ".join(parts))
 
 
 def _scalar(value: Any) -> str:

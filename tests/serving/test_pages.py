@@ -39,6 +39,8 @@ PROMOTIONS = [  # the shapes training.retrain and serving.promote append
     {"at": "2026-11-20T10:00:00+00:00", "action": "retrain", "decision": "promoted", "challenger": 2, "champion": 1,
      "figures": {"ndcg@5": 0.41, "champion_ndcg@5": 0.39}, "line": "retrain: promoted version 2 to stable"},
     {"at": "2026-11-20T11:00:00+00:00", "action": "rollback", "stable": 1, "previous": 2, "by": "serving.promote"},
+    {"at": "2026-11-19T09:00:00+00:00", "action": "retrain", "decision": "error", "data": "sqlite:////srv/firm/crm.db",
+     "line": "retrain: error: gate file '/srv/firm/conf/nightly.yaml': not UTF-8 text", "error": "see /srv/firm/x.log"},
 ]
 
 
@@ -133,6 +135,10 @@ def test_promotion_log_newest_first_and_torn_lines_counted(client: TestClient) -
     assert "откат" in log and "stable: 1 · previous: 2" in log
     assert "pid" not in log and "gate." not in log
     assert "1 строк(и) журнала не читаются" in page
+    # the log records where the data and the gate file were; the page names the files, never the server's paths
+    assert "/srv/firm" not in page
+    assert "gate file &#39;nightly.yaml&#39;: not UTF-8 text" in log
+    assert "data: sqlite:///crm.db" in log and "see x.log" in log
 
 
 def test_unknown_codes_per_field_since_start(client: TestClient) -> None:
