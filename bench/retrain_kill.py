@@ -35,9 +35,11 @@ GATE = ("min_window_episodes: 1\nmin_ndcg_vs_champion: 0.0\nmax_stage_drop: 1.0\
         "min_ndcg_vs_popularity: 0.0\n")
 
 
-def command(crm: Path, models: Path, work: Path) -> list[str]:
+def command(crm: Path, models: Path, work: Path, seed: int) -> list[str]:
+    """A retrain with its own `seed`: on the same data and seed a retrain has nothing new to learn and
+    trains nothing, so each run gets another seed to really train and export."""
     return [sys.executable, "-m", "training.retrain", "--data", str(crm), "--models", str(models),
-            "--config", str(work / "tiny.yaml"), "--gate", str(work / "gate.yaml"), "--seed", "1"]
+            "--config", str(work / "tiny.yaml"), "--gate", str(work / "gate.yaml"), "--seed", str(seed)]
 
 
 def environment() -> dict[str, str]:
@@ -84,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
                                            seed=args.seed), work / "crm", oracle=False)
         models = work / "models"
         started = time.monotonic()
-        first = subprocess.run(command(crm, models, work), env=environment(), cwd=REPO, capture_output=True, text=True)
+        first = subprocess.run(command(crm, models, work, 1), env=environment(), cwd=REPO, capture_output=True,
+                               text=True)
         full = time.monotonic() - started
         print(f"first retrain: exit {first.returncode} in {full:.1f} s: {first.stdout.strip()[:160]}")
         labels_ok = versions_ok = 0
         leftovers_seen = 0
         for trial in range(1, args.trials + 1):
             delay = rng.uniform(0.0, 1.1 * full)
-            process = subprocess.Popen(command(crm, models, work), env=environment(), cwd=REPO,
+            process = subprocess.Popen(command(crm, models, work, trial + 1), env=environment(), cwd=REPO,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             time.sleep(delay)
             finished = process.poll() is not None
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  trial {trial:2d}: {what} at {delay:5.1f} s; labels {'ok' if good_labels else 'BROKEN'}, "
                   f"versions {'ok' if good_versions else 'BROKEN'} ({note}); {len(building)} .building-* "
                   f"left{busy}")
-        final = subprocess.run(command(crm, models, work), env=environment(), cwd=REPO, capture_output=True, text=True)
+        final = subprocess.run(command(crm, models, work, args.trials + 2), env=environment(), cwd=REPO,
+                               capture_output=True, text=True)
         building = [p.name for p in models.iterdir() if p.name.startswith(".building-")]
         print(f"final retrain: exit {final.returncode}: {(final.stdout or final.stderr).strip()[:200]}")
         print(f"SIGKILL trials: {args.trials}; labels.json parsed and stable loaded after {labels_ok}/{args.trials}; "

@@ -39,7 +39,7 @@ from needs_rec import gate as gate_mod
 from needs_rec import versions
 from needs_rec.errors import ModelError, NeedsRecError
 from training._cli import ArgumentParser, one_line, run_cli, seed_value
-from training.train import DEFAULT_DICTIONARIES, Progress, train
+from training.train import DEFAULT_DICTIONARIES, Progress, inputs_fingerprint, train
 
 EXIT_PROMOTED, EXIT_KEPT, EXIT_ERROR = 0, 3, 2
 
@@ -87,7 +87,8 @@ def retrain(args: argparse.Namespace) -> Decision:
     from needs_rec import dictionaries, episodes, schema
 
     gate = gate_mod.load_gate(args.gate)
-    config_mod.load_config(args.config)  # a config error stops here, before anything is written
+    cfg = config_mod.load_config(args.config)  # a config error stops here, before anything is written
+    seed = cfg.seed if args.seed is None else args.seed
     models: Path = args.models
     models.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -99,13 +100,23 @@ def retrain(args: argparse.Namespace) -> Decision:
         if cleaned:
             record["cleaned"] = cleaned
         # Read, not pinned yet: a data or config error below must leave the models directory as it was.
-        champion = versions.serving_stable(models)
+        labelled = versions.serving_stable(models)  # the 'stable' label (without labels: the newest that verifies)
+        champion = versions.served_version(models)  # what serves now, so what the challenger must beat
         record["champion"] = champion
+        notes = [] if champion == labelled else [
+            f"label 'stable' names version {labelled}, which is missing or fails its checks; "
+            + (f"the champion is version {champion}, which serves now" if champion else "no version serves now")
+        ]
 
         dicts = dictionaries.load(args.dictionaries)
         with crm_source.open_source(args.data) as source:
             record["data"] = source.describe()  # never a password
             crm, report = schema.validate(source.read_crm(), dicts)
+        fingerprint = inputs_fingerprint(crm, dicts.checksums, cfg.to_dict(), seed)
+        if champion is not None and _fingerprint_of(models / str(champion)) == fingerprint:
+            record["seconds"] = round(time.perf_counter() - started, 1)
+            return Decision("kept", [*notes, f"nothing new since version {champion} was trained: the same CRM data, "
+                                     "dictionaries, config and seed; no challenger trained"], record)
         eps = episodes.build_episodes(crm.outcomes, dicts.characteristic_codes)
         dates = eps.keys[schema.OCCURRED_ON].to_numpy().astype("datetime64[D]")
         start = gate_mod.window_start(dates, gate.window)
@@ -119,13 +130,12 @@ def retrain(args: argparse.Namespace) -> Decision:
         }
         if champion is not None and window_episodes < gate.min_window_episodes:
             record["seconds"] = round(time.perf_counter() - started, 1)
-            return Decision("kept", [f"too little new data: {window_episodes} window episodes with a positive "
+            return Decision("kept", [*notes, f"too little new data: {window_episodes} window episodes with a positive "
                                      f"outcome since {start} (the gate needs ≥ {gate.min_window_episodes}); "
                                      "no challenger trained"], record)
 
         # Pinned before the challenger exists: it must never serve unjudged.
-        champion = versions.pin_stable(models, verified=champion)
-        record["champion"] = champion
+        pinned = versions.pin_stable(models, verified=labelled)
         progress = Progress(quiet=not args.verbose)
         result = train(
             args.data, args.dictionaries, models, config=args.config, holdout_start=start.item(), seed=args.seed,
@@ -163,17 +173,29 @@ def retrain(args: argparse.Namespace) -> Decision:
                                  champion=champion_scores, popularity=popularity)
         record["checks"] = [c.to_dict() for c in checks]
         failed = [c for c in checks if not c.passed]
-        reasons = ([note] if note else []) + [c.text for c in (failed or checks)]
+        reasons = notes + ([note] if note else []) + [c.text for c in (failed or checks)]
         record["seconds"] = round(time.perf_counter() - started, 1)
         if champion is None:
             labels = versions.promote(models, challenger)
             record["labels"] = labels.to_dict()
-            return Decision("first", reasons, record)
+            waived = "the gate's checks are not applied without a champion; they read: " + "; ".join(
+                c.text for c in checks)
+            return Decision("first", [*notes, *([note] if note else []), waived], record)
         if failed:
             return Decision("kept", ["failed " + ", ".join(c.key for c in failed), *reasons], record)
-        labels = versions.promote(models, challenger, replacing=champion)
+        labels = versions.promote(models, challenger, replacing=pinned)
         record["labels"] = labels.to_dict()
         return Decision("promoted", reasons, record)
+
+
+def _fingerprint_of(version_dir: Path) -> str | None:
+    """The inputs fingerprint a version was trained from (`training.train.inputs_fingerprint`), or None
+    for a version made before versions carried one."""
+    try:
+        data = versions.read_manifest(version_dir).get("data") or {}
+    except ModelError:
+        return None
+    return data.get("fingerprint") if isinstance(data, dict) else None
 
 
 def _predict(version_dir: Path, frame: Any, vocabulary: list[str] | None = None) -> np.ndarray:
@@ -203,7 +225,7 @@ def append_record(models: Path, decision: Decision) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    versions.check_directory_path(args.models, "--models")  # no lock file or log line in a file's place
+    versions.check_models_dir(args.models, "--models")  # no lock file or log line in a file's or a version's place
     try:
         decision = retrain(args)
     except (NeedsRecError, OSError) as exc:

@@ -16,6 +16,8 @@ caller chooses (printing for the CLI, silent for tests and for retrain's quiet m
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import platform
 import shutil
 import sys
@@ -66,6 +68,19 @@ class TrainResult:
         return int(self.version_dir.name)
 
 
+def inputs_fingerprint(
+    crm: Any, dictionary_checksums: Any, config: dict[str, Any], seed: int, cutoff: dt.date | None = None,
+    search: bool = True,
+) -> str:
+    """What a version was trained from, as one SHA-256: the clean CRM contents (`CrmData.fingerprint`),
+    the dictionaries' checksums, the training config as requested (before the search chooses), the
+    seed, the cutoff and whether the search ran. The same inputs train the same model (training is
+    deterministic), so a retrain that finds its champion's fingerprint has nothing new to learn."""
+    payload = {"crm": crm.fingerprint(), "dictionaries": dict(dictionary_checksums), "config": config,
+               "seed": seed, "cutoff": cutoff.isoformat() if cutoff else None, "search": bool(search)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def train(
     data: str | Path,
     dictionaries_dir: str | Path,
@@ -109,7 +124,7 @@ def train(
 
     progress = progress or Progress(quiet=True)
     dictionaries_dir, models_dir = Path(dictionaries_dir), Path(models_dir)
-    versions.check_directory_path(models_dir, "models directory")  # before minutes of training
+    versions.check_models_dir(models_dir, "models directory")  # before minutes of training
     progress(f"loading dictionaries from {dictionaries_dir}")
     dicts = dictionaries.load(dictionaries_dir)
     cfg = config_mod.load_config(config)
@@ -123,6 +138,7 @@ def train(
             progress(f"reading and validating CRM data from {source.describe()}")  # never the password of a URL
             crm, validation = schema.validate(source.read_crm(), dicts)
     progress.note(str(validation))
+    fingerprint = inputs_fingerprint(crm, dicts.checksums, cfg.to_dict(), seed, cutoff, search)
 
     import tensorflow as tf
 
@@ -256,6 +272,7 @@ def train(
         "warnings": warnings,
         "data": {
             "validation": validation.to_dict(),
+            "fingerprint": fingerprint,
             "split": split.summary(),
             "best_epoch": trained.best_epoch,
         },

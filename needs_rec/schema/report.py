@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,18 @@ class CrmData:
     organizations: pd.DataFrame
     contacts: pd.DataFrame
     outcomes: pd.DataFrame
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the three tables' clean contents, whatever their row order: two reads of an
+        unchanged CRM (from a file or a database, which need not keep an order) give the same value,
+        any changed, added or removed row another. A one-way digest: nothing of a row can be read back."""
+        digest = hashlib.sha256()
+        for name in ("organizations", "contacts", "outcomes"):
+            frame = getattr(self, name)
+            rows = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+            digest.update(f"{name}:{','.join(map(str, frame.columns))}:{len(rows)}:".encode())
+            digest.update(rows.tobytes())
+        return digest.hexdigest()
 
     def contact_orgs(self) -> pd.Series:
         """contact_id → org_id, for the time split's cold-start flags."""

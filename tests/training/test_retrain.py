@@ -64,14 +64,14 @@ def test_first_retrain_promotes_then_the_gate_decides(crm: Path, files: dict[str
     line = capsys.readouterr().out.strip().splitlines()
     assert len(line) == 1 and line[0].startswith("retrain: promoted version 1 to stable (first version")
 
-    assert run(crm, models, files, "never") == 3
+    assert run(crm, models, files, "never", "--seed", "2") == 3  # another seed: something new to train
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("retrain: kept champion 1; challenger 2 stays a candidate: "
                                                "failed min_ndcg_vs_champion")
     assert versions.read_labels(models) == versions.Labels(stable=1)  # version 2 is a candidate, never served
     assert versions.resolve_serving(models) == models / "1"
 
-    assert run(crm, models, files, "always") == 0
+    assert run(crm, models, files, "always", "--seed", "3") == 0
     assert versions.read_labels(models) == versions.Labels(stable=3, previous=1)
     records = history(models)
     assert [r["decision"] for r in records] == ["first", "kept", "promoted"]
@@ -88,11 +88,39 @@ def test_first_retrain_promotes_then_the_gate_decides(crm: Path, files: dict[str
 
 
 def test_same_data_and_seed_give_the_same_figures(crm: Path, files: dict[str, Path], tmp_path: Path) -> None:
+    run(crm, tmp_path / "a", files, "always")
+    run(crm, tmp_path / "b", files, "always")
+    [first], [second] = history(tmp_path / "a"), history(tmp_path / "b")
+    assert first["metrics"]["challenger"] == second["metrics"]["challenger"]
+    fingerprints = {versions.read_manifest(tmp_path / name / "1")["data"]["fingerprint"] for name in "ab"}
+    assert len(fingerprints) == 1 and len(fingerprints.pop()) == 64
+
+
+def test_nothing_new_trains_nothing_and_keeps_the_labels(crm: Path, files: dict[str, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A second night on the same CRM, dictionaries, config and seed would train the same model again, and
+    promoting that clone would push the real rollback target out of 'previous'."""
     models = tmp_path / "models"
-    run(crm, models, files, "always")
-    run(crm, models, files, "always")
-    first, second = history(models)
-    assert first["metrics"]["challenger"] == second["metrics"]["challenger"] == second["metrics"]["champion"]
+    assert run(crm, models, files, "always") == 0
+    assert run(crm, models, files, "always", "--seed", "2") == 0
+    labels = versions.read_labels(models)
+    assert labels == versions.Labels(stable=2, previous=1)
+    capsys.readouterr()
+    assert run(crm, models, files, "always", "--seed", "2") == 3
+    line = capsys.readouterr().out.strip()
+    assert line == ("retrain: kept champion 2: nothing new since version 2 was trained: the same CRM data, "
+                    "dictionaries, config and seed; no challenger trained")
+    assert versions.list_versions(models) == [1, 2] and versions.read_labels(models) == labels
+    assert history(models)[-1]["decision"] == "kept"
+    changed = tmp_path / "changed"  # one more outcome row: something new, so a challenger is trained
+    changed.mkdir()
+    for name in ("organizations.csv", "contacts.csv"):
+        (changed / name).write_bytes((crm / name).read_bytes())
+    outcomes = pd.read_csv(crm / "outcomes.csv", dtype=str, keep_default_na=False)
+    pd.concat([outcomes, outcomes.iloc[[0]].assign(occurred_on="2025-12-31")]).to_csv(changed / "outcomes.csv",
+                                                                                      index=False)
+    assert run(changed, models, files, "always", "--seed", "2") == 0
+    assert versions.list_versions(models) == [1, 2, 3]
 
 
 def test_too_little_new_data_keeps_the_champion_without_training(crm: Path, files: dict[str, Path],
@@ -101,7 +129,7 @@ def test_too_little_new_data_keeps_the_champion_without_training(crm: Path, file
     run(crm, models, files, "always")
     (tmp_path / "scarce.yaml").write_text("min_window_episodes: 1000000\n", encoding="utf-8")
     files = {**files, "scarce": tmp_path / "scarce.yaml"}
-    assert run(crm, models, files, "scarce") == 3
+    assert run(crm, models, files, "scarce", "--seed", "2") == 3
     assert versions.list_versions(models) == [1]
     record = history(models)[-1]
     assert record["decision"] == "kept" and "too little new data" in record["line"]
@@ -117,7 +145,7 @@ def test_positive_only_outcomes_work_alike(crm: Path, files: dict[str, Path], tm
     outcomes[outcomes["outcome"] == "positive"].to_csv(only / "outcomes.csv", index=False)
     models = tmp_path / "models"
     assert run(only, models, files, "always") == 0
-    assert run(only, models, files, "always") == 0
+    assert run(only, models, files, "always", "--seed", "2") == 0
     record = history(models)[-1]
     assert record["window"]["explicit_negatives"] is False and record["decision"] == "promoted"
     assert record["metrics"]["challenger"]["calibration_error"] is not None
@@ -210,3 +238,29 @@ def test_gate_keeps_the_champion_on_shuffled_data_and_promotes_a_real_shift(tmp_
     assert r["stable_after_shifted"] == versions.Labels(stable=record["challenger"], previous=1)
     (p_old, rank_old), (p_new, rank_new) = r["rank_champion"], r["rank_stable"]
     assert p_new > p_old and rank_new < rank_old  # the new stable ranks the risen characteristic higher
+
+
+def test_a_stable_label_naming_a_missing_version_is_not_the_champion(crm: Path, files: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    """The service serves 'previous' then; it is what the challenger must beat and stays the rollback target."""
+    models = tmp_path / "models"
+    assert run(crm, models, files, "always") == 0
+    versions.write_labels(models, versions.Labels(stable=99, previous=1))
+    assert run(crm, models, files, "always", "--seed", "2") == 0
+    assert versions.read_labels(models) == versions.Labels(stable=2, previous=1)  # never previous=99
+    record = history(models)[-1]
+    assert record["champion"] == 1 and record["metrics"]["champion"] is not None
+    assert "label 'stable' names version 99, which is missing or fails its checks; the champion is version 1, " \
+           "which serves now" in record["line"]
+
+
+def test_a_version_given_as_the_models_directory_is_refused(crm: Path, files: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    assert run(crm, models, files, "always") == 0
+    before = sorted(p.name for p in (models / "1").iterdir())
+    done = cli("--data", str(crm), "--models", str(models / "1"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: --models '{models / '1'}' is a model version (it holds manifest.json)")
+    assert sorted(p.name for p in (models / "1").iterdir()) == before  # no labels, log or lock inside it
