@@ -271,6 +271,20 @@ class FileSource(OwnTablesWriter):
     def describe(self) -> str:
         return str(self.directory)
 
+    def check_tables(self) -> None:
+        check_directory(self.directory)
+        for table in schema.TABLES:
+            path = find_table_file(self.directory, table.name)
+            if path.suffix == ".parquet":
+                try:
+                    names = pq.ParquetFile(path).schema_arrow.names
+                except (pa.ArrowException, OSError) as exc:
+                    raise DataError(f"{path.name}: not a readable Parquet file ({type(exc).__name__})") from None
+            else:
+                names = _csv_header(path)
+            mapping, _, _ = schema.contract_columns(names, table, path.name)
+            schema.check_required_columns(mapping.values(), table, path.name)
+
     def read_table(self, name: str) -> pd.DataFrame:
         if name == schema.FEEDBACK.name:
             feedback = self.own(create=False).read_feedback()

@@ -29,7 +29,7 @@ import pandas as pd
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from needs_rec.errors import ConfigError, DataError
+from needs_rec.errors import ConfigError, DataError, SourceUnavailable
 
 #: URL schemes accepted, and the SQLAlchemy driver each one means.
 DRIVERS = {
@@ -116,6 +116,13 @@ class CrmSource(Protocol):
     def check_exists(self) -> None:
         """DataError when the CRM is plainly not there: a directory or SQLite file that does not
         exist. Every read checks it first; a database server is not contacted."""
+        ...
+
+    def check_tables(self) -> None:
+        """DataError when a table of the contract (organizations, contacts, outcomes) or one of its
+        required columns is missing; reads names only, no rows. SourceUnavailable when the database
+        cannot be reached now. For a service at start-up: a wrong database or export is one line
+        then, not a ready service whose queries fail."""
         ...
 
     def read_table(self, name: str) -> pd.DataFrame:
@@ -266,6 +273,20 @@ def check_location(location: str | Path, *, flag: str = "--data") -> None:
     source = open_source(location, flag=flag)
     try:
         source.check_exists()
+    except DataError as exc:
+        raise DataError(f"{flag}: {exc}") from None
+    finally:
+        source.close()
+
+
+def check_tables(location: str | Path, *, flag: str = "--data") -> None:
+    """`CrmSource.check_tables` of the CRM at `location`, its DataError naming `flag`; a database that
+    cannot be reached now is not an error here (SourceUnavailable passes: it may come up later)."""
+    source = open_source(location, flag=flag)
+    try:
+        source.check_tables()
+    except SourceUnavailable:
+        pass
     except DataError as exc:
         raise DataError(f"{flag}: {exc}") from None
     finally:

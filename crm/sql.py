@@ -97,6 +97,13 @@ class SqlSource(OwnTablesWriter):
 
     # -- reading whole tables -----------------------------------------------------------------
 
+    def check_tables(self) -> None:
+        for table in schema.TABLES:
+            relation, columns = self._relation(table.name)
+            source = f"table {relation!r}"
+            mapping, _, _ = schema.contract_columns(columns, table, source)
+            schema.check_required_columns(mapping.values(), table, source)
+
     def read_table(self, name: str) -> pd.DataFrame:
         table = schema.TABLES_BY_NAME[name]
         relation, columns = self._relation(name)

@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import crm
 
         crm.check_location(settings.crm, flag="--crm")
+        crm.check_tables(settings.crm, flag="--crm")  # names only; a database that is down now may come up later
 
     from serving import lifecycle
     from serving.observability import configure_logging, wrap_native_log

@@ -41,3 +41,26 @@ def test_reads_check_first(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         crm.open_source(f"sqlite:///{tmp_path / 'nope.db'}").read_table("contacts")
     assert not (tmp_path / "nope.db").exists()  # a read never creates the firm's file
+
+
+def test_check_tables_names_a_missing_table_or_column_and_leaves_a_down_server_alone(tmp_path, tiny_dictionaries):
+    """A service started on the wrong database answered ready and failed its queries with a retryable 503."""
+    from crm_factory import crm_frames, write_crm
+
+    from crm.write import write_tables
+
+    frames = crm_frames(tiny_dictionaries)
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    write_tables(url, {"organizations": frames["organizations"], "contacts": frames["contacts"]})
+    with pytest.raises(DataError, match=r"^--crm: missing table outcomes in .*: the outcomes table \(or a view"):
+        crm.check_tables(url, flag="--crm")
+    write_tables(url, {"outcomes": frames["outcomes"].drop(columns=["stage"])})
+    with pytest.raises(DataError, match=r"^--crm: table 'outcomes'.*stage"):
+        crm.check_tables(url, flag="--crm")
+
+    directory = write_crm(tmp_path / "files", tiny_dictionaries)
+    crm.check_tables(directory, flag="--crm")
+    (directory / "outcomes.csv").unlink()
+    with pytest.raises(DataError, match=r"^--crm: missing file outcomes.csv \(or outcomes.parquet\)"):
+        crm.check_tables(directory, flag="--crm")
+    crm.check_tables("postgresql://u:secret@127.0.0.1:1/crm", flag="--crm")  # down now: it may come up later

@@ -133,3 +133,21 @@ def test_real_server_answers_and_shuts_down_gracefully(built: dict[str, Path]) -
     assert [e["event"] for e in events if e["event"] in ("shutdown_started", "service_stopped")] == [
         "shutdown_started", "service_stopped",  # the app's shutdown ran to the end
     ]
+
+
+def test_a_crm_without_a_required_table_is_refused_at_start_up(tmp_path: Path, tiny_dictionaries: Any) -> None:
+    """It started ready, answered lookups and feedback, and failed the queries with a retryable 503."""
+    from crm_factory import crm_frames
+
+    from crm.write import write_tables
+
+    frames = crm_frames(tiny_dictionaries)
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    write_tables(url, {"organizations": frames["organizations"], "contacts": frames["contacts"],
+                       "outcome": frames["outcomes"]})  # a misspelt table
+    result = subprocess.run([sys.executable, "-m", "serving", "--model", ".", "--crm", url], capture_output=True,
+                            text=True, cwd=REPO, env=_env(), timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: --crm: missing table outcomes in ") and "found: contacts, organizations, " \
+        "outcome" in lines[0]
