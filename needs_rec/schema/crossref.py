@@ -242,7 +242,34 @@ def _with_feedback(
     added = len(events) - int(repeated.sum())
     report.notes["outcome_rows_from_feedback"] = added
     report.notes["feedback_rows_already_counted"] = int(repeated.sum())
-    return combined.loc[~repeated].reset_index(drop=True)
+    kept = combined.loc[~repeated]
+    _warn_conflicts(kept, kept.index >= len(outcomes), source, report)
+    return kept.reset_index(drop=True)
+
+
+def _warn_conflicts(events: pd.DataFrame, from_feedback: np.ndarray, source: str, report: ValidationReport) -> None:
+    """One `conflicting_outcomes` warning when a feedback event and another report of the same cell
+    (contact, date, stage, characteristic) disagree: a manager's correction that training would
+    otherwise overrule without a word (a positive in the episode wins, `episodes.build_episodes`)."""
+    if not from_feedback.any():
+        return
+    cell = [c for c in EVENT_COLUMNS if c != "outcome"]
+    mine = events.loc[from_feedback, [*cell, "outcome"]].reset_index(names="row")
+    others = events.loc[:, [*cell, "outcome"]].reset_index(names="other")
+    pairs = mine.merge(others, on=cell, suffixes=("", "_other"))
+    pairs = pairs[(pairs["row"] != pairs["other"]) & (pairs["outcome"] != pairs["outcome_other"])]
+    if pairs.empty:
+        return
+    first = pairs.drop_duplicates("row")
+    shown = [f"contact {r.contact_id!r} {r.occurred_on:%Y-%m-%d} {r.stage} {r.characteristic}: {r.outcome} here, "
+             f"{r.outcome_other} in another report" for r in first.head(SHOW).itertuples()]
+    more = f", and {len(first) - SHOW} more" if len(first) > SHOW else ""
+    report.warnings.append(ValidationWarning(
+        "conflicting_outcomes", source, "outcome", len(first), tuple(first["contact_id"].head(SHOW)),
+        f"{source}: {len(first)} feedback event(s) contradict another report of the same contact, date, stage "
+        f"and characteristic ({'; '.join(shown)}{more}); both are kept, and in training the positive one wins "
+        "(the characteristic resonated in that episode)",
+    ))
 
 
 def _drop_unknown_outcomes(

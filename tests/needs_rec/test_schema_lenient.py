@@ -126,3 +126,25 @@ def test_an_outcome_dated_in_the_future_is_an_error_and_left_out_when_lenient(fr
     assert "'2099-01-01' (row 3)" in _left_out(report, "outcomes.csv").message
     frames["outcomes"].loc[2, "occurred_on"] = latest  # today in the easternmost zone is still today somewhere
     schema.validate(frames, tiny_dictionaries)
+
+
+def test_feedback_that_contradicts_an_outcome_is_named(frames, tiny_dictionaries):
+    """A manager's 'negative' on a cell the CRM holds as positive was taken without a word, then overruled."""
+    outcomes = frames["outcomes"]
+    row = outcomes.iloc[0]
+    flipped = "negative" if row["outcome"] == "positive" else "positive"
+    feedback = outcomes.iloc[:2].copy()
+    feedback["feedback_id"] = ["f1", "f2"]
+    feedback.loc[feedback.index[0], "outcome"] = flipped  # contradicts row 1; the second repeats row 2
+    frames["feedback"] = feedback
+    crm, report = schema.validate(frames, tiny_dictionaries)
+    [warning] = [w for w in report.warnings if w.kind == "conflicting_outcomes"]
+    assert warning.count == 1 and warning.examples == (row["contact_id"],)
+    day = pd.Timestamp(row["occurred_on"])
+    assert f"contact {row['contact_id']!r} {day:%Y-%m-%d} {row['stage']}" in warning.message
+    assert f"{flipped} here, {row['outcome']} in another report" in warning.message
+    assert "in training the positive one wins" in warning.message
+    assert report.notes["outcome_rows_from_feedback"] == 1 and len(crm.outcomes) == len(outcomes) + 1
+    frames["feedback"] = outcomes.iloc[:2].assign(feedback_id=["f1", "f2"])  # agreeing feedback: no warning
+    _, report = schema.validate(frames, tiny_dictionaries)
+    assert not [w for w in report.warnings if w.kind == "conflicting_outcomes"]
