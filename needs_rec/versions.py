@@ -570,6 +570,34 @@ def append_line(path: Path, line: str) -> None:
         os.fsync(out.fileno())
 
 
+def read_promotions(models_dir: str | Path, limit: int | None = None) -> tuple[list[dict[str, Any]] | None, int]:
+    """The last `limit` entries (all: None) of `promotions.jsonl`, newest first, and how many lines were not
+    JSON objects.
+
+    None when the file does not exist yet (no retrain has run). A torn last line (a writer killed
+    mid-append) is counted, not fatal.
+    """
+    path = Path(models_dir) / PROMOTIONS
+    if not path.is_file():
+        return None, 0
+    entries: list[dict[str, Any]] = []
+    bad = 0
+    with path.open(encoding="utf-8", errors="replace") as stream:
+        for line in stream:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+            else:
+                bad += 1
+    return list(reversed(entries if limit is None else entries[-limit:])), bad
+
+
 class LockBusy(ConfigError):
     """Another process holds the lock (retrain maps it to exit 2: 'another retrain is running')."""
 

@@ -15,7 +15,6 @@ only `report_*.png` files that lie inside the version directory.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,33 +91,6 @@ def read_labels(models: Path) -> tuple[dict[str, int], str | None]:
     except ModelError as exc:
         return {}, f"{versions.LABELS} не читается: {' '.join(str(exc).split())}"
     return (labels.to_dict() if labels is not None else {}), None
-
-
-def read_promotions(models: Path, limit: int = MAX_PROMOTIONS) -> tuple[list[dict[str, Any]] | None, int]:
-    """The last `limit` entries of `promotions.jsonl`, newest first, and how many lines were not JSON objects.
-
-    None when the file does not exist yet (no retrain has run). A torn last line (a writer killed
-    mid-append) is counted, not fatal.
-    """
-    path = models / versions.PROMOTIONS
-    if not path.is_file():
-        return None, 0
-    entries: list[dict[str, Any]] = []
-    bad = 0
-    with path.open(encoding="utf-8", errors="replace") as stream:
-        for line in stream:
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                bad += 1
-                continue
-            if isinstance(entry, dict):
-                entries.append(entry)
-            else:
-                bad += 1
-    return list(reversed(entries[-limit:])), bad
 
 
 def _number(value: Any) -> float | None:
@@ -199,7 +171,7 @@ def overview(model_path: Path, served: int | None, refused: Mapping[int, str] | 
         if not rows:
             k = row_k
         rows.append(row)
-    promotions, bad = read_promotions(models)
+    promotions, bad = versions.read_promotions(models, MAX_PROMOTIONS)
     return Overview(
         models=models,
         labels=labels,

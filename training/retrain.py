@@ -99,6 +99,9 @@ def retrain(args: argparse.Namespace) -> Decision:
         cleaned = versions.clean_stale_builds(models)
         if cleaned:
             record["cleaned"] = cleaned
+        unjudged = _unjudged(models)
+        if unjudged:
+            record["unjudged"] = unjudged
         # Read, not pinned yet: a data or config error below must leave the models directory as it was.
         labelled = versions.serving_stable(models)  # the 'stable' label (without labels: the newest that verifies)
         champion = versions.served_version(models)  # what serves now, so what the challenger must beat
@@ -107,6 +110,9 @@ def retrain(args: argparse.Namespace) -> Decision:
             f"label 'stable' names version {labelled}, which is missing or fails its checks; "
             + (f"the champion is version {champion}, which serves now" if champion else "no version serves now")
         ]
+        if unjudged:
+            notes.append(f"version(s) {', '.join(map(str, unjudged))} were exported by a retrain that stopped before "
+                         "its gate decided; they stay candidates (`serving.promote --version N` serves one by hand)")
 
         dicts = dictionaries.load(args.dictionaries)
         with crm_source.open_source(args.data) as source:
@@ -186,6 +192,29 @@ def retrain(args: argparse.Namespace) -> Decision:
         labels = versions.promote(models, challenger, replacing=pinned)
         record["labels"] = labels.to_dict()
         return Decision("promoted", reasons, record)
+
+
+def _unjudged(models: Path) -> list[int]:
+    """Versions a retrain exported whose decision no promotions.jsonl record holds: the run was killed
+    between its export and its record. Named once (the record that names them counts as theirs)."""
+    entries, _ = versions.read_promotions(models)
+    judged: set[int] = set()
+    for entry in entries or []:  # a hand-edited line may hold anything: only whole numbers count
+        named = [entry.get("challenger"), *(entry.get("unjudged") if isinstance(entry.get("unjudged"), list) else [])]
+        judged.update(n for n in named if isinstance(n, int))
+    labels = versions.read_labels(models)
+    labelled = {labels.stable, labels.previous} if labels is not None else set()
+    found = []
+    for number in versions.list_versions(models):
+        if number in judged or number in labelled:
+            continue
+        try:
+            retrained = versions.read_manifest(models / str(number)).get("retrain")
+        except ModelError:
+            continue
+        if isinstance(retrained, dict):
+            found.append(number)
+    return found
 
 
 def _fingerprint_of(version_dir: Path) -> str | None:

@@ -264,3 +264,20 @@ def test_a_version_given_as_the_models_directory_is_refused(crm: Path, files: di
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith(f"error: --models '{models / '1'}' is a model version (it holds manifest.json)")
     assert sorted(p.name for p in (models / "1").iterdir()) == before  # no labels, log or lock inside it
+
+
+def test_a_version_whose_retrain_died_before_deciding_is_named_once(crm: Path, files: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    """A kill between the export and the record left an un-gated candidate that nothing mentioned."""
+    import shutil
+
+    models = tmp_path / "models"
+    assert run(crm, models, files, "never") == 0
+    assert run(crm, models, files, "never", "--seed", "2") == 3  # version 2: a judged candidate
+    shutil.copytree(models / "2", models / "3")  # what the killed run exported: a retrain version, no record
+    assert run(crm, models, files, "never", "--seed", "4") == 3
+    record = history(models)[-1]
+    assert record["unjudged"] == [3] and record["challenger"] == 4
+    assert "version(s) 3 were exported by a retrain that stopped before its gate decided" in record["line"]
+    assert run(crm, models, files, "never", "--seed", "5") == 3
+    assert "unjudged" not in history(models)[-1]  # named once
