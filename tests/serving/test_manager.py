@@ -195,3 +195,26 @@ def test_a_wrong_value_in_the_contacts_crm_row_is_a_page_saying_so(
             assert "send the contact&#39;s fields" not in card.text  # the API caller's advice is not the page's
             assert not points(card.text)
         assert points(client.get("/", params={"contact": "c3"}).text)
+
+
+def test_a_crm_table_gone_while_serving_is_a_503_page_not_the_managers_fault(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """A CRM export that lost a file after start-up: the card answered the API's 400 (the manager's
+    fault, as if the request were wrong) while the queries answered 503 for the same fault."""
+    from crm_factory import write_crm
+
+    from needs_rec import dictionaries
+
+    directory = write_crm(tmp_path / "export", dictionaries.load(dictionaries_dir))
+    settings = settings_for(built["fixed"].parent, crm=str(directory), crm_cache_s=0)  # every lookup reads
+    with serve(settings, "manager-table-gone") as (client, _):
+        assert points(client.get("/", params={"contact": "c3"}).text)
+        (directory / "contacts.csv").unlink()
+        card = client.get("/", params={"contact": "c3"})
+        assert card.status_code == 503 and card.headers["content-type"].startswith("text/html"), card.text[:300]
+        assert "CRM не читается: missing file contacts.csv" in card.text and str(tmp_path) not in card.text
+        fragment = client.get("/contacts/card", params={"contact": "c3", "stage": "lead"})
+        assert fragment.status_code == 503 and "CRM не читается" in fragment.text
+        search = client.get("/", params={"q": "ромашка"})
+        assert search.status_code == 503 and "CRM не читается" in search.text
