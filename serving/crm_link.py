@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import crm
 from crm.exposures import ExposureWriter
-from needs_rec.errors import CrmRowError
+from needs_rec.errors import CrmRowError, DataError, SourceUnavailable
 from serving.observability import Metrics, log_event
 
 T = TypeVar("T")
@@ -119,8 +119,15 @@ class CrmLink:
         self.source.close()
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a blocking source call in the pool; its errors (SourceUnavailable, DataError) propagate."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        """Run a blocking source call in the pool. A CRM that lost its shape while serving (a table or
+        file gone, a column renamed: DataError) is SourceUnavailable here, a 503 like a database that is
+        down, never the caller's 400; CrmRowError (one row's value) propagates as it is."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        except CrmRowError:
+            raise
+        except DataError as exc:
+            raise SourceUnavailable(f"the CRM source cannot be read: {' '.join(str(exc).split())}") from exc
 
     def snapshot_age(self) -> float:
         """Seconds since the snapshot in use was read (-1: none yet)."""

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from needs_rec.errors import CrmRowError, DataError
+from needs_rec.errors import CrmRowError
 from serving.analyst import feedback_summary
 from serving.cards import render_points
 from serving.queries import similar_reasons
@@ -172,9 +172,6 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         except service.crm_unavailable:
             context["notice"] = "База CRM сейчас недоступна, поиск не выполнен. Попробуйте через минуту."
             return context, 503
-        except DataError as exc:  # the CRM's own shape (a table gone): not the manager's request
-            context["notice"] = _crm_broken(service, exc)
-            return context, 503
         model = service.registry.current
         context["results"] = [
             {**row, "position": _name(model, "positions", row.get("position")) if model else row.get("position")}
@@ -218,9 +215,6 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         context["notice"] = (f"Данные контакта в CRM не подходят модели: {' '.join(exc.detail.split())}. "
                              "Исправьте эту строку в CRM.")
         return context, 200
-    except DataError as exc:  # the CRM's own shape (a table gone): not the manager's request
-        context["notice"] = _crm_broken(service, exc)
-        return context, 503
     if record is None:
         context["notice"] = f"Контакт «{contact_id}» не найден в CRM. Найдите его поиском заново."
         return context, 404
@@ -247,13 +241,6 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
     if requested and requested not in codes:  # a stale link or a typo: say which stage is shown instead
         context["card"].notice = f"Этапа «{visible(requested)}» нет в воронке; показан этап «{dict(stages)[stage]}»."
     return context, 200
-
-
-def _crm_broken(service: Service, exc: DataError) -> str:
-    """What a page says when the CRM itself does not have the contract's shape (a table or column gone
-    since the service started): the same fault the queries answer 503 for."""
-    detail = service.public_text(" ".join(str(exc).split()))
-    return f"CRM не читается: {detail}. Администратору: верните таблицу или столбец в CRM."
 
 
 async def feedback_context(service: Service, days: int) -> dict[str, Any]:
