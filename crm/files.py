@@ -149,11 +149,28 @@ _SEPARATORS = {";": "semicolon", "\t": "tab", "|": "vertical bar"}
 _SHOWN_HEADER = 8  # header names a foreign-header error shows
 
 
+_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")  # what a column name looks like (ASCII identifier)
+
+
+def _looks_like_a_name(cell: str) -> bool:
+    """A header cell shown in a message: an identifier, or `;`/tab/`|`-joined identifiers (a file
+    read with the wrong separator). Anything else may be a value of a data row — a person's name,
+    an email, a phone of a file exported without its header — and is never echoed."""
+    parts = re.split(r"[;\t|]", cell.replace("\ufeff", "").strip())
+    return all(_NAME_LIKE.fullmatch(part.strip()) for part in parts)
+
+
 def _refuse_foreign_header(path: Path, header: Sequence[str], table: schema.Table) -> None:
     """A header with none of the table's columns: name what it holds, and the separator it seems to
-    use (Excel's CSV export in a Russian locale separates with ';'), instead of 'found: no columns'."""
-    found = ", ".join(repr(name[:40]) for name in header[:_SHOWN_HEADER])
-    found += " …" if len(header) > _SHOWN_HEADER else ""
+    use (Excel's CSV export in a Russian locale separates with ';'), instead of 'found: no columns'.
+    Only cells that look like column names are quoted (`_looks_like_a_name`)."""
+    names = [cell for cell in header if _looks_like_a_name(cell)]
+    found = ", ".join(repr(name[:40]) for name in names[:_SHOWN_HEADER])
+    found += " …" if len(names) > _SHOWN_HEADER else ""
+    hidden = len(header) - len(names)
+    if hidden:
+        found = (f"{found} and " if found else "") + (
+            f"{hidden} cell(s) that are not column names, not shown: the first row looks like data, not a header")
     hint = ""
     if len(header) == 1:
         for mark, name in _SEPARATORS.items():

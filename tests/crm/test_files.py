@@ -227,3 +227,17 @@ def test_a_semicolon_separated_export_is_named_as_such(tmp_path):
     path.write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"\(found 'a', 'b'\); required: contact_id, stage$"):
         data.read_requests(path)
+
+
+def test_a_file_without_its_header_never_echoes_its_first_row(tmp_path):
+    """An export without a header put a contact's full name and email into the error line."""
+    path = tmp_path / "contacts.csv"
+    path.write_text("C-0001,ORG-0001,Петрова Екатерина Алексеевна,katya@example.ru,+7 900 123-45-67,cfo\n"
+                    "C-0002,ORG-0001,Иванов Иван,ivan@example.ru,+7 900 000-00-00,ceo\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        data.read_table(path, schema.CONTACTS)
+    message = str(caught.value)
+    for value in ("Петрова", "katya@example.ru", "+7 900", "C-0001", "ORG-0001"):
+        assert value not in message
+    assert "5 cell(s) that are not column names, not shown: the first row looks like data, not a header" in message
+    assert "'cfo'" in message  # an identifier-like cell may be named: it is no one's name
