@@ -157,6 +157,8 @@ class SqlSource(OwnTablesWriter):
         table = pa.Table.from_batches(batches)
         if self.dialect == "postgresql":  # typed columns: text once per column, not per batch
             table = pa.table({c: _as_text(table.column(c)) for c in columns})
+        for name, column in zip(columns, table.columns, strict=True):
+            _check_utf8(column, relation, name)
         return table.rename_columns(list(columns))
 
     def _postgresql_batches(self, relation: str, columns: Sequence[str]) -> list[pa.RecordBatch]:
@@ -479,6 +481,22 @@ def _record(lookup: _Lookup, values: Mapping[str, Any]) -> ContactRecord:
     if values["o_org_id"] is not None:
         organization = {c: values[f"o_{c}"] for c in lookup.org_columns}
     return record_of(contact, organization)
+
+
+def _check_utf8(column: pa.ChunkedArray, relation: str, name: str) -> None:
+    """DataError naming the first row whose text is not UTF-8 (a legacy cp1251 CRM, a BLOB in a text
+    column: SQLite stores whatever bytes it is given), instead of a string kernel's traceback later.
+    Arrow's full validation checks UTF-8 at memory speed; the rows are looked at only on failure."""
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        for row, value in enumerate(column.cast(pa.binary()).to_pylist()):
+            try:
+                (value or b"").decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"table {relation!r} column {name!r}: not UTF-8 text (row {row + 1}); the CRM's "
+                                "text must be UTF-8 (convert the column, e.g. from cp1251)") from None
+        raise
 
 
 def _first_line(exc: BaseException) -> str:

@@ -291,3 +291,18 @@ def test_a_firms_sqlite_file_keeps_its_journal_mode(open_crm, tmp_path, tiny_dic
     directory = open_crm(write_crm(tmp_path / "files", tiny_dictionaries))
     assert directory.add_feedback(event) is crm.FeedbackResult.STORED
     assert journal_mode(tmp_path / "files" / "needs_rec.db") == "wal"
+
+
+@pytest.mark.parametrize("bad", [("CAST(? AS TEXT)", "Бухгалтерия".encode("cp1251")), ("?", b"\xc0\xff\xee")])
+def test_text_that_is_not_utf8_in_sqlite_is_named_not_a_traceback(open_crm, tmp_path, tiny_dictionaries, bad):
+    """A legacy cp1251 CRM (or a BLOB in a text column) crashed validation with Arrow's 'Invalid UTF8'."""
+    import sqlite3
+
+    url = write_crm_database(f"sqlite:///{tmp_path / 'crm.db'}", tiny_dictionaries)
+    expression, value = bad
+    with sqlite3.connect(tmp_path / "crm.db") as db:
+        db.execute(f"UPDATE contacts SET department = {expression} WHERE rowid = 4", (value,))
+    with pytest.raises(DataError) as caught:
+        open_crm(url).read_table("contacts")
+    assert str(caught.value) == ("table 'contacts' column 'department': not UTF-8 text (row 4); the CRM's text must "
+                                 "be UTF-8 (convert the column, e.g. from cp1251)")
