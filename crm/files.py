@@ -190,7 +190,10 @@ def _csv_header(path: Path) -> list[str]:
         text = start[: exc.start].decode("utf-8-sig")
         if "\n" not in text and len(start) < 1 << 16:
             raise DataError(f"{path.name}: not UTF-8 text (bad byte on line 1); save it as UTF-8") from None
-    row = next(csv.reader(io.StringIO(text)), None)
+    try:  # newline="": the csv module's own line handling, so old Mac CR-only endings are lines too
+        row = next(csv.reader(io.StringIO(text, newline="")), None)
+    except csv.Error as exc:
+        raise DataError(f"{path.name}: not a readable CSV header ({exc})") from None
     if not row or not any(cell.strip() for cell in row):
         raise DataError(f"{path.name}: empty file, no header row; the first row must name the columns")
     return row
@@ -205,11 +208,16 @@ def _csv_problem(path: Path, n_columns: int, exc: BaseException) -> str:
         line = data[: bad.start].count(b"\n") + 1
         return f"{path.name}: not UTF-8 text (bad byte on line {line}); save it as UTF-8"
     wrong = []
-    for number, row in enumerate(csv.reader(io.StringIO(text))):
-        if number and row and len(row) != n_columns:
-            wrong.append(f"row {number} has {len(row)}")
-            if len(wrong) == schema.SHOW:
-                break
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for number, row in enumerate(rows):
+            if number and row and len(row) != n_columns:
+                wrong.append(f"row {number} has {len(row)}")
+                if len(wrong) == schema.SHOW:
+                    break
+    except csv.Error:  # e.g. a lone CR inside an unquoted value: say where, never what
+        return (f"{path.name}: row {rows.line_num} is not valid CSV (a line break inside an unquoted value?); "
+                "quote values that contain line breaks")
     if wrong:
         return (
             f"{path.name}: rows with a wrong number of fields ({'; '.join(wrong)}, the header has {n_columns}); "

@@ -241,3 +241,15 @@ def test_a_file_without_its_header_never_echoes_its_first_row(tmp_path):
         assert value not in message
     assert "5 cell(s) that are not column names, not shown: the first row looks like data, not a header" in message
     assert "'cfo'" in message  # an identifier-like cell may be named: it is no one's name
+
+
+def test_old_mac_line_endings_are_read_and_a_stray_cr_is_named(tmp_path):
+    """CR-only line endings, or one CR inside an unquoted value, crashed with the csv module's traceback."""
+    path = tmp_path / "organizations.csv"
+    path.write_bytes(b"org_id,industry,employees\r1,it,120\r2,it,\r")
+    orgs = data.read_table(path, schema.ORGANIZATIONS)
+    assert orgs["org_id"].tolist() == ["1", "2"] and orgs["employees"].tolist() == ["120", ""]
+    path.write_bytes(b"org_id,industry,employees\n1,it,120\n2,\rit,5\n")
+    with pytest.raises(DataError, match=r"^organizations.csv: rows with a wrong number of fields \(row 2 has 2; "
+                                        r"row 3 has 2, the header has 3\)"):
+        data.read_table(path, schema.ORGANIZATIONS)
