@@ -236,12 +236,33 @@ def _read_parquet(path: Path, table: schema.Table) -> tuple[pd.DataFrame, list[s
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path.name}: not a readable Parquet file ({type(exc).__name__})") from None
     mapping, personal, extra = schema.contract_columns(names, table, path.name)
-    arrow = pq.read_table(path, columns=list(mapping)).combine_chunks()
-    columns = {mapping[name]: _as_text(arrow.column(name)) for name in mapping}
+    try:
+        arrow = pq.read_table(path, columns=list(mapping)).combine_chunks()
+    except (pa.ArrowException, OSError) as exc:  # the schema reads, a data page does not (a torn copy)
+        raise DataError(f"{path.name}: not a readable Parquet file ({type(exc).__name__})") from None
+    columns = {mapping[name]: _column_text(arrow.column(name), f"{path.name} column {name!r}") for name in mapping}
     df = pd.DataFrame({name: pd.Series(values.to_pandas(), dtype="str") for name, values in columns.items()})
     if not columns:
         df = pd.DataFrame(index=pd.RangeIndex(arrow.num_rows))
     return df.fillna(""), personal, extra
+
+
+def _column_text(column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
+    """`_as_text`, with a column Arrow cannot turn into text named instead of its traceback: a struct,
+    map or nested list where the contract has one value (or a list of codes), or bytes that are not
+    UTF-8 text."""
+    kind = column.type
+    try:
+        text = _as_text(column)
+        text.validate(full=True)  # UTF-8 of a string column (a binary one is checked by its cast)
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise DataError(f"{where}: type {kind} is not allowed; allowed: text, numbers, dates, booleans, "
+                        "or a list of text") from exc
+    except pa.ArrowInvalid as exc:
+        if "utf8" in str(exc).lower() or "utf-8" in str(exc).lower():
+            raise DataError(f"{where}: not UTF-8 text; the CRM's text must be UTF-8") from None
+        raise DataError(f"{where}: type {kind} cannot be read as text ({str(exc).splitlines()[0][:80]})") from None
+    return text
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -267,6 +288,8 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
             )
         column = joined
     elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        if pa.types.is_floating(kind):  # NaN is how many writers (pandas, Polars, Spark) store a missing number
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, kind), column)
         # numbers and dates: 120.0 → "120", a date → "2024-03-15", a timestamp → "2024-03-15 00:00:00…"
         column = pc.cast(column, pa.string())
     return pc.fill_null(column, "")

@@ -38,8 +38,11 @@ if TYPE_CHECKING:
 
 #: A date's text: year, month and day in ASCII digits (`2024-03-15`; a one-digit month or day too).
 _DATE = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})")
-#: A date and time (`2024-03-15T10:00`, `2024-03-15 10:00:00`): its first ten characters are the date.
-_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]")
+#: A date and time (`2024-03-15T10:00`, `2024-03-15 10:00:00.5+03:00`, `…Z`): its first ten characters
+#: are the date. Anything else after a date (`2024-03-15 (перенесено)`) makes the text no date at all.
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)? ?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?"
+)
 #: The dates a table can hold (pandas' datetime64[ns] range, which the whole-table path uses).
 DATE_MIN, DATE_MAX = dt.date(1678, 1, 1), dt.date(2261, 12, 31)
 #: Text kinds: ids and timestamps are only stripped; codes and outcomes are also lower-cased.
@@ -94,7 +97,7 @@ def parse_date(text: str) -> dt.date | None:
     episode is a day). The whole-table path calls this on each distinct text of a date column.
     """
     match = _DATE.fullmatch(text)
-    if match is None and _DATE_TIME.match(text):
+    if match is None and _DATE_TIME.fullmatch(text):
         match = _DATE.fullmatch(text[:10])
     if match is None:
         return None

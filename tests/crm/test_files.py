@@ -253,3 +253,32 @@ def test_old_mac_line_endings_are_read_and_a_stray_cr_is_named(tmp_path):
     with pytest.raises(DataError, match=r"^organizations.csv: rows with a wrong number of fields \(row 2 has 2; "
                                         r"row 3 has 2, the header has 3\)"):
         data.read_table(path, schema.ORGANIZATIONS)
+
+
+def test_parquet_columns_arrow_cannot_make_text_of_are_named_not_a_traceback(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "contacts.parquet"
+    base = {"contact_id": ["c1", "c2"], "org_id": ["o1", "o1"], "position": ["ceo", "cfo"]}
+    for department, message in (
+        (pa.array([{"code": "it"}, {"code": "hr"}]), r"column 'department': type struct<code: string> is not allowed"),
+        (pa.array([[["a"]], [["b"]]]),
+         r"column 'department': type list<element: list<element: string>> is not allowed"),
+        (pa.array([b"\xc0\xff", b"ok"], pa.binary()), r"column 'department': not UTF-8 text"),
+    ):
+        pq.write_table(pa.table({**base, "department": department}), path)
+        with pytest.raises(DataError, match=rf"^contacts.parquet {message}"):
+            data.read_table(path, schema.CONTACTS)
+    pq.write_table(pa.table(base), path)
+    raw = bytearray(path.read_bytes())
+    raw[40:200] = bytes(160)  # the footer still reads; a data page does not
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"^contacts.parquet: not a readable Parquet file"):
+        data.read_table(path, schema.CONTACTS)
+
+    orgs = tmp_path / "organizations.parquet"  # NaN: how pandas, Polars and Spark store a missing number
+    pq.write_table(pa.table({"org_id": ["o1", "o2"], "industry": ["it", "it"],
+                             "revenue_mln": pa.array([1.5, np.nan])}), orgs)
+    assert data.read_table(orgs, schema.ORGANIZATIONS)["revenue_mln"].tolist() == ["1.5", ""]

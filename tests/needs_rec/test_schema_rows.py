@@ -36,6 +36,14 @@ OUTCOMES = ["positive", "Negative ", "", "maybe"]
         ("2262-01-01", None),
         ("２０２４-05-02", None),
         ("2024-05-02x", None),
+        ("2024-05-02 00:00:00.000000", dt.date(2024, 5, 2)),  # a Parquet timestamp cast to text
+        ("2024-05-02 10:30:00.5+03:00", dt.date(2024, 5, 2)),
+        ("2024-05-02T10:30:00Z", dt.date(2024, 5, 2)),
+        ("2024-05-02 10:30:00 +0300", dt.date(2024, 5, 2)),
+        ("2024-05-02 (перенесено на 2025-01-10)", None),  # was read as 2024-05-02 without a word
+        ("2024-05-02 xx", None),
+        ("2024-05-02T", None),
+        ("2024-05-02T10", None),
     ],
 )
 def test_parse_date(text: str, expected: dt.date | None) -> None:
