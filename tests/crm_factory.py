@@ -161,6 +161,16 @@ def crm_frames(dictionaries: Any, *, seed: int = 0, personal_data: bool = True) 
         }
     )
     outcomes.loc[0, "outcome"] = "positive"
+    characteristics, seen = codes("characteristics"), set()
+    for i in range(n):  # clean: no event twice (a repeated cell is validation's duplicate_events warning)
+        row = outcomes.iloc[i]
+        shift = 0
+        while (row["contact_id"], row["occurred_on"], row["stage"], characteristics[
+                (characteristics.index(row["characteristic"]) + shift) % len(characteristics)]) in seen:
+            shift += 1
+        code = characteristics[(characteristics.index(row["characteristic"]) + shift) % len(characteristics)]
+        outcomes.loc[i, "characteristic"] = code
+        seen.add((row["contact_id"], row["occurred_on"], row["stage"], code))
     frames = {"organizations": orgs, "contacts": contacts, "outcomes": outcomes}
     if personal_data:
         for table, columns in PERSONAL.items():

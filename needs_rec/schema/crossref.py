@@ -75,6 +75,7 @@ def validate(
     else:
         orgs, contacts = _leave_out_invalid(orgs, contacts, invalid, errors, report)
         outcomes = _leave_out(outcomes, OUTCOMES, invalid[OUTCOMES.name], errors, report, may_empty=True)
+    _warn_repeated_events(outcomes, report.files[OUTCOMES.name], report)
     if frames.get(FEEDBACK.name) is not None:
         outcomes = _with_feedback(outcomes, frames[FEEDBACK.name], dictionaries, report, lenient=lenient)
 
@@ -245,6 +246,40 @@ def _with_feedback(
     kept = combined.loc[~repeated]
     _warn_conflicts(kept, kept.index >= len(outcomes), source, report)
     return kept.reset_index(drop=True)
+
+
+def _warn_repeated_events(outcomes: pd.DataFrame, source: str, report: ValidationReport) -> None:
+    """Warnings for the CRM's own outcome rows that repeat an event (`duplicate_events`: a double
+    export; each event counts once) or report one cell both positive and negative
+    (`conflicting_outcomes`: training takes the positive). Sorting one hash per cell finds both."""
+    if len(outcomes) < 2:
+        return
+    cell = [c for c in EVENT_COLUMNS if c != "outcome"]
+    cells = pd.util.hash_pandas_object(outcomes[cell], index=False).to_numpy()
+    positive = (outcomes["outcome"] == POSITIVE).to_numpy()
+    order = np.lexsort((positive, cells))
+    c, p = cells[order], positive[order]
+    same_cell = c[1:] == c[:-1]
+    repeats = order[1:][same_cell & (p[1:] == p[:-1])]
+    conflicts = order[1:][same_cell & (p[1:] != p[:-1])]
+    if len(repeats):
+        rows = np.sort(repeats)
+        shown = ", ".join(str(r + 1) for r in rows[:SHOW]) + (" …" if len(rows) > SHOW else "")
+        report.warnings.append(ValidationWarning(
+            "duplicate_events", source, "", len(rows), tuple(f"row {r + 1}" for r in rows[:SHOW]),
+            f"{source}: {_n_rows(len(rows))} repeat an earlier row's event (same contact, date, stage, characteristic "
+            f"and outcome: rows {shown}); each event counts once",
+        ))
+    if len(conflicts):
+        first = outcomes.iloc[np.sort(conflicts)[:SHOW]]
+        shown = "; ".join(f"contact {r.contact_id!r} {r.occurred_on:%Y-%m-%d} {r.stage} {r.characteristic}"
+                          for r in first.itertuples())
+        more = f"; and {len(conflicts) - SHOW} more" if len(conflicts) > SHOW else ""
+        report.warnings.append(ValidationWarning(
+            "conflicting_outcomes", source, "outcome", len(conflicts), tuple(first["contact_id"]),
+            f"{source}: {len(conflicts)} event(s) are reported both positive and negative ({shown}{more}); both "
+            "rows are kept, and in training the positive one wins (the characteristic resonated in that episode)",
+        ))
 
 
 def _warn_conflicts(events: pd.DataFrame, from_feedback: np.ndarray, source: str, report: ValidationReport) -> None:

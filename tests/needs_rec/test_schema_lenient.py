@@ -148,3 +148,21 @@ def test_feedback_that_contradicts_an_outcome_is_named(frames, tiny_dictionaries
     frames["feedback"] = outcomes.iloc[:2].assign(feedback_id=["f1", "f2"])  # agreeing feedback: no warning
     _, report = schema.validate(frames, tiny_dictionaries)
     assert not [w for w in report.warnings if w.kind == "conflicting_outcomes"]
+
+
+def test_a_crm_that_repeats_or_contradicts_its_own_events_is_told_so(frames, tiny_dictionaries):
+    """A double export, or every row again with its outcome flipped, passed with the clean sample's warnings."""
+    outcomes = frames["outcomes"]
+    flipped = outcomes.iloc[[0]].assign(outcome="negative" if outcomes.iloc[0]["outcome"] == "positive" else "positive")
+    frames["outcomes"] = pd.concat([outcomes, outcomes.iloc[[1, 2]], flipped], ignore_index=True)
+    n = len(outcomes)
+    _, report = schema.validate(frames, tiny_dictionaries)
+    [repeated] = [w for w in report.warnings if w.kind == "duplicate_events"]
+    assert repeated.count == 2 and repeated.examples == (f"row {n + 1}", f"row {n + 2}")
+    assert "each event counts once" in repeated.message
+    [conflict] = [w for w in report.warnings if w.kind == "conflicting_outcomes"]
+    assert conflict.count == 1 and conflict.examples == (outcomes.iloc[0]["contact_id"],)
+    assert "reported both positive and negative" in conflict.message and "the positive one wins" in conflict.message
+    frames["outcomes"] = outcomes
+    _, clean = schema.validate(frames, tiny_dictionaries)
+    assert not [w for w in clean.warnings if w.kind in ("duplicate_events", "conflicting_outcomes")]
