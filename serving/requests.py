@@ -26,6 +26,7 @@ import orjson
 from needs_rec import schema
 from needs_rec.dictionaries import Dictionaries, normalize_code
 from needs_rec.errors import RequestError, clipped
+from needs_rec.schema.rows import plausible_year
 
 ORGANIZATION_FIELDS: tuple[schema.Column, ...] = tuple(
     c for c in schema.ORGANIZATIONS.columns if c.kind is not schema.Kind.ID
@@ -285,8 +286,15 @@ class RequestParser:
                         warnings.append(f"unknown {name} code {code!r} treated as unknown")
                         unknown.append(name)
                 values[name] = codes
-            elif kind in (schema.Kind.NUMBER, schema.Kind.YEAR):
-                values[name] = self._number(raw, where, non_negative=kind is schema.Kind.NUMBER)
+            elif kind is schema.Kind.NUMBER:
+                values[name] = self._number(raw, where, non_negative=True)
+            elif kind is schema.Kind.YEAR:
+                year = self._number(raw, where, non_negative=False)
+                if not math.isnan(year) and not plausible_year(year):  # as validation treats the CRM's
+                    warnings.append(f"field '{where}': year {year:g} is outside {schema.YEAR_MIN}–"
+                                    f"{schema.year_max()}; treated as missing")
+                    year = math.nan
+                values[name] = year
             elif kind is schema.Kind.DATE:
                 values[name] = self._date(raw, where)
 

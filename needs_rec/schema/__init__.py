@@ -52,7 +52,15 @@ from needs_rec.schema.columns import (
 from needs_rec.schema.crossref import episode_codes, validate, validate_contacts
 from needs_rec.schema.messages import raise_if
 from needs_rec.schema.report import CrmData, ValidationReport, ValidationWarning
-from needs_rec.schema.rows import FeedbackRules, ascii_int, check_row, latest_event_date, parse_date
+from needs_rec.schema.rows import (
+    YEAR_MIN,
+    FeedbackRules,
+    ascii_int,
+    check_row,
+    latest_event_date,
+    parse_date,
+    year_max,
+)
 from needs_rec.schema.tables import check_table, clean_table
 
 __all__ = [
@@ -80,6 +88,7 @@ __all__ = [
     "STRING_INPUTS",
     "TABLES",
     "TABLES_BY_NAME",
+    "YEAR_MIN",
     "Column",
     "CrmData",
     "FeedbackRules",
@@ -104,4 +113,5 @@ __all__ = [
     "select_columns",
     "validate",
     "validate_contacts",
+    "year_max",
 ]

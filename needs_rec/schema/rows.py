@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,22 @@ ALLOWED_OUTCOME = f"allowed: {', '.join(OUTCOME_VALUES)}"
 #: A feedback date is "in the future" once it is past today in the easternmost time zone (UTC+14):
 #: a manager anywhere may report today's call by their own calendar.
 EARLIEST_ZONE = dt.timedelta(hours=14)
+
+
+#: The earliest plausible year of a `founded_year` (a YEAR column); the latest is next year (`year_max`).
+YEAR_MIN = 1700
+
+
+def year_max() -> int:
+    """The latest plausible year: next year (a firm registered for January). Read per call, so a
+    service that runs past New Year moves with the calendar."""
+    return time.gmtime().tm_year + 1
+
+
+def plausible_year(value: float) -> bool:
+    """Whether a year (not NaN) is one a firm can have been founded in: 99999 or 14 is a typo that would
+    shift the year's normalisation for every organization, so both paths treat it as missing."""
+    return YEAR_MIN <= value <= year_max()
 
 
 #: Tables of events (an outcome, a feedback): their `occurred_on` cannot be in the future.

@@ -40,11 +40,13 @@ from needs_rec.schema.report import ValidationReport, ValidationWarning
 from needs_rec.schema.rows import (
     ALLOWED_OUTCOME,
     EVENT_TABLES,
+    YEAR_MIN,
     allowed_date,
     allowed_event_date,
     latest_event_date,
     parse_date,
     text_values,
+    year_max,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +76,7 @@ def check_table(
     """
     source = raw.attrs.get("source") or f"{table.name}.csv"
     raw = select_columns(raw, table, source)
+    raw = _without_trailing_empty_rows(raw, source, report)
     if len(raw) == 0:
         raise DataError(f"{source}: empty table (a header but no data rows); at least one row is required")
     report.files[table.name] = source
@@ -92,6 +95,34 @@ def check_table(
         bad |= check_unique(clean, table.key, source, errors, among=~bad)
     invalid[table.name] = bad
     return clean
+
+
+def _without_trailing_empty_rows(raw: pd.DataFrame, source: str, report: ValidationReport) -> pd.DataFrame:
+    """`raw` without the rows at its end that hold no value at all (`,,,,` lines a spreadsheet leaves
+    after the data), with one `empty_rows` warning. Only trailing ones: the other rows keep their
+    numbers, and an empty row among the data stays an error naming it."""
+    if raw.empty or raw.shape[1] == 0 or not _blank_rows(raw.iloc[-1:])[0]:
+        return raw  # the usual case costs one row's look
+    tail = min(len(raw), 256)
+    blank = _blank_rows(raw.iloc[-tail:])
+    while blank.all() and tail < len(raw):  # a long run of empty rows: look further back
+        tail = min(len(raw), tail * 4)
+        blank = _blank_rows(raw.iloc[-tail:])
+    dropped = len(blank) - (int(np.flatnonzero(~blank)[-1]) + 1 if (~blank).any() else 0)
+    keep = len(raw) - dropped
+    report.warnings.append(ValidationWarning(
+        "empty_rows", source, "", dropped, (f"row {keep + 1}",),
+        f"{source}: {_n_rows(dropped)} with no value at all at the end (from row {keep + 1}), skipped",
+    ))
+    trimmed = raw.iloc[:keep]
+    trimmed.attrs = raw.attrs
+    return trimmed
+
+
+def _blank_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Per row: True when no column holds anything but spaces (missing counts as empty)."""
+    cells = frame.fillna("").astype("str")
+    return np.logical_and.reduce([(cells[c].str.strip() == "").to_numpy() for c in cells.columns])
 
 
 def check_unique(
@@ -146,6 +177,8 @@ def clean_table(
         if col.kind in (Kind.NUMBER, Kind.YEAR, Kind.INTEGER):
             values, empty, broken = _parse_numbers(raw, col, where, errors)
             bad |= broken
+            if col.kind is Kind.YEAR:
+                _implausible_years(values, empty | broken, where, source, table, ids, report)
         elif col.kind is Kind.DATE:
             values, empty, broken = _parse_dates(raw, where, errors, optional=not col.required)
             bad |= broken
@@ -249,7 +282,9 @@ def _parse_numbers(
     bad = ~empty & ~np.isfinite(vals)
     if bad.any():
         shown = text if text is not None else values
-        errors.append(_bad_values(where, shown, bad, "allowed: a number such as 120 or 3.5 (decimal point), or empty"))
+        allowed = ("a whole year such as 2004" if col.kind is Kind.YEAR
+                   else "a number such as 120 or 3.5 (decimal point)")
+        errors.append(_bad_values(where, shown, bad, f"allowed: {allowed}, or empty"))
         return values, empty, bad
     if col.kind is Kind.NUMBER:
         bad = ~empty & (vals < 0)
@@ -262,6 +297,27 @@ def _parse_numbers(
             allowed = "a whole year such as 2004" if col.kind is Kind.YEAR else "a whole number such as 3"
             errors.append(_bad_values(where, values, bad, f"allowed: {allowed}"))
     return values, empty, bad
+
+
+def _implausible_years(
+    values: pd.Series, skip: np.ndarray, where: str, source: str, table: Table, ids: pd.Series | None,
+    report: ValidationReport,
+) -> None:
+    """Years outside YEAR_MIN..next year become missing (NaN, in `values`) with their own warning (not
+    counted as "no value"): the request parser does the same, so training and serving see such a
+    typo alike. `skip`: rows already empty or refused."""
+    vals = values.to_numpy()
+    odd = ~skip & ((vals < YEAR_MIN) | (vals > year_max()))
+    if odd.any():
+        rows = np.flatnonzero(odd)
+        examples = _examples_for(rows, ids)
+        shown = ", ".join(f"{vals[r]:g}" for r in rows[:SHOW])
+        report.warnings.append(ValidationWarning(
+            "implausible_value", source, where.rsplit("'", 2)[-2], len(rows), examples,
+            f"{where}: {_n_rows(len(rows))} with a year outside {YEAR_MIN}–{year_max()} ({shown}"
+            f"{' …' if len(rows) > SHOW else ''}; {_id_label(table)} {', '.join(examples)}), treated as missing",
+        ))
+        values.iloc[rows] = np.nan
 
 
 def _parse_dates(

@@ -166,3 +166,33 @@ def test_a_crm_that_repeats_or_contradicts_its_own_events_is_told_so(frames, tin
     frames["outcomes"] = outcomes
     _, clean = schema.validate(frames, tiny_dictionaries)
     assert not [w for w in clean.warnings if w.kind in ("duplicate_events", "conflicting_outcomes")]
+
+
+def test_an_implausible_founded_year_is_missing_with_its_own_warning(frames, tiny_dictionaries):
+    """-5, 99999 or 14 were taken as years and shifted the year's normalisation for every organization."""
+    frames["organizations"].loc[[0, 1], "founded_year"] = ["99999", "14"]
+    crm, report = schema.validate(frames, tiny_dictionaries)
+    years = crm.organizations.set_index("org_id")["founded_year"]
+    assert pd.isna(years["o1"]) and pd.isna(years["o2"]) and years["o3"] == 1997
+    [odd] = [w for w in report.warnings if w.kind == "implausible_value"]
+    assert odd.count == 2 and odd.examples == ("o1", "o2") and odd.column == "founded_year"
+    assert f"year outside {schema.YEAR_MIN}–{schema.year_max()} (99999, 14;" in odd.message
+    assert not [w for w in report.warnings if w.kind == "missing_value" and w.column == "founded_year"]
+    frames["organizations"].loc[0, "founded_year"] = "2014г"
+    with pytest.raises(DataError, match=r"'2014г' \(row 1\); allowed: a whole year such as 2004, or empty"):
+        schema.validate(frames, tiny_dictionaries)
+
+
+def test_empty_rows_a_spreadsheet_leaves_at_the_end_are_skipped_and_counted(frames, tiny_dictionaries):
+    """Three trailing ',,,,' rows were 'empty required value: rows 7, 8, 9'."""
+    orgs = frames["organizations"]
+    blank = pd.DataFrame([[""] * orgs.shape[1], [" "] * orgs.shape[1], [""] * orgs.shape[1]], columns=orgs.columns)
+    frames["organizations"] = pd.concat([orgs, blank], ignore_index=True)
+    crm, report = schema.validate(frames, tiny_dictionaries)
+    assert len(crm.organizations) == N_ORGS and report.rows["organizations"] == N_ORGS
+    [empty] = [w for w in report.warnings if w.kind == "empty_rows"]
+    assert empty.count == 3 and f"with no value at all at the end (from row {N_ORGS + 1}), skipped" in empty.message
+    middle = pd.concat([orgs.iloc[:2], blank.iloc[:1], orgs.iloc[2:]], ignore_index=True)  # among the data
+    frames["organizations"] = middle
+    with pytest.raises(DataError, match=r"column 'org_id': 1 row\(s\) with an empty required value: rows 3"):
+        schema.validate(frames, tiny_dictionaries)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from needs_rec import dictionaries
+from needs_rec import dictionaries, schema
 from needs_rec.errors import RequestError
 from serving import requests
 
@@ -65,3 +65,14 @@ def test_an_error_of_the_whole_body_names_no_field_inside_it(parser: requests.Re
     with pytest.raises(RequestError) as caught:
         requests.parse_json(b'{"stage": ')
     assert caught.value.field is None and str(caught.value).startswith("body: malformed JSON")
+
+
+def test_an_implausible_year_in_a_request_is_missing_with_a_warning(parser: requests.RequestParser) -> None:
+    body = {"stage": "first_contact", "organization": {"industry": "it", "founded_year": 99999},
+            "contact": {"position": "ceo"}}
+    parsed = parser.recommendation(body)
+    year = parsed.row[list(schema.MODEL_INPUT_NAMES).index("founded_year")]
+    assert year != year  # NaN: missing, as validation treats the same value in the CRM
+    assert "field 'organization.founded_year': year 99999 is outside 1700–" in " ".join(parsed.warnings)
+    body["organization"]["founded_year"] = 2004
+    assert not [w for w in parser.recommendation(body).warnings if "founded_year" in w]
