@@ -145,7 +145,7 @@ def retrain(args: argparse.Namespace) -> Decision:
         progress = Progress(quiet=not args.verbose)
         result = train(
             args.data, args.dictionaries, models, config=args.config, holdout_start=start.item(), seed=args.seed,
-            baselines=False, progress=progress, validated=(crm, report),
+            baselines=False, progress=progress, validated=(crm, report), fingerprint=fingerprint,
             extra_manifest={"retrain": {"window_start": str(start), "champion": champion}},
         )
         challenger = result.version

@@ -97,6 +97,7 @@ def train(
     oracle: Any = None,
     extra_manifest: dict[str, Any] | None = None,
     validated: tuple[Any, Any] | None = None,
+    fingerprint: str | None = None,
 ) -> TrainResult:
     """Train on `data` (a CRM directory or database URL, read through `crm.open_source`), export a
     new version under `models_dir`; NeedsRecError for bad input.
@@ -113,7 +114,8 @@ def train(
     characteristic holding the generator's true probabilities; it is evaluated as one more method.
     `extra_manifest`: more keys for the manifest (retrain records its window there).
     `validated`: `(crm, report)` from `needs_rec.schema.validate` when the caller already read the
-    data with these dictionaries (retrain does, to pick its window), so it is not read twice.
+    data with these dictionaries (retrain does, to pick its window), so it is not read twice;
+    `fingerprint`: its `inputs_fingerprint`, when the caller computed it already (retrain does).
     """
     # TensorFlow is imported only once the inputs are known good: argument and data errors answer
     # instantly, and a data error prints its one line with no TensorFlow chatter.
@@ -138,7 +140,8 @@ def train(
             progress(f"reading and validating CRM data from {source.describe()}")  # never the password of a URL
             crm, validation = schema.validate(source.read_crm(), dicts)
     progress.note(str(validation))
-    fingerprint = inputs_fingerprint(crm, dicts.checksums, cfg.to_dict(), seed, cutoff, search)
+    if fingerprint is None:
+        fingerprint = inputs_fingerprint(crm, dicts.checksums, cfg.to_dict(), seed, cutoff, search)
 
     import tensorflow as tf
 

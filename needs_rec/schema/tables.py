@@ -178,7 +178,7 @@ def clean_table(
             values, empty, broken = _parse_numbers(raw, col, where, errors)
             bad |= broken
             if col.kind is Kind.YEAR:
-                _implausible_years(values, empty | broken, where, source, table, ids, report)
+                _implausible_years(values, empty | broken, col.name, where, source, table, ids, report)
         elif col.kind is Kind.DATE:
             values, empty, broken = _parse_dates(raw, where, errors, optional=not col.required)
             bad |= broken
@@ -300,8 +300,8 @@ def _parse_numbers(
 
 
 def _implausible_years(
-    values: pd.Series, skip: np.ndarray, where: str, source: str, table: Table, ids: pd.Series | None,
-    report: ValidationReport,
+    values: pd.Series, skip: np.ndarray, column: str, where: str, source: str, table: Table,
+    ids: pd.Series | None, report: ValidationReport,
 ) -> None:
     """Years outside YEAR_MIN..next year become missing (NaN, in `values`) with their own warning (not
     counted as "no value"): the request parser does the same, so training and serving see such a
@@ -313,7 +313,7 @@ def _implausible_years(
         examples = _examples_for(rows, ids)
         shown = ", ".join(f"{vals[r]:g}" for r in rows[:SHOW])
         report.warnings.append(ValidationWarning(
-            "implausible_value", source, where.rsplit("'", 2)[-2], len(rows), examples,
+            "implausible_value", source, column, len(rows), examples,
             f"{where}: {_n_rows(len(rows))} with a year outside {YEAR_MIN}–{year_max()} ({shown}"
             f"{' …' if len(rows) > SHOW else ''}; {_id_label(table)} {', '.join(examples)}), treated as missing",
         ))
