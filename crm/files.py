@@ -124,19 +124,25 @@ def _read_csv(
     if not wanted:
         _refuse_foreign_header(path, header, table)
         return pd.DataFrame({}), personal, extra
+    options = {
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            include_columns=wanted,
+            column_types=dict.fromkeys(wanted, pa.binary() if replace_bad_text else pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    }
     try:
-        arrow = pacsv.read_csv(
-            path,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=wanted,
-                column_types=dict.fromkeys(wanted, pa.binary() if replace_bad_text else pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
+        arrow = pacsv.read_csv(path, **options)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise DataError(_csv_problem(path, len(header), exc)) from None
+        trimmed = _without_blank_tail(path)  # the rare failure path only: the usual read never copies the file
+        if trimmed is None:
+            raise DataError(_csv_problem(path, len(header), exc)) from None
+        try:
+            arrow = pacsv.read_csv(pa.BufferReader(trimmed), **options)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as again:
+            raise DataError(_csv_problem(path, len(header), again, trimmed)) from None
     df = arrow.combine_chunks().to_pandas()  # one chunk per column: later string kernels run faster
     df.columns = [mapping[c] for c in df.columns]
     if replace_bad_text:
@@ -199,9 +205,26 @@ def _csv_header(path: Path) -> list[str]:
     return row
 
 
-def _csv_problem(path: Path, n_columns: int, exc: BaseException) -> str:
-    """Describe a CSV that cannot be parsed, by row number, without echoing any row's content."""
+def _without_blank_tail(path: Path) -> bytes | None:
+    """The file's bytes without the lines at its end that hold only spaces or tabs (an editor's or a
+    spreadsheet's leftover, which Arrow reads as a row of one field), or None when it has none.
+    Arrow already skips truly empty lines; the last line with content is kept whole, its own
+    trailing spaces included."""
     data = path.read_bytes()
+    content_end = len(data.rstrip(b" \t\r\n\f\v"))
+    breaks = [at for at in (data.find(b"\n", content_end), data.find(b"\r", content_end)) if at != -1]
+    if not breaks:
+        return None
+    cut = min(breaks) + 1
+    if data[cut - 1 : cut + 1] == b"\r\n":
+        cut += 1
+    return data[:cut] if cut < len(data) and data[cut:].strip(b"\r\n") else None
+
+
+def _csv_problem(path: Path, n_columns: int, exc: BaseException, data: bytes | None = None) -> str:
+    """Describe a CSV that cannot be parsed (its `data`, else the file's), by row number, without
+    echoing any row's content."""
+    data = path.read_bytes() if data is None else data
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as bad:

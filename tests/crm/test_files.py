@@ -255,6 +255,21 @@ def test_old_mac_line_endings_are_read_and_a_stray_cr_is_named(tmp_path):
         data.read_table(path, schema.ORGANIZATIONS)
 
 
+def test_lines_of_spaces_after_the_data_are_skipped_and_the_last_row_is_kept_whole(tmp_path):
+    """A whitespace-only last line (an editor's leftover) was 'row 3 has 1' for a file with nothing wrong."""
+    path = tmp_path / "organizations.csv"
+    for ending in (b"\n", b"\r\n", b"\r"):
+        path.write_bytes(ending.join([b"org_id,industry,employees", b"1,it,120", b"2,it, 5 ", b"   ", b"\t", b""]))
+        orgs = data.read_table(path, schema.ORGANIZATIONS)
+        assert orgs["org_id"].tolist() == ["1", "2"] and orgs["employees"].tolist() == ["120", " 5 "]
+    path.write_bytes(b"org_id,industry,employees\n1,it,120\n   \n2,it,5\n")  # among the data: still an error
+    with pytest.raises(DataError, match=r"row 2 has 1, the header has 3"):
+        data.read_table(path, schema.ORGANIZATIONS)
+    path.write_bytes(b"org_id,industry,employees\n1,it\n   \n")  # a real error before the blank tail is named
+    with pytest.raises(DataError, match=r"row 1 has 2, the header has 3"):
+        data.read_table(path, schema.ORGANIZATIONS)
+
+
 def test_parquet_columns_arrow_cannot_make_text_of_are_named_not_a_traceback(tmp_path):
     import numpy as np
     import pyarrow as pa
