@@ -285,4 +285,7 @@ def drop_schema(url: str, name: str) -> None:
 
 
 if __name__ == "__main__":
+    from needs_rec import native_log
+
+    native_log.quiet_command_line()  # no TensorFlow start-up chatter above the figures
     sys.exit(main())

@@ -206,4 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from needs_rec import native_log
+
+    native_log.quiet_command_line()  # no TensorFlow start-up chatter above the figures
     sys.exit(main())

@@ -188,4 +188,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from needs_rec import native_log
+
+    native_log.quiet_command_line()  # no TensorFlow start-up chatter above the figures
     main()
