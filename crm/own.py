@@ -107,11 +107,14 @@ def database_errors(where: str, action: str) -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
-        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({_reason(exc)}); retry later") from None
+        reason = _reason(exc)
+        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason}); retry later",
+                                detail=reason) from None
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise SourceUnavailable(f"CRM database {where}: connection lost while trying to {action}") from None
-        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({_reason(exc)})") from None
+        reason = _reason(exc)
+        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason})", detail=reason) from None
 
 
 def _reason(exc: SQLAlchemyError) -> str:

@@ -174,7 +174,8 @@ class SqlSource(OwnTablesWriter):
                 return list(cursor.fetch_record_batch())
         except adbc.OperationalError as exc:
             reason = _first_line(exc)
-            raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})") from None
+            raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})",
+                                        detail=reason) from None
         except adbc.Error as exc:
             raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({_first_line(exc)})") from None
 
@@ -192,7 +193,8 @@ class SqlSource(OwnTablesWriter):
         except ReaderError as exc:
             if exc.code == EXIT_UNAVAILABLE:
                 reason = exc.reason
-                raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})") from None
+                raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})",
+                                        detail=reason) from None
             raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({exc.reason})") from None
 
     def _sqlite_queries(self, relation: str, columns: Sequence[str], every_column: Sequence[str]) -> list[str]:

@@ -96,5 +96,11 @@ class SourceUnavailable(NeedsRecError):
     """The CRM source (a database) cannot be reached, read or written right now; retrying may work.
 
     The service answers it with 503; command-line programs exit 2 with its one line. The message
-    names the source without its password.
+    names the source without its password; `detail` is the database driver's own reason inside
+    it, which may name the server's host and port: the operator's CLI line and the service log
+    keep it, an API client reads `public`, the message without it.
     """
+
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__(message)
+        self.public = message.replace(f" ({detail})", "") if detail else message

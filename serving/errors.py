@@ -45,7 +45,8 @@ def handlers(service: Service) -> dict[type[Exception], Handler]:
         request.state.outcome = "crm_unavailable"
         message = " ".join(str(exc).split())
         service.logger.warning("crm_unavailable", extra={"fields": {"path": request.url.path, "error": message}})
-        return answer(request, 503, service.public_text(message), service.retry_headers)
+        public = " ".join(getattr(exc, "public", message).split())  # without the driver's words (host, port)
+        return answer(request, 503, service.public_text(public), service.retry_headers)
 
     def on_user_error(request: Request, exc: Exception) -> Response:  # a CRM data error too: no location
         return answer(request, 400, service.public_text(" ".join(str(exc).split())))

@@ -186,8 +186,11 @@ def test_unreachable_database_is_503_never_500(built: dict[str, Path], tmp_path:
             # where the database is (a host here, a server path for SQLite) stays in the service log
             assert response.json()["error"].startswith("CRM database: cannot "), response.text
             assert "127.0.0.1:9" not in response.text and "postgresql" not in response.text
+            # nor the driver's own words, which name the host and port ('server at "127.0.0.1", port 9')
+            assert "127.0.0.1" not in response.text and "port 9" not in response.text, response.text
             assert "s3cret" not in response.text and response.headers["Retry-After"] == "1"
         assert "s3cret" not in log.getvalue()
+        assert "port 9" in log.getvalue()  # the operator still reads why
         assert '"crm_unavailable"' in log.getvalue() and "postgresql://crm:***@127.0.0.1:9/crm" in log.getvalue()
 
 
