@@ -34,7 +34,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from needs_rec.errors import clipped
 from serving import plain_page
+from serving.plain_page import without_control
 from serving.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -123,6 +125,22 @@ class Credentials:
         return ok
 
 
+def host_name(value: bytes) -> str:
+    """The name in a Host header value, lower case and without its port: `[::1]:8080` → `::1`."""
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text
+    return text.rpartition(":")[0] if ":" in text else text
+
+
+def foreign_host_message(value: bytes, allowed: frozenset[str]) -> str:
+    """The 400's text for a Host header that names none of the `allowed` names."""
+    given = clipped(without_control(value.decode("latin-1")), 80)
+    names = ", ".join(f"[{name}]" if ":" in name else name for name in sorted(allowed))
+    return (f"header 'Host': {given!r} is not a name of this service; allowed: {names} "
+            "(NEEDS_REC_ALLOWED_HOSTS adds names)")
+
+
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     for key, value in headers:
         if key == name:
@@ -183,10 +201,11 @@ class AccessMiddleware:
             return
         status, message, extra = refused
         scope.setdefault("state", {})["outcome"] = "unauthorized" if status == 401 else "forbidden"
-        if scope["path"].startswith("/v1/"):  # the JSON API's answer
+        accept = _header(scope.get("headers", []), b"accept")
+        if plain_page.wanted(scope["path"], accept.decode("latin-1") if accept is not None else None):
+            body, kind = plain_page.body(status, message), plain_page.CONTENT_TYPE.encode()  # once the login box
+        else:  # is cancelled; the JSON API's answer for /v1/ paths and clients that do not ask for HTML
             body, kind = orjson.dumps({"error": message}), b"application/json"
-        else:  # a page: what the browser shows once its login box is cancelled
-            body, kind = plain_page.body(status, message), plain_page.CONTENT_TYPE.encode()
         headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in {**extra, **plain_page.HEADERS}.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})

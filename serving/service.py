@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from needs_rec import drift
 from needs_rec.errors import NeedsRecError, SourceUnavailable
+from serving import access
 from serving.crm_link import CrmLink, new_request_id
 from serving.observability import Metrics, configure_logging, log_event, write_request_line
 from serving.openapi import ApiDocs
@@ -178,6 +179,8 @@ class Service:
         self._beat = 0.0  # loop time of the lag watcher's last wake-up
         self._stretch_accepted = 0  # scoring requests let through since then
         self.retry_headers = {"Retry-After": str(settings.retry_after_s)}
+        self.credentials = access.Credentials(settings)
+        self._host_names = settings.host_names  # None: any Host
         #: (method, path) → a hand-tuned endpoint the guard answers itself (`add_lane`).
         self.lanes: dict[tuple[str, str], Endpoint] = {}
         #: exception class → its `{"error"}` answer (`serving.errors.handlers`, set by the app factory).
@@ -475,6 +478,7 @@ class Service:
 
     def _refusal(self, scope: Scope, scoring: bool) -> tuple[int, str, str, dict[str, str] | None] | None:
         """Why a request is refused before it reaches a route, or None."""
+        hosts = self._host_names
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -484,7 +488,8 @@ class Service:
                 if length > self.settings.max_body_bytes:
                     limit = self.settings.max_body_bytes
                     return 413, f"body: {length} bytes is over the limit of {limit} bytes", "too_large", None
-                break
+            elif name == b"host" and hosts is not None and access.host_name(value) not in hosts:
+                return 400, access.foreign_host_message(value, hosts), "bad_host", None
         if scoring and self.in_flight >= self.settings.max_concurrency:
             limit = self.settings.max_concurrency
             return 503, f"overloaded: {limit} requests in flight; retry later", "shed", self.retry_headers

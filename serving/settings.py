@@ -84,7 +84,14 @@ class Settings(BaseSettings):
     )
     basic_auth: SecretStr | None = Field(
         None,
-        description="'user:password' for HTTP Basic auth on the pages and /v1/feedback (prefer the env var)",
+        description="'user:password' for HTTP Basic auth on the pages and /v1/feedback, the password at least 16 "
+        "characters (prefer the env var)",
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="names the Host header may carry, comma-separated ('*' = any; a port is ignored); default: "
+        "localhost, 127.0.0.1 and ::1 while no credential is configured (a foreign web page whose name is made to "
+        "resolve to this machine, DNS rebinding, gets 400), any name once one is",
     )
 
     @field_validator("basic_auth")
@@ -94,6 +101,16 @@ class Settings(BaseSettings):
             user, colon, password = value.get_secret_value().partition(":")
             if not (user and colon and password):
                 raise ValueError("expected 'user:password' with neither part empty")
+            if len(password.strip()) < MIN_TOKEN_LENGTH:  # a guessable password is no protection either
+                raise ValueError(f"the password needs at least {MIN_TOKEN_LENGTH} characters")
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",")]
+        if value.strip() and not all(names):
+            raise ValueError("expected host names separated by commas, none empty (or '*' for any)")
         return value
 
     @field_validator("auth_token")
@@ -117,9 +134,23 @@ class Settings(BaseSettings):
         """True when a credential is configured: the pages and /v1/feedback then refuse requests without it."""
         return self.auth_token is not None or self.basic_auth is not None
 
+    @property
+    def host_names(self) -> frozenset[str] | None:
+        """The names a request's Host header may carry (lower case, without a port), or None for any.
 
-#: Shortest accepted token (a guessable token is no protection).
+        Without a credential the service trusts that only this machine can reach it; a web page whose
+        own name is made to resolve to 127.0.0.1 (DNS rebinding) would otherwise read the pages and
+        answers as a same-origin script, so then only the loopback names are answered."""
+        names = {name.strip().strip("[]").lower() for name in self.allowed_hosts.split(",") if name.strip()}
+        if "*" in names or (not names and self.credential_required):
+            return None
+        return frozenset(names or LOOPBACK_NAMES)
+
+
+#: Shortest accepted token or Basic-auth password (a guessable one is no protection).
 MIN_TOKEN_LENGTH = 16
+#: The Host names of this machine's loopback interface, answered without a credential.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 #: Settings whose values are never echoed in an error message.
 SECRET_FIELDS = frozenset({"auth_token", "basic_auth", "crm"})  # a database URL may hold a password
 

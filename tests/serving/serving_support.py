@@ -20,6 +20,9 @@ from serving.settings import Settings
 #: The constant outputs of the "fixed" version, in vocabulary order (ch_price, ch_cloud, ch_integration, ch_support).
 FIXED_PROBABILITIES = [0.9, 0.2, 0.7, 0.4]
 VOCABULARY = ["ch_price", "ch_cloud", "ch_integration", "ch_support"]
+#: The base URL of in-process test clients: a loopback name, as a browser on this machine sends it (the
+#: service answers only loopback names in its Host header while no credential is configured).
+LOCAL = "http://localhost"
 
 
 def models_dir_with(tmp_path: Path, *versions: Path) -> Path:
@@ -65,6 +68,6 @@ def serve(settings: Settings, name: str = "app", **kwargs: Any) -> Iterator[tupl
     """Start the app in a TestClient, wait until /readyz is 200, yield (client, captured log)."""
     logger, stream = capture_logger(name)
     app = create_app(settings, logger=logger, **kwargs)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         assert wait_until(lambda: client.get("/readyz").status_code == 200), stream.getvalue()[-2000:]
         yield client, stream

@@ -46,7 +46,7 @@ def test_settings_refuse_a_public_host_without_a_credential(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"listens beyond loopback.*NEEDS_REC_AUTH_TOKEN or NEEDS_REC_BASIC_AUTH"):
         load_settings(model=tmp_path, host="0.0.0.0")
     assert load_settings(model=tmp_path, host="0.0.0.0", auth_token=TOKEN).credential_required
-    assert load_settings(model=tmp_path, host="0.0.0.0", basic_auth="anna:s3cret-pass").credential_required
+    assert load_settings(model=tmp_path, host="0.0.0.0", basic_auth="anna:s3cret-pass-of-anna").credential_required
     assert not load_settings(model=tmp_path).credential_required
 
 
@@ -76,19 +76,19 @@ def test_service_refuses_to_start_beyond_loopback_without_a_credential(tmp_path:
 
 
 def test_credentials_accept_bearer_and_basic(tmp_path: Path) -> None:
-    both = Credentials(load_settings(model=tmp_path, auth_token=TOKEN, basic_auth="anna:s3cret-pass"))
+    both = Credentials(load_settings(model=tmp_path, auth_token=TOKEN, basic_auth="anna:s3cret-pass-of-anna"))
     header = lambda h: h["Authorization"].encode()  # noqa: E731
     assert both.accepts(header(BEARER))
     assert both.accepts(header(basic("anyone", TOKEN)))  # the token works as a Basic password
-    assert both.accepts(header(basic("anna", "s3cret-pass")))
+    assert both.accepts(header(basic("anna", "s3cret-pass-of-anna")))
     assert not both.accepts(header(basic("anna", "wrong")))
-    assert not both.accepts(header(basic("boris", "s3cret-pass")))
+    assert not both.accepts(header(basic("boris", "s3cret-pass-of-anna")))
     assert not both.accepts(b"Bearer " + TOKEN.encode() + b"x")
     assert not both.accepts(b"Basic !!!not-base64")
     assert not both.accepts(b"Digest abc")
     assert not both.accepts(None)
-    basic_only = Credentials(load_settings(model=tmp_path, basic_auth="anna:s3cret-pass"))
-    assert not basic_only.accepts(b"Bearer s3cret-pass")
+    basic_only = Credentials(load_settings(model=tmp_path, basic_auth="anna:s3cret-pass-of-anna"))
+    assert not basic_only.accepts(b"Bearer s3cret-pass-of-anna")
 
 
 def test_protected_paths() -> None:
@@ -103,23 +103,25 @@ def test_protected_paths() -> None:
 
 @pytest.fixture(scope="module")
 def locked(built: dict[str, Path]) -> Iterator[TestClient]:
-    """A service that requires a credential: the token, or Basic anna:s3cret-pass."""
-    settings = settings_for(built["fixed"].parent, auth_token=TOKEN, basic_auth="anna:s3cret-pass")
+    """A service that requires a credential: the token, or Basic anna:s3cret-pass-of-anna."""
+    settings = settings_for(built["fixed"].parent, auth_token=TOKEN, basic_auth="anna:s3cret-pass-of-anna")
     with serve(settings, "locked") as (client, _):
         yield client
 
 
 @pytest.mark.parametrize("path", ["/", "/analyst", "/contacts/card?contact=C1&stage=lead"])
 def test_pages_need_the_credential(locked: TestClient, path: str) -> None:
-    refused = locked.get(path)
+    refused = locked.get(path, headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})  # a browser
     assert refused.status_code == 401
     assert refused.headers["WWW-Authenticate"].startswith("Basic realm=")
     # a page: what the browser shows once its login box is cancelled (it was the API's JSON)
     assert refused.headers["content-type"].startswith("text/html") and "<h1>Нужен вход</h1>" in refused.text
     assert "credential is required" in refused.text
+    program = locked.get(path, headers={"Accept": "*/*"})  # curl, a script: the JSON answer, as on every error
+    assert program.status_code == 401 and "credential is required" in program.json()["error"]
     wrong = locked.get(path, headers=basic("anna", "nope"))
     assert wrong.status_code == 401 and "wrong credential" in wrong.text
-    for headers in (BEARER, basic("anna", "s3cret-pass"), basic("x", TOKEN)):
+    for headers in (BEARER, basic("anna", "s3cret-pass-of-anna"), basic("x", TOKEN)):
         answer = locked.get(path, headers=headers)
         assert answer.status_code != 401, (path, headers, answer.text[:200])
     assert locked.get("/analyst", headers=BEARER).status_code == 200
@@ -154,11 +156,11 @@ def _post(client: TestClient, headers: dict[str, str], **extra: Any) -> Any:
 
 
 def test_cross_site_posts_are_refused(built: dict[str, Path]) -> None:
-    settings = settings_for(built["fixed"].parent, basic_auth="anna:s3cret-pass")
+    settings = settings_for(built["fixed"].parent, basic_auth="anna:s3cret-pass-of-anna")
     with serve(settings, "csrf") as (client, _):
-        login = basic("anna", "s3cret-pass")
+        login = basic("anna", "s3cret-pass-of-anna")
         token = _csrf(client, login)
-        host = {"Origin": "http://testserver"}
+        host = {"Origin": "http://localhost"}
         ok = _post(client, login, **host, **{CSRF_HEADER: token})
         assert ok.status_code not in (401, 403), ok.text
         foreign = _post(client, login, Origin="http://evil.example", **{CSRF_HEADER: token})
@@ -179,7 +181,7 @@ def test_loopback_without_credential_still_checks_cross_site(app_page_client: Te
     assert client.get("/analyst").status_code == 200  # open on loopback when no credential is configured
     assert _post(client, {}, Origin="http://evil.example").status_code == 403
     token = _csrf(client, {})
-    assert _post(client, {}, Origin="http://testserver", **{CSRF_HEADER: token}).status_code not in (401, 403)
+    assert _post(client, {}, Origin="http://localhost", **{CSRF_HEADER: token}).status_code not in (401, 403)
     client.cookies.clear()
     # a program on this machine (no Origin, no cookie) posts feedback with no CSRF token
     assert _post(client, {}).status_code not in (401, 403)
@@ -189,3 +191,42 @@ def test_loopback_without_credential_still_checks_cross_site(app_page_client: Te
 def app_page_client(built: dict[str, Path]) -> Iterator[TestClient]:
     with serve(settings_for(built["fixed"].parent), "open") as (client, _):
         yield client
+
+
+# -- the Host header: DNS rebinding ---------------------------------------------------------
+
+
+def test_without_a_credential_only_loopback_host_names_are_answered(built: dict[str, Path]) -> None:
+    """A web page whose name an attacker makes resolve to 127.0.0.1 read the pages (names, the CSRF token)
+    and posted feedback as a same-origin script: nothing looked at the Host header it sends."""
+    with serve(settings_for(built["fixed"].parent), "hosts") as (client, _):
+        for host in ("localhost", "localhost:8080", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST:80"):
+            assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+        foreign = {"Host": "attacker.example:8080"}
+        for answer in (client.get("/", headers=foreign), client.get("/analyst", headers=foreign),
+                       client.post("/v1/recommendations", json=BODY, headers=foreign),
+                       client.get("/v1/models/needs_rec/metadata", headers=foreign)):
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"] == (
+                "header 'Host': 'attacker.example:8080' is not a name of this service; "
+                "allowed: 127.0.0.1, [::1], localhost (NEEDS_REC_ALLOWED_HOSTS adds names)")
+        assert client.get("/", headers={"Host": "127.0.0.1.attacker.example"}).status_code == 400
+
+
+def test_a_credential_or_allowed_hosts_widen_the_host_names(locked: TestClient, built: dict[str, Path]) -> None:
+    assert locked.get("/healthz", headers={"Host": "needs-rec.firm.internal:8080"}).status_code == 200
+    settings = settings_for(built["fixed"].parent, allowed_hosts="needs-rec.firm.internal, localhost")
+    with serve(settings, "named") as (client, _):
+        assert client.get("/healthz", headers={"Host": "needs-rec.firm.internal"}).status_code == 200
+        refused = client.get("/healthz", headers={"Host": "127.0.0.1"})
+        assert refused.status_code == 400 and "allowed: localhost, needs-rec.firm.internal" in refused.json()["error"]
+    assert load_settings(model=built["fixed"].parent, allowed_hosts="*").host_names is None
+    with pytest.raises(ConfigError, match=r"allowed_hosts .*none empty"):
+        load_settings(model=built["fixed"].parent, allowed_hosts="a,,b")
+
+
+def test_a_basic_auth_password_must_be_as_long_as_a_token(tmp_path: Path) -> None:
+    """'admin:x' started a service beyond loopback whose password 62 guesses found."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(model=tmp_path, host="0.0.0.0", basic_auth="admin:x")
+    assert "the password needs at least 16 characters" in str(caught.value) and "admin:x" not in str(caught.value)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from model_factory import reseal_manifest
-from serving_support import VOCABULARY, capture_logger, models_dir_with, serve, settings_for, wait_until
+from serving_support import LOCAL, VOCABULARY, capture_logger, models_dir_with, serve, settings_for, wait_until
 
 from needs_rec import artifact, fast_path, features, schema
 from serving.app import create_app
@@ -373,7 +373,7 @@ def test_a_bug_on_the_hot_path_is_a_500_that_names_nothing_internal(
 
     logger, log = capture_logger("lane_bug")
     app = create_app(settings_for(built["fixed"].parent), logger=logger)
-    with TestClient(app, raise_server_exceptions=False) as client:  # answer a bug as a client sees it
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as client:  # answer a bug as a client sees it
         assert wait_until(lambda: client.get("/readyz").status_code == 200)
         assert ("POST", "/v1/recommendations") in client.app.state.service.lanes
         good = post(client, "/v1/recommendations", {**BODY, "stage": "lead"})
@@ -406,7 +406,7 @@ def test_not_ready_until_loaded_and_warmed(built: dict[str, Path]) -> None:
     logger, _ = capture_logger("ready")
     registry = Registry(settings.model, poll_interval_s=0.2, warmup_rounds=1, max_rows=8, logger=logger,
                         loader=slow_loader)
-    with TestClient(create_app(settings, registry=registry, logger=logger)) as client:
+    with TestClient(create_app(settings, registry=registry, logger=logger), base_url=LOCAL) as client:
         response = client.get("/readyz")
         assert response.status_code == 503 and response.json()["error"].startswith("not ready")
         assert client.get("/healthz").status_code == 200

@@ -159,7 +159,7 @@ def test_feedback_from_the_card_reaches_the_analyst_page(client: TestClient) -> 
     for i, outcome in enumerate(["positive", "positive", "negative"]):
         body = {"feedback_id": f"page-{i}", "contact_id": "c6", "stage": "lead", "characteristic": "ch_integration",
                 "outcome": outcome, "request_id": request_id}
-        answer = client.post("/v1/feedback", json=body, headers={"Origin": "http://testserver", CSRF_HEADER: token})
+        answer = client.post("/v1/feedback", json=body, headers={"Origin": "http://localhost", CSRF_HEADER: token})
         assert answer.status_code == 201, answer.text
     analyst = client.get("/analyst").text
     row = analyst.split('<tr data-characteristic="ch_integration">')[1].split("</tr>")[0]

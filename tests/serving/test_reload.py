@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from model_factory import copy_version, corrupt_copy
-from serving_support import capture_logger, models_dir_with, settings_for, wait_until
+from serving_support import LOCAL, capture_logger, models_dir_with, settings_for, wait_until
 
 from needs_rec import versions
 from needs_rec.errors import ModelError
@@ -45,7 +45,7 @@ def test_hot_reload_swaps_in_new_version_and_refuses_a_corrupted_one(built: dict
     calls: Counter[int] = Counter()
     counting_loader = counting(calls)
     registry = Registry(models, poll_interval_s=0.1, warmup_rounds=1, max_rows=8, logger=logger, loader=counting_loader)
-    with TestClient(create_app(settings, registry=registry, logger=logger)) as client:
+    with TestClient(create_app(settings, registry=registry, logger=logger), base_url=LOCAL) as client:
         assert wait_until(lambda: version_of(client) == 1)
         old = registry.current
         assert old is not None
@@ -143,7 +143,7 @@ def test_labels_decide_what_serves_and_promotion_and_rollback_follow(built: dict
     logger, _ = capture_logger("labels")
     registry = Registry(models, poll_interval_s=0.1, warmup_rounds=1, max_rows=8, logger=logger)
     instances = {"instances": [{"stage": "lead", "industry": "it", "position": "ceo"}]}
-    with TestClient(create_app(settings_for(models), registry=registry, logger=logger)) as client:
+    with TestClient(create_app(settings_for(models), registry=registry, logger=logger), base_url=LOCAL) as client:
         assert wait_until(lambda: version_of(client) == 1)
         wait_until(lambda: False, timeout=0.4)
         assert version_of(client) == 1  # version 2 is a candidate: never served while labels exist
@@ -186,7 +186,7 @@ def test_a_label_naming_a_version_this_service_does_not_hold_answers_404(
     logger, _ = capture_logger("not-held")
     registry = Registry(models, poll_interval_s=0.1, warmup_rounds=0, logger=logger, preload=False)
     instances = {"instances": [{"stage": "lead", "industry": "it", "position": "ceo"}]}
-    with TestClient(create_app(settings_for(models), registry=registry, logger=logger)) as client:
+    with TestClient(create_app(settings_for(models), registry=registry, logger=logger), base_url=LOCAL) as client:
         assert wait_until(lambda: version_of(client) == 2)
         previous = client.post("/v1/models/needs_rec/labels/previous:predict", json=instances)
         assert previous.status_code == 404
@@ -235,7 +235,7 @@ def test_a_version_refused_at_start_answers_503_without_a_path(built: dict[str, 
     corrupt_copy(built["fixed"], models, 1)
     logger, _ = capture_logger("refused")
     registry = Registry(models, poll_interval_s=0, warmup_rounds=0, logger=logger)
-    with TestClient(create_app(settings_for(models), registry=registry, logger=logger)) as client:
+    with TestClient(create_app(settings_for(models), registry=registry, logger=logger), base_url=LOCAL) as client:
         assert wait_until(lambda: 1 in registry.refused)
         answer = client.post("/v1/recommendations", json=BODY)
         assert answer.status_code == 503 and "version 1 refused" in answer.json()["error"]
