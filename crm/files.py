@@ -16,6 +16,7 @@ live in a SQLite file `needs_rec.db` inside it (contract §5), never in the firm
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -190,10 +191,11 @@ def _refuse_foreign_header(path: Path, header: Sequence[str], table: schema.Tabl
 def _csv_header(path: Path) -> list[str]:
     with path.open("rb") as handle:
         start = handle.read(1 << 16)
+    body = start.removeprefix(codecs.BOM_UTF8)  # the error's offset then counts from the first byte decoded
     try:
-        text = start.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:  # a bad byte, or a character cut at the buffer's end
-        text = start[: exc.start].decode("utf-8-sig")
+        text = body[: exc.start].decode("utf-8")
         if "\n" not in text and len(start) < 1 << 16:
             raise DataError(f"{path.name}: not UTF-8 text (bad byte on line 1); save it as UTF-8") from None
     try:  # newline="": the csv module's own line handling, so old Mac CR-only endings are lines too
@@ -224,9 +226,9 @@ def _without_blank_tail(path: Path) -> bytes | None:
 def _csv_problem(path: Path, n_columns: int, exc: BaseException, data: bytes | None = None) -> str:
     """Describe a CSV that cannot be parsed (its `data`, else the file's), by row number, without
     echoing any row's content."""
-    data = path.read_bytes() if data is None else data
+    data = (path.read_bytes() if data is None else data).removeprefix(codecs.BOM_UTF8)
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as bad:
         line = data[: bad.start].count(b"\n") + 1
         return f"{path.name}: not UTF-8 text (bad byte on line {line}); save it as UTF-8"

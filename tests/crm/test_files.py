@@ -270,6 +270,18 @@ def test_lines_of_spaces_after_the_data_are_skipped_and_the_last_row_is_kept_who
         data.read_table(path, schema.ORGANIZATIONS)
 
 
+def test_a_bom_csv_whose_header_buffer_ends_inside_a_character_is_read(tmp_path):
+    """With a BOM, the header's 64 KiB look-ahead cut a two-byte character 3 bytes too early when it ended
+    inside one, and every command died with a UnicodeDecodeError traceback (a CRLF copy of the sample)."""
+    path = tmp_path / "organizations.csv"
+    rows = [f"{i},отрасль-{'ж' * 40},{i}" for i in range(1200)]  # Cyrillic: two bytes a character
+    for pad in range(4):  # every alignment of the buffer's end against the characters
+        text = "org_id,industry,employees" + " " * pad + "\r\n" + "\r\n".join(rows) + "\r\n"
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        orgs = data.read_table(path, schema.ORGANIZATIONS)
+        assert len(orgs) == 1200 and orgs["industry"].iloc[-1] == "отрасль-" + "ж" * 40
+
+
 def test_parquet_columns_arrow_cannot_make_text_of_are_named_not_a_traceback(tmp_path):
     import numpy as np
     import pyarrow as pa
