@@ -29,11 +29,13 @@ class CrmData:
     def fingerprint(self) -> str:
         """SHA-256 of the three tables' clean contents, whatever their row order: two reads of an
         unchanged CRM (from a file or a database, which need not keep an order) give the same value,
-        any changed, added or removed row another. A one-way digest: nothing of a row can be read back."""
+        any changed, added or removed row another — except a row that repeats another exactly (an
+        event the CRM recorded twice counts once in training, so it is no news for a retrain either).
+        A one-way digest: nothing of a row can be read back."""
         digest = hashlib.sha256()
         for name in ("organizations", "contacts", "outcomes"):
             frame = getattr(self, name)
-            rows = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+            rows = np.unique(pd.util.hash_pandas_object(frame, index=False).to_numpy())  # sorted, once each
             digest.update(f"{name}:{','.join(map(str, frame.columns))}:{len(rows)}:".encode())
             digest.update(rows.tobytes())
         return digest.hexdigest()

@@ -186,3 +186,17 @@ def test_a_date_out_of_range_and_a_negative_amount_say_what_is_allowed(frames, t
         in str(caught.value)
     assert "'revenue_mln': 1 invalid value(s) -5.0 (row 1); allowed: a number ≥ 0 (counts and amounts" \
         in str(caught.value)
+
+
+def test_fingerprint_ignores_row_order_and_an_exact_repeat_but_not_a_change(frames, tiny_dictionaries):
+    """One outcome row exported twice changed the fingerprint although training counts it once, so a
+    retrain trained and promoted an identical clone and pushed the real rollback target out of `previous`."""
+    base = schema.validate(frames, tiny_dictionaries)[0].fingerprint()
+    outcomes = frames["outcomes"]
+    shuffled = dict(frames, outcomes=outcomes.sample(frac=1.0, random_state=3).reset_index(drop=True))
+    assert schema.validate(shuffled, tiny_dictionaries)[0].fingerprint() == base
+    repeated = dict(frames, outcomes=pd.concat([outcomes, outcomes.iloc[[0]]], ignore_index=True))
+    assert schema.validate(repeated, tiny_dictionaries)[0].fingerprint() == base
+    changed = outcomes.copy()
+    changed.loc[0, "outcome"] = "negative" if changed.loc[0, "outcome"] == "positive" else "positive"
+    assert schema.validate(dict(frames, outcomes=changed), tiny_dictionaries)[0].fingerprint() != base
