@@ -45,8 +45,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: Paths behind the credential: the pages and what they post to (prefixes; "/" itself exactly).
-PROTECTED_PREFIXES = ("/analyst", "/contacts", "/v1/feedback")
+#: Paths behind the credential (prefixes; "/" itself exactly): the pages, what they post to, and the
+#: queries that answer with the CRM's own contacts and organizations. A `contact_id` recommendation
+#: is checked where its body is read (`Service.resolve_contact`): the full-fields scoring path stays open.
+PROTECTED_PREFIXES = ("/analyst", "/contacts", "/v1/feedback", "/v1/audience", "/v1/organizations/")
 CSRF_COOKIE = "needs_rec_csrf"
 CSRF_HEADER = "x-csrf-token"
 REALM = 'Basic realm="needs_rec", charset="UTF-8"'
@@ -55,7 +57,7 @@ _TOKEN_BYTES = 32
 
 
 def is_protected(path: str) -> bool:
-    """True for the manager page `/`, the analyst page, contact cards and `/v1/feedback`."""
+    """True for the manager page `/`, the analyst page, contact cards, `/v1/feedback` and the CRM queries."""
     return path == "/" or path.startswith(PROTECTED_PREFIXES)
 
 

@@ -28,7 +28,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,9 +193,25 @@ class ServingModel:
             "inputs": list(schema.MODEL_INPUT_NAMES),
             "metadata": {"signature_def": {"signature_def": self.signature_def}},
             "metrics": manifest.get("metrics", {}),
-            "data": manifest.get("data", {}),
+            "data": public_data(manifest.get("data", {})),
             "libraries": manifest.get("libraries", {}),
         }
+
+
+#: What the metadata answer keeps of each validation warning: no example values or row ids (the CRM's own data).
+WARNING_SUMMARY = ("kind", "file", "column", "count")
+
+
+def public_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's `data` block as any API client may read it: each validation warning as its
+    kind, file, column and count, without the examples and message that quote CRM ids and values
+    (those are for the analyst's page, behind the credential)."""
+    validation = data.get("validation")
+    if not isinstance(validation, Mapping) or not isinstance(validation.get("warnings"), list):
+        return dict(data)
+    warnings = [{key: w[key] for key in WARNING_SUMMARY if key in w} for w in validation["warnings"]
+                if isinstance(w, Mapping)]
+    return {**data, "validation": {**validation, "warnings": warnings}}
 
 
 def load_version(version_dir: str | Path) -> ServingModel:

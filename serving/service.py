@@ -279,12 +279,25 @@ class Service:
             )
         return self.crm_link
 
-    async def resolve_contact(self, body: Any, where: str = "") -> str | None:
+    def check_credential(self, request: Request, what: str) -> None:
+        """401 unless `request` carries the configured credential (nothing to check when none is):
+        for answers that hold the CRM's own data outside the protected paths of `serving.access`."""
+        credentials = self.credentials
+        if credentials.required and not credentials.accepts(request.headers.get("authorization", "").encode("latin-1")
+                                                            or None):
+            raise ApiError(401, f"{what} needs the service's credential: send 'Authorization: Bearer <token>'",
+                           outcome="unauthorized", headers={"WWW-Authenticate": access.REALM})
+
+    async def resolve_contact(self, body: Any, where: str = "", request: Request | None = None) -> str | None:
         """For a body naming `contact_id` (contract §4 v2): put the CRM's organization and contact fields
-        in its place and return the id; None for a full-fields body. 400 for a bad or doubled
-        contact, 404 for an unknown one, 503 without --crm or when the CRM cannot be read."""
+        in its place and return the id; None for a full-fields body. 401 without the credential of
+        `request` when one is configured (before anything says whether the contact exists), 400 for
+        a bad or doubled contact, 404 for an unknown one, 503 without --crm or when the CRM cannot be
+        read."""
         if not isinstance(body, dict) or "contact_id" not in body:
             return None
+        if request is not None:  # a CRM contact's data: behind the pages' credential when one is set
+            self.check_credential(request, f"field '{where}contact_id' (a CRM lookup)")
         contact_id = body.pop("contact_id")
         if not isinstance(contact_id, str) or not contact_id.strip():
             raise ApiError(400, f"field '{where}contact_id' must be a non-empty string (a CRM contact id)")

@@ -79,7 +79,7 @@ def router(service: Service) -> APIRouter:
         request.state.model_version = model.version
         async with asyncio.timeout(timeout):
             body = parse_json(await read_body(request, settings.max_body_bytes))
-            contact_id = await service.resolve_contact(body)  # `contact_id` → the CRM's fields (§4 v2)
+            contact_id = await service.resolve_contact(body, request=request)  # `contact_id` → the CRM's fields (§4 v2)
             parsed = parse_request(model, body, contact_id)
             probabilities = await service.score_parsed(request, model, [parsed])
         return json_response(answered(service, model, parsed, probabilities[0], contact_id))
@@ -92,7 +92,7 @@ def router(service: Service) -> APIRouter:
         contacts: dict[int, str | None] = {}
 
         async def parse(item: Any, where: str) -> ParsedRequest:
-            contact_id = contacts[len(contacts)] = await service.resolve_contact(item, where)
+            contact_id = contacts[len(contacts)] = await service.resolve_contact(item, where, request)
             return parse_request(model, item, contact_id, where)
 
         warnings: list[str] = []

@@ -511,3 +511,18 @@ def test_head_is_answered_wherever_get_is(client: TestClient) -> None:
     assert client.head("/no/such/path").status_code == 404
     refused = client.head("/v1/recommendations")  # POST only
     assert refused.status_code == 405 and refused.content == b"" and "POST" in refused.headers["allow"]
+
+
+def test_metadata_names_validation_warnings_without_the_crms_ids_and_values() -> None:
+    """`/metadata` is open to any client; a warning's examples and message quote CRM ids (org_id ORG-0054 …)."""
+    from serving.registry import public_data
+
+    warning = {"kind": "missing_value", "file": "organizations.csv", "column": "region", "count": 52,
+               "examples": ["ORG-0054"], "message": "… 52 rows with no value (org_id ORG-0054 …)"}
+    data = {"validation": {"rows": {"organizations": 3}, "warnings": [warning]}, "fingerprint": "abc"}
+    shown = public_data(data)
+    assert shown["validation"]["warnings"] == [
+        {"kind": "missing_value", "file": "organizations.csv", "column": "region", "count": 52}]
+    assert shown["validation"]["rows"] == {"organizations": 3} and shown["fingerprint"] == "abc"
+    assert "ORG-0054" not in json.dumps(shown) and data["validation"]["warnings"][0]["examples"]  # a copy
+    assert public_data({"split": {}}) == {"split": {}}

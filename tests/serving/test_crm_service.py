@@ -452,3 +452,28 @@ def test_an_expired_snapshot_is_not_used(tmp_path: Path, dictionaries_dir: Path)
         assert asyncio.run(link.contact("c1")) is stale
     finally:
         link.stop()
+
+
+def test_with_a_credential_the_crms_own_data_needs_it(built: dict[str, Path], dictionaries_dir: Path,
+                                                      tmp_path: Path) -> None:
+    """With a token set (as beyond loopback), a contact_id lookup, the audience and similar organizations
+    answered anyone: the contact's interests and position in the reasons, every contact id, manager ids."""
+    dicts = dictionaries.load(dictionaries_dir)
+    token = "t0ken-for-the-tests-0123456789"
+    settings = settings_for(models_dir_with(tmp_path, built["random"]), crm=str(write_crm(tmp_path / "crm", dicts)),
+                            auth_token=token)
+    bearer = {"Authorization": f"Bearer {token}"}
+    with serve(settings, "locked-crm") as (client, _):
+        for body in ({"contact_id": "c2", "stage": "lead"}, {"contact_id": "no-such-contact", "stage": "lead"}):
+            refused = client.post("/v1/recommendations", json=body)  # an unknown id too: nothing says who exists
+            assert refused.status_code == 401, refused.text
+            assert "needs the service's credential" in refused.json()["error"]
+            assert refused.headers["WWW-Authenticate"].startswith("Basic realm=")
+        batch = client.post("/v1/recommendations:batch", json={"requests": [{"contact_id": "c2", "stage": "lead"}]})
+        assert batch.status_code == 401 and "requests[0].contact_id" in batch.json()["error"]
+        assert client.post("/v1/recommendations", json={"contact_id": "c2", "stage": "lead"},
+                           headers=bearer).status_code == 200
+        assert post(client, "/v1/recommendations", {**full_fields("c2", dicts), "stage": "lead"}).status_code == 200
+        for path in ("/v1/audience?characteristic=x&stage=lead", "/v1/organizations/o1/similar?characteristic=x"):
+            assert client.get(path).status_code == 401, path
+            assert client.get(path, headers=bearer).status_code not in (401, 403), path
