@@ -30,7 +30,7 @@ import pandas as pd
 
 from needs_rec import schema
 from needs_rec.dictionaries import Dictionaries, normalize_code
-from needs_rec.errors import RequestError, clipped
+from needs_rec.errors import RequestError, clipped, unknown_characteristic
 from needs_rec.evaluation import gain_curve
 
 CLIENTS_CHOICES = ("only", "exclude")
@@ -161,15 +161,15 @@ class Population:
         norm = normalize_code(code or "")
         if norm in self.characteristic_codes:
             return self.characteristic_codes.index(norm)
-        shown = ", ".join(self.characteristic_codes[:10]) + (" …" if len(self.characteristic_codes) > 10 else "")
-        raise RequestError(f"field 'characteristic': unknown characteristic {code!r}; known codes: {shown}")
+        raise unknown_characteristic(code, self.characteristic_codes)
 
     def stage_index(self, code: str) -> int:
         """Funnel position of a stage code; RequestError naming the allowed stages otherwise."""
         norm = normalize_code(code or "")
         if norm in self.stage_codes:
             return self.stage_codes.index(norm)
-        raise RequestError(f"field 'stage': unknown stage {code!r}; allowed: {', '.join(self.stage_codes)}")
+        allowed = ", ".join(self.stage_codes)
+        raise RequestError(f"field 'stage': unknown stage {clipped(str(code))!r}; allowed: {allowed}")
 
 
 @dataclass(frozen=True)

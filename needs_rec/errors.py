@@ -8,6 +8,7 @@ with `{"error": ...}`.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Sequence
 
 
 class NeedsRecError(Exception):
@@ -66,6 +67,13 @@ def clipped(text: str, limit: int = 40, mark: str = "...") -> str:
     """`text` cut to at most `limit` characters, the cut marked by `mark` (pages use '…'): a value a
     message or page echoes stays readable however long the caller made it."""
     return text if len(text) <= limit else text[: limit - len(mark)] + mark
+
+
+def unknown_characteristic(code: object, known: Sequence[str]) -> RequestError:
+    """The 400 for a `characteristic` query value outside the vocabulary: the caller's value clipped
+    (it may be any length), and the first ten known codes."""
+    listed = ", ".join(known[:10]) + (" …" if len(known) > 10 else "")
+    return RequestError(f"field 'characteristic': unknown characteristic {clipped(str(code))!r}; known codes: {listed}")
 
 
 def shown(value: object) -> str:

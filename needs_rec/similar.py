@@ -37,7 +37,7 @@ from threadpoolctl import ThreadpoolController
 
 from needs_rec import schema
 from needs_rec.dictionaries import normalize_code
-from needs_rec.errors import ModelError, RequestError
+from needs_rec.errors import ModelError, RequestError, clipped, unknown_characteristic
 
 SIDE_DIR = "organizations"
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -275,8 +275,7 @@ class OrganizationIndex:
         """A normalised characteristic code of the vocabulary, or RequestError naming what is allowed."""
         norm = normalize_code(code or "")
         if norm not in self.characteristic_codes:
-            shown = ", ".join(self.characteristic_codes[:10]) + (" …" if len(self.characteristic_codes) > 10 else "")
-            raise RequestError(f"field 'characteristic': unknown characteristic {code!r}; known codes: {shown}")
+            raise unknown_characteristic(code, self.characteristic_codes)
         return norm
 
     def similar(self, org_id: str, characteristic: str, k: int = DEFAULT_K) -> list[Neighbour]:
@@ -287,7 +286,7 @@ class OrganizationIndex:
         row = self.row_of.get(str(org_id).strip())
         if row is None:
             raise LookupError(
-                f"organization {org_id!r} is not in the organization index of this model version "
+                f"organization {clipped(str(org_id))!r} is not in the organization index of this model version "
                 "(organizations added after training get one at the next training)"
             )
         if code not in self._positives:

@@ -70,6 +70,8 @@ def _check_output(path: Path, inputs: Sequence[tuple[str, str | Path]] = ()) -> 
         raise ConfigError(f"--output {str(path)!r}: unsupported extension {suffix or '(none)'!r}; use .csv or .parquet")
     if not path.parent.is_dir():
         raise ConfigError(f"--output {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    if path.is_dir():  # found only at the final rename, after every contact was scored, and as a temp name
+        raise ConfigError(f"--output {str(path)!r} is a directory; give a file name ending in .csv or .parquet")
     from crm import is_url
 
     target = path.resolve()

@@ -97,8 +97,22 @@ def ascii_int(text: str, *, signed: bool = False) -> int | None:
     """`text` as a whole number when it is ASCII digits (after a '-' when `signed`), else None.
 
     For ids, versions and query values that arrive as text: `int()` would also take '+5', ' 5',
-    '1_000' and '٣', and '³'.isdigit() is True while int('³') fails."""
-    return int(text) if (_ASCII_SIGNED if signed else _ASCII_WHOLE).fullmatch(text) else None
+    '1_000' and '٣', and '³'.isdigit() is True while int('³') fails. More than `MAX_DIGITS` digits
+    is None too (`int()` refuses 4,300 with a ValueError; no id, version or limit is that long):
+    `is_ascii_int` tells such a number from text that is none."""
+    if len(text) > MAX_DIGITS + 1 or not (_ASCII_SIGNED if signed else _ASCII_WHOLE).fullmatch(text):
+        return None
+    return int(text)
+
+
+def is_ascii_int(text: str, *, signed: bool = False) -> bool:
+    """True when `text` is ASCII digits (after a '-' when `signed`), however many: a number even
+    where `ascii_int` is None for its length, so a message can say its range, not 'not a number'."""
+    return (_ASCII_SIGNED if signed else _ASCII_WHOLE).fullmatch(text) is not None
+
+
+#: The most digits `ascii_int` converts (a 64-bit id has 19).
+MAX_DIGITS = 100
 
 
 def allowed_date(optional: bool) -> str:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from needs_rec import audience, schema, similar
-from needs_rec.errors import NeedsRecError, RequestError
+from needs_rec.errors import NeedsRecError, RequestError, clipped
 from serving import api_schemas as api
 from serving.queries import Snapshot, SnapshotUnavailable, iso_utc, snapshots_for
 from serving.service import ApiError, Service, json_response
@@ -58,10 +58,11 @@ def _whole(params: Any, name: str, default: int | None, low: int, high: int | No
     if text is None or text == "":
         return default
     value = schema.ascii_int(text, signed=True)  # a '-' still parses, to say the range
+    allowed = f"from {low} to {high}" if high is not None else f">= {low}"
     if value is None:
-        raise RequestError(f"field '{name}': must be a whole number; received {text!r}")
+        what = allowed if schema.is_ascii_int(text, signed=True) else "a whole number"  # too many digits: its range
+        raise RequestError(f"field '{name}': must be {what}; received {clipped(text)!r}")
     if value < low or (high is not None and value > high):
-        allowed = f"from {low} to {high}" if high is not None else f">= {low}"
         raise RequestError(f"field '{name}': must be {allowed}; received {value}")
     return value
 
@@ -139,7 +140,8 @@ def router(service: Service) -> APIRouter:
                          *audience.filter_warnings(filters, current.model.dictionaries), *_left_out(service, current)],
         })
 
-    @routes.get("/v1/organizations/{org_id}/similar", responses={200: {"model": api.SimilarAnswer}},
+    # {org_id:path}: an id holding a '/' (sent as %2F, decoded before routing) is one id too
+    @routes.get("/v1/organizations/{org_id:path}/similar", responses={200: {"model": api.SimilarAnswer}},
                 tags=["queries"], openapi_extra=SIMILAR_DOC)
     async def similar_query(request: Request, org_id: str) -> Response:
         """Organizations most like `org_id` where the characteristic resonated."""
@@ -153,8 +155,8 @@ def router(service: Service) -> APIRouter:
                            outcome="no_index")
         code = index.characteristic(characteristic)
         org = org_id.strip()
-        if org not in current.org_ids and org not in index.row_of:
-            raise ApiError(404, f"unknown organization {org_id!r}: not in the CRM source")
+        if org not in current.org_ids:  # gone from the CRM: the version's index may still hold it
+            raise ApiError(404, f"unknown organization {clipped(org_id)!r}: not in the CRM source")
         try:
             found = index.similar(org, code, k)
         except LookupError as exc:

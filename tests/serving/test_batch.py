@@ -183,6 +183,11 @@ def test_bad_output_extension_and_model_path_exit_2(built: dict[str, Path], crm_
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "'.xlsx'" in result.stderr
     result = cli("--model", tmp_path / "none", *common, "--output", tmp_path / "o.csv")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no model version" in result.stderr
+    (tmp_path / "scores.csv").mkdir()  # scored everything, then 'Is a directory: /tmp/.scores.csv.x.tmp'
+    result = cli("--model", tmp_path / "none", *common, "--output", tmp_path / "scores.csv")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "scores.csv' is a directory; give a file name ending in .csv or .parquet" in result.stderr
+    assert ".tmp" not in result.stderr and "no model version" not in result.stderr  # before the model is loaded
 
 
 def test_batch_reads_contacts_from_a_database_like_from_files(

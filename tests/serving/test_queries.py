@@ -187,6 +187,55 @@ def test_similar_errors(client, trained):
     assert no_char.status_code == 400 and "field 'characteristic': required" in no_char.json()["error"]
 
 
+def test_numbers_of_any_length_and_long_values_are_400s_that_stay_short(client, trained):
+    """4,301 digits made int() raise (a 500); 60,000 characters came back whole in the error."""
+    code = trained[3].characteristic_codes[0]
+    org = trained[4].organizations["org_id"].iloc[0]
+    huge = "9" * 4301
+    for path, params, field in (
+        ("/v1/audience", {"characteristic": code, "stage": "lead", "limit": huge}, "limit"),
+        ("/v1/audience", {"characteristic": code, "stage": "lead", "exclude_presented_days": huge},
+         "exclude_presented_days"),
+        (f"/v1/organizations/{org}/similar", {"characteristic": code, "k": huge}, "k"),
+    ):
+        answer = client.get(path, params=params)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"].startswith(f"field '{field}': must be from 1 to ") and len(answer.text) < 300
+    assert client.get(f"/v1/models/needs_rec/versions/{huge}").status_code == 404
+    long = "A" * 60_000
+    for answer in (client.get("/v1/audience", params={"characteristic": long, "stage": "lead"}),
+                   client.get("/v1/audience", params={"characteristic": code, "stage": long}),
+                   client.get(f"/v1/organizations/{long}/similar", params={"characteristic": code}),
+                   client.get(f"/v1/organizations/{org}/similar", params={"characteristic": long})):
+        assert answer.status_code in (400, 404) and len(answer.text) < 1000, answer.text[:200]
+
+
+def test_similar_is_404_for_an_organization_gone_from_the_crm_and_takes_ids_with_a_slash(trained, tmp_path):
+    """An organization the version indexed but the CRM no longer holds answered 200; an id with '/' (%2F)
+    was 'no such endpoint'."""
+    root, _, _, dicts, data = trained
+    code = dicts.characteristic_codes[0]
+    gone = data.organizations["org_id"].iloc[0]
+    crm_dir = tmp_path / "crm"
+    crm_dir.mkdir()
+    for name in ("organizations", "contacts", "outcomes"):
+        frame = pd.read_csv(root / "crm" / f"{name}.csv", dtype=str, keep_default_na=False)
+        if name == "organizations":
+            frame = frame[frame["org_id"] != gone]
+        elif name == "contacts":
+            left = frame[frame["org_id"] == gone]["contact_id"]
+            frame = frame[frame["org_id"] != gone]
+        else:
+            frame = frame[~frame["contact_id"].isin(left)]
+        frame.to_csv(crm_dir / f"{name}.csv", index=False)
+    with serve(settings_for(root / "models", crm=str(crm_dir)), "gone") as (test_client, _log):
+        answer = test_client.get(f"/v1/organizations/{gone}/similar", params={"characteristic": code})
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"] == f"unknown organization '{gone}': not in the CRM source"
+        slash = test_client.get("/v1/organizations/ORG%2F0001/similar", params={"characteristic": code})
+        assert slash.status_code == 404 and "unknown organization 'ORG/0001'" in slash.json()["error"], slash.text
+
+
 def test_without_a_crm_source_both_queries_are_503(built):
     with serve(settings_for(built["fixed"].parent), "no_crm") as (test_client, _log):
         for path in ("/v1/audience?characteristic=ch_price&stage=lead",
