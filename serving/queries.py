@@ -38,7 +38,8 @@ from needs_rec import audience, schema, similar
 from needs_rec.errors import DataError, NeedsRecError
 from serving.observability import log_event
 
-#: A snapshot older than this is rebuilt in the background (the old one answers meanwhile).
+#: A snapshot older than this is rebuilt in the background (the old one answers meanwhile); the
+#: service's `--queries-max-age-s`.
 DEFAULT_MAX_AGE_S = 900.0
 
 
@@ -203,7 +204,9 @@ def snapshots_for(service: Any) -> Snapshots:
     """The one `Snapshots` of a service (shared by the query router and the manager's card)."""
     found = _PER_SERVICE.get(service)
     if found is None:
-        found = _PER_SERVICE[service] = Snapshots(logger=getattr(service, "logger", None))
+        settings = getattr(service, "settings", None)
+        max_age_s = settings.queries_max_age_s if settings is not None else DEFAULT_MAX_AGE_S
+        found = _PER_SERVICE[service] = Snapshots(max_age_s, logger=getattr(service, "logger", None))
     return found
 
 

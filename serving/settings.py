@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     crm_cache_s: float = Field(
         60.0, ge=0, description="a looked-up contact is reused this many seconds: CRM edits show within this (0 = none)"
     )
+    queries_max_age_s: float = Field(
+        900.0, gt=0, description="the audience and similar-organization answers come from a snapshot of the CRM "
+        "scored at most this long ago (an older one answers while a new one is built; scored_at says when): "
+        "lower it for fresher lists, at the cost of re-reading and re-scoring the whole CRM that often",
+    )
     crm_cache_size: int = Field(100_000, ge=1, description="most contacts held in the lookup cache")
     crm_workers: int = Field(4, ge=1, le=32, description="threads for CRM calls (lookups, feedback, exposure writes)")
     exposure_buffer: int = Field(

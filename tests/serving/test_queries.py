@@ -236,6 +236,29 @@ def test_similar_is_404_for_an_organization_gone_from_the_crm_and_takes_ids_with
         assert slash.status_code == 404 and "unknown organization 'ORG/0001'" in slash.json()["error"], slash.text
 
 
+def test_queries_max_age_s_sets_how_soon_a_crm_edit_reaches_the_audience(trained, tmp_path):
+    """The snapshot's 15 minutes were fixed: after a CRM edit the audience and the card differed that long."""
+    from serving_support import wait_until
+
+    root, _, _, dicts, _ = trained
+    crm_dir = tmp_path / "crm"
+    crm_dir.mkdir()
+    for name in ("organizations", "contacts", "outcomes"):
+        (crm_dir / f"{name}.csv").write_bytes((root / "crm" / f"{name}.csv").read_bytes())
+    params = {"characteristic": dicts.characteristic_codes[0], "stage": "needs_analysis", "limit": 10000}
+    with serve(settings_for(root / "models", crm=str(crm_dir), queries_max_age_s=0.2), "fresh") as (test_client, _):
+        before = test_client.get("/v1/audience", params=params).json()
+        first = before["contacts"][0]["contact_id"]
+        contacts = pd.read_csv(crm_dir / "contacts.csv", dtype=str, keep_default_na=False)
+        contacts[contacts["contact_id"] != first].to_csv(crm_dir / "contacts.csv", index=False)
+
+        def edit_seen() -> bool:
+            answer = test_client.get("/v1/audience", params=params).json()  # a stale one starts a rebuild
+            return answer["total"] == before["total"] - 1 and first not in {c["contact_id"] for c in answer["contacts"]}
+
+        assert wait_until(edit_seen, timeout=60, interval=0.3)
+
+
 def test_without_a_crm_source_both_queries_are_503(built):
     with serve(settings_for(built["fixed"].parent), "no_crm") as (test_client, _log):
         for path in ("/v1/audience?characteristic=ch_price&stage=lead",
