@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.templating import Jinja2Templates
@@ -153,6 +154,20 @@ def _static_versions() -> dict[str, str]:
     }
 
 
+#: Characters a page never shows as they are: C0/C1 controls but tab and line breaks (an ESC or a
+#: BEL in a CRM name), and the bidi embeddings, overrides and isolates (U+202E would show «gpj.exe»
+#: as «exe.jpg» and reorder the text around it).
+_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown_text(value: Any) -> Any:
+    """Every `{{ … }}` of the pages (Jinja's `finalize`): text with the `_HIDDEN` characters shown as
+    U+FFFD, before it is escaped. Markup (a rendered report) passes as it is."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return _HIDDEN.sub("\ufffd", value)
+    return value
+
+
 class Pages:
     """The templates environment and static files of the pages (built once per app)."""
 
@@ -163,6 +178,7 @@ class Pages:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=shown_text,
         )
         self.static = _static_versions()
         env.globals["static_url"] = self.static_url

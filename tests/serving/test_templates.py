@@ -82,6 +82,14 @@ def test_crm_names_are_escaped() -> None:
     assert "ООО «Ромашка» &lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+def test_crm_names_never_carry_control_or_bidi_characters_onto_the_page() -> None:
+    """An ESC, a BEL or U+202E (which reverses the text after it) in a CRM name reached the page as is."""
+    shown = contact(organization="ООО \u202eакшамоР\u202c", contact_name="Анна\x1b[31m\x07 Иванова")
+    html = render("manager.html", **{**card_context(CardView(points=[point("ch_a", 0.9)])), "contact": shown})
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]", html)
+    assert "ООО \ufffdакшамоР\ufffd" in html and "Анна\ufffd[31m\ufffd Иванова" in html
+
+
 @pytest.mark.parametrize(("latest", "hint"), [(None, "Этап контакта пока неизвестен"),
                                               ("demo", "По умолчанию — последний известный этап")])
 def test_stage_hint(latest: str | None, hint: str) -> None:
