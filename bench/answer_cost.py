@@ -62,7 +62,7 @@ class Caller:
         async def send(message: dict[str, Any]) -> None:
             messages.append(message)
 
-        headers = [(b"host", b"bench"), (b"content-type", b"application/json"),
+        headers = [(b"host", b"localhost"), (b"content-type", b"application/json"),
                    (b"content-length", str(len(body)).encode())]
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
                  "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"", "root_path": "",
