@@ -315,7 +315,7 @@ class TalkingPoints:
         chosen: Sequence[int] | np.ndarray,
         *,
         stage: str,
-        thresholds: np.ndarray | None = None,
+        picked: Collection[int] | None = None,
         position: str = "",
         industry: str = "",
         interests: Collection[str] = (),
@@ -325,8 +325,9 @@ class TalkingPoints:
     ) -> list[dict[str, Any]]:
         """The `talking_points` list (contract §4) for the `chosen` indices, in the given order.
 
-        `selected` (an extension of the contract's fields) says whether the characteristic passes
-        its threshold; it is omitted when no thresholds are given. `factors` (characteristic index
+        `selected` (an extension of the contract's fields) says whether the characteristic is one the
+        version's selection rule `picked` (the cut, the top_k cap, the min_selected floor: what batch's
+        `selected` says too); it is omitted when `picked` is not given. `factors` (characteristic index
         → `needs_rec.fast_path.Factor` list, from `Twin.explain`) adds the model's reason;
         `numbers` holds the contact's raw numbers (employees, revenue_mln, founded_year,
         client_since year) to phrase number factors with.
@@ -334,6 +335,7 @@ class TalkingPoints:
         texts = self._texts[stage]
         interest_set = frozenset(interests)
         owned = frozenset(products_owned)
+        chosen_by_rule = None if picked is None else frozenset(int(j) for j in picked)
         points = []
         for j in chosen:
             j = int(j)
@@ -354,8 +356,8 @@ class TalkingPoints:
                 point["reasons"] = [*point["reasons"][:3], self.factor_reason(factors[j], numbers or {})]
                 if point["reasons"][0] == GENERIC_REASON:
                     point["reasons"].pop(0)
-            if thresholds is not None:
-                point["selected"] = bool(prob >= thresholds[j])
+            if chosen_by_rule is not None:
+                point["selected"] = j in chosen_by_rule
             points.append(point)
         return points
 
@@ -484,11 +486,12 @@ def render(
     """One-shot `select` + `render` (builds a `TalkingPoints`; the service keeps one per version instead)."""
     talking = TalkingPoints(dictionaries, vocabulary, resonance)
     chosen = talking.select(probabilities, thresholds, stage, top_k=top_k, cap=cap)
+    picked = chosen if top_k is None else talking.select(probabilities, thresholds, stage, cap=cap)
     return talking.render(
         probabilities,
         chosen,
         stage=stage,
-        thresholds=thresholds,
+        picked=picked,
         position=position,
         industry=industry,
         interests=interests,

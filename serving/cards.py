@@ -18,14 +18,20 @@ from serving.requests import ParsedRequest
 
 
 def render_points(
-    model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray, chosen: Sequence[int]
+    model: ServingModel,
+    parsed: ParsedRequest,
+    probabilities: np.ndarray,
+    chosen: Sequence[int],
+    picked: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The talking points of the `chosen` characteristics for one parsed request, with their reasons."""
+    """The talking points of the `chosen` characteristics for one parsed request, with their reasons;
+    `selected` marks those of `picked`, the version's selection (`ServingModel.selection`, computed
+    here unless the caller has it: `chosen` itself when no top_k was asked for)."""
     return model.talking.render(
         probabilities,
         chosen,
         stage=parsed.stage,
-        thresholds=model.thresholds,
+        picked=model.selection(probabilities, parsed.stage) if picked is None else picked,
         position=parsed.position,
         industry=parsed.industry,
         interests=parsed.interests,

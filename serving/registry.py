@@ -171,6 +171,13 @@ class ServingModel:
         except Exception:  # explanations are best effort: the answer stands without them
             return {}
 
+    def selection(self, probabilities: np.ndarray, stage: str) -> np.ndarray:
+        """The version's selection rule for one contact (`needs_rec.thresholds.select`: offered at
+        `stage`, passing the cut, capped at the manifest's top_k, at least min_selected), most probable
+        first: the default answer, and what `selected` marks on every path (HTTP, the card, batch)."""
+        return self.talking.select(probabilities, self.thresholds, stage, cap=self.top_k,
+                                   min_selected=self.min_selected)
+
     def predict_small(self, rows: Sequence[Sequence[Any]], max_rows: int) -> np.ndarray | None:
         """Probabilities from the verified twin when there is one and `rows` are at most `max_rows`; else None."""
         if self.twin is None or len(rows) > max_rows:
@@ -294,7 +301,7 @@ def warm_up(model: ServingModel, rounds: int, max_rows: int) -> None:
     for row, p in zip(rows, probabilities, strict=True):
         stage = row[0]
         chosen = model.talking.select(p, model.thresholds, stage, top_k=3)
-        model.talking.render(p, chosen, stage=stage, thresholds=model.thresholds, interests=(need,))
+        model.talking.render(p, chosen, stage=stage, picked=chosen, interests=(need,))
 
 
 def freeze_libraries() -> None:

@@ -39,15 +39,15 @@ def parse_request(model: ServingModel, body: Any, contact_id: str | None, where:
 
 def answer(model: ServingModel, parsed: ParsedRequest, probabilities: np.ndarray) -> dict[str, Any]:
     """The contract's answer for one request: model version, stage, talking points, warnings."""
-    talking = model.talking
-    chosen = talking.select(
-        probabilities, model.thresholds, parsed.stage, top_k=parsed.top_k, cap=model.top_k,
-        min_selected=model.min_selected,
-    )  # fmt: skip
+    if parsed.top_k is None:  # the version's own selection, which `selected` then marks throughout
+        chosen = picked = model.selection(probabilities, parsed.stage)
+    else:  # the caller asked for that many: `selected` says which of them the rule picks
+        chosen = model.talking.select(probabilities, model.thresholds, parsed.stage, top_k=parsed.top_k)
+        picked = None
     result: dict[str, Any] = {
         "model_version": model.version,
         "stage": parsed.stage,
-        "talking_points": render_points(model, parsed, probabilities, chosen),
+        "talking_points": render_points(model, parsed, probabilities, chosen, picked),
         "warnings": parsed.warnings,
     }
     return result

@@ -86,16 +86,20 @@ def test_render_texts_stage_then_default(tiny_dictionaries: Dictionaries) -> Non
     talking = TalkingPoints(tiny_dictionaries, VOCAB)
     p = np.array([0.9, 0.6, 0.7, 0.4], dtype=np.float32)
     cuts = np.full(4, 0.5, dtype=np.float32)
-    demo = talking.render(p, [0, 1, 2], stage="demo", thresholds=cuts)
+    demo = talking.render(p, [0, 1, 2], stage="demo", picked=talking.select(p, cuts, "demo", cap=1))
     assert [(t["characteristic"], t["text"]) for t in demo] == [
         ("ch_price", "Дешевле аналогов."),  # default
         ("ch_cloud", "Покажите облако."),  # the stage's own text wins over default
     ]  # ch_integration: no demo text, no default → not rendered
-    lead = talking.render(p, [1, 2], stage="lead", thresholds=cuts)
+    lead = talking.render(p, [1, 2], stage="lead", picked=talking.select(p, cuts, "lead"))
     assert [t["text"] for t in lead] == ["Работает в облаке.", "Интегрируется со всем."]
     first = demo[0]
     assert first["name"] == "Цена" and first["product"] == "crm"
     assert first["probability"] == pytest.approx(0.9, abs=1e-4) and first["selected"] is True
+    # `selected` is the selection rule's pick (here capped at 1), not the cut alone: ch_cloud passes 0.5
+    assert demo[1]["probability"] > cuts[1] and demo[1]["selected"] is False
+    assert [t["selected"] for t in lead] == [True, True]
+    assert "selected" not in talking.render(p, [0], stage="demo")[0]  # no rule given: no flag
 
 
 def test_reasons_interests_owned_product_and_resonance_back_off(tiny_dictionaries: Dictionaries) -> None:
@@ -134,7 +138,7 @@ def test_a_rate_that_argues_against_the_pick_is_never_a_reason(tiny_dictionaries
     cuts = np.full(4, 0.5)
     for stage, position in (("demo", "cto"), ("demo", "ceo"), ("deal", "cto")):
         for point in talking.render(p, talking.select(p, cuts, stage, top_k=4), stage=stage, position=position,
-                                    thresholds=cuts):  # fmt: skip
+                                    picked=talking.select(p, cuts, stage)):  # fmt: skip
             for reason in point["reasons"]:
                 assert "10%" not in reason, (stage, position, point["characteristic"], reason)
     (cloud,) = talking.render(p, [1], stage="demo", position="cto")

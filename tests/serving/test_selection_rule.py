@@ -61,3 +61,21 @@ def test_the_cap_and_the_floor_apply_on_http_and_batch_alike(
             assert [VOCABULARY[j] for j in np.argsort(-p * rule, kind="stable") if rule[j]] == want
             assert _http(client, stage) == want
             assert sorted(_batch(models, crm, tmp_path, stage)) == sorted(want)
+
+
+def test_selected_marks_the_rules_pick_on_http_and_batch_alike_whatever_top_k_asks(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    """With top_k 4 over a cap of 1, HTTP marked every item past the cut selected (ch_integration at 0.7)
+    while batch marked the one the cap keeps: 116 of 400 flags differed on a sample CRM."""
+    models = models_dir_with(tmp_path, built["fixed"])
+    reseal_manifest(models / "1", top_k=1, min_selected=0)
+    crm = write_crm(tmp_path / "crm", dictionaries.load(dictionaries_dir))
+    with serve(settings_for(models), "flags") as (client, _):
+        for top_k in (None, 4):
+            body = {**BODY, "stage": "lead", **({"top_k": top_k} if top_k else {})}
+            points = client.post("/v1/recommendations", json=body).json()["talking_points"]
+            assert [t["characteristic"] for t in points if t["selected"]] == ["ch_price"], (top_k, points)
+        assert len(points) == 4 and {t["characteristic"] for t in points if not t["selected"]} == {
+            "ch_integration", "ch_support", "ch_cloud"}
+    assert _batch(models, crm, tmp_path, "lead") == ["ch_price"]
