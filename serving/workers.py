@@ -74,6 +74,23 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def port_lock(host: str, port: int) -> socket.socket:
+    """An abstract Unix socket named after (host, port), held by a supervisor while it runs.
+
+    SO_REUSEPORT lets any process of the same user bind the port beside ours: a second `--workers`
+    service started on a taken port came up without a word, and the kernel then spread connections
+    over two unrelated services (their /metrics alternating). The abstract name is exclusive and
+    goes with the process, however it ends. Anything else on the port already fails to bind."""
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(f"\0needs_rec-serving:{host}:{port}")
+    except OSError:
+        lock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: another needs_rec service with --workers holds it"
+                          ) from None
+    return lock
+
+
 class Supervisor(Multiprocess):
     """uvicorn's supervisor, each worker on its own SO_REUSEPORT socket (see `listening_socket`).
 
@@ -86,6 +103,7 @@ class Supervisor(Multiprocess):
     def __init__(self, config: uvicorn.Config, host: str, port: int) -> None:
         self.holder = listening_socket(host, port)
         self.host, self.port = host, self.holder.getsockname()[1]
+        self.lock = port_lock(self.holder.getsockname()[0], self.port)  # before a worker binds beside it
         super().__init__(config, sockets=[])
         self.signalled: set[int] = set()  # workers already sent SIGTERM by `on_stop_signal`
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -34,7 +34,7 @@ from needs_rec.errors import ConfigError
 from serving import lifecycle
 from serving.observability import is_alive
 from serving.settings import Settings, load_settings
-from serving.workers import listening_socket, settings_environment
+from serving.workers import listening_socket, port_lock, settings_environment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,6 +68,22 @@ def test_a_port_another_program_holds_is_a_one_line_error() -> None:
         taken.listen()
         with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1:\d+: Address already in use"):
             listening_socket("127.0.0.1", taken.getsockname()[1])
+
+
+def test_a_second_supervisor_on_the_same_port_is_refused() -> None:
+    """SO_REUSEPORT let a second --workers service bind the port beside the first without a word; the
+    kernel then spread connections over both, and /metrics alternated between them."""
+    holder = listening_socket("127.0.0.1", 0)
+    port = holder.getsockname()[1]
+    lock = port_lock("127.0.0.1", port)
+    try:
+        listening_socket("127.0.0.1", port).close()  # the port itself is still shared, for the workers ...
+        with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{port}: another needs_rec service"):
+            port_lock("127.0.0.1", port)  # ... but not with another supervisor
+    finally:
+        lock.close()
+        holder.close()
+    port_lock("127.0.0.1", port).close()  # released with its holder
 
 
 def test_the_readiness_drop_runs_before_uvicorn_and_waits_out_the_delay() -> None:
