@@ -13,7 +13,7 @@ L∞ distance (largest absolute difference of shares) for codes and multi-valued
 Jensen–Shannon divergence (base 2, so within [0, 1]) for numbers, as TFDV's drift comparators do;
 a field is flagged when its distance reaches its measure's threshold (`threshold` for L∞,
 `js_threshold` for Jensen–Shannon: the two live on different scales — 30% of requests moved to one
-of five equally likely bins is L∞ 0.24 but Jensen–Shannon 0.02) and the window holds at least
+of five equally likely bins is L∞ 0.24 but Jensen–Shannon 0.049) and the window holds at least
 `min_rows` rows.
 """
 

@@ -380,7 +380,8 @@ class _DriftCollector:
             "needs_rec_drift_distance", "distance of live inputs to the training split, per field "
             "(L-infinity for codes, Jensen-Shannon for numbers); absent until enough requests",
             labels=["field", "measure"])
-        flag = GaugeMetricFamily("needs_rec_drift_flag", "1 when the field's distance reaches --drift-threshold",
+        flag = GaugeMetricFamily("needs_rec_drift_flag", "1 when the field's distance reaches its measure's threshold "
+                                   "(--drift-threshold for linf, --drift-js-threshold for jensen_shannon)",
                                  labels=["field"])
         rows = GaugeMetricFamily("needs_rec_drift_window_requests", "live requests in the drift window "
                                  "(every worker's)")

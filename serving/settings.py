@@ -134,6 +134,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _drift_judged(self) -> Settings:
+        if self.drift_min_rows > self.drift_window:  # a window may hold as few as one block's rows
+            raise ValueError(f"drift_min_rows {self.drift_min_rows} is more than drift_window {self.drift_window}: "
+                             "drift would never be judged; lower --drift-min-rows or raise --drift-window")
+        return self
+
     @property
     def credential_required(self) -> bool:
         """True when a credential is configured: the pages and /v1/feedback then refuse requests without it."""

@@ -70,7 +70,10 @@ def _env() -> dict[str, str]:
                                                (["--model", ".", "--crm", "/no/such/crm"],
                                                 "--crm: CRM data directory '/no/such/crm' does not exist"),
                                                (["--model", ".", "--crm", "mysql://u:pw@h/db"],
-                                                "unsupported database 'mysql'")])
+                                                "unsupported database 'mysql'"),
+                                               # a window of 100 never holds 500 rows: drift was never judged
+                                               (["--model", ".", "--drift-window", "100", "--drift-min-rows", "500"],
+                                                "drift_min_rows 500 is more than drift_window 100")])
 def test_start_up_errors_exit_2_with_one_line(argv: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "serving", *argv], capture_output=True, text=True, cwd=REPO,
                             env=_env(), timeout=60)
