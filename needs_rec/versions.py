@@ -32,6 +32,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import glob
 import hashlib
 import hmac
 import json
@@ -522,10 +523,35 @@ def shared_modes(root: str | Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
+def temporary_beside(path: Path) -> Path:
+    """A new, empty temporary file for `path` in its directory (a rename into place is then atomic),
+    named `.{name}.{pid}.*.tmp`; first the ones a killed run left there are removed (those whose
+    process is gone: a SIGKILL leaves its partial file, and a run still writing keeps its own)."""
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = old.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                old.unlink()
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(tmp_name)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same directory, fsync, rename, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    tmp_name = str(temporary_beside(path))
+    handle = os.open(tmp_name, os.O_WRONLY)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)

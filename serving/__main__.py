@@ -112,4 +112,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, sigterm_cleans_up=False)  # uvicorn and serving.lifecycle handle SIGTERM

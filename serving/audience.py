@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,9 +110,7 @@ def _zeros(n: int):
 
 def write_frame(frame, path: Path, suffix: str) -> None:
     """Write CSV or Parquet to a temporary file beside `path`, then rename it into place."""
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tmp = versions.temporary_beside(path)
     try:
         if suffix == ".csv":
             frame.to_csv(tmp, index=False)

@@ -72,6 +72,11 @@ def _check_output(path: Path, inputs: Sequence[tuple[str, str | Path]] = ()) -> 
         raise ConfigError(f"--output {str(path)!r}: directory {str(path.parent)!r} does not exist")
     if path.is_dir():  # found only at the final rename, after every contact was scored, and as a temp name
         raise ConfigError(f"--output {str(path)!r} is a directory; give a file name ending in .csv or .parquet")
+    try:  # a probe, not os.access: root passes every mode check, an immutable or read-only mount does not
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        raise ConfigError(f"--output {str(path)!r}: cannot write in directory {str(path.parent)!r} "
+                          f"({exc.strerror or type(exc).__name__})") from None
     from crm import is_url
 
     target = path.resolve()
@@ -245,9 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = _output_schema("request_id" in requests.columns, suffix)
 
     target = args.output
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tmp = versions.temporary_beside(target)
     written = 0
     try:
         writer = _writer(tmp, schema, suffix)

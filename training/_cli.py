@@ -8,6 +8,7 @@ the process exits with code 2 and no traceback; anything else is a bug and keeps
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -57,6 +58,15 @@ def describe(exc: BaseException) -> str:
     return one_line(exc) or type(exc).__name__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: what `finally` and `except BaseException` clean up for Ctrl-C
+    (a partial output's temporary file, a half-exported version) they clean up for it too."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def fail(message: object, code: int = EXIT_USAGE) -> NoReturn:
     """Print `error: <message>` as one line on stderr and exit with `code`."""
     print(f"error: {one_line(message)}", file=sys.stderr)
@@ -70,15 +80,25 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(f"{message} (see {self.prog} --help)")
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> NoReturn:
+def run_cli(
+    main: Callable[[Sequence[str] | None], int | None],
+    argv: Sequence[str] | None = None,
+    *,
+    sigterm_cleans_up: bool = True,
+) -> NoReturn:
     """Run `main(argv)` and exit with its return code (None = 0); user errors exit 2 with one line.
 
     TensorFlow's native start-up chatter never reaches the user (`needs_rec.native_log`); any other
     native message still shows. That takes over the process's stderr, so it is done only for a real
     command line (`argv` None), not when a host such as a test calls `run_cli(main, argv)` in-process.
+    There SIGTERM (kill, timeout, systemd) also ends the run as Ctrl-C does — through the cleanup
+    of whatever it was writing, then `error: terminated`, exit 143 — unless `sigterm_cleans_up` is
+    False (the service, whose server handles SIGTERM itself: readiness first, then a drain).
     """
     if argv is None:
         native_log.quiet_command_line()
+        if sigterm_cleans_up:
+            signal.signal(signal.SIGTERM, _terminated)
     else:
         native_log.quiet_tensorflow_environment()
     try:
@@ -87,6 +107,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         fail(describe(exc))
     except _PATH_ERRORS as exc:
         fail(describe(exc))
+    except Terminated:
+        fail("terminated", code=128 + signal.SIGTERM)
     except KeyboardInterrupt:
         fail("interrupted", code=130)
     sys.exit(code or 0)

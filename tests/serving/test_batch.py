@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from crm_factory import write_crm
 from serving_support import FIXED_PROBABILITIES, VOCABULARY
 
 from needs_rec import dictionaries
+from needs_rec.errors import ConfigError
 from serving import batch
 
 COLUMNS = ["request_id", "contact_id", "stage", "characteristic", "probability", "selected", "rank"]
@@ -188,6 +190,24 @@ def test_bad_output_extension_and_model_path_exit_2(built: dict[str, Path], crm_
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "scores.csv' is a directory; give a file name ending in .csv or .parquet" in result.stderr
     assert ".tmp" not in result.stderr and "no model version" not in result.stderr  # before the model is loaded
+    with pytest.raises(ConfigError, match=r"--output '/sys/scores.csv': cannot write in directory '/sys'"):
+        batch._check_output(Path("/sys/scores.csv"))  # found before any loading, not as a temp file's error
+
+
+def test_a_killed_runs_partial_file_is_removed_by_the_next_run(built: dict[str, Path], crm_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """A SIGKILLed run leaves `.scores.csv.<pid>.*.tmp` (135 MB in a measured run) that nothing removed."""
+    requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c1"], "stage": ["lead"]})
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".scores.csv.{gone.stdout.strip()}.abc123.tmp"  # that process has ended
+    alive = tmp_path / f".scores.csv.{os.getpid()}.def456.tmp"  # a run still writing keeps its file
+    for leftover in (dead, alive):
+        leftover.write_text("partial")
+    result = cli("--model", built["fixed"].parent, "--data", crm_dir, "--requests", requests,
+                 "--output", tmp_path / "scores.csv")
+    assert result.returncode == 0, result.stderr
+    assert not dead.exists() and alive.exists() and (tmp_path / "scores.csv").is_file()
+    assert sorted(p.name for p in tmp_path.glob(".scores.csv.*")) == [alive.name]
 
 
 def test_batch_reads_contacts_from_a_database_like_from_files(

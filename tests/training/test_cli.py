@@ -30,3 +30,28 @@ def test_a_bad_seed_or_flag_is_one_line_before_any_work(tmp_path: Path, module: 
     if takes_seed:
         assert f"must be a whole number from 0 to {MAX_SEED}" in done.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_sigterm_ends_a_command_through_its_cleanup_like_ctrl_c(tmp_path: Path) -> None:
+    """kill, timeout and systemd send SIGTERM: a batch run died at once (-15, no word) and left its partial
+    temporary output, where Ctrl-C removed it and said 'interrupted'."""
+    partial = tmp_path / ".scores.csv.tmp"
+    script = (
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from training._cli import run_cli\n"
+        "def main(argv):\n"
+        f"    tmp = Path({str(partial)!r})\n"
+        "    tmp.write_text('partial')\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "    except BaseException:\n"
+        "        tmp.unlink()\n"
+        "        raise\n"
+        "run_cli(main)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 143 and result.stderr == "error: terminated\n", (result.returncode, result.stderr)
+    assert not partial.exists()
