@@ -278,8 +278,10 @@ def model_inputs(keys: pd.DataFrame, data: schema.CrmData, *, skip_unknown: bool
     if unknown.any():
         if not skip_unknown:
             missing = pd.unique(contact_ids.to_numpy()[unknown])
+            rows = ", ".join(str(r + 1) for r in np.flatnonzero(unknown)[:5]) + (" …" if unknown.sum() > 5 else "")
             raise DataError(
-                f"{int(unknown.sum())} row(s) name a contact_id that is not in contacts: {preview(missing)}; "
+                f"{int(unknown.sum())} row(s) name a contact_id that is not in contacts: {preview(missing)} "
+                f"(row(s) {rows}); "
                 "every contact_id must be a contact_id of the contacts table"
             )
         c_pos = c_pos[~unknown]

@@ -93,9 +93,10 @@ def yaml_problem(exc: Exception) -> str:
 
 
 def preview(values, limit: int = 5) -> str:
-    """Render up to `limit` offending values for an error message, saying how many were left out."""
+    """Render up to `limit` offending values for an error message, saying how many were left out;
+    each text clipped (`clipped`), so one 100,000-character value cannot make the line that long."""
     values = list(values)
-    shown = ", ".join(repr(v) for v in values[:limit])
+    shown = ", ".join(repr(clipped(v) if isinstance(v, str) else v) for v in values[:limit])
     more = len(values) - limit
     return shown + (f" (and {more} more)" if more > 0 else "")
 

@@ -108,7 +108,9 @@ def cli(*argv: object) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ({"contact_id": ["c1", "ghost", "c2"], "stage": ["lead", "lead", "demo"]}, "'ghost'"),
+        ({"contact_id": ["c1", "ghost", "c2"], "stage": ["lead", "lead", "demo"]}, "'ghost' (row(s) 2)"),
+        # a 100,000-character id came back whole in the one line
+        ({"contact_id": ["c1", "x" * 100_000], "stage": ["lead", "lead"]}, f"'{'x' * 37}...' (row(s) 2)"),
         ({"contact_id": ["c1", "c2"], "stage": ["lead", "closing"]}, "unknown stage(s) 'closing' in row(s) 2"),
         ({"contact_id": ["c1", ""], "stage": ["lead", "demo"]}, "column 'contact_id': 1 empty value(s) in row(s) 2"),
         ({"contact_id": ["c1"]}, "stage"),
