@@ -304,12 +304,27 @@ def _writer(path: Path, schema: pa.Schema, suffix: str) -> Any:
 
 
 def resolve_version(model: Path) -> Path:
-    """`--model M`: one version directory, or the version a models directory serves (`stable`, else the newest).
+    """`--model M`: one version directory, or the version a service on that models directory serves.
 
-    `needs_rec.versions.resolve_serving`, TensorFlow-free (so data errors are reported before any
-    model is loaded); the same rule the HTTP service follows.
+    That is `stable` (else the newest), and when it is missing or its files do not verify, the next
+    in line the service falls back to (`previous`, or the next older: `versions.served_version`),
+    said in one `warning:` line, so batch scores with what the endpoint answers with. TensorFlow-free,
+    so data errors are still reported before any model is loaded; with no version that verifies,
+    the first in line is returned and its load names what is wrong.
     """
-    return versions.resolve_serving(model)
+    path = Path(model)
+    if versions.is_version_dir(path):
+        return path
+    number = versions.served_version(path)
+    if number is None:
+        return versions.resolve_serving(path)  # its own error, or the first in line (whose load says why)
+    labels = versions.read_labels(path)
+    first = labels.stable if labels is not None else versions.list_versions(path)[-1]
+    if number != first:
+        which = "stable version" if labels is not None else "newest version"
+        print(f"warning: the {which} {first} is missing or its files do not verify; scoring with version "
+              f"{number}, the one the service falls back to", file=sys.stderr)
+    return path / str(number)
 
 
 def _output_schema(with_request_id: bool, suffix: str) -> pa.Schema:

@@ -267,3 +267,28 @@ def test_a_models_directory_with_labels_is_scored_with_stable(built: dict[str, P
     scores = pd.read_csv(output)
     got = scores.set_index("characteristic").loc[VOCABULARY, "probability"].to_numpy()
     np.testing.assert_allclose(got, FIXED_PROBABILITIES, atol=1e-6)  # the constant outputs of version 1
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_a_broken_first_version_is_scored_with_the_one_the_service_falls_back_to(
+    built: dict[str, Path], crm_dir: Path, tmp_path: Path, labelled: bool
+) -> None:
+    """Batch failed on a newest (or stable) version whose files do not verify, while the endpoint on the same
+    models directory answered with the older one: batch and the endpoint scored with different versions."""
+    from serving_support import models_dir_with
+
+    from needs_rec import versions
+
+    models = models_dir_with(tmp_path, built["fixed"], built["random"])
+    if labelled:
+        versions.write_labels(models, versions.Labels(stable=2, previous=1))
+    variables = next((models / "2" / "saved_model" / "variables").glob("variables.data-*"))
+    variables.write_bytes(variables.read_bytes() + b"garbage")
+    requests = write_requests(tmp_path / "requests.csv", {"contact_id": ["c1"], "stage": ["lead"]})
+    result = cli("--model", models, "--data", crm_dir, "--requests", requests, "--output", tmp_path / "scores.csv")
+    assert result.returncode == 0, result.stderr
+    which = "stable" if labelled else "newest"
+    assert (f"warning: the {which} version 2 is missing or its files do not verify; scoring with version 1, "
+            "the one the service falls back to") in result.stderr
+    scores = pd.read_csv(tmp_path / "scores.csv").set_index("characteristic")
+    np.testing.assert_allclose(scores.loc[VOCABULARY, "probability"], FIXED_PROBABILITIES, atol=1e-6)
