@@ -35,7 +35,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05,
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, event, the record's `fields` and any exception text."""
+    """One JSON object per line: ts, level, logger, pid, event, the record's `fields` and any exception
+    text. `pid` tells the processes of `--workers N` apart (their lines share one stream)."""
 
     _second = -1
     _stamp = ""
@@ -56,6 +57,7 @@ class JsonFormatter(logging.Formatter):
             "ts": f"{self._stamp}.{int((created - second) * 1000):03d}Z",  # LogRecord.msecs' arithmetic
             "level": level.lower(),
             "logger": logger_name,
+            "pid": os.getpid(),
             "event": event,
         }
         if fields:

@@ -125,7 +125,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise PayloadTooLarge(limit)
             chunks.append(chunk)
     except ClientDisconnect:
-        raise ApiError(400, "body: the client disconnected before sending all of it", outcome="disconnected") from None
+        # 499 (nginx's "client closed request"): no answer reaches anyone, and a real 400 stays countable
+        raise ApiError(499, "body: the client disconnected before sending all of it", outcome="disconnected") from None
     return b"".join(chunks)
 
 

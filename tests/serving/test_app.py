@@ -526,3 +526,22 @@ def test_metadata_names_validation_warnings_without_the_crms_ids_and_values() ->
     assert shown["validation"]["rows"] == {"organizations": 3} and shown["fingerprint"] == "abc"
     assert "ORG-0054" not in json.dumps(shown) and data["validation"]["warnings"][0]["examples"]  # a copy
     assert public_data({"split": {}}) == {"split": {}}
+
+
+def test_a_client_gone_mid_body_is_499_not_a_400_it_never_received() -> None:
+    """A truncated body was logged and counted as status 400, among the callers' real bad requests."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from serving.service import ApiError, read_body
+
+    messages = [{"type": "http.request", "body": b'{"stage"', "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/recommendations", "headers": []}, receive)
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(read_body(request, 1000))
+    assert caught.value.status == 499 and caught.value.outcome == "disconnected"

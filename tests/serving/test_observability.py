@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 
 from serving.observability import JsonFormatter, write_request_line
 
@@ -22,8 +23,8 @@ def test_each_line_carries_its_own_time_to_the_millisecond() -> None:
     assert [line["ts"] for line in lines] == [
         "2026-12-02T06:03:30.072Z", "2026-12-02T06:03:30.999Z", "2026-12-02T06:03:31.000Z",
     ]  # fmt: skip
-    assert lines[0] == {"ts": lines[0]["ts"], "level": "info", "logger": "needs_rec.serving", "event": "request",
-                        "status": 200}  # fmt: skip
+    assert lines[0] == {"ts": lines[0]["ts"], "level": "info", "logger": "needs_rec.serving", "pid": os.getpid(),
+                        "event": "request", "status": 200}  # fmt: skip
 
 
 def _json_logger(name: str) -> tuple[logging.Logger, io.StringIO]:
@@ -44,8 +45,8 @@ def test_the_request_line_written_directly_is_the_line_logging_writes() -> None:
     logger.info("request", extra={"fields": fields})
     direct, through_logging = (json.loads(line) for line in stream.getvalue().splitlines())
     assert direct.pop("ts")[:-5] <= through_logging.pop("ts")[:-5]  # same second or the next
-    assert direct == through_logging == {"level": "info", "logger": "needs_rec.test.direct", "event": "request",
-                                         **fields}  # fmt: skip
+    assert direct == through_logging == {"level": "info", "logger": "needs_rec.test.direct", "pid": os.getpid(),
+                                         "event": "request", **fields}  # fmt: skip
 
 
 def test_a_logger_set_up_otherwise_gets_the_request_line_through_logging() -> None:
