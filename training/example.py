@@ -49,7 +49,7 @@ def render_example(version_dir: Path, data: str | Path, dictionaries_dir: Path) 
         proba,
         chosen,
         stage=stage,
-        thresholds=loaded.thresholds,
+        picked=talking.select(proba, loaded.thresholds, stage, cap=loaded.manifest.get("top_k")),
         position=str(row["position"]),
         industry=str(row["industry"]),
         interests=interests,
