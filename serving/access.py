@@ -150,14 +150,24 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
-def refusal(scope: Scope, credentials: Credentials) -> tuple[int, str, dict[str, str]] | None:
-    """Why a request to a protected path is refused (status, error text, headers), or None to let it through."""
-    headers = scope.get("headers", [])
+def missing_credential(headers: list[tuple[bytes, bytes]], credentials: Credentials) -> str | None:
+    """Why a request lacks the configured credential (the 401's text), or None when it has it or none
+    is configured: for the protected paths here, and for answers a route protects itself
+    (`Service.check_credential`)."""
     authorization = _header(headers, b"authorization")
     if credentials.required and not credentials.accepts(authorization):
         what = "wrong credential" if authorization else "a credential is required"
-        message = f"{what}: send 'Authorization: Bearer <token>' or sign in with HTTP Basic auth"
-        return 401, message, {"WWW-Authenticate": REALM}
+        return f"{what}: send 'Authorization: Bearer <token>' or sign in with HTTP Basic auth"
+    return None
+
+
+def refusal(scope: Scope, credentials: Credentials) -> tuple[int, str, dict[str, str]] | None:
+    """Why a request to a protected path is refused (status, error text, headers), or None to let it through."""
+    headers = scope.get("headers", [])
+    missing = missing_credential(headers, credentials)
+    if missing is not None:
+        return 401, missing, {"WWW-Authenticate": REALM}
+    authorization = _header(headers, b"authorization")
     if scope["method"] not in _UNSAFE:
         return None
     origin = _header(headers, b"origin")

@@ -283,10 +283,9 @@ class Service:
     def check_credential(self, request: Request, what: str) -> None:
         """401 unless `request` carries the configured credential (nothing to check when none is):
         for answers that hold the CRM's own data outside the protected paths of `serving.access`."""
-        credentials = self.credentials
-        if credentials.required and not credentials.accepts(request.headers.get("authorization", "").encode("latin-1")
-                                                            or None):
-            raise ApiError(401, f"{what} needs the service's credential: send 'Authorization: Bearer <token>'",
+        missing = access.missing_credential(request.scope.get("headers", []), self.credentials)
+        if missing is not None:
+            raise ApiError(401, f"{what} needs the service's credential: {missing}",
                            outcome="unauthorized", headers={"WWW-Authenticate": access.REALM})
 
     async def resolve_contact(self, body: Any, where: str = "", request: Request | None = None) -> str | None:
