@@ -175,7 +175,7 @@ class SqlSource(OwnTablesWriter):
         except adbc.OperationalError as exc:
             reason = _first_line(exc)
             raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})",
-                                        detail=reason) from None
+                                    detail=reason) from None
         except adbc.Error as exc:
             raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({_first_line(exc)})") from None
 

@@ -278,7 +278,7 @@ def model_inputs(keys: pd.DataFrame, data: schema.CrmData, *, skip_unknown: bool
     if unknown.any():
         if not skip_unknown:
             missing = pd.unique(contact_ids.to_numpy()[unknown])
-            rows = ", ".join(str(r + 1) for r in np.flatnonzero(unknown)[:5]) + (" …" if unknown.sum() > 5 else "")
+            rows = preview([int(r) + 1 for r in np.flatnonzero(unknown)])  # as batch names its other bad rows
             raise DataError(
                 f"{int(unknown.sum())} row(s) name a contact_id that is not in contacts: {preview(missing)} "
                 f"(row(s) {rows}); "
