@@ -38,6 +38,17 @@ def without_control(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
 
 
+#: What a page never shows as it is of any text it renders (`without_hidden`): the controls of
+#: `_CONTROL` but tab and line breaks (an ESC or a BEL in a CRM name), and the bidi embeddings,
+#: overrides and isolates (U+202E would show «gpj.exe» as «exe.jpg» and reorder the text around it).
+_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def without_hidden(text: str) -> str:
+    """`text` with the `_HIDDEN` characters shown as U+FFFD (the pages' templates, `serving.web`)."""
+    return _HIDDEN.sub("\ufffd", text)
+
+
 def wanted(path: str, accept: str | None) -> bool:
     """True when a request to `path` with this `Accept` header should get a page, not JSON."""
     return not path.startswith("/v1/") and accept is not None and "text/html" in accept

@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 
 from needs_rec.errors import clipped
 from serving.access import CSRF_COOKIE, new_csrf_token, valid_csrf_token
-from serving.plain_page import without_control
+from serving.plain_page import without_control, without_hidden
 
 PACKAGE = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE / "templates"
@@ -154,17 +154,12 @@ def _static_versions() -> dict[str, str]:
     }
 
 
-#: Characters a page never shows as they are: C0/C1 controls but tab and line breaks (an ESC or a
-#: BEL in a CRM name), and the bidi embeddings, overrides and isolates (U+202E would show «gpj.exe»
-#: as «exe.jpg» and reorder the text around it).
-_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
 def shown_text(value: Any) -> Any:
-    """Every `{{ … }}` of the pages (Jinja's `finalize`): text with the `_HIDDEN` characters shown as
-    U+FFFD, before it is escaped. Markup (a rendered report) passes as it is."""
+    """Every `{{ … }}` of the pages (Jinja's `finalize`): text through `plain_page.without_hidden`
+    (controls and bidi overrides as U+FFFD), before it is escaped. Markup (a rendered report) passes
+    as it is."""
     if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
-        return _HIDDEN.sub("\ufffd", value)
+        return without_hidden(value)
     return value
 
 
