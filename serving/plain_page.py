@@ -15,8 +15,14 @@ from __future__ import annotations
 import html
 import re
 
-#: Headers of every plain page (nothing to load, nothing to cache).
-HEADERS = {"Content-Security-Policy": "default-src 'none'", "Cache-Control": "no-store"}
+#: Headers of every plain page: nothing to load, nothing to cache, and no framing (`default-src`
+#: does not cover `frame-ancestors`; a framed login page is a clickjacking lure even without data).
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
 CONTENT_TYPE = "text/html; charset=utf-8"
 
 _TEXTS = {  # status → (title, what to do)

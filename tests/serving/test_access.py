@@ -117,6 +117,7 @@ def test_pages_need_the_credential(locked: TestClient, path: str) -> None:
     # a page: what the browser shows once its login box is cancelled (it was the API's JSON)
     assert refused.headers["content-type"].startswith("text/html") and "<h1>Нужен вход</h1>" in refused.text
     assert "credential is required" in refused.text
+    assert "frame-ancestors 'none'" in refused.headers["content-security-policy"]  # a login page is not framed
     program = locked.get(path, headers={"Accept": "*/*"})  # curl, a script: the JSON answer, as on every error
     assert program.status_code == 401 and "credential is required" in program.json()["error"]
     wrong = locked.get(path, headers=basic("anna", "nope"))

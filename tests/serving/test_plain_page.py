@@ -42,7 +42,8 @@ def test_a_stale_page_address_is_a_page(client: TestClient) -> None:
     answer = client.get("/analyst/versions/1", headers=BROWSER)  # a chart address missing its chart name
     assert answer.status_code == 404
     assert answer.headers["content-type"].startswith("text/html")
-    assert answer.headers["content-security-policy"] == "default-src 'none'"
+    assert answer.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert answer.headers["x-frame-options"] == "DENY" and answer.headers["x-content-type-options"] == "nosniff"
     assert "<h1>Страница не найдена</h1>" in answer.text
     assert "no such endpoint: GET /analyst/versions/1" in answer.text
     assert '<a href="/analyst">' in answer.text
