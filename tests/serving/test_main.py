@@ -101,6 +101,12 @@ def _call(port: int, method: str, path: str, body: Any = None) -> tuple[int | No
         return None, None
 
 
+def _csrf_cookie(port: int, headers: dict[str, str]) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Accept": "text/html", **headers})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers["Set-Cookie"]
+
+
 @pytest.mark.slow
 def test_real_server_answers_and_shuts_down_gracefully(built: dict[str, Path]) -> None:
     port = _free_port()
@@ -118,6 +124,9 @@ def test_real_server_answers_and_shuts_down_gracefully(built: dict[str, Path]) -
                 "contact": {"position": "ceo", "email": "secret.person@example.ru"}}
         status, answer = _call(port, "POST", "/v1/recommendations", body)
         assert status == 200 and answer["talking_points"][0]["characteristic"] == "ch_price"
+        # the CSRF cookie is Secure behind a TLS proxy on this host: uvicorn trusts its X-Forwarded-Proto
+        assert "Secure" in _csrf_cookie(port, {"X-Forwarded-Proto": "https"})
+        assert "Secure" not in _csrf_cookie(port, {})
 
         server.send_signal(signal.SIGTERM)
         time.sleep(0.3)
