@@ -4,20 +4,21 @@ Every flag mirrors a field of `serving.settings.Settings` (`--max-body-bytes` â†
 `NEEDS_REC_MAX_BODY_BYTES`); a flag given wins over the environment. On SIGTERM/SIGINT readiness
 drops at once, new connections are refused and in-flight requests finish (up to
 `--shutdown-timeout-s`; `serving.lifecycle`). `--workers N` runs N such processes on the port
-(`serving.workers`). A bad setting, or a model path or `--crm` file or directory that does not exist,
-exits 2 with one line.
+(`serving.workers`). A bad setting, a model path or `--crm` file or directory that does not exist,
+or a port another program listens on, exits 2 with one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from needs_rec.errors import ModelError
+from needs_rec.errors import ConfigError, ModelError
 from serving.settings import Settings, load_settings
 from training._cli import run_cli
 
@@ -67,6 +68,28 @@ def configure_tensorflow(settings: Settings, logger: logging.Logger) -> None:
         logger.warning("tensorflow_threads_not_set", extra={"fields": {"reason": str(exc)}})
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port another program already listens on, before the model loads.
+
+    uvicorn binds only after the app's start-up: a taken port cost a model load, a page of JSON log
+    lines and exit 3, where `--workers` (which binds first, `serving.workers.listening_socket`) said it
+    in one line with exit 2. This binds each address uvicorn would (asyncio's `create_server`:
+    every address of the name, SO_REUSEADDR, IPv6 only on IPv6) and lets go at once."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, check the model path, and serve until SIGTERM."""
     args = build_parser().parse_args(argv)
@@ -100,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_workers(settings, options, logger)
         return 0
 
+    check_port(settings.host, settings.port)
     wrap_native_log(logger)  # before TensorFlow is imported: its C++ lines become JSON records too
     import uvicorn
 

@@ -82,6 +82,19 @@ def test_start_up_errors_exit_2_with_one_line(argv: list[str], message: str) -> 
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_another_program_holds_is_one_line_before_the_model_loads(built: dict[str, Path], workers: str) -> None:
+    with socket.socket() as taken:  # a listener of another program
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "serving", "--model", str(built["fixed"].parent),
+                                 "--port", str(port), "--workers", workers],
+                                capture_output=True, text=True, cwd=REPO, env=_env(), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
