@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from needs_rec import yaml_text
 from needs_rec.errors import ConfigError, shown, yaml_problem
 
 DEFAULT_CONFIG_FILE = "default_config.yaml"
@@ -199,7 +200,7 @@ def load_config(path: str | Path | None = None) -> Config:
 def default_config_dict() -> dict[str, Any]:
     """The packaged defaults as a raw nested dict (before validation)."""
     text = (Path(__file__).resolve().parent / DEFAULT_CONFIG_FILE).read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = yaml_text.load(text)
     if not isinstance(data, dict):
         raise ConfigError(f"packaged {DEFAULT_CONFIG_FILE} must hold a mapping, got {type(data).__name__}")
     return data
@@ -209,7 +210,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist or is not a file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_text.load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r}: {yaml_problem(exc)}") from exc
     if data is None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from needs_rec import yaml_text
 from needs_rec.errors import DictionaryError, preview, shown, yaml_problem
 
 #: Plain `items: [{code, name}]` vocabularies, file base name = attribute name.
@@ -176,7 +177,7 @@ def load(directory: str | Path) -> Dictionaries:
         data = path.read_bytes()
         checksums[path.name] = hashlib.sha256(data).hexdigest()
         try:
-            raw[name] = yaml.safe_load(data.decode("utf-8"))
+            raw[name] = yaml_text.load(data.decode("utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise DictionaryError(f"{path.name}: {yaml_problem(exc)}") from exc
 

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from needs_rec import metrics
+from needs_rec import metrics, yaml_text
 from needs_rec.config import _build, _deep_merge, _read_yaml, _spec, _to_plain
 from needs_rec.errors import ConfigError, DataError
 
@@ -69,7 +68,7 @@ class GateConfig:
 def load_gate(path: str | Path | None = None) -> GateConfig:
     """The packaged gate defaults with the YAML at `path` (if any) merged over them; ConfigError naming the key."""
     text = (Path(__file__).resolve().parent / DEFAULT_GATE_FILE).read_text(encoding="utf-8")
-    merged = yaml.safe_load(text)
+    merged = yaml_text.load(text)
     where = "packaged default_gate.yaml"
     if path is not None:
         where = f"gate file {str(path)!r}"

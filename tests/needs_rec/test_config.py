@@ -109,6 +109,14 @@ def test_a_yaml_alias_bomb_gives_a_short_message(tmp_path: Path) -> None:
     assert len(str(caught.value)) < 400
 
 
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: a second `network:` section dropped the first without a word."""
+    with pytest.raises(ConfigError, match=r"line 3, column 1: duplicate key 'network' \(first given on line 1\)"):
+        load_config(write(tmp_path, "network:\n  dropout: 0.2\nnetwork:\n  wide: false\n"))
+    with pytest.raises(ConfigError, match=r"line 3, column 3: duplicate key 'dropout'"):
+        load_config(write(tmp_path, "network:\n  dropout: 0.2\n  dropout: 0.9\n"))
+
+
 def test_non_mapping_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="must hold a mapping of sections at top level, got list"):
         load_config(write(tmp_path, "- 1\n- 2\n"))

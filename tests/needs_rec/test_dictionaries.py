@@ -439,6 +439,14 @@ def test_invalid_yaml(tmp_path: Path) -> None:
     assert_names(load_error(directory), "legal_forms.yaml", "not UTF-8 text (bad byte at offset")
 
 
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """A second `items:` appended to regions.yaml replaced the whole vocabulary (every CRM region then unknown)."""
+    directory = write(tmp_path, minimal())
+    path = directory / "regions.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + "items:\n  - {code: only_a, name: A}\n", encoding="utf-8")
+    assert_names(load_error(directory), "regions.yaml", "duplicate key 'items' (first given on line 1)")
+
+
 def test_a_yaml_alias_bomb_gives_a_short_message(tmp_path: Path) -> None:
     """9 nested anchors of 9 aliases: the item's repr was the whole expansion (226 MB, 3.8 GB of RAM)."""
     directory = write(tmp_path, minimal())

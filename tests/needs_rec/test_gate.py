@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,13 @@ def test_defaults_and_a_partial_file(tmp_path: Path) -> None:
     ("window: 3\n", "gate key 'window' must be a mapping"),
     ("windw: {weeks: 3}\n", "unknown gate key 'windw'"),
     ("- a list\n", "must hold a mapping"),
+    # PyYAML keeps the last of two equal keys: the first line was dropped without a word
+    ("min_window_episodes: 5\nmin_window_episodes: 500\n",
+     "line 2, column 1: duplicate key 'min_window_episodes' (first given on line 1)"),
 ])
 def test_every_key_is_validated_and_named(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "g.yaml").write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as caught:
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         gate.load_gate(tmp_path / "g.yaml")
     assert "g.yaml" in str(caught.value)
 
