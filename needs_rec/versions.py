@@ -12,9 +12,10 @@ promotion and the pages all agree, and none of them needs TensorFlow to find out
   edited by hand no longer matches and is refused; with the key set, an unsigned or wrongly
   signed manifest is refused too (the checksum alone catches accidents, the HMAC catches anyone
   without the key).
-* `M/labels.json` maps `stable` and `previous` to versions, as TensorFlow Serving's version labels
-  do. It is written atomically (temporary file, fsync, rename) under a lock, so a reader always
-  sees the old or the new mapping, never half of one. With labels, `stable` is what serves; a
+* `M/labels.json` maps `stable` and `previous` (and any other label an operator adds, kept as it
+  is) to versions, as TensorFlow Serving's version labels do. It is written atomically (temporary
+  file, fsync, rename) under a lock, so a reader always sees the old or the new mapping, never half
+  of one. With labels, `stable` is what serves; a
   version that is not `stable` is a candidate and is never served. Without labels the newest
   version serves (v1 behaviour).
 * `exclusive_lock` is the one-writer lock (`fcntl.flock`) of retraining and label changes: the
@@ -37,6 +38,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from needs_rec.errors import ConfigError, ModelError
+from needs_rec.errors import ConfigError, ModelError, clipped, shown
 
 MANIFEST = "manifest.json"
 SAVED_MODEL = "saved_model"
@@ -62,6 +64,8 @@ MANIFEST_FORMAT = 2
 #: organization index of `needs_rec.similar`.
 SIDE_DIRS = ("organizations",)
 LABEL_NAMES = ("stable", "previous")
+#: What another label's name may be (`Labels.others`): a path segment of `/labels/<label>` as it is.
+_LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: A `.building-*` directory without a process id in its name (an older export) counts as stale after this.
 STALE_BUILD_AGE_S = 6 * 3600
 _SEAL_KEYS = ("checksum", "signature")
@@ -278,20 +282,32 @@ def verify_version(version_dir: str | Path) -> Manifest:
 
 @dataclass(frozen=True)
 class Labels:
-    """`M/labels.json`: which version is `stable` (served) and which was `previous` (the rollback target)."""
+    """`M/labels.json`: which version is `stable` (served) and which was `previous` (the rollback target).
+
+    `others` are any further labels an operator gives, as TensorFlow Serving allows any label name
+    (its own example is `canary`): they are kept through promotions and rollbacks and answer on the
+    labelled paths, but they decide nothing here — a version only serves as `stable` (or is held as
+    `previous`), so a label naming a candidate addresses a version this service does not load.
+    """
 
     stable: int
     previous: int | None = None
+    others: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, int]:
         out = {"stable": self.stable}
         if self.previous is not None:
             out["previous"] = self.previous
+        out.update(self.others)
         return out
 
     def get(self, label: str) -> int | None:
         """The version a label names (None for an unset or unknown label)."""
         return self.to_dict().get(label)
+
+    def moved(self, stable: int, previous: int | None) -> Labels:
+        """These labels with `stable` and `previous` moved and every other label kept."""
+        return Labels(stable=stable, previous=previous, others=self.others)
 
 
 def read_labels(models_dir: str | Path) -> Labels | None:
@@ -307,22 +323,24 @@ def read_labels(models_dir: str | Path) -> Labels | None:
         raise ModelError(f"{LABELS} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ModelError(f"{LABELS} must hold an object like {{\"stable\": 7, \"previous\": 6}}")
-    unknown = sorted(set(data) - set(LABEL_NAMES))
-    if unknown:
-        raise ModelError(f"{LABELS}: unknown label(s) {', '.join(map(repr, unknown))}; allowed: stable, previous")
+    bad_names = sorted(name for name in data if name not in LABEL_NAMES and not _LABEL_NAME.fullmatch(name))
+    if bad_names:
+        raise ModelError(f"{LABELS}: bad label name(s) {', '.join(repr(clipped(n, 40)) for n in bad_names[:5])}; "
+                         "a label is 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit")
     values: dict[str, int | None] = {}
-    for label in LABEL_NAMES:
+    for label in (*LABEL_NAMES, *sorted(set(data) - set(LABEL_NAMES))):
         value = data.get(label)
-        if value is None and label == "previous":
+        if value is None and label != "stable":
             values[label] = None
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ModelError(f"{LABELS}: label {label!r} must be a version number >= 1, got {value!r}")
+            raise ModelError(f"{LABELS}: label {label!r} must be a version number >= 1, got {shown(value)}")
         values[label] = value
     if values["previous"] == values["stable"]:
         raise ModelError(f"{LABELS}: 'previous' names version {values['stable']}, the stable one; it must name "
                          "another version (the rollback target) or be left out")
-    return Labels(stable=int(values["stable"]), previous=values["previous"])  # type: ignore[arg-type]
+    others = tuple((k, v) for k, v in values.items() if k not in LABEL_NAMES and v is not None)
+    return Labels(stable=int(values["stable"]), previous=values["previous"], others=others)  # type: ignore[arg-type]
 
 
 def write_labels(models_dir: str | Path, labels: Labels) -> None:
@@ -391,7 +409,7 @@ def promote(models_dir: str | Path, version: int, *, replacing: int | None = Non
         if labels is not None and labels.stable == version:
             return labels  # already stable: nothing moves
         old = served_version(models_dir)
-        new = Labels(stable=version, previous=old if old != version else None)
+        new = (labels or Labels(stable=version)).moved(version, old if old != version else None)
         write_labels(models_dir, new)
         return new
 
@@ -460,7 +478,7 @@ def rollback(models_dir: str | Path) -> Labels:
         if not target.is_dir():
             raise ModelError(f"label 'previous' names version {labels.previous}, which is no longer present")
         verify_version(target)
-        new = Labels(stable=labels.previous, previous=labels.stable)
+        new = labels.moved(labels.previous, labels.stable)
         write_labels(models_dir, new)
         return new
 

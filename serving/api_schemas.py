@@ -190,6 +190,9 @@ class VersionStatus(BaseModel):
 
 class ModelStatus(BaseModel):
     model_version_status: list[VersionStatus]
+    warnings: list[str] | None = Field(
+        None, description="only while labels.json cannot be read: why, and that the service keeps what it serves"
+    )
 
 
 class Metadata(_Open):

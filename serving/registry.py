@@ -663,6 +663,9 @@ class Registry:
                 put(version, "END", "UNKNOWN", refused.error)
             if self.loading is not None:
                 put(self.loading, "LOADING")
+            for version in self.standby:  # a candidate held for a fast promotion (previous is overwritten below)
+                put(version, "END", message="a candidate, held loaded for a fast promotion; not served until "
+                                            "labels.json makes it stable")
             previous = self.labels.previous if self.labels is not None else None
             if previous is not None and previous in self.standby:  # held loaded beside stable (a rollback is a
                 put(previous, "AVAILABLE")  # swap), so addressable by its number; the served entry comes last
@@ -674,6 +677,14 @@ class Registry:
                 else:
                     put(self.current.version, "AVAILABLE")
         return [entries[v] for v in sorted(entries, reverse=True)]
+
+    def status_warnings(self) -> list[str]:
+        """What a status answer adds beside its entries: labels.json's problem while it cannot be read (the
+        service then keeps serving what it served, and without this only the log said so)."""
+        if self.labels_error is None:
+            return []
+        serving = f"version {self.current.version}" if self.current is not None else "nothing yet"
+        return [f"{self.labels_error}; labels.json is not followed until it is fixed (serving {serving})"]
 
     def held(self, version: int) -> ServingModel | None:
         """The loaded model of `version` when it is served or held as `previous` (never a mere candidate)."""

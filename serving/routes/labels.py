@@ -1,6 +1,7 @@
 """TensorFlow Serving's labelled paths (contract §7): a version addressed by its label in labels.json.
 
-`GET /v1/models/needs_rec/labels/<label>` answers the status form for the version the label names;
+`GET /v1/models/needs_rec/labels/<label>` answers the status form for the version the label names
+(and `…/labels/<label>/metadata` its metadata);
 `POST /v1/models/needs_rec/labels/<label>:predict` scores with it: `stable` is the served version and
 `previous` is held loaded beside it (so a rollback is a swap), so both answer; a candidate is never
 served, and a label naming a version this service does not hold answers 404 naming both versions.
@@ -16,7 +17,7 @@ from fastapi.responses import Response
 from needs_rec.versions import LABELS
 from serving import api_schemas as api
 from serving.registry import MODEL_NAME, ServingModel, status_entry
-from serving.routes.tf_serving import predict_with
+from serving.routes.tf_serving import predict_with, status_answer
 from serving.service import ApiError, Service, json_response
 
 
@@ -63,6 +64,14 @@ def router(service: Service) -> APIRouter:
         entries = [e for e in service.registry.status() if e["version"] == str(version)]  # held ones: AVAILABLE
         if not entries:
             entries = [status_entry(version, "END", message="not loaded by this service")]
-        return json_response({"model_version_status": entries})
+        return status_answer(service, entries)
+
+    @routes.get("/v1/models/{name:segment}/labels/{label:segment}/metadata",
+                responses={200: {"model": api.Metadata}}, tags=["tensorflow serving"])
+    async def label_metadata(request: Request, name: str, label: str) -> Response:
+        """Manifest summary of the version a label names (404 unless this service holds it), as in TF Serving."""
+        model = model_for_label(name, label)
+        request.state.model_version = model.version
+        return json_response(model.metadata())
 
     return routes

@@ -61,6 +61,15 @@ def check_signature(model: ServingModel, name: Any) -> None:
                             f"(default {DEFAULT_SIGNATURE})")
 
 
+def status_answer(service: Service, entries: list[dict[str, Any]]) -> Response:
+    """A TF Serving status answer of `entries`, with `warnings` while labels.json cannot be read."""
+    answer: dict[str, Any] = {"model_version_status": entries}
+    warnings = service.registry.status_warnings()
+    if warnings:
+        answer["warnings"] = warnings
+    return json_response(answer)
+
+
 def router(service: Service) -> APIRouter:
     """The TF Serving endpoints over `service`."""
     routes = APIRouter()
@@ -106,7 +115,7 @@ def router(service: Service) -> APIRouter:
     async def model_status(request: Request, name: str) -> Response:
         """TensorFlow Serving status: every version this process knows and its state."""
         service.check_model_name(name)
-        return json_response({"model_version_status": service.registry.status()})
+        return status_answer(service, service.registry.status())
 
     @routes.get("/v1/models/{name:segment}/versions/{version:segment}", responses=status_answers,
                 tags=["tensorflow serving"])
@@ -120,7 +129,7 @@ def router(service: Service) -> APIRouter:
                                                            "(a candidate, or a version older than previous)")]
         if not entries:
             raise ApiError(404, f"model {MODEL_NAME!r} has no version {version!r}")
-        return json_response({"model_version_status": entries})
+        return status_answer(service, entries)
 
     @routes.get("/v1/models/{name:segment}/metadata", responses=metadata_answers, tags=["tensorflow serving"])
     async def metadata(request: Request, name: str) -> Response:

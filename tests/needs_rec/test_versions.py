@@ -90,11 +90,26 @@ def test_labels_round_trip_and_errors_name_the_key(tmp_path: Path) -> None:
     assert versions.read_labels(tmp_path) == versions.Labels(3, 2)
     assert [p.name for p in tmp_path.iterdir()] == ["labels.json"]  # no temporary file left
     for text, message in (('{"stable": "3"}', "label 'stable' must be a version number"),
-                          ('{"stable": 3, "canary": 4}', r"unknown label\(s\) 'canary'"),
+                          ('{"stable": 3, "can ary": 4}', r"bad label name\(s\) 'can ary'"),
+                          ('{"stable": 3, "canary": 0}', "label 'canary' must be a version number >= 1, got 0"),
                           ("{not json", "labels.json is not valid JSON")):
         (tmp_path / "labels.json").write_text(text)
         with pytest.raises(ModelError, match=message):
             versions.read_labels(tmp_path)
+
+
+def test_other_labels_are_kept_through_promotion_and_rollback(tmp_path: Path) -> None:
+    """TF Serving allows any label name (`canary`); a labels.json with one was refused whole, so a running
+    service kept its old `stable` and serving.promote could not move the label."""
+    for number in (1, 2, 3):
+        fake_version(tmp_path, number)
+    (tmp_path / "labels.json").write_text('{"stable": 1, "canary": 3}')
+    canary = versions.read_labels(tmp_path)
+    assert canary is not None and canary.get("canary") == 3 and canary.to_dict() == {"stable": 1, "canary": 3}
+    assert versions.serving_order([1, 2, 3], canary) == [1]  # a label other than stable serves nothing
+    assert versions.promote(tmp_path, 2).to_dict() == {"stable": 2, "previous": 1, "canary": 3}
+    assert versions.rollback(tmp_path).to_dict() == {"stable": 1, "previous": 2, "canary": 3}
+    assert json.loads((tmp_path / "labels.json").read_text()) == {"stable": 1, "previous": 2, "canary": 3}
 
 
 def test_serving_order_never_includes_a_candidate_when_labels_exist() -> None:

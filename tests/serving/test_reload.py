@@ -195,6 +195,40 @@ def test_a_label_naming_a_version_this_service_does_not_hold_answers_404(
         assert client.get("/v1/models/needs_rec/labels/previous").json()["model_version_status"][0]["state"] == "END"
 
 
+def test_any_label_name_is_followed_and_an_unreadable_labels_file_is_said_in_the_status(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    """TF Serving allows any label (`canary`): a labels.json with one was refused whole, the service kept its
+    old stable and only the log said so; `labels/<L>/metadata` was a 404."""
+    models = models_dir_with(tmp_path, built["fixed"], built["random"])
+    (models / "labels.json").write_text('{"stable": 1, "canary": 2}')
+    logger, _ = capture_logger("canary")
+    registry = Registry(models, poll_interval_s=0.05, warmup_rounds=0, logger=logger)
+    instances = {"instances": [{"stage": "lead", "industry": "it", "position": "ceo"}]}
+    with TestClient(create_app(settings_for(models), registry=registry, logger=logger), base_url=LOCAL) as client:
+        assert wait_until(lambda: version_of(client) == 1 and 2 in registry.standby)
+        assert client.get("/v1/models/needs_rec/labels/stable/metadata").json()["version"] == 1
+        canary = client.get("/v1/models/needs_rec/labels/canary").json()["model_version_status"]
+        assert [(e["version"], e["state"]) for e in canary] == [("2", "END")]
+        assert "a candidate, held loaded for a fast promotion" in canary[0]["status"]["error_message"]
+        every = client.get("/v1/models/needs_rec").json()
+        assert [(e["version"], e["state"]) for e in every["model_version_status"]] == [("2", "END"), ("1", "AVAILABLE")]
+        assert "warnings" not in every
+        refused = client.post("/v1/models/needs_rec/labels/canary:predict", json=instances)
+        assert refused.status_code == 404 and "names version 2, which is not loaded" in refused.json()["error"]
+
+        (models / "labels.json").write_text('{"stable": 2, "can ary": 1}')  # unreadable: keep serving 1, say why
+        assert wait_until(lambda: registry.labels_error is not None)
+        status = client.get("/v1/models/needs_rec/labels/stable").json()
+        assert status["warnings"] == ["labels.json: bad label name(s) 'can ary'; a label is 1-64 letters, digits, "
+                                      "'_', '-' or '.', starting with a letter or digit; labels.json is not "
+                                      "followed until it is fixed (serving version 1)"]
+        assert version_of(client) == 1
+        versions.write_labels(models, versions.Labels(stable=2, previous=1, others=(("canary", 2),)))
+        assert wait_until(lambda: version_of(client) == 2)
+        assert "warnings" not in client.get("/v1/models/needs_rec").json()
+
+
 def test_a_vanished_served_directory_keeps_answering_then_moves_on(built: dict[str, Path], tmp_path: Path) -> None:
     models = models_dir_with(tmp_path, built["fixed"], built["random"])
     versions.write_labels(models, versions.Labels(stable=2, previous=1))
