@@ -107,6 +107,7 @@ def create_app(
         docs_url=None,  # served by `serving.openapi.mount_docs` instead: local files, per-version vocabularies
         redoc_url=None,
         openapi_url=None,
+        redirect_slashes=False,  # `…/versions/1/` is a 404 like any unknown path, not a 307 to this Host's name
     )
     app.state.service = service
     add_error_handlers(app, service)

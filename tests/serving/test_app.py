@@ -338,6 +338,16 @@ def test_post_on_a_status_path_is_405_naming_get(client: TestClient) -> None:
         assert response.status_code == 404 and response.json() == {"error": f"no such endpoint: POST {path}"}
 
 
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_sent(client: TestClient) -> None:
+    """Starlette answered 307 with an empty body and `Location: http://<the Host sent>/…`: an open redirect
+    once any Host is accepted, and no `{"error"}`."""
+    for method, path in (("GET", "/v1/models/needs_rec/versions/1/"), ("POST", "/v1/models/needs_rec:predict/"),
+                         ("GET", "/v1/models/needs_rec/")):
+        response = client.request(method, path, follow_redirects=False)
+        assert response.status_code == 404 and "location" not in response.headers, (path, response.status_code)
+        assert response.json() == {"error": f"no such endpoint: {method} {path}"}
+
+
 def test_overload_is_503_with_retry_after(app_client: tuple[TestClient, Any]) -> None:
     client = app_client[0]
     service = client.app.state.service
