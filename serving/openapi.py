@@ -5,7 +5,8 @@ endpoints that read their own bodies) are declared next to their `add_route` wit
 `service.docs.document(...)`, naming the request model and the answer models of
 `serving.api_schemas`. `build_schema` merges both, gives every operation the error answers the
 service can always give (`{"error": ...}` with 400, 404, 413, 503 — FastAPI's 422 never happens
-here: validation errors answer 400), and fills in the served version's vocabularies: the funnel
+here: validation errors answer 400) and the 401/403 and security of the paths behind the
+credential (`serving.access`), and fills in the served version's vocabularies: the funnel
 stages as an enum (an unknown stage is a 400), the dictionary codes as examples (an unknown code
 is a warning, not an error). The schema is rebuilt when another version starts serving.
 
@@ -43,6 +44,14 @@ COMMON_ERRORS = {
     "503": "not ready, shedding load or timed out (with Retry-After)",
 }
 _REF = "#/components/schemas/{model}"
+#: The credential a service started with --auth-token / --basic-auth asks for (`serving.access`).
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "--auth-token T: `Authorization: Bearer T`"},
+    "basic": {"type": "http", "scheme": "basic",
+              "description": "--basic-auth U:P (or any user name with the --auth-token as its password)"},
+}
+#: Recommendation paths that are open, except that a `contact_id` in the body needs the credential.
+_CREDENTIAL_FOR_CONTACT_ID = ("/v1/recommendations", "/v1/recommendations:batch")
 #: Swagger UI's page: every file from this service, no validator badge (it would call swagger.io).
 SWAGGER_PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -148,12 +157,15 @@ def build_schema(app: FastAPI, operations: list[Operation], model: Any, max_batc
             entry["responses"][str(status)] = {"description": description,
                                                "content": {"application/json": {"schema": ref}}}
         paths.setdefault(op.path, {})[op.method] = entry
-    for path_item in paths.values():
-        for operation in path_item.values():
+    for path, path_item in paths.items():
+        for method, operation in path_item.items():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)  # validation errors are 400 here
             for status, description in COMMON_ERRORS.items():
                 responses.setdefault(status, _error_response(description))
+            _access(path, method, operation)
+    components_root = document["components"]
+    components_root["securitySchemes"] = SECURITY_SCHEMES
     for name, key in (("BatchRequest", "requests"), ("RowPredict", "instances")):
         items = components.get(name, {}).get("properties", {}).get(key)
         if items is not None:
@@ -164,6 +176,28 @@ def build_schema(app: FastAPI, operations: list[Operation], model: Any, max_batc
         _vocabularies(components, model)
         _path_values(paths, model)
     return document
+
+
+def _access(path: str, method: str, operation: dict[str, Any]) -> None:
+    """The credential an operation needs and the 401/403 it can answer, as `serving.access` enforces them.
+
+    A protected path (`access.is_protected`) needs the credential once the service has one (on
+    loopback without one it is open to this machine); a POST to it is also refused (403) from
+    another site. A recommendation needs it only for a `contact_id` (so anonymous access is listed too).
+    """
+    from serving.access import is_protected
+
+    credential = [{"bearer": []}, {"basic": []}]
+    responses = operation["responses"]
+    if is_protected(path):
+        operation["security"] = credential
+        responses.setdefault("401", _error_response("a credential is required or was wrong (WWW-Authenticate)"))
+        if method == "post":
+            responses.setdefault("403", _error_response("refused from another site (Origin, Sec-Fetch-Site) or "
+                                                        "without the page's X-CSRF-Token"))
+    elif path in _CREDENTIAL_FOR_CONTACT_ID:
+        operation["security"] = [{}, *credential]
+        responses.setdefault("401", _error_response("a contact_id needs the credential (WWW-Authenticate)"))
 
 
 def _path_values(paths: dict[str, Any], model: Any) -> None:

@@ -61,3 +61,21 @@ def test_the_queries_are_documented_with_their_parameters(client: TestClient) ->
     similar = paths["/v1/organizations/{org_id}/similar"]["get"]
     assert {p["name"] for p in similar["parameters"]} == {"org_id", "characteristic", "k"}
     assert "$ref" in similar["responses"]["200"]["content"]["application/json"]["schema"]
+
+
+def test_the_paths_behind_the_credential_document_it_and_their_401_and_403(client: TestClient) -> None:
+    """Schemathesis or a generated client read an undocumented 401/403 as an answer that breaks the schema."""
+    document = client.get("/openapi.json").json()
+    schemes = document["components"]["securitySchemes"]
+    assert {name: scheme["scheme"] for name, scheme in schemes.items()} == {"bearer": "bearer", "basic": "basic"}
+    paths = document["paths"]
+    feedback = paths["/v1/feedback"]["post"]
+    assert feedback["security"] == [{"bearer": []}, {"basic": []}]
+    assert {"401", "403"} <= set(feedback["responses"])
+    audience = paths["/v1/audience"]["get"]
+    assert "401" in audience["responses"] and "403" not in audience["responses"]  # a GET is never cross-site refused
+    for path in ("/v1/recommendations", "/v1/recommendations:batch"):  # open, but a contact_id needs the credential
+        post = paths[path]["post"]
+        assert post["security"][0] == {} and "401" in post["responses"]
+    predict = paths["/v1/models/needs_rec:predict"]["post"]
+    assert "security" not in predict and "401" not in predict["responses"]
