@@ -40,7 +40,8 @@ COMMON_ERRORS = {
     "400": "malformed body or field (the message names it)",
     "404": "unknown model, version or path",
     "405": "wrong method (Allow names the right one), e.g. a GET of a …:predict path",
-    "413": "body over the limit, refused before it is parsed",
+    "413": "body over the limit, refused before it is parsed (a gzip body: its decoded size)",
+    "415": "a Content-Encoding other than gzip",
     "503": "not ready, shedding load or timed out (with Retry-After)",
 }
 _REF = "#/components/schemas/{model}"

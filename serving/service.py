@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -62,7 +63,8 @@ _STATIC_ENDPOINTS = {
     "/v1/audience": "audience",
     "/v1/feedback": "feedback",
 }
-_OUTCOMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "unavailable"}
+_OUTCOMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+             415: "unsupported_encoding", 503: "unavailable"}
 
 
 class ApiError(Exception):
@@ -128,6 +130,43 @@ async def read_body(request: Request, limit: int) -> bytes:
         # 499 (nginx's "client closed request"): no answer reaches anyone, and a real 400 stays countable
         raise ApiError(499, "body: the client disconnected before sending all of it", outcome="disconnected") from None
     return b"".join(chunks)
+
+
+#: Request-body codings the guard decodes (TF Serving's HTTP server takes gzip bodies too); any other is a 415.
+GZIP_CODINGS = (b"gzip", b"x-gzip")
+
+
+def gunzipped(receive: Receive, limit: int) -> Receive:
+    """`receive` with its body chunks gunzipped as they arrive (`Content-Encoding: gzip`).
+
+    The decoded size counts against `limit` (413 as soon as it passes, so a small bomb cannot
+    inflate into gigabytes); a body that is not gzip, or stops in the middle, is a 400. No body at all
+    (a GET that names the coding) stays no body."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    size = received = 0
+
+    async def receive_decoded() -> Message:
+        nonlocal size, received
+        message = await receive()
+        if message["type"] != "http.request":
+            return message
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if not received:
+            return message
+        try:
+            body = decoder.decompress(chunk, limit + 1 - size)
+        except zlib.error as exc:
+            raise ApiError(400, f"body: Content-Encoding is gzip but the body is not ({exc})") from None
+        size += len(body)
+        if size > limit or decoder.unconsumed_tail:
+            raise PayloadTooLarge(limit)
+        if not message.get("more_body", False) and (not decoder.eof or decoder.unused_data):
+            raise ApiError(400, "body: Content-Encoding is gzip but the gzip stream is cut short or followed by "
+                                "other bytes")
+        return {**message, "body": body}
+
+    return receive_decoded
 
 
 class Service:
@@ -453,6 +492,8 @@ class Service:
                     state["outcome"] = outcome
                     await error_response(status, message, headers)(scope, receive, send_capturing)
                     return
+                if state.get("gzip"):
+                    receive = gunzipped(receive, self.settings.max_body_bytes)
                 if scoring:
                     self.in_flight += 1
                     metrics.in_flight.inc()
@@ -503,6 +544,14 @@ class Service:
                     return 413, f"body: {length} bytes is over the limit of {limit} bytes", "too_large", None
             elif name == b"host" and hosts is not None and access.host_name(value) not in hosts:
                 return 400, access.foreign_host_message(value, hosts), "bad_host", None
+            elif name == b"content-encoding":
+                coding = value.strip().lower()
+                if coding in GZIP_CODINGS:
+                    scope["state"]["gzip"] = True
+                elif coding not in (b"", b"identity"):
+                    shown = value.decode("latin-1")[:40]
+                    return 415, (f"header 'Content-Encoding': {shown!r} is not supported; send the body as it is "
+                                 "or gzip"), "unsupported_encoding", None
         if scoring and self.in_flight >= self.settings.max_concurrency:
             limit = self.settings.max_concurrency
             return 503, f"overloaded: {limit} requests in flight; retry later", "shed", self.retry_headers

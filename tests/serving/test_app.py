@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import threading
 from collections.abc import Iterator
@@ -288,6 +289,33 @@ def test_batch_errors_name_the_item(client: TestClient) -> None:
     assert response.status_code == 400 and "'requests'" in response.json()["error"]
     response = post(client, "/v1/models/needs_rec:predict", {"instances": [{"stage": "lead", "industry": "it"}]})
     assert response.status_code == 400 and "'instances[0].position'" in response.json()["error"]
+
+
+def test_a_gzip_body_is_decoded_as_tf_serving_does_and_counted_decoded(client: TestClient) -> None:
+    """It was a 400 "malformed JSON (… surrogates not allowed …)"; another coding was read as JSON too."""
+    gz = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    for path, body in (("/v1/models/needs_rec:predict", {"instances": [{"stage": "lead", "industry": "it",
+                                                                          "position": "ceo"}]}),
+                       ("/v1/recommendations", BODY)):
+        plain = client.post(path, json=body).json()
+        packed = client.post(path, content=gzip.compress(json.dumps(body).encode()), headers=gz)
+        assert packed.status_code == 200
+        answer = packed.json()
+        answer.pop("request_id", None), plain.pop("request_id", None)  # a fresh id each time
+        assert answer == plain
+    bomb = gzip.compress(b" " * 50_000)  # 50 KB of spaces in 80 bytes: the decoded size meets max_body_bytes=4096
+    assert len(bomb) < 4096
+    response = client.post("/v1/recommendations", content=bomb, headers=gz)
+    assert response.status_code == 413 and "limit of 4096 bytes" in response.json()["error"]
+    response = client.post("/v1/recommendations", content=b'{"stage": "lead"}', headers=gz)
+    assert response.status_code == 400 and "Content-Encoding is gzip but the body is not" in response.json()["error"]
+    response = client.post("/v1/recommendations", content=gzip.compress(json.dumps(BODY).encode())[:-6], headers=gz)
+    assert response.status_code == 400 and "cut short" in response.json()["error"]
+    response = client.post("/v1/recommendations", json=BODY, headers={"Content-Encoding": "br"})
+    assert response.status_code == 415
+    assert response.json() == {"error": "header 'Content-Encoding': 'br' is not supported; send the body as it is "
+                                        "or gzip"}
+    assert client.get("/v1/models/needs_rec", headers=gz).status_code == 200  # no body: nothing to decode
 
 
 def test_oversized_body_is_413_before_parsing(client: TestClient) -> None:
