@@ -59,6 +59,10 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:  # orjson says "surrogates not allowed" for any bad byte
+            raise RequestError(f"body: not UTF-8 text (bad byte at offset {bad.start}); send JSON as UTF-8") from exc
         raise RequestError(f"body: malformed JSON ({exc})") from exc
 
 

@@ -65,6 +65,8 @@ def test_an_error_of_the_whole_body_names_no_field_inside_it(parser: requests.Re
     with pytest.raises(RequestError) as caught:
         requests.parse_json(b'{"stage": ')
     assert caught.value.field is None and str(caught.value).startswith("body: malformed JSON")
+    with pytest.raises(RequestError, match=r"^body: not UTF-8 text \(bad byte at offset 14\)"):
+        requests.parse_json(b'{"instances":[\xff]}')  # orjson's own words: "surrogates not allowed"
 
 
 def test_an_implausible_year_in_a_request_is_missing_with_a_warning(parser: requests.RequestParser) -> None:
