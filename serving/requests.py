@@ -217,8 +217,25 @@ class RequestParser:
         rows = sizes.pop()
         if rows > limit:
             raise RequestError(f"field 'inputs' holds {rows} rows; at most {limit} are allowed per call")
+        unknown_fields(columns, INSTANCE_FIELDS, "inputs.", warnings)  # once per column, not once per row
+        columns = {name: values for name, values in columns.items() if name in INSTANCE_FIELDS}
         return [({name: values[i] for name, values in columns.items()}, f"inputs[{i}].") for i in range(rows)], \
             True, warnings
+
+    @staticmethod
+    def in_columns(error: RequestError, row: int) -> RequestError:
+        """`error` of row `row` of a columnar body with its field named as the caller wrote it: the rows are
+        parsed as `inputs[3].employees`, the caller sent `inputs.employees[3]` (a column left out:
+        `inputs.position`)."""
+        prefix = f"inputs[{row}]."
+        field = error.field
+        if not field or not field.startswith(prefix):
+            return error
+        name = field[len(prefix):]
+        column = re.match(r"[^.\[]*", name).group()  # type: ignore[union-attr]  # always matches
+        missing = str(error).startswith(f"field '{field}' is required")
+        renamed = f"inputs.{column}" if missing else f"inputs.{column}[{row}]{name[len(column):]}"
+        return RequestError(str(error).replace(f"'{field}'", f"'{renamed}'", 1), renamed)
 
     def batch(self, body: Any, key: str, limit: int, warnings: list[str] | None = None) -> list[Any]:
         """The list under `key` (`requests` or `instances`), checked for type and the batch-size limit;
@@ -242,12 +259,13 @@ class RequestParser:
         value = body.get("stage")
         name = f"{where}stage"
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise RequestError(f"field '{name}' is required (a funnel stage code: {', '.join(self.stages)})")
+            raise RequestError(f"field '{name}' is required (a funnel stage code: {', '.join(self.stages)})", name)
         if not isinstance(value, str):
             raise _wrong_type(name, "a string (a funnel stage code)", value)
         stage = normalize_code(value)
         if stage not in self._stage_set:
-            raise RequestError(f"field '{name}': unknown stage {_shown(value)}; allowed: {', '.join(self.stages)}")
+            raise RequestError(f"field '{name}': unknown stage {_shown(value)}; allowed: {', '.join(self.stages)}",
+                               name)
         return stage
 
     @staticmethod

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from needs_rec import schema
-from needs_rec.errors import clipped
+from needs_rec.errors import RequestError, clipped
 from serving import analyst
 from serving import api_schemas as api
 from serving.registry import DEFAULT_SIGNATURE, MODEL_NAME, ServingModel, status_entry
@@ -37,7 +37,12 @@ async def predict_with(service: Service, request: Request, model: ServingModel) 
         body = parse_json(await read_body(request, settings.max_body_bytes))
         items, columnar, warnings = model.parser.predict_items(body, settings.max_batch)
         check_signature(model, body.get("signature_name"))
-        parsed: list[ParsedRequest] = [model.parser.instance(item, where) for item, where in items]
+        parsed: list[ParsedRequest] = []
+        for row, (item, where) in enumerate(items):
+            try:
+                parsed.append(model.parser.instance(item, where))
+            except RequestError as error:
+                raise model.parser.in_columns(error, row) if columnar else error from None
         request.state.items = len(parsed)
         service.observe(model, parsed)
         warnings += [f"{where.rstrip('.')}: {w}" for (_, where), p in zip(items, parsed, strict=True)

@@ -54,7 +54,14 @@ def test_personal_fields_of_the_columnar_form_are_ignored_never_echoed(client: T
          "field 'inputs': every input needs the same number of rows, got stage: 2, industry: 1, position: 2"),
         ({"inputs": {"stage": "lead"}}, "field 'inputs.stage' must be an array (one value per row), got string"),
         ({"inputs": [1]}, "field 'inputs' must be an object mapping each input name to a list of values"),
-        ({"inputs": {"stage": ["lead"], "position": ["ceo"]}}, "field 'inputs[0].industry' is required"),
+        # named as the caller wrote them (the rows are parsed as inputs[1].employees)
+        ({"inputs": {"stage": ["lead"], "position": ["ceo"]}}, "field 'inputs.industry' is required"),
+        ({"inputs": {"stage": ["lead", "lead"], "industry": ["it", "it"], "position": ["ceo", "ceo"],
+                     "employees": [3, "12"]}}, "field 'inputs.employees[1]' must be a number, got string '12'"),
+        ({"inputs": {"stage": ["lead", "nope"], "industry": ["it", "it"], "position": ["ceo", "ceo"]}},
+         "field 'inputs.stage[1]': unknown stage 'nope'"),
+        ({"inputs": {"stage": ["lead"], "industry": ["it"], "position": ["ceo"], "interests": [[1]]}},
+         "field 'inputs.interests[0]' must be an array of strings"),
         ({"instances": ROWS, "inputs": {"stage": ["lead"]}}, "body: give either 'instances' (row form) or 'inputs'"),
         ({"inputs": {"stage": ["lead"] * 101, "industry": ["it"] * 101, "position": ["ceo"] * 101}},
          "field 'inputs' holds 101 rows; at most 100 are allowed per call"),
@@ -63,6 +70,13 @@ def test_personal_fields_of_the_columnar_form_are_ignored_never_echoed(client: T
 def test_bad_columnar_bodies_are_400_naming_the_field(client: TestClient, body: Any, message: str) -> None:
     response = client.post(PREDICT, json=body)
     assert response.status_code == 400 and response.json()["error"].startswith(message), response.text
+
+
+def test_an_unknown_column_is_one_warning_not_one_per_row(client: TestClient) -> None:
+    columns = {name: [row.get(name) for row in ROWS] for name in sorted({k for row in ROWS for k in row})}
+    answer = client.post(PREDICT, json={"inputs": {**columns, "intrests": [["x"]] * len(ROWS)}}).json()
+    assert answer["warnings"] == ["unknown field 'inputs.intrests' ignored (did you mean 'interests'?)"]
+    assert answer["outputs"] == client.post(PREDICT, json={"inputs": columns}).json()["outputs"]
 
 
 def test_signature_name_is_honoured(client: TestClient) -> None:
