@@ -8,7 +8,8 @@ process leaves whole rows or none.
 - `add_feedback`: `INSERT … ON CONFLICT (feedback_id) DO NOTHING RETURNING`, then, when nothing was
   inserted, the stored row is compared: the same event is a duplicate (nothing written), another
   one under the same id a conflict. Concurrent posts of one id store it once (the primary key
-  decides, not a read before the write).
+  decides, not a read before the write). When the write fails (a read-only database), the id is
+  looked up with a read: a stored event is still a duplicate or a conflict, only a new one fails.
 - `add_exposures`: one multi-row insert per call (the service batches them off the request path).
 
 SQLite commits with `synchronous=FULL`: each commit fsyncs, so a 2xx'd event survives a power cut or an OS crash
@@ -187,11 +188,30 @@ class OwnTables:
             "model_version": event.model_version,
             "received_at": dt.datetime.now(dt.UTC),
         }
-        with database_errors(self.describe, "store the feedback"), self._write_lock, self.engine.begin() as conn:
-            if conn.execute(self._store_feedback, values).first() is not None:  # RETURNING: a row only when inserted
-                return FeedbackResult.STORED
-            stored = conn.execute(self._stored_feedback, {"id": event.feedback_id}).one()
+        try:
+            with database_errors(self.describe, "store the feedback"), self._write_lock, self.engine.begin() as conn:
+                if conn.execute(self._store_feedback, values).first() is not None:  # RETURNING: only when inserted
+                    return FeedbackResult.STORED
+                stored = conn.execute(self._stored_feedback, {"id": event.feedback_id}).one()
+        except SourceUnavailable as failure:
+            return self._known_after_failed_write(event, failure)
         return FeedbackResult.DUPLICATE if event.same_content(stored._mapping) else FeedbackResult.CONFLICT
+
+    def _known_after_failed_write(self, event: FeedbackEvent, failure: SourceUnavailable) -> FeedbackResult:
+        """DUPLICATE or CONFLICT for an event whose write failed but whose feedback_id is stored already.
+
+        A retry of a stored event needs only a read (contract §6: 200 duplicate, 409 other content),
+        so a database that is read-only now (a SQLite file made immutable, PostgreSQL with
+        `default_transaction_read_only`) still answers it; otherwise — not stored, or the read fails
+        too — the write's own SourceUnavailable (503, retry later) stands.
+        """
+        try:
+            stored = self.stored_feedback(event.feedback_id)
+        except SourceUnavailable:
+            stored = None
+        if stored is None:
+            raise failure
+        return FeedbackResult.DUPLICATE if event.same_content(stored) else FeedbackResult.CONFLICT
 
     def stored_feedback(self, feedback_id: str) -> dict[str, Any] | None:
         """The row stored under `feedback_id`, or None (also when the table does not exist yet)."""

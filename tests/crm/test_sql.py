@@ -190,6 +190,39 @@ def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_u
     assert "  table 'feedback': 1 row" in report.lines()  # one row, not "1 rows"
 
 
+def read_only(source) -> None:
+    """Every new connection of `source` refuses writes, as a database made read-only does (SQLite's
+    query_only; PostgreSQL's default_transaction_read_only), and the pooled ones are let go."""
+    statement = ("PRAGMA query_only = ON" if source.dialect == "sqlite"
+                 else "SET default_transaction_read_only = on")
+
+    @sa.event.listens_for(source.engine, "connect")
+    def _refuse_writes(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+        if source.dialect == "postgresql":
+            dbapi_connection.commit()
+
+    source.engine.dispose()
+
+
+def test_a_retry_is_answered_by_a_read_while_the_database_refuses_writes(open_crm, database_url, tiny_dictionaries):
+    """Contract §6: a stored feedback_id sent again is a duplicate (same content) or a conflict, which
+    needs only a read; a read-only database made it the write's 503."""
+    source = open_crm(write_crm_database(database_url, tiny_dictionaries))
+    event = crm.FeedbackEvent("fb-ro", "c1", "demo", "ch_price", "positive", "2024-03-01", request_id="r1")
+    assert source.add_feedback(event) is crm.FeedbackResult.STORED
+    read_only(source)
+    assert source.add_feedback(event) is crm.FeedbackResult.DUPLICATE
+    changed = crm.FeedbackEvent("fb-ro", "c1", "demo", "ch_price", "negative", "2024-03-01", request_id="r1")
+    assert source.add_feedback(changed) is crm.FeedbackResult.CONFLICT
+    new = crm.FeedbackEvent("fb-new", "c1", "demo", "ch_price", "positive", "2024-03-01")
+    with pytest.raises(SourceUnavailable, match="cannot store the feedback"):
+        source.add_feedback(new)
+    assert [row["feedback_id"] for row in source.recent_feedback()] == ["fb-ro"]
+
+
 def test_training_reads_feedback_beside_outcomes_counting_an_event_once(open_crm, database_url, tiny_dictionaries):
     source = open_crm(write_crm_database(database_url, tiny_dictionaries))
     first = source.read_table("outcomes").iloc[0]
