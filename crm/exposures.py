@@ -49,6 +49,8 @@ class ExposureWriter:
         self._thread: threading.Thread | None = None
         self.written = 0
         self.dropped = 0
+        #: Why the last write failed (the error's text: codes, ids and the database's words, no personal data).
+        self.last_error = ""
 
     def start(self) -> None:
         """Start the writer thread (idempotent)."""
@@ -86,8 +88,9 @@ class ExposureWriter:
             return 0
         try:
             written = self._write(rows)
-        except NeedsRecError:  # the database is unreachable or refuses: these rows are lost, counted
+        except NeedsRecError as exc:  # the database is unreachable or refuses: these rows are lost, counted
             self.dropped += len(rows)
+            self.last_error = " ".join(str(exc).split())
             self._on_dropped(len(rows), "write_failed")
             return 0
         self.written += written

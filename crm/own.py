@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from crm.source import FeedbackEvent, FeedbackResult
 from crm.stages import latest_days
 from needs_rec import schema
-from needs_rec.errors import SourceUnavailable
+from needs_rec.errors import DataError, SourceUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _TYPES = {
@@ -165,6 +165,7 @@ class OwnTables:
             return
         with self._lock:
             if not self._ready:
+                self.check_own_tables()  # never a write into a firm's table of the same name
                 with database_errors(self.describe, "create needs_rec's tables feedback and exposures"):
                     try:
                         self.metadata.create_all(self.engine, checkfirst=True)
@@ -172,6 +173,30 @@ class OwnTables:
                         if not all(self._exists(t, check_only=True) for t in (self.feedback, self.exposures)):
                             raise
                 self._ready = True
+
+    def check_own_tables(self, names: Sequence[str] = (schema.FEEDBACK.name, schema.EXPOSURES.name)) -> None:
+        """DataError when a table of `names` exists but is not needs_rec's: it lacks some of needs_rec's
+        columns, so it is a firm's own table of that name (contract §5: needs_rec never writes a firm's
+        table). Taken as needs_rec's, every feedback would be a 503 forever and every exposure dropped
+        with no reason given; the message names the table, the missing columns and what to do.
+        SourceUnavailable when the database cannot be reached (it may come up later)."""
+        tables = [t for t in (self.feedback, self.exposures) if t.name in names]
+        with database_errors(self.describe, "read the columns of its own tables"), self.engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            for table in tables:
+                if inspector.has_table(table.name, schema=self.metadata.schema):
+                    found = {c["name"].lower() for c in inspector.get_columns(table.name, schema=self.metadata.schema)}
+                    missing = [c.name for c in table.columns if c.name not in found]
+                    if missing:
+                        raise DataError(self._foreign_table_message(table.name, missing))
+
+    def _foreign_table_message(self, name: str, missing: Sequence[str]) -> str:
+        where = f" in schema {self.metadata.schema!r}" if self.metadata.schema else ""
+        fix = ("rename the firm's table, or point the URL at another schema with ?schema=NAME (the CRM's tables or "
+               "views of them there)" if self.engine.dialect.name == "postgresql" else "rename the firm's table")
+        return (f"CRM database {self.describe}: table {name!r}{where} is not needs_rec's own {name} table (it lacks "
+                f"column(s) {', '.join(missing)}): needs_rec keeps its {name} there and never writes into a table of "
+                f"the firm's; {fix}")
 
     def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
         """Insert one event unless its feedback_id is stored; committed before returning."""

@@ -221,7 +221,8 @@ class CrmLink:
         if self.metrics is not None:
             self.metrics.exposures.labels(f"dropped_{reason}").inc(n)
         if reason == "write_failed":
-            log_event(self.logger, "exposures_dropped", logging.WARNING, rows=n, reason=reason)
+            log_event(self.logger, "exposures_dropped", logging.WARNING, rows=n, reason=reason,
+                      error=self.exposures.last_error)
 
 
 #: Random bytes for request ids, read from the OS in blocks of this many ids (one system call per block).

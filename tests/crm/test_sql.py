@@ -223,6 +223,53 @@ def test_a_retry_is_answered_by_a_read_while_the_database_refuses_writes(open_cr
     assert [row["feedback_id"] for row in source.recent_feedback()] == ["fb-ro"]
 
 
+def firms_table(source, sql: str) -> None:
+    """Run a firm's own CREATE TABLE (and inserts) in the source's database and schema."""
+    with source.engine.begin() as conn:
+        if source.schema:
+            conn.execute(sa.text(f'SET search_path TO "{source.schema}"'))
+        for statement in sql.split(";"):
+            conn.execute(sa.text(statement))
+
+
+@pytest.mark.parametrize(
+    ("table", "sql", "missing"),
+    [
+        ("feedback", "CREATE TABLE feedback (id integer PRIMARY KEY, contact_id text, comment text);"
+                     "INSERT INTO feedback VALUES (1, 'c1', 'called back')",
+         "feedback_id, occurred_on, stage, characteristic, outcome, manager_id, request_id, model_version, "
+         "received_at"),
+        ("exposures", "CREATE TABLE exposures (id integer PRIMARY KEY, campaign text, shown_at text);"
+                      "INSERT INTO exposures VALUES (1, 'spring', '2024-03-01')",
+         "request_id, served_at, model_version, contact_id, stage, characteristic, rank, probability, selected"),
+    ],
+)
+def test_a_firms_own_feedback_or_exposures_table_is_refused_and_never_written(
+    open_crm, database_url, tiny_dictionaries, table, sql, missing
+):
+    """Contract §5: needs_rec writes only its own tables. A firm's table of the same name was taken as
+    needs_rec's: every feedback a 503 forever, every exposure dropped with a reason nobody could read."""
+    source = open_crm(write_crm_database(database_url, tiny_dictionaries))
+    firms_table(source, sql)
+    expected = rf"table '{table}'.* is not needs_rec's own {table} table \(it lacks column\(s\) {missing}\)"
+    with pytest.raises(DataError, match=expected) as refused:
+        source.check_tables()  # the service's start-up check
+    assert ("?schema=NAME" in str(refused.value)) is (source.dialect == "postgresql")
+    with pytest.raises(DataError, match=expected):  # a table the firm adds while the service runs: never written
+        if table == "feedback":
+            source.add_feedback(crm.FeedbackEvent("fb-1", "c1", "demo", "ch_price", "positive", "2024-03-01"))
+        else:
+            source.add_exposures([{"request_id": "r1", "served_at": pd.Timestamp.now(tz="UTC"), "model_version": 1,
+                                   "stage": "demo", "characteristic": "ch_price", "rank": 1, "probability": 0.5,
+                                   "selected": True}])
+    if table == "feedback":
+        with pytest.raises(DataError, match=expected):  # training.validate / fit read it as feedback
+            source.read_crm()
+    with source.engine.connect() as conn:
+        prefix = f'"{source.schema}".' if source.schema else ""
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {prefix}{table}")).scalar_one() == 1
+
+
 def test_training_reads_feedback_beside_outcomes_counting_an_event_once(open_crm, database_url, tiny_dictionaries):
     source = open_crm(write_crm_database(database_url, tiny_dictionaries))
     first = source.read_table("outcomes").iloc[0]
