@@ -84,8 +84,11 @@ class CrmLink:
         exposure_buffer: int = 10_000,
         metrics: Metrics | None = None,
         logger: logging.Logger | None = None,
+        stop_budget: Callable[[], float | None] = lambda: 5.0,
     ):
         self.source = source
+        #: Seconds `stop` may wait for the buffered exposures to be written (None: no limit).
+        self.stop_budget = stop_budget
         self.cache = TtlCache(cache_s, cache_size)
         self.metrics = metrics
         self.logger = logger or logging.getLogger("needs_rec.serving")
@@ -110,11 +113,12 @@ class CrmLink:
             self.metrics.watch_snapshot_age(self.snapshot_age)
 
     def stop(self) -> None:
-        """Write the buffered exposures, release the threads and the connections."""
+        """Write the buffered exposures (within `stop_budget()`; rows still unwritten then are counted and
+        logged as dropped), release the threads and the connections."""
         self._stopped.set()
         if self._snapshotter is not None:
             self._snapshotter.join(timeout=10)
-        self.exposures.close()
+        self.exposures.close(self.stop_budget())
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.source.close()
 
@@ -223,6 +227,9 @@ class CrmLink:
         if reason == "write_failed":
             log_event(self.logger, "exposures_dropped", logging.WARNING, rows=n, reason=reason,
                       error=self.exposures.last_error)
+        elif reason == "shutdown":  # once, at exit: the database did not take them within the shutdown budget
+            log_event(self.logger, "exposures_dropped", logging.WARNING, rows=n, reason=reason,
+                      error="not written within --shutdown-timeout-s (the database was locked or slow)")
 
 
 #: Random bytes for request ids, read from the OS in blocks of this many ids (one system call per block).

@@ -399,6 +399,70 @@ def test_a_full_exposure_buffer_drops_rows_and_counts_them(
         assert 'needs_rec_exposures_total{fate="dropped_buffer_full"} 9.0' in metrics
 
 
+PLAIN = {"stage": "deal", "organization": {"industry": "it"}, "contact": {"position": "ceo"}, "top_k": 3}
+
+
+def held_exclusively(database: Path, seconds: float) -> Any:
+    """Another process's `BEGIN EXCLUSIVE` on a SQLite file (no reader or writer gets in), let go after
+    `seconds` by a timer thread; returns the timer (join it to be sure the lock is gone)."""
+    import sqlite3
+    import threading
+
+    other = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+
+    def release() -> None:
+        other.execute("ROLLBACK")
+        other.close()
+
+    timer = threading.Timer(seconds, release)
+    timer.start()
+    return timer
+
+
+def answer_in_a_locked_database(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path, shutdown_timeout_s: float, locked_s: float
+) -> tuple[Any, str, Any]:
+    """10 answers of 3 points while the CRM's SQLite file is locked, then the service stopped (as on
+    SIGTERM); returns (the service, its log, the lock's timer)."""
+    database = tmp_path / "crm.db"
+    location = write_crm_database(f"sqlite:///{database}", dictionaries.load(dictionaries_dir))
+    settings = settings_for(models_dir_with(tmp_path, built["fixed"]), crm=location, crm_cache_s=0,
+                            shutdown_timeout_s=shutdown_timeout_s)
+    with serve(settings, "slow-shutdown") as (client, log):
+        assert post(client, "/v1/recommendations", PLAIN).status_code == 200  # the tables exist
+        assert wait_until(lambda: len(exposures(location)) == 3, timeout=20)
+        timer = held_exclusively(database, locked_s)
+        for _ in range(10):
+            assert post(client, "/v1/recommendations", PLAIN).status_code == 200
+        service = client.app.state.service
+    return service, log.getvalue(), timer
+
+
+def test_exposures_buffered_at_shutdown_wait_for_a_slow_database_within_the_budget(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    """The writer was given 5 s at shutdown whatever --shutdown-timeout-s said: a database locked for
+    6 s lost every buffered row, uncounted. Now the close waits within the budget (20 s here)."""
+    service, log, timer = answer_in_a_locked_database(built, dictionaries_dir, tmp_path, 20, locked_s=6)
+    timer.join()
+    assert service.crm_link.exposures.written == 33 and service.crm_link.exposures.dropped == 0
+    assert len(exposures(f"sqlite:///{tmp_path / 'crm.db'}")) == 33
+    assert '"exposures_dropped"' not in log
+
+
+def test_exposures_not_written_within_the_shutdown_budget_are_counted_and_logged_once(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    service, log, timer = answer_in_a_locked_database(built, dictionaries_dir, tmp_path, 1, locked_s=4)
+    timer.join()
+    assert service.crm_link.exposures.dropped == 30
+    counted = service.metrics.exposures.labels("dropped_shutdown")._value.get()
+    assert counted == 30
+    [line] = [json.loads(x) for x in log.splitlines() if '"exposures_dropped"' in x]
+    assert line["rows"] == 30 and line["reason"] == "shutdown" and "--shutdown-timeout-s" in line["error"]
+
+
 def metric(client: TestClient, name: str) -> float:
     """One unlabelled sample of /metrics (0 when absent)."""
     for line in client.get("/metrics").text.splitlines():
