@@ -288,14 +288,15 @@ class OwnTables:
             rows = conn.execute(query).all()
         return latest_days(rows).get(contact_id)
 
-    def model_version_of(self, request_id: str) -> int | None:
-        """The model version of an answer, from its exposures (None when none was written)."""
+    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
+        """(model version, contact_id or None) of an answer, from its exposures (None when none was written)."""
         if not self._exists(self.exposures):
             return None
         table = self.exposures
-        query = sa.select(table.c.model_version).where(table.c.request_id == request_id).limit(1)
+        query = sa.select(table.c.model_version, table.c.contact_id).where(table.c.request_id == request_id).limit(1)
         with database_errors(self.describe, "read exposures"), self.engine.connect() as conn:
-            return conn.execute(query).scalar_one_or_none()
+            row = conn.execute(query).first()
+        return None if row is None else (row[0], row[1])
 
     def read_feedback(self) -> pd.DataFrame | None:
         """The whole feedback table as text (like a CSV export of it), or None when there is none yet."""
@@ -339,8 +340,8 @@ class OwnTablesWriter:
     def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.own().recent_feedback(limit)
 
-    def model_version_of(self, request_id: str) -> int | None:
-        return self.own().model_version_of(request_id)
+    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
+        return self.own().answer_of(request_id)
 
 
 def _decoded(value: bytes) -> str:

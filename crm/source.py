@@ -187,8 +187,9 @@ class CrmSource(Protocol):
         CRM's own names, for the pages only), or None."""
         ...
 
-    def model_version_of(self, request_id: str) -> int | None:
-        """The model version that answered `request_id`, from the exposures written so far."""
+    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
+        """The model version that answered `request_id` and the contact it was asked for (None: asked
+        with the full fields), from the exposures written so far; None when none was written."""
         ...
 
     def close(self) -> None:

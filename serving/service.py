@@ -173,6 +173,7 @@ class Service:
                 metrics=self.metrics,
                 logger=self.logger,
                 stop_budget=self.shutdown_budget_left,
+                siblings=settings.workers > 1,
             )
         self._crm_locations = _locations(settings.crm, self.crm_link.source if self.crm_link else None)
         self.shutting_down = False
@@ -346,7 +347,7 @@ class Service:
     ) -> str:
         """The answer's request_id (the caller's, else a fresh one); with a CRM source, its
         exposures are queued for writing (off the request path) and its model version remembered."""
-        request_id = request_id or new_request_id()
+        request_id = request_id or new_request_id(model.version)
         if self.crm_link is not None:
             self.crm_link.record_answer(model.version, contact_id, stage, points, request_id)
         return request_id

@@ -111,17 +111,32 @@ def event_of(clean: dict[str, Any], given: bool) -> crm.FeedbackEvent:
 
 async def store(link: CrmLink, event: crm.FeedbackEvent, warnings: list[str]) -> crm.FeedbackResult:
     """404 for an unknown contact; else the event, with the model version of its answer, stored
-    (a request_id naming no known answer is stored as given, with a warning)."""
+    (a request_id naming no known answer, or an answer given for another contact, is stored as
+    given, with a warning)."""
     if not await link.has_contact(event.contact_id):
         raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
     if event.request_id is not None:
-        version = await link.model_version_of(event.request_id)
-        if version is None:
-            shown = clipped(event.request_id)
-            warnings.append(f"field 'request_id': no answer {shown!r} is known (neither remembered nor in "
-                            "exposures); stored without its model_version")
-        event = dataclasses.replace(event, model_version=version)
+        answer = await link.answer_of(event.request_id)
+        warning = answer_warning(event, answer)
+        if warning:
+            warnings.append(warning)
+        event = dataclasses.replace(event, model_version=None if answer is None else answer[0])
     return await link.call(link.source.add_feedback, event)
+
+
+def answer_warning(event: crm.FeedbackEvent, answer: tuple[int, str | None] | None) -> str:
+    """What is odd about the answer the event's request_id names ("" when nothing): none is known, or
+    it was given for another contact (stored all the same: the contract does not forbid it, but the
+    caller most likely sent the wrong request_id or contact_id)."""
+    shown = clipped(event.request_id or "")
+    if answer is None:
+        return (f"field 'request_id': no answer {shown!r} is known (neither remembered nor in exposures); stored "
+                "without its model_version")
+    answered = answer[1]
+    if answered is not None and answered != event.contact_id:
+        return (f"field 'request_id': answer {shown!r} was given for contact {clipped(answered)!r}, not "
+                f"{clipped(event.contact_id)!r}; stored with that answer's model_version")
+    return ""
 
 
 def router(service: Service) -> APIRouter:

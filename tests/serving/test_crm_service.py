@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def test_contact_id_answers_exactly_what_the_full_fields_answer(app: TestClient,
 def test_every_answer_has_a_request_id(app: TestClient) -> None:
     one = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal"}).json()
     two = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal"}).json()
-    assert len(one["request_id"]) == 32 and one["request_id"] != two["request_id"]
+    assert re.fullmatch(r"v1-[0-9a-f]{32}", one["request_id"]) and one["request_id"] != two["request_id"]
     mine = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal", "request_id": "crm-42"}).json()
     assert mine["request_id"] == "crm-42"
     batch = post(app, "/v1/recommendations:batch", {"requests": [
@@ -101,7 +102,8 @@ def test_every_answer_has_a_request_id(app: TestClient) -> None:
         {"stage": "lead", "organization": {"industry": "it"}, "contact": {"position": "ceo"}},
     ]}).json()["results"]
     assert [r.get("contact_id") for r in batch] == ["c3", None]
-    assert all(len(r["request_id"]) == 32 for r in batch) and batch[0]["request_id"] != batch[1]["request_id"]
+    assert all(re.fullmatch(r"v1-[0-9a-f]{32}", r["request_id"]) for r in batch)
+    assert batch[0]["request_id"] != batch[1]["request_id"]
 
 
 @pytest.mark.parametrize(
@@ -304,6 +306,42 @@ def test_feedback_knows_the_model_version_of_its_answer(app: TestClient, crm_loc
                                           "nor in exposures); stored without its model_version"]
     rows = stored_feedback(crm_location).set_index("feedback_id")
     assert rows.loc["fb-v", "model_version"] == 1 and pd.isna(rows.loc["fb-none", "model_version"])
+
+
+def test_feedback_naming_another_contacts_answer_is_stored_with_a_warning(app: TestClient, crm_location: str) -> None:
+    answer = post(app, "/v1/recommendations", {"contact_id": "c2", "stage": "demo"}).json()
+    other = post(app, "/v1/feedback", feedback_body("fb-other", request_id=answer["request_id"]))  # contact c1
+    assert other.status_code == 201
+    assert other.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given for contact "
+                                        "'c2', not 'c1'; stored with that answer's model_version"]
+    assert wait_until(lambda: len(exposures(crm_location)) > 0, timeout=20)  # another worker reads exposures
+    crm_link_of(app)._answers.clear()  # as a worker that did not give the answer
+    again = post(app, "/v1/feedback", feedback_body("fb-other-2", request_id=answer["request_id"]))
+    assert again.json()["warnings"] == other.json()["warnings"]
+    assert stored_feedback(crm_location).set_index("feedback_id").loc["fb-other", "model_version"] == 1
+
+
+def crm_link_of(client: TestClient) -> Any:
+    return client.app.state.service.crm_link
+
+
+@pytest.mark.parametrize("caller_id", [None, "crm-7"])
+def test_feedback_on_another_workers_answer_gets_its_version_before_the_exposures_are_written(
+    built: dict[str, Path], database_url: str, dictionaries_dir: Path, tmp_path: Path, caller_id: str | None
+) -> None:
+    """--workers 2: the answer was in the other worker's memory and not yet in exposures, so half the
+    prompt feedback was stored without its model_version and with a false warning. Two services on
+    one database are the two workers here."""
+    location = write_crm_database(database_url, dictionaries.load(dictionaries_dir))
+    models = models_dir_with(tmp_path, built["fixed"])
+    settings = settings_for(models, crm=location, crm_cache_s=0, workers=2)
+    with serve(settings, "worker-a") as (a, _), serve(settings, "worker-b") as (b, _):
+        body = {"contact_id": "c1", "stage": "demo", "top_k": 2} | ({"request_id": caller_id} if caller_id else {})
+        answer = post(a, "/v1/recommendations", body).json()
+        # b asks at once: the answer's exposures are still in a's buffer (a flushes every 0.25 s)
+        feedback = post(b, "/v1/feedback", feedback_body("fb-w", request_id=answer["request_id"]))
+        assert feedback.status_code == 201 and feedback.json()["warnings"] == [], feedback.text
+    assert stored_feedback(location).set_index("feedback_id").loc["fb-w", "model_version"] == 1
 
 
 def test_every_request_id_an_answer_accepts_feedback_can_name(app: TestClient, crm_location: str) -> None:
