@@ -16,6 +16,10 @@ transaction, committed before any 2xx is sent:
 - 503 — no CRM source (`--crm`), or the database cannot be written: nothing is half-stored, the
   caller retries with the same feedback_id.
 
+Values get a CSV outcome row's rules (ids trimmed, codes and the outcome lower-cased too, a date as
+an export writes it; `/openapi.json` says so): the answers echo `feedback_id` as sent, and a warning
+(or the 409's text) says when it was compared and stored trimmed.
+
 The model version the answer came from (`request_id`) is stored with the event when known.
 Lookups that miss the cache and the write run in the CRM thread pool, never in the event loop.
 The lookup and the write together get `--request-timeout-s`: past it (a SQLite file locked by
@@ -75,6 +79,15 @@ def read_event(body: Any, warnings: list[str] | None = None) -> tuple[dict[str, 
     given = "occurred_on" in fields
     fields.setdefault("occurred_on", dt.datetime.now(dt.UTC).date().isoformat())
     return fields, given
+
+
+def trimmed_note(sent: str, stored: str) -> str:
+    """The warning for a feedback_id with surrounding spaces ("" without): ids get a CSV row's rule, so
+    'collide ' and 'collide' are one event, and the caller should know which id it is kept under."""
+    if sent == stored:
+        return ""
+    return (f"field 'feedback_id': surrounding spaces trimmed: compared and stored as {clipped(stored)!r} (a "
+            "feedback_id differing only in them is the same event)")
 
 
 def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules) -> crm.FeedbackEvent:
@@ -149,14 +162,19 @@ def router(service: Service) -> APIRouter:
         link = service.need_crm("POST /v1/feedback")
         model = service.model()  # the served version's dictionaries decide what a valid code is
         warnings: list[str] = []
-        fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)), warnings)
+        body = parse_json(await read_body(request, settings.max_body_bytes))
+        fields, given = read_event(body, warnings)
+        sent_id = body["feedback_id"]  # answers echo the id as sent; it is compared and stored trimmed
+        trimmed = trimmed_note(sent_id, fields["feedback_id"])
+        if trimmed:
+            warnings.append(trimmed)
         try:
             event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
         except DataError:
             if not await stored_as_sent(link, fields, given):
                 raise
             return json_response(
-                {"feedback_id": fields["feedback_id"], "stored": False, "duplicate": True, "warnings": warnings}, 200
+                {"feedback_id": sent_id, "stored": False, "duplicate": True, "warnings": warnings}, 200
             )
         try:
             async with asyncio.timeout(settings.request_timeout_s):  # a locked SQLite file waits 30 s
@@ -170,15 +188,16 @@ def router(service: Service) -> APIRouter:
             ) from None
         service.metrics.feedback.labels(str(result)).inc()
         if result is crm.FeedbackResult.STORED:
-            return json_response({"feedback_id": event.feedback_id, "stored": True, "warnings": warnings}, 201)
+            return json_response({"feedback_id": sent_id, "stored": True, "warnings": warnings}, 201)
         if result is crm.FeedbackResult.DUPLICATE:
             return json_response(
-                {"feedback_id": event.feedback_id, "stored": False, "duplicate": True, "warnings": warnings}, 200
+                {"feedback_id": sent_id, "stored": False, "duplicate": True, "warnings": warnings}, 200
             )
+        compared = f" (compared as {clipped(event.feedback_id)!r}: surrounding spaces are trimmed)" if trimmed else ""
         raise ApiError(
             409,
-            f"field 'feedback_id': {event.feedback_id!r} is already stored with different content; a retry must "
-            "send the same fields, a new event needs a new feedback_id",
+            f"field 'feedback_id': {clipped(sent_id)!r}{compared} is already stored with different content; a retry "
+            "must send the same fields, a new event needs a new feedback_id",
             outcome="conflict",
         )
 

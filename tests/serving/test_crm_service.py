@@ -234,6 +234,37 @@ def test_feedback_stored_duplicate_conflict(app: TestClient, crm_location: str) 
     assert str(rows.loc[0, "occurred_on"])[:10] == "2024-05-02"
 
 
+def test_the_openapi_schema_of_feedback_accepts_what_the_service_stores(app: TestClient, crm_location: str) -> None:
+    """Feedback values get a CSV outcome row's rules on purpose (CRM exports are messy); the schema said
+    YYYY-MM-DD and a lowercase enum while the service stored '2024-2-9' and 'Positive'."""
+    properties = app.get("/openapi.json").json()["components"]["schemas"]["FeedbackRequest"]["properties"]
+    schema = {name: next(p for p in [prop, *prop.get("anyOf", [])] if "pattern" in p)  # optional: anyOf [str, null]
+              for name, prop in properties.items() if name in ("occurred_on", "outcome")}
+    accepted = {"occurred_on": ["2024-2-9", "2024-02-29T10:00:00+03:00", "2024-02-29 10:00", " 2024-05-02 "],
+                "outcome": ["Positive", " NEGATIVE "]}
+    for n, (field, value) in enumerate((f, v) for f, vs in accepted.items() for v in vs):
+        answer = post(app, "/v1/feedback", feedback_body(f"fb-s{n}", **{field: value}))
+        assert answer.status_code == 201, (field, value, answer.text)
+        assert re.search(schema[field]["pattern"], value), (field, value)
+    for field, value in (("occurred_on", "2024-05-02 (перенесено)"), ("outcome", "maybe")):
+        assert post(app, "/v1/feedback", feedback_body("fb-no", **{field: value})).status_code == 400
+        assert not re.search(schema[field]["pattern"], value), (field, value)
+
+
+def test_a_feedback_id_is_echoed_as_sent_and_said_to_be_compared_trimmed(app: TestClient, crm_location: str) -> None:
+    note = ("field 'feedback_id': surrounding spaces trimmed: compared and stored as 'collide' (a feedback_id "
+            "differing only in them is the same event)")
+    first = post(app, "/v1/feedback", feedback_body("collide "))
+    assert first.status_code == 201 and first.json() == {"feedback_id": "collide ", "stored": True, "warnings": [note]}
+    assert post(app, "/v1/feedback", feedback_body("collide")).json() == {
+        "feedback_id": "collide", "stored": False, "duplicate": True, "warnings": []}
+    conflict = post(app, "/v1/feedback", feedback_body(" collide", outcome="negative"))
+    assert conflict.status_code == 409
+    assert conflict.json()["error"].startswith("field 'feedback_id': ' collide' (compared as 'collide': surrounding "
+                                               "spaces are trimmed) is already stored with different content")
+    assert list(stored_feedback(crm_location)["feedback_id"]) == ["collide"]
+
+
 def test_feedback_on_a_locked_sqlite_file_is_a_503_within_the_request_timeout(
     built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
 ) -> None:
