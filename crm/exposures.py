@@ -6,7 +6,9 @@ counted — never a slower or failed request. A daemon thread takes whatever has
 `interval_s` (or sooner, once `batch_rows` are waiting) and writes it with one
 `CrmSource.add_exposures` call, i.e. one transaction. A write that fails (the database is down) is
 counted as dropped too and logged by the caller's `on_dropped`; the thread keeps going. `close()`
-writes what is left (bounded by `timeout_s`).
+writes what is left within `timeout_s` (the service gives it what is left of its shutdown budget);
+whatever is still buffered or being written when that runs out is counted as dropped (`shutdown`):
+the process is about to exit, and contract §6 allows lost rows only when they are counted.
 
 Exposure rows hold codes, ids, numbers and a timestamp only: no personal data.
 """
@@ -46,9 +48,13 @@ class ExposureWriter:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
+        self._abandoned = False  # close() gave up waiting: the thread stops after its current write
+        self._writing = 0  # rows of the write in progress
         self._thread: threading.Thread | None = None
         self.written = 0
         self.dropped = 0
+        #: Why the last write failed (the error's text: codes, ids and the database's words, no personal data).
+        self.last_error = ""
 
     def start(self) -> None:
         """Start the writer thread (idempotent)."""
@@ -82,11 +88,19 @@ class ExposureWriter:
         """Write everything buffered now (in the caller's thread); returns the rows written."""
         with self._lock:
             rows, self._rows = self._rows, []
+            self._writing = len(rows)
         if not rows:
             return 0
         try:
             written = self._write(rows)
-        except NeedsRecError:  # the database is unreachable or refuses: these rows are lost, counted
+        except NeedsRecError as exc:  # the database is unreachable or refuses: these rows are lost, counted
+            written = -1
+            self.last_error = " ".join(str(exc).split())
+        with self._lock:
+            self._writing = 0
+            if self._abandoned:  # close() counted these rows as dropped already
+                return max(written, 0)
+        if written < 0:
             self.dropped += len(rows)
             self._on_dropped(len(rows), "write_failed")
             return 0
@@ -94,16 +108,28 @@ class ExposureWriter:
         self._on_written(written)
         return written
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop accepting rows, write what is buffered, stop the thread."""
+    def close(self, timeout_s: float | None = 5.0) -> int:
+        """Stop accepting rows, write what is buffered within `timeout_s` seconds (None: until written or
+        failed), stop the thread. Returns the rows given up: those still buffered or being written when
+        the time ran out (a database locked or slow past it), counted as dropped with reason `shutdown`."""
         with self._lock:
             self._closing = True
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-        else:
+        thread, self._thread = self._thread, None
+        if thread is None:
             self.flush()
+            return 0
+        thread.join(timeout_s)
+        if not thread.is_alive():
+            return 0
+        with self._lock:  # the thread is still in a write: what it holds and what waits are not written
+            lost = len(self._rows) + self._writing
+            self._rows = []
+            self._abandoned = True
+        if lost:
+            self.dropped += lost
+            self._on_dropped(lost, "shutdown")
+        return lost
 
     def _run(self) -> None:
         while True:
@@ -111,6 +137,7 @@ class ExposureWriter:
             self._wake.clear()
             self.flush()
             if self._closing:
-                self.flush()
+                if not self._abandoned:
+                    self.flush()
                 return
             time.sleep(0)  # let request threads take the lock between batches

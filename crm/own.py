@@ -8,7 +8,8 @@ process leaves whole rows or none.
 - `add_feedback`: `INSERT … ON CONFLICT (feedback_id) DO NOTHING RETURNING`, then, when nothing was
   inserted, the stored row is compared: the same event is a duplicate (nothing written), another
   one under the same id a conflict. Concurrent posts of one id store it once (the primary key
-  decides, not a read before the write).
+  decides, not a read before the write). When the write fails (a read-only database), the id is
+  looked up with a read: a stored event is still a duplicate or a conflict, only a new one fails.
 - `add_exposures`: one multi-row insert per call (the service batches them off the request path).
 
 SQLite commits with `synchronous=FULL`: each commit fsyncs, so a 2xx'd event survives a power cut or an OS crash
@@ -40,7 +41,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from crm.source import FeedbackEvent, FeedbackResult
 from crm.stages import latest_days
 from needs_rec import schema
-from needs_rec.errors import SourceUnavailable
+from needs_rec.errors import DataError, SourceUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _TYPES = {
@@ -164,6 +165,7 @@ class OwnTables:
             return
         with self._lock:
             if not self._ready:
+                self.check_own_tables()  # never a write into a firm's table of the same name
                 with database_errors(self.describe, "create needs_rec's tables feedback and exposures"):
                     try:
                         self.metadata.create_all(self.engine, checkfirst=True)
@@ -171,6 +173,30 @@ class OwnTables:
                         if not all(self._exists(t, check_only=True) for t in (self.feedback, self.exposures)):
                             raise
                 self._ready = True
+
+    def check_own_tables(self, names: Sequence[str] = (schema.FEEDBACK.name, schema.EXPOSURES.name)) -> None:
+        """DataError when a table of `names` exists but is not needs_rec's: it lacks some of needs_rec's
+        columns, so it is a firm's own table of that name (contract §5: needs_rec never writes a firm's
+        table). Taken as needs_rec's, every feedback would be a 503 forever and every exposure dropped
+        with no reason given; the message names the table, the missing columns and what to do.
+        SourceUnavailable when the database cannot be reached (it may come up later)."""
+        tables = [t for t in (self.feedback, self.exposures) if t.name in names]
+        with database_errors(self.describe, "read the columns of its own tables"), self.engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            for table in tables:
+                if inspector.has_table(table.name, schema=self.metadata.schema):
+                    found = {c["name"].lower() for c in inspector.get_columns(table.name, schema=self.metadata.schema)}
+                    missing = [c.name for c in table.columns if c.name not in found]
+                    if missing:
+                        raise DataError(self._foreign_table_message(table.name, missing))
+
+    def _foreign_table_message(self, name: str, missing: Sequence[str]) -> str:
+        where = f" in schema {self.metadata.schema!r}" if self.metadata.schema else ""
+        fix = ("rename the firm's table, or point the URL at another schema with ?schema=NAME (the CRM's tables or "
+               "views of them there)" if self.engine.dialect.name == "postgresql" else "rename the firm's table")
+        return (f"CRM database {self.describe}: table {name!r}{where} is not needs_rec's own {name} table (it lacks "
+                f"column(s) {', '.join(missing)}): needs_rec keeps its {name} there and never writes into a table of "
+                f"the firm's; {fix}")
 
     def add_feedback(self, event: FeedbackEvent) -> FeedbackResult:
         """Insert one event unless its feedback_id is stored; committed before returning."""
@@ -187,11 +213,30 @@ class OwnTables:
             "model_version": event.model_version,
             "received_at": dt.datetime.now(dt.UTC),
         }
-        with database_errors(self.describe, "store the feedback"), self._write_lock, self.engine.begin() as conn:
-            if conn.execute(self._store_feedback, values).first() is not None:  # RETURNING: a row only when inserted
-                return FeedbackResult.STORED
-            stored = conn.execute(self._stored_feedback, {"id": event.feedback_id}).one()
+        try:
+            with database_errors(self.describe, "store the feedback"), self._write_lock, self.engine.begin() as conn:
+                if conn.execute(self._store_feedback, values).first() is not None:  # RETURNING: only when inserted
+                    return FeedbackResult.STORED
+                stored = conn.execute(self._stored_feedback, {"id": event.feedback_id}).one()
+        except SourceUnavailable as failure:
+            return self._known_after_failed_write(event, failure)
         return FeedbackResult.DUPLICATE if event.same_content(stored._mapping) else FeedbackResult.CONFLICT
+
+    def _known_after_failed_write(self, event: FeedbackEvent, failure: SourceUnavailable) -> FeedbackResult:
+        """DUPLICATE or CONFLICT for an event whose write failed but whose feedback_id is stored already.
+
+        A retry of a stored event needs only a read (contract §6: 200 duplicate, 409 other content),
+        so a database that is read-only now (a SQLite file made immutable, PostgreSQL with
+        `default_transaction_read_only`) still answers it; otherwise — not stored, or the read fails
+        too — the write's own SourceUnavailable (503, retry later) stands.
+        """
+        try:
+            stored = self.stored_feedback(event.feedback_id)
+        except SourceUnavailable:
+            stored = None
+        if stored is None:
+            raise failure
+        return FeedbackResult.DUPLICATE if event.same_content(stored) else FeedbackResult.CONFLICT
 
     def stored_feedback(self, feedback_id: str) -> dict[str, Any] | None:
         """The row stored under `feedback_id`, or None (also when the table does not exist yet)."""
@@ -243,14 +288,15 @@ class OwnTables:
             rows = conn.execute(query).all()
         return latest_days(rows).get(contact_id)
 
-    def model_version_of(self, request_id: str) -> int | None:
-        """The model version of an answer, from its exposures (None when none was written)."""
+    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
+        """(model version, contact_id or None) of an answer, from its exposures (None when none was written)."""
         if not self._exists(self.exposures):
             return None
         table = self.exposures
-        query = sa.select(table.c.model_version).where(table.c.request_id == request_id).limit(1)
+        query = sa.select(table.c.model_version, table.c.contact_id).where(table.c.request_id == request_id).limit(1)
         with database_errors(self.describe, "read exposures"), self.engine.connect() as conn:
-            return conn.execute(query).scalar_one_or_none()
+            row = conn.execute(query).first()
+        return None if row is None else (row[0], row[1])
 
     def read_feedback(self) -> pd.DataFrame | None:
         """The whole feedback table as text (like a CSV export of it), or None when there is none yet."""
@@ -294,8 +340,8 @@ class OwnTablesWriter:
     def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.own().recent_feedback(limit)
 
-    def model_version_of(self, request_id: str) -> int | None:
-        return self.own().model_version_of(request_id)
+    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
+        return self.own().answer_of(request_id)
 
 
 def _decoded(value: bytes) -> str:

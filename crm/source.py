@@ -120,9 +120,10 @@ class CrmSource(Protocol):
 
     def check_tables(self) -> None:
         """DataError when a table of the contract (organizations, contacts, outcomes) or one of its
-        required columns is missing; reads names only, no rows. SourceUnavailable when the database
-        cannot be reached now. For a service at start-up: a wrong database or export is one line
-        then, not a ready service whose queries fail."""
+        required columns is missing, and when a `feedback` or `exposures` table there is not
+        needs_rec's own (a firm's table of that name, lacking needs_rec's columns); reads names only,
+        no rows. SourceUnavailable when the database cannot be reached now. For a service at start-up:
+        a wrong database or export is one line then, not a ready service whose queries fail."""
         ...
 
     def read_table(self, name: str) -> pd.DataFrame:
@@ -186,8 +187,9 @@ class CrmSource(Protocol):
         CRM's own names, for the pages only), or None."""
         ...
 
-    def model_version_of(self, request_id: str) -> int | None:
-        """The model version that answered `request_id`, from the exposures written so far."""
+    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
+        """The model version that answered `request_id` and the contact it was asked for (None: asked
+        with the full fields), from the exposures written so far; None when none was written."""
         ...
 
     def close(self) -> None:

@@ -103,6 +103,7 @@ class SqlSource(OwnTablesWriter):
             source = f"table {relation!r}"
             mapping, _, _ = schema.contract_columns(columns, table, source)
             schema.check_required_columns(mapping.values(), table, source)
+        self.own().check_own_tables()  # a firm's own `feedback` or `exposures` is refused, never written
 
     def read_table(self, name: str) -> pd.DataFrame:
         table = schema.TABLES_BY_NAME[name]
@@ -121,6 +122,7 @@ class SqlSource(OwnTablesWriter):
     def read_crm(self) -> dict[str, pd.DataFrame]:
         frames = {table.name: self.read_table(table.name) for table in schema.TABLES}
         if schema.FEEDBACK.name in self._relations():
+            self.own().check_own_tables([schema.FEEDBACK.name])  # a firm's own `feedback` is no feedback of ours
             frames[schema.FEEDBACK.name] = self.read_table(schema.FEEDBACK.name)
         return frames
 

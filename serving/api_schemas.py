@@ -9,10 +9,11 @@ as the service does (an unknown one is named in `warnings`, personal ones are ig
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from needs_rec.schema.rows import DATE_TEXT_PATTERN, OUTCOME_TEXT_PATTERN
 from serving.requests import FLOAT32_MAX
 
 Code = Annotated[str | None, Field(description="a dictionary code (compared stripped and lower-cased); "
@@ -105,15 +106,23 @@ class RecommendationBody(RootModel[RecommendationRequest | LookupRequest]):
 
 
 class FeedbackRequest(_Open):
-    """`POST /v1/feedback`: what happened when a characteristic was put to a contact (contract §6)."""
+    """`POST /v1/feedback`: what happened when a characteristic was put to a contact (contract §6).
 
-    feedback_id: Annotated[str, Field(min_length=1, max_length=200, description="unique per event; a retry "
-                                                                                  "with it never stores twice")]
-    contact_id: Annotated[str, Field(min_length=1, max_length=200)]
-    stage: Annotated[str, Field(description="a funnel stage code of the served version")]
-    characteristic: Annotated[str, Field(description="a characteristic offered at that stage")]
-    outcome: Literal["positive", "negative"]
-    occurred_on: IsoDate = None
+    Its values get the rules a CRM outcome row gets (`needs_rec.schema.rows`): ids trimmed of
+    surrounding spaces, codes and the outcome also lower-cased, a date as an export may write it."""
+
+    feedback_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S", description="unique per event; "
+                                      "a retry with it never stores twice (compared and stored trimmed of surrounding "
+                                      "spaces)")]
+    contact_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S", description="trimmed")]
+    stage: Annotated[str, Field(description="a funnel stage code of the served version (trimmed, any case)")]
+    characteristic: Annotated[str, Field(description="a characteristic offered at that stage (trimmed, any case)")]
+    outcome: Annotated[str, Field(pattern=OUTCOME_TEXT_PATTERN, examples=["positive", "negative"],
+                                  description="positive or negative (trimmed, any case)")]
+    occurred_on: Annotated[str | None, Field(
+        pattern=rf"^\s*$|{DATE_TEXT_PATTERN}", examples=["2024-06-30"],
+        description="YYYY-MM-DD (a one-digit month or day too), or a date and time whose first ten characters are "
+        "one (2024-06-30T10:00:00+03:00: the time and zone are dropped); empty or absent: today")] = None
     request_id: Annotated[str | None, Field(max_length=200, description="the recommendation answer it refers to")] \
         = None
     manager_id: Annotated[str | None, Field(max_length=200, description="an opaque code, never a name")] = None

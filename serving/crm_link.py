@@ -20,6 +20,13 @@ database unreachable, say) it is ignored and lookups read the CRM again, as with
 missing from the snapshot is always looked up in the CRM, so a new contact is found at once.
 `/metrics` shows the snapshot's size and age (`needs_rec_crm_snapshot_contacts`,
 `needs_rec_crm_snapshot_age_seconds`).
+
+Which answer a feedback's `request_id` names (`answer_of`): the answers this process gave are
+remembered; others are read from `exposures`. With `--workers N` the answer may be another
+worker's and not written yet (its writer flushes every 0.25 s), so an id the service minted carries
+the version it was answered with (`v<version>-<32 hex digits>`: any worker reads it without
+memory), and an id the caller chose is looked for in `exposures` again after one and two flush
+intervals before it is called unknown. One process alone looks once: nobody else answers.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -43,6 +51,10 @@ from serving.observability import Metrics, log_event
 T = TypeVar("T")
 #: How many request_id → model_version pairs are remembered for feedback (older ones are read from exposures).
 REMEMBERED_ANSWERS = 100_000
+#: An answer: the model version that gave it and the contact it was asked for (None: asked with the full fields).
+Answer = tuple[int, str | None]
+#: Looks for a caller's request_id in `exposures` before it is called unknown, with sibling workers (module doc).
+SIBLING_LOOKS = 2
 
 
 class TtlCache:
@@ -84,8 +96,12 @@ class CrmLink:
         exposure_buffer: int = 10_000,
         metrics: Metrics | None = None,
         logger: logging.Logger | None = None,
+        stop_budget: Callable[[], float | None] = lambda: 5.0,
+        siblings: bool = False,
     ):
         self.source = source
+        #: Seconds `stop` may wait for the buffered exposures to be written (None: no limit).
+        self.stop_budget = stop_budget
         self.cache = TtlCache(cache_s, cache_size)
         self.metrics = metrics
         self.logger = logger or logging.getLogger("needs_rec.serving")
@@ -93,7 +109,9 @@ class CrmLink:
         self._snapshot: tuple[float, dict[str, crm.ContactRecord]] | None = None  # (monotonic read start, records)
         self._stopped = threading.Event()
         self._snapshotter: threading.Thread | None = None
-        self._answers: OrderedDict[str, int] = OrderedDict()
+        self._answers: OrderedDict[str, Answer] = OrderedDict()
+        #: Other worker processes answer too (`--workers N`): an answer may be in their memory only for now.
+        self.siblings = siblings
         self.exposures = ExposureWriter(
             source.add_exposures,
             capacity=exposure_buffer,
@@ -110,11 +128,12 @@ class CrmLink:
             self.metrics.watch_snapshot_age(self.snapshot_age)
 
     def stop(self) -> None:
-        """Write the buffered exposures, release the threads and the connections."""
+        """Write the buffered exposures (within `stop_budget()`; rows still unwritten then are counted and
+        logged as dropped), release the threads and the connections."""
         self._stopped.set()
         if self._snapshotter is not None:
             self._snapshotter.join(timeout=10)
-        self.exposures.close()
+        self.exposures.close(self.stop_budget())
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.source.close()
 
@@ -182,8 +201,9 @@ class CrmLink:
     def record_answer(
         self, version: int, contact_id: str | None, stage: str, points: Sequence[dict[str, Any]], request_id: str
     ) -> None:
-        """Remember which version answered `request_id` and queue one exposure row per point shown."""
-        self._answers[request_id] = version
+        """Remember which version answered `request_id` (for which contact) and queue one exposure row per
+        point shown."""
+        self._answers[request_id] = (version, contact_id)
         if len(self._answers) > REMEMBERED_ANSWERS:
             self._answers.popitem(last=False)
         if not points:
@@ -206,12 +226,26 @@ class CrmLink:
             ]
         )
 
-    async def model_version_of(self, request_id: str) -> int | None:
-        """The version that gave answer `request_id`: remembered, else from the exposures written."""
-        version = self._answers.get(request_id)
+    async def answer_of(self, request_id: str) -> Answer | None:
+        """The version that gave answer `request_id` and its contact (see the module doc): remembered,
+        else from the exposures written, else the version a minted id carries (contact unknown), else —
+        with sibling workers, for an id the caller chose — from the exposures after one and two flush
+        intervals; None when none of them knows it."""
+        answer = self._answers.get(request_id)
+        if answer is not None:
+            return answer
+        answer = await self.call(self.source.answer_of, request_id)
+        if answer is not None:
+            return answer
+        version = minted_version(request_id)
         if version is not None:
-            return version
-        return await self.call(self.source.model_version_of, request_id)
+            return version, None
+        for _ in range(SIBLING_LOOKS if self.siblings else 0):
+            await asyncio.sleep(self.exposures.interval_s)
+            answer = await self.call(self.source.answer_of, request_id)
+            if answer is not None:
+                return answer
+        return None
 
     def _exposures_written(self, n: int) -> None:
         if self.metrics is not None:
@@ -221,7 +255,11 @@ class CrmLink:
         if self.metrics is not None:
             self.metrics.exposures.labels(f"dropped_{reason}").inc(n)
         if reason == "write_failed":
-            log_event(self.logger, "exposures_dropped", logging.WARNING, rows=n, reason=reason)
+            log_event(self.logger, "exposures_dropped", logging.WARNING, rows=n, reason=reason,
+                      error=self.exposures.last_error)
+        elif reason == "shutdown":  # once, at exit: the database did not take them within the shutdown budget
+            log_event(self.logger, "exposures_dropped", logging.WARNING, rows=n, reason=reason,
+                      error="not written within --shutdown-timeout-s (the database was locked or slow)")
 
 
 #: Random bytes for request ids, read from the OS in blocks of this many ids (one system call per block).
@@ -229,18 +267,29 @@ _IDS_PER_READ = 256
 _random_ids: list[str] = []
 
 
-def new_request_id() -> str:
-    """A fresh opaque answer id: 32 hex digits of the OS's randomness (`os.urandom`, as `secrets` uses).
+_MINTED = re.compile(r"v([0-9]{1,9})-[0-9a-f]{32}")
+
+
+def new_request_id(version: int) -> str:
+    """A fresh opaque answer id: `v<version>-` and 32 hex digits of the OS's randomness (`os.urandom`,
+    as `secrets` uses). The version lets any worker of several tell feedback which version answered,
+    before the answer's exposures are written (module doc).
 
     The bytes are read for `_IDS_PER_READ` ids at once; `list.pop` is atomic, so threads never
     share an id.
     """
     while True:  # another thread may empty a block just read: read again
         try:
-            return _random_ids.pop()
+            return f"v{version}-{_random_ids.pop()}"
         except IndexError:
             block = os.urandom(16 * _IDS_PER_READ).hex()
             _random_ids.extend(block[i : i + 32] for i in range(0, len(block), 32))
+
+
+def minted_version(request_id: str) -> int | None:
+    """The version a `new_request_id` carries, or None for an id of another form (a caller's)."""
+    match = _MINTED.fullmatch(request_id)
+    return None if match is None else int(match.group(1))
 
 
 os.register_at_fork(after_in_child=_random_ids.clear)  # a forked child never reuses its parent's unread ids

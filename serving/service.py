@@ -51,6 +51,9 @@ SCORING_ENDPOINTS = frozenset({"recommendations", "recommendations_batch", "pred
 #: Scoring requests let through in one stretch of a busy loop before queue-delay shedding starts
 #: (`Service.start_lag_watch`): ~8 ms of work at ~1 ms a request, more than a quiet stretch ever holds.
 QUEUED_BEFORE_SHEDDING = 8
+#: The least time buffered exposures get to be written at shutdown, whatever the drain took (one
+#: write of a full buffer takes milliseconds on a database that answers).
+MIN_EXPOSURE_CLOSE_S = 1.0
 _STATIC_ENDPOINTS = {
     "/v1/recommendations": "recommendations",
     "/v1/recommendations:batch": "recommendations_batch",
@@ -208,9 +211,12 @@ class Service:
                 exposure_buffer=settings.exposure_buffer,
                 metrics=self.metrics,
                 logger=self.logger,
+                stop_budget=self.shutdown_budget_left,
+                siblings=settings.workers > 1,
             )
         self._crm_locations = _locations(settings.crm, self.crm_link.source if self.crm_link else None)
         self.shutting_down = False
+        self._shutdown_began = 0.0  # time.monotonic() of begin_shutdown (SIGTERM)
         self.in_flight = 0
         self.loop_lag = 0.0  # seconds the event loop ran behind at its last check (`watch_loop_lag`)
         self._lag_task: asyncio.Task[None] | None = None
@@ -273,7 +279,22 @@ class Service:
         """Readiness drops from now on (SIGTERM); in-flight requests still finish."""
         if not self.shutting_down:
             self.shutting_down = True
+            self._shutdown_began = time.monotonic()
             log_event(self.logger, "shutdown_started", in_flight=self.in_flight)
+
+    def shutdown_budget_left(self) -> float | None:
+        """Seconds left of `--shutdown-timeout-s` for the last shutdown step (writing buffered exposures).
+
+        The budget starts once the `--shutdown-delay-s` of serving with readiness down is over, as
+        uvicorn's drain of in-flight requests does, and the exposures get at least
+        `MIN_EXPOSURE_CLOSE_S` of it even after a drain that used it all. None (no limit) for 0,
+        which is what 0 means to uvicorn's drain too."""
+        timeout = self.settings.shutdown_timeout_s
+        if not timeout:
+            return None
+        began = self._shutdown_began or time.monotonic()
+        spent = max(0.0, time.monotonic() - began - self.settings.shutdown_delay_s)
+        return max(MIN_EXPOSURE_CLOSE_S, timeout - spent)
 
     def twin_failed(self, model: ServingModel, exc: Exception) -> None:
         """A NumPy twin raised: log it (type only: the message could quote request values) and drop the twin."""
@@ -365,7 +386,7 @@ class Service:
     ) -> str:
         """The answer's request_id (the caller's, else a fresh one); with a CRM source, its
         exposures are queued for writing (off the request path) and its model version remembered."""
-        request_id = request_id or new_request_id()
+        request_id = request_id or new_request_id(model.version)
         if self.crm_link is not None:
             self.crm_link.record_answer(model.version, contact_id, stage, points, request_id)
         return request_id

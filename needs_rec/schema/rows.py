@@ -44,6 +44,9 @@ _DATE = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})")
 _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)? ?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?"
 )
+#: Every text `parse_date` may take as a date, as one regular expression (surrounding spaces allowed, as
+#: they are stripped), for schemas that document it: the OpenAPI schema of POST /v1/feedback's occurred_on.
+DATE_TEXT_PATTERN = rf"^\s*({_DATE.pattern}|{_DATE_TIME.pattern})\s*$"
 #: The dates a table can hold (pandas' datetime64[ns] range, which the whole-table path uses).
 DATE_MIN, DATE_MAX = dt.date(1678, 1, 1), dt.date(2261, 12, 31)
 #: Text kinds: ids and timestamps are only stripped; codes and outcomes are also lower-cased.
@@ -52,6 +55,11 @@ _STRIPPED_ONLY = frozenset({Kind.ID, Kind.TIMESTAMP})
 ROW_KINDS = frozenset({Kind.ID, Kind.TIMESTAMP, Kind.CODE, Kind.OUTCOME, Kind.DATE})
 
 ALLOWED_OUTCOME = f"allowed: {', '.join(OUTCOME_VALUES)}"
+#: Every text `text_value` makes an outcome of (any case, surrounding spaces), as one regular expression
+#: without flags (JSON Schema has none), for the OpenAPI schema of POST /v1/feedback.
+OUTCOME_TEXT_PATTERN = (
+    r"^\s*(" + "|".join("".join(f"[{c.upper()}{c}]" for c in value) for value in OUTCOME_VALUES) + r")\s*$"
+)
 #: A feedback date is "in the future" once it is past today in the easternmost time zone (UTC+14):
 #: a manager anywhere may report today's call by their own calendar.
 EARLIEST_ZONE = dt.timedelta(hours=14)

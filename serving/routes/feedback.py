@@ -16,6 +16,10 @@ transaction, committed before any 2xx is sent:
 - 503 — no CRM source (`--crm`), or the database cannot be written: nothing is half-stored, the
   caller retries with the same feedback_id.
 
+Values get a CSV outcome row's rules (ids trimmed, codes and the outcome lower-cased too, a date as
+an export writes it; `/openapi.json` says so): the answers echo `feedback_id` as sent, and a warning
+(or the 409's text) says when it was compared and stored trimmed.
+
 The model version the answer came from (`request_id`) is stored with the event when known.
 Lookups that miss the cache and the write run in the CRM thread pool, never in the event loop.
 The lookup and the write together get `--request-timeout-s`: past it (a SQLite file locked by
@@ -77,6 +81,15 @@ def read_event(body: Any, warnings: list[str] | None = None) -> tuple[dict[str, 
     return fields, given
 
 
+def trimmed_note(sent: str, stored: str) -> str:
+    """The warning for a feedback_id with surrounding spaces ("" without): ids get a CSV row's rule, so
+    'collide ' and 'collide' are one event, and the caller should know which id it is kept under."""
+    if sent == stored:
+        return ""
+    return (f"field 'feedback_id': surrounding spaces trimmed: compared and stored as {clipped(stored)!r} (a "
+            "feedback_id differing only in them is the same event)")
+
+
 def checked_event(fields: dict[str, str], given: bool, rules: FeedbackRules) -> crm.FeedbackEvent:
     """The event after the row rules and the strict feedback checks (DataError → 400 naming the field);
     its model_version is filled in once the answer it refers to is looked up."""
@@ -111,17 +124,32 @@ def event_of(clean: dict[str, Any], given: bool) -> crm.FeedbackEvent:
 
 async def store(link: CrmLink, event: crm.FeedbackEvent, warnings: list[str]) -> crm.FeedbackResult:
     """404 for an unknown contact; else the event, with the model version of its answer, stored
-    (a request_id naming no known answer is stored as given, with a warning)."""
+    (a request_id naming no known answer, or an answer given for another contact, is stored as
+    given, with a warning)."""
     if not await link.has_contact(event.contact_id):
         raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
     if event.request_id is not None:
-        version = await link.model_version_of(event.request_id)
-        if version is None:
-            shown = clipped(event.request_id)
-            warnings.append(f"field 'request_id': no answer {shown!r} is known (neither remembered nor in "
-                            "exposures); stored without its model_version")
-        event = dataclasses.replace(event, model_version=version)
+        answer = await link.answer_of(event.request_id)
+        warning = answer_warning(event, answer)
+        if warning:
+            warnings.append(warning)
+        event = dataclasses.replace(event, model_version=None if answer is None else answer[0])
     return await link.call(link.source.add_feedback, event)
+
+
+def answer_warning(event: crm.FeedbackEvent, answer: tuple[int, str | None] | None) -> str:
+    """What is odd about the answer the event's request_id names ("" when nothing): none is known, or
+    it was given for another contact (stored all the same: the contract does not forbid it, but the
+    caller most likely sent the wrong request_id or contact_id)."""
+    shown = clipped(event.request_id or "")
+    if answer is None:
+        return (f"field 'request_id': no answer {shown!r} is known (neither remembered nor in exposures); stored "
+                "without its model_version")
+    answered = answer[1]
+    if answered is not None and answered != event.contact_id:
+        return (f"field 'request_id': answer {shown!r} was given for contact {clipped(answered)!r}, not "
+                f"{clipped(event.contact_id)!r}; stored with that answer's model_version")
+    return ""
 
 
 def router(service: Service) -> APIRouter:
@@ -134,14 +162,19 @@ def router(service: Service) -> APIRouter:
         link = service.need_crm("POST /v1/feedback")
         model = service.model()  # the served version's dictionaries decide what a valid code is
         warnings: list[str] = []
-        fields, given = read_event(parse_json(await read_body(request, settings.max_body_bytes)), warnings)
+        body = parse_json(await read_body(request, settings.max_body_bytes))
+        fields, given = read_event(body, warnings)
+        sent_id = body["feedback_id"]  # answers echo the id as sent; it is compared and stored trimmed
+        trimmed = trimmed_note(sent_id, fields["feedback_id"])
+        if trimmed:
+            warnings.append(trimmed)
         try:
             event = checked_event(fields, given, model.feedback_rules)  # 400 before any database call
         except DataError:
             if not await stored_as_sent(link, fields, given):
                 raise
             return json_response(
-                {"feedback_id": fields["feedback_id"], "stored": False, "duplicate": True, "warnings": warnings}, 200
+                {"feedback_id": sent_id, "stored": False, "duplicate": True, "warnings": warnings}, 200
             )
         try:
             async with asyncio.timeout(settings.request_timeout_s):  # a locked SQLite file waits 30 s
@@ -155,15 +188,16 @@ def router(service: Service) -> APIRouter:
             ) from None
         service.metrics.feedback.labels(str(result)).inc()
         if result is crm.FeedbackResult.STORED:
-            return json_response({"feedback_id": event.feedback_id, "stored": True, "warnings": warnings}, 201)
+            return json_response({"feedback_id": sent_id, "stored": True, "warnings": warnings}, 201)
         if result is crm.FeedbackResult.DUPLICATE:
             return json_response(
-                {"feedback_id": event.feedback_id, "stored": False, "duplicate": True, "warnings": warnings}, 200
+                {"feedback_id": sent_id, "stored": False, "duplicate": True, "warnings": warnings}, 200
             )
+        compared = f" (compared as {clipped(event.feedback_id)!r}: surrounding spaces are trimmed)" if trimmed else ""
         raise ApiError(
             409,
-            f"field 'feedback_id': {event.feedback_id!r} is already stored with different content; a retry must "
-            "send the same fields, a new event needs a new feedback_id",
+            f"field 'feedback_id': {clipped(sent_id)!r}{compared} is already stored with different content; a retry "
+            "must send the same fields, a new event needs a new feedback_id",
             outcome="conflict",
         )
 

@@ -190,6 +190,86 @@ def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_u
     assert "  table 'feedback': 1 row" in report.lines()  # one row, not "1 rows"
 
 
+def read_only(source) -> None:
+    """Every new connection of `source` refuses writes, as a database made read-only does (SQLite's
+    query_only; PostgreSQL's default_transaction_read_only), and the pooled ones are let go."""
+    statement = ("PRAGMA query_only = ON" if source.dialect == "sqlite"
+                 else "SET default_transaction_read_only = on")
+
+    @sa.event.listens_for(source.engine, "connect")
+    def _refuse_writes(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+        if source.dialect == "postgresql":
+            dbapi_connection.commit()
+
+    source.engine.dispose()
+
+
+def test_a_retry_is_answered_by_a_read_while_the_database_refuses_writes(open_crm, database_url, tiny_dictionaries):
+    """Contract §6: a stored feedback_id sent again is a duplicate (same content) or a conflict, which
+    needs only a read; a read-only database made it the write's 503."""
+    source = open_crm(write_crm_database(database_url, tiny_dictionaries))
+    event = crm.FeedbackEvent("fb-ro", "c1", "demo", "ch_price", "positive", "2024-03-01", request_id="r1")
+    assert source.add_feedback(event) is crm.FeedbackResult.STORED
+    read_only(source)
+    assert source.add_feedback(event) is crm.FeedbackResult.DUPLICATE
+    changed = crm.FeedbackEvent("fb-ro", "c1", "demo", "ch_price", "negative", "2024-03-01", request_id="r1")
+    assert source.add_feedback(changed) is crm.FeedbackResult.CONFLICT
+    new = crm.FeedbackEvent("fb-new", "c1", "demo", "ch_price", "positive", "2024-03-01")
+    with pytest.raises(SourceUnavailable, match="cannot store the feedback"):
+        source.add_feedback(new)
+    assert [row["feedback_id"] for row in source.recent_feedback()] == ["fb-ro"]
+
+
+def firms_table(source, sql: str) -> None:
+    """Run a firm's own CREATE TABLE (and inserts) in the source's database and schema."""
+    with source.engine.begin() as conn:
+        if source.schema:
+            conn.execute(sa.text(f'SET search_path TO "{source.schema}"'))
+        for statement in sql.split(";"):
+            conn.execute(sa.text(statement))
+
+
+@pytest.mark.parametrize(
+    ("table", "sql", "missing"),
+    [
+        ("feedback", "CREATE TABLE feedback (id integer PRIMARY KEY, contact_id text, comment text);"
+                     "INSERT INTO feedback VALUES (1, 'c1', 'called back')",
+         "feedback_id, occurred_on, stage, characteristic, outcome, manager_id, request_id, model_version, "
+         "received_at"),
+        ("exposures", "CREATE TABLE exposures (id integer PRIMARY KEY, campaign text, shown_at text);"
+                      "INSERT INTO exposures VALUES (1, 'spring', '2024-03-01')",
+         "request_id, served_at, model_version, contact_id, stage, characteristic, rank, probability, selected"),
+    ],
+)
+def test_a_firms_own_feedback_or_exposures_table_is_refused_and_never_written(
+    open_crm, database_url, tiny_dictionaries, table, sql, missing
+):
+    """Contract §5: needs_rec writes only its own tables. A firm's table of the same name was taken as
+    needs_rec's: every feedback a 503 forever, every exposure dropped with a reason nobody could read."""
+    source = open_crm(write_crm_database(database_url, tiny_dictionaries))
+    firms_table(source, sql)
+    expected = rf"table '{table}'.* is not needs_rec's own {table} table \(it lacks column\(s\) {missing}\)"
+    with pytest.raises(DataError, match=expected) as refused:
+        source.check_tables()  # the service's start-up check
+    assert ("?schema=NAME" in str(refused.value)) is (source.dialect == "postgresql")
+    with pytest.raises(DataError, match=expected):  # a table the firm adds while the service runs: never written
+        if table == "feedback":
+            source.add_feedback(crm.FeedbackEvent("fb-1", "c1", "demo", "ch_price", "positive", "2024-03-01"))
+        else:
+            source.add_exposures([{"request_id": "r1", "served_at": pd.Timestamp.now(tz="UTC"), "model_version": 1,
+                                   "stage": "demo", "characteristic": "ch_price", "rank": 1, "probability": 0.5,
+                                   "selected": True}])
+    if table == "feedback":
+        with pytest.raises(DataError, match=expected):  # training.validate / fit read it as feedback
+            source.read_crm()
+    with source.engine.connect() as conn:
+        prefix = f'"{source.schema}".' if source.schema else ""
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {prefix}{table}")).scalar_one() == 1
+
+
 def test_training_reads_feedback_beside_outcomes_counting_an_event_once(open_crm, database_url, tiny_dictionaries):
     source = open_crm(write_crm_database(database_url, tiny_dictionaries))
     first = source.read_table("outcomes").iloc[0]

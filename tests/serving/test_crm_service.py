@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def test_contact_id_answers_exactly_what_the_full_fields_answer(app: TestClient,
 def test_every_answer_has_a_request_id(app: TestClient) -> None:
     one = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal"}).json()
     two = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal"}).json()
-    assert len(one["request_id"]) == 32 and one["request_id"] != two["request_id"]
+    assert re.fullmatch(r"v1-[0-9a-f]{32}", one["request_id"]) and one["request_id"] != two["request_id"]
     mine = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "deal", "request_id": "crm-42"}).json()
     assert mine["request_id"] == "crm-42"
     batch = post(app, "/v1/recommendations:batch", {"requests": [
@@ -101,7 +102,8 @@ def test_every_answer_has_a_request_id(app: TestClient) -> None:
         {"stage": "lead", "organization": {"industry": "it"}, "contact": {"position": "ceo"}},
     ]}).json()["results"]
     assert [r.get("contact_id") for r in batch] == ["c3", None]
-    assert all(len(r["request_id"]) == 32 for r in batch) and batch[0]["request_id"] != batch[1]["request_id"]
+    assert all(re.fullmatch(r"v1-[0-9a-f]{32}", r["request_id"]) for r in batch)
+    assert batch[0]["request_id"] != batch[1]["request_id"]
 
 
 @pytest.mark.parametrize(
@@ -232,6 +234,37 @@ def test_feedback_stored_duplicate_conflict(app: TestClient, crm_location: str) 
     assert str(rows.loc[0, "occurred_on"])[:10] == "2024-05-02"
 
 
+def test_the_openapi_schema_of_feedback_accepts_what_the_service_stores(app: TestClient, crm_location: str) -> None:
+    """Feedback values get a CSV outcome row's rules on purpose (CRM exports are messy); the schema said
+    YYYY-MM-DD and a lowercase enum while the service stored '2024-2-9' and 'Positive'."""
+    properties = app.get("/openapi.json").json()["components"]["schemas"]["FeedbackRequest"]["properties"]
+    schema = {name: next(p for p in [prop, *prop.get("anyOf", [])] if "pattern" in p)  # optional: anyOf [str, null]
+              for name, prop in properties.items() if name in ("occurred_on", "outcome")}
+    accepted = {"occurred_on": ["2024-2-9", "2024-02-29T10:00:00+03:00", "2024-02-29 10:00", " 2024-05-02 "],
+                "outcome": ["Positive", " NEGATIVE "]}
+    for n, (field, value) in enumerate((f, v) for f, vs in accepted.items() for v in vs):
+        answer = post(app, "/v1/feedback", feedback_body(f"fb-s{n}", **{field: value}))
+        assert answer.status_code == 201, (field, value, answer.text)
+        assert re.search(schema[field]["pattern"], value), (field, value)
+    for field, value in (("occurred_on", "2024-05-02 (перенесено)"), ("outcome", "maybe")):
+        assert post(app, "/v1/feedback", feedback_body("fb-no", **{field: value})).status_code == 400
+        assert not re.search(schema[field]["pattern"], value), (field, value)
+
+
+def test_a_feedback_id_is_echoed_as_sent_and_said_to_be_compared_trimmed(app: TestClient, crm_location: str) -> None:
+    note = ("field 'feedback_id': surrounding spaces trimmed: compared and stored as 'collide' (a feedback_id "
+            "differing only in them is the same event)")
+    first = post(app, "/v1/feedback", feedback_body("collide "))
+    assert first.status_code == 201 and first.json() == {"feedback_id": "collide ", "stored": True, "warnings": [note]}
+    assert post(app, "/v1/feedback", feedback_body("collide")).json() == {
+        "feedback_id": "collide", "stored": False, "duplicate": True, "warnings": []}
+    conflict = post(app, "/v1/feedback", feedback_body(" collide", outcome="negative"))
+    assert conflict.status_code == 409
+    assert conflict.json()["error"].startswith("field 'feedback_id': ' collide' (compared as 'collide': surrounding "
+                                               "spaces are trimmed) is already stored with different content")
+    assert list(stored_feedback(crm_location)["feedback_id"]) == ["collide"]
+
+
 def test_feedback_on_a_locked_sqlite_file_is_a_503_within_the_request_timeout(
     built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
 ) -> None:
@@ -304,6 +337,42 @@ def test_feedback_knows_the_model_version_of_its_answer(app: TestClient, crm_loc
                                           "nor in exposures); stored without its model_version"]
     rows = stored_feedback(crm_location).set_index("feedback_id")
     assert rows.loc["fb-v", "model_version"] == 1 and pd.isna(rows.loc["fb-none", "model_version"])
+
+
+def test_feedback_naming_another_contacts_answer_is_stored_with_a_warning(app: TestClient, crm_location: str) -> None:
+    answer = post(app, "/v1/recommendations", {"contact_id": "c2", "stage": "demo"}).json()
+    other = post(app, "/v1/feedback", feedback_body("fb-other", request_id=answer["request_id"]))  # contact c1
+    assert other.status_code == 201
+    assert other.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given for contact "
+                                        "'c2', not 'c1'; stored with that answer's model_version"]
+    assert wait_until(lambda: len(exposures(crm_location)) > 0, timeout=20)  # another worker reads exposures
+    crm_link_of(app)._answers.clear()  # as a worker that did not give the answer
+    again = post(app, "/v1/feedback", feedback_body("fb-other-2", request_id=answer["request_id"]))
+    assert again.json()["warnings"] == other.json()["warnings"]
+    assert stored_feedback(crm_location).set_index("feedback_id").loc["fb-other", "model_version"] == 1
+
+
+def crm_link_of(client: TestClient) -> Any:
+    return client.app.state.service.crm_link
+
+
+@pytest.mark.parametrize("caller_id", [None, "crm-7"])
+def test_feedback_on_another_workers_answer_gets_its_version_before_the_exposures_are_written(
+    built: dict[str, Path], database_url: str, dictionaries_dir: Path, tmp_path: Path, caller_id: str | None
+) -> None:
+    """--workers 2: the answer was in the other worker's memory and not yet in exposures, so half the
+    prompt feedback was stored without its model_version and with a false warning. Two services on
+    one database are the two workers here."""
+    location = write_crm_database(database_url, dictionaries.load(dictionaries_dir))
+    models = models_dir_with(tmp_path, built["fixed"])
+    settings = settings_for(models, crm=location, crm_cache_s=0, workers=2)
+    with serve(settings, "worker-a") as (a, _), serve(settings, "worker-b") as (b, _):
+        body = {"contact_id": "c1", "stage": "demo", "top_k": 2} | ({"request_id": caller_id} if caller_id else {})
+        answer = post(a, "/v1/recommendations", body).json()
+        # b asks at once: the answer's exposures are still in a's buffer (a flushes every 0.25 s)
+        feedback = post(b, "/v1/feedback", feedback_body("fb-w", request_id=answer["request_id"]))
+        assert feedback.status_code == 201 and feedback.json()["warnings"] == [], feedback.text
+    assert stored_feedback(location).set_index("feedback_id").loc["fb-w", "model_version"] == 1
 
 
 def test_every_request_id_an_answer_accepts_feedback_can_name(app: TestClient, crm_location: str) -> None:
@@ -397,6 +466,70 @@ def test_a_full_exposure_buffer_drops_rows_and_counts_them(
         assert all(a.status_code == 200 for a in answers)  # never a failed request
         metrics = client.get("/metrics").text
         assert 'needs_rec_exposures_total{fate="dropped_buffer_full"} 9.0' in metrics
+
+
+PLAIN = {"stage": "deal", "organization": {"industry": "it"}, "contact": {"position": "ceo"}, "top_k": 3}
+
+
+def held_exclusively(database: Path, seconds: float) -> Any:
+    """Another process's `BEGIN EXCLUSIVE` on a SQLite file (no reader or writer gets in), let go after
+    `seconds` by a timer thread; returns the timer (join it to be sure the lock is gone)."""
+    import sqlite3
+    import threading
+
+    other = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+
+    def release() -> None:
+        other.execute("ROLLBACK")
+        other.close()
+
+    timer = threading.Timer(seconds, release)
+    timer.start()
+    return timer
+
+
+def answer_in_a_locked_database(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path, shutdown_timeout_s: float, locked_s: float
+) -> tuple[Any, str, Any]:
+    """10 answers of 3 points while the CRM's SQLite file is locked, then the service stopped (as on
+    SIGTERM); returns (the service, its log, the lock's timer)."""
+    database = tmp_path / "crm.db"
+    location = write_crm_database(f"sqlite:///{database}", dictionaries.load(dictionaries_dir))
+    settings = settings_for(models_dir_with(tmp_path, built["fixed"]), crm=location, crm_cache_s=0,
+                            shutdown_timeout_s=shutdown_timeout_s)
+    with serve(settings, "slow-shutdown") as (client, log):
+        assert post(client, "/v1/recommendations", PLAIN).status_code == 200  # the tables exist
+        assert wait_until(lambda: len(exposures(location)) == 3, timeout=20)
+        timer = held_exclusively(database, locked_s)
+        for _ in range(10):
+            assert post(client, "/v1/recommendations", PLAIN).status_code == 200
+        service = client.app.state.service
+    return service, log.getvalue(), timer
+
+
+def test_exposures_buffered_at_shutdown_wait_for_a_slow_database_within_the_budget(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    """The writer was given 5 s at shutdown whatever --shutdown-timeout-s said: a database locked for
+    6 s lost every buffered row, uncounted. Now the close waits within the budget (20 s here)."""
+    service, log, timer = answer_in_a_locked_database(built, dictionaries_dir, tmp_path, 20, locked_s=6)
+    timer.join()
+    assert service.crm_link.exposures.written == 33 and service.crm_link.exposures.dropped == 0
+    assert len(exposures(f"sqlite:///{tmp_path / 'crm.db'}")) == 33
+    assert '"exposures_dropped"' not in log
+
+
+def test_exposures_not_written_within_the_shutdown_budget_are_counted_and_logged_once(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    service, log, timer = answer_in_a_locked_database(built, dictionaries_dir, tmp_path, 1, locked_s=4)
+    timer.join()
+    assert service.crm_link.exposures.dropped == 30
+    counted = service.metrics.exposures.labels("dropped_shutdown")._value.get()
+    assert counted == 30
+    [line] = [json.loads(x) for x in log.splitlines() if '"exposures_dropped"' in x]
+    assert line["rows"] == 30 and line["reason"] == "shutdown" and "--shutdown-timeout-s" in line["error"]
 
 
 def metric(client: TestClient, name: str) -> float:

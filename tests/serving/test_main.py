@@ -176,3 +176,23 @@ def test_a_crm_without_a_required_table_is_refused_at_start_up(tmp_path: Path, t
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: --crm: missing table outcomes in ") and "found: contacts, organizations, " \
         "outcome" in lines[0]
+
+
+def test_a_firms_own_feedback_table_is_refused_at_start_up(database_url: str, tiny_dictionaries: Any) -> None:
+    """A firm's `feedback` table was taken as needs_rec's: the service became ready and answered every
+    POST /v1/feedback 503 forever. Now it is one line naming the table and what to do, exit 2."""
+    import sqlalchemy as sa
+    from crm_factory import write_crm_database
+
+    import crm
+
+    url = write_crm_database(database_url, tiny_dictionaries)
+    with crm.open_source(url) as source, source.engine.begin() as conn:
+        prefix = f'"{source.schema}".' if source.schema else ""
+        conn.execute(sa.text(f"CREATE TABLE {prefix}feedback (id integer PRIMARY KEY, contact_id text, comment text)"))
+    result = subprocess.run([sys.executable, "-m", "serving", "--model", ".", "--crm", url], capture_output=True,
+                            text=True, cwd=REPO, env=_env(), timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: --crm: CRM database ") and "table 'feedback'" in lines[0]
+    assert "lacks column(s) feedback_id, occurred_on, stage" in lines[0] and "rename the firm's table" in lines[0]
