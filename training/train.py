@@ -81,6 +81,15 @@ def inputs_fingerprint(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def config_as_used(cfg: Any, seed: int) -> dict[str, Any]:
+    """The manifest's `config`: the configuration trained (after the search chose) with the seed the run
+    actually used (`--seed` wins over the config file's `seed`), so refitting from the manifest's config
+    alone gives the same model. The inputs fingerprint keeps the config as requested instead."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, seed=seed).to_dict()
+
+
 def train(
     data: str | Path,
     dictionaries_dir: str | Path,
@@ -280,7 +289,7 @@ def train(
             "best_epoch": trained.best_epoch,
         },
         "timings": timings,
-        "config": cfg.to_dict(),
+        "config": config_as_used(cfg, seed),
         "search": search_record,
         "features": {"width": encoder.width, "numbers": encoder.stats_dict()},
         "drift": drift.training_profile(  # the training split's input distributions, for the service's drift check

@@ -194,3 +194,23 @@ def test_cli_shows_no_tensorflow_start_up_noise(crm, config_file, tmp_path):
     for noise in ("absl::InitializeLog", "I0000", "E0000", "W0000", "oneDNN", "cpu_feature_guard", "NodeDef"):
         assert noise not in proc.stderr and noise not in proc.stdout, proc.stderr[-2000:]
     assert artifact.list_versions(tmp_path / "m") == [1]
+
+
+def test_manifest_config_holds_the_seed_the_run_used(fitted):
+    """`--seed 3` over a config without one (seed 0): refitting from the stored config must use 3 too."""
+    result, _ = fitted
+    manifest = json.loads((result.version_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["seed"] == 3
+    assert manifest["config"]["seed"] == 3
+
+
+def test_stored_config_takes_the_flag_seed_over_the_config_files(tmp_path):
+    """A config file's `seed: 5` with `--seed 7`: 7 trains, so 7 is what the manifest's config says."""
+    from needs_rec.config import load_config
+    from training.train import config_as_used
+
+    path = tmp_path / "seeded.yaml"
+    path.write_text("seed: 5\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert config_as_used(cfg, 7)["seed"] == 7
+    assert config_as_used(cfg, 7) == {**cfg.to_dict(), "seed": 7}
