@@ -255,6 +255,7 @@ def append_record(models: Path, decision: Decision) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     versions.check_models_dir(args.models, "--models")  # no lock file or log line in a file's or a version's place
+    versions.check_writable_dir(args.models, "--models")  # before the lock and minutes of training
     try:
         decision = retrain(args)
     except (NeedsRecError, OSError) as exc:

@@ -136,6 +136,7 @@ def train(
     progress = progress or Progress(quiet=True)
     dictionaries_dir, models_dir = Path(dictionaries_dir), Path(models_dir)
     versions.check_models_dir(models_dir, "models directory")  # before minutes of training
+    versions.check_writable_dir(models_dir, "models directory")  # likewise: not at the export's rename
     progress(f"loading dictionaries from {dictionaries_dir}")
     dicts = dictionaries.load(dictionaries_dir)
     cfg = config_mod.load_config(config)
