@@ -557,23 +557,25 @@ def _search_section(c: _Context) -> list[str]:
 
 
 def _stages_section(c: _Context) -> list[str]:
+    """Per stage: the model's NDCG@k and precision@k, beside the strongest baseline's when there is one
+    (without baselines the comparison columns are left out rather than filled with placeholders)."""
     k = c.k
-    best = _method_name(c.best)
+    methods = [c.network] if c.best is None else [c.network, c.best]
+    labels = ["model"] if c.best is None else ["model", _method_name(c.best)]
+    metrics = (f"ndcg@{k}", f"precision@{k}")
+    headers = [f"{label} {'NDCG' if metric.startswith('ndcg') else 'precision'}@{k}"
+               for metric in metrics for label in labels]  # fmt: skip
     lines = [
-        f"| stage | code | test conversations | model NDCG@{k} | {best} NDCG@{k} "
-        f"| model precision@{k} | {best} precision@{k} |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| stage | code | test conversations | " + " | ".join(headers) + " |",
+        "| --- | --- | ---: |" + " ---: |" * len(headers),
     ]
     for code, name in c.stage_names.items():
         count = int((c.stages == str(code)).sum())
         if count == 0:
-            lines.append(f"| {_cell(name)} | {_cell(code)} | 0 | no test conversations | | | |")
+            lines.append(f"| {_cell(name)} | {_cell(code)} | 0 | no test conversations |" + " |" * (len(headers) - 1))
             continue
-        values = [
-            _num(c.comparison.value(method, metric, stage_segment(code)) if method else math.nan)
-            for metric in (f"ndcg@{k}", f"precision@{k}")
-            for method in (c.network, c.best)
-        ]
+        values = [_num(c.comparison.value(method, metric, stage_segment(code))) for metric in metrics
+                  for method in methods]  # fmt: skip
         lines.append(f"| {_cell(name)} | {_cell(code)} | {count} | " + " | ".join(values) + " |")
     return lines
 
@@ -677,7 +679,7 @@ def _markdown(c: _Context, title: str, extra_summary: Mapping[str, Any]) -> str:
         f"![Quality per stage]({STAGES_CHART})",
         "",
         f"*How well the top {c.k} is ordered (left) and how much of it resonates (right) at each funnel stage, "
-        f"the model vs {_method_name(c.best)}.*",
+        + ("for the model (no baselines were run).*" if c.best is None else f"the model vs {_method_name(c.best)}.*"),
         "",
         f"![Best and worst characteristics]({CHARACTERISTICS_CHART})",
         "",
