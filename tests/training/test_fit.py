@@ -214,3 +214,30 @@ def test_stored_config_takes_the_flag_seed_over_the_config_files(tmp_path):
     cfg = load_config(path)
     assert config_as_used(cfg, 7)["seed"] == 7
     assert config_as_used(cfg, 7) == {**cfg.to_dict(), "seed": 7}
+
+
+def test_the_report_says_how_many_outcome_rows_came_from_feedback(crm, config_file, tmp_path):
+    """docs/serving.md: the validation report says how many rows came from feedback; report.md's data
+    summary did not (only `training.validate`'s line and the manifest's notes had it)."""
+    import crm as crm_source
+
+    data = tmp_path / "crm"
+    shutil.copytree(crm, data)
+    outcomes = pd.read_csv(data / "outcomes.csv", dtype=str, keep_default_na=False)
+    first = outcomes.iloc[0]
+    same_episode = outcomes[(outcomes["contact_id"] == first["contact_id"]) & (outcomes["stage"] == first["stage"])
+                            & (outcomes["occurred_on"] == first["occurred_on"])]
+    vocabulary = dictionaries.load(REPO / "dictionaries").characteristic_codes
+    new = next(code for code in vocabulary if code not in set(same_episode["characteristic"]))
+    with crm_source.open_source(data) as source:
+        for feedback_id, characteristic, outcome in (("fb-new", new, "positive"),
+                                                     ("fb-again", first["characteristic"], first["outcome"])):
+            source.add_feedback(crm_source.FeedbackEvent(feedback_id, first["contact_id"], first["stage"],
+                                                         characteristic, outcome, first["occurred_on"]))
+    result = fit_mod.fit(fit_mod.parse_args([*_args(data, config_file, tmp_path / "models"), "--no-baselines"]))
+    notes = result.manifest["data"]["validation"]["notes"]
+    assert notes["outcome_rows_from_feedback"] == 1 and notes["feedback_rows_already_counted"] == 1
+    report = (result.version_dir / "report.md").read_text(encoding="utf-8")
+    summary = report[report.index("## Data summary"):]
+    assert "| outcome rows from feedback | 1 |" in summary
+    assert "| feedback rows already counted | 1 |" in summary
