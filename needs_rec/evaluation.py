@@ -33,6 +33,7 @@ __all__ = [
     "gain_curve",
     "hit_rate_at_k",
     "segments_for",
+    "table_columns",
 ]
 
 #: The method key of the network under test, and of the oracle row (true probabilities, when known).
@@ -417,6 +418,80 @@ def _format_value(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.3f}"
 
 
+#: How a log-loss column is headed for the cells it is computed on (see `table_columns`).
+LOG_LOSS_HEADERS = {PRESENTED: "log_loss(presented)", EPISODE: "log_loss(all)"}
+#: A method's cell in a log-loss column of cells its probability does not mean.
+NOT_ON_THESE_CELLS = "·"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of `format_table`: `header` shows `metric` for the methods scored on `cells`
+    (a `log_loss_cells` value), or for every method when `cells` is None."""
+
+    header: str
+    metric: str
+    cells: str | None = None
+
+
+def table_columns(comparison: Comparison, metrics_shown: Sequence[str]) -> list[Column]:
+    """The table's columns: one per metric, except log-loss, which gets one column per kind of cells
+    the methods are scored on (`LOG_LOSS_HEADERS`), so each log-loss figure sits beside those measured
+    on the same cells and the header says which cells they are. A comparison that does not record
+    its cells (`log_loss_cells` empty) keeps a single plain `log_loss` column."""
+    kinds = [k for k in (PRESENTED, EPISODE) if k in comparison.log_loss_cells.values()]
+    columns: list[Column] = []
+    for metric in metrics_shown:
+        if metric == "log_loss" and kinds:
+            columns += [Column(LOG_LOSS_HEADERS[kind], metric, kind) for kind in kinds]
+        else:
+            columns.append(Column(metric, metric))
+    return columns
+
+
+def _scored_on(comparison: Comparison, method: str, column: Column) -> bool:
+    """True when `method`'s figure belongs in `column` (its log-loss is on that column's cells)."""
+    return column.cells is None or comparison.log_loss_cells.get(method, EPISODE) == column.cells
+
+
+def _best_in_column(comparison: Comparison, column: Column, rows: Sequence[str], segment: str) -> str | None:
+    """The method with the best value of `column` in one block, among the methods scored on its cells
+    (the oracle, an upper bound, excluded); None when no method qualifies."""
+    best: str | None = None
+    for method in rows:
+        if method == ORACLE or not _scored_on(comparison, method, column):
+            continue
+        value = comparison.value(method, column.metric, segment)
+        if best is None or _better(column.metric, value, comparison.value(best, column.metric, segment)):
+            best = method
+    return best
+
+
+def _table_block(comparison: Comparison, segment: str, columns: Sequence[Column], width: int) -> str:
+    """One segment's block: its header line, the column headers, one row per method."""
+    per_method = comparison.results[segment]
+    rows = [m for m in comparison.methods if m in per_method]
+    best = [_best_in_column(comparison, column, rows, segment) for column in columns]
+    cells = {
+        method: [
+            _format_value(comparison.value(method, column.metric, segment)) + ("*" if winner == method else " ")
+            if _scored_on(comparison, method, column)
+            else NOT_ON_THESE_CELLS + " "
+            for column, winner in zip(columns, best, strict=True)
+        ]
+        for method in rows
+    }
+    widths = [max(len(column.header), *(len(cells[m][i]) for m in rows)) for i, column in enumerate(columns)]
+    lines = [f"{segment} (n={comparison.sizes.get(segment, 0)})"]
+    headers = [column.header for column in columns]
+    lines.append("  ".join([f"{'method':<{width}}", *(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))]))
+    for method in rows:
+        lines.append(
+            "  ".join([f"{method:<{width}}", *(f"{c:>{w}}" for c, w in zip(cells[method], widths, strict=True))])
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def format_table(
     comparison: Comparison,
     segments: Sequence[str] | None = None,
@@ -426,43 +501,20 @@ def format_table(
 
     `segments` defaults to every segment of the comparison (one without test rows says so),
     `columns` to every metric but "n" (the block header shows it).
-    The best non-oracle value of each metric in a block is marked with `*`; the oracle row (true
-    probabilities, an upper bound) comes last.
+    The best non-oracle value of each column in a block is marked with `*`; the oracle row (true
+    probabilities, an upper bound) comes last. Log-loss is split by the cells it is computed on
+    (`table_columns`): `log_loss(presented)` for the methods whose probability means "resonates when
+    presented", `log_loss(all)` for the others, a method's cell in the other column showing
+    `NOT_ON_THESE_CELLS`; so a star is only ever awarded among figures measured on the same cells.
     """
     names = list(columns) if columns is not None else comparison.metric_names()
+    shown = table_columns(comparison, names)
     wanted = list(segments) if segments is not None else comparison.segments
     width = max(len("method"), *(len(m) for m in comparison.methods))
-    blocks = []
-    for segment in wanted:
-        if segment not in comparison.results:
-            blocks.append(f"{segment}: no test episodes")
-            continue
-        per_method = comparison.results[segment]
-        rows = [m for m in comparison.methods if m in per_method]
-        best: dict[str, str | None] = {}
-        for metric in names:
-            best[metric] = None
-            for method in rows:
-                if method == ORACLE:
-                    continue
-                current = best[metric]
-                if current is None or _better(
-                    metric, comparison.value(method, metric, segment), comparison.value(current, metric, segment)
-                ):
-                    best[metric] = method
-        cells = {
-            method: [
-                _format_value(comparison.value(method, metric, segment)) + ("*" if best[metric] == method else " ")
-                for metric in names
-            ]
-            for method in rows
-        }
-        widths = [max(len(metric), *(len(cells[m][i]) for m in rows)) for i, metric in enumerate(names)]
-        lines = [f"{segment} (n={comparison.sizes.get(segment, 0)})"]
-        lines.append("  ".join([f"{'method':<{width}}", *(f"{m:>{w}}" for m, w in zip(names, widths, strict=True))]))
-        for method in rows:
-            lines.append(
-                "  ".join([f"{method:<{width}}", *(f"{c:>{w}}" for c, w in zip(cells[method], widths, strict=True))])
-            )
-        blocks.append("\n".join(line.rstrip() for line in lines))
+    blocks = [
+        _table_block(comparison, segment, shown, width)
+        if segment in comparison.results
+        else f"{segment}: no test episodes"
+        for segment in wanted
+    ]
     return "\n\n".join(blocks) + "\n"

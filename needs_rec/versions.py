@@ -512,6 +512,27 @@ def check_models_dir(path: str | Path, what: str) -> None:
                               f"models directory that holds the versions: {str(place.parent)!r}")
 
 
+def check_writable_dir(path: str | Path, what: str) -> None:
+    """ConfigError naming `path` when this process cannot create entries in it, or, while it does not
+    exist yet, in the nearest existing directory above it (where it would be created); nothing is
+    left behind and a missing `path` stays missing.
+
+    A probe, not `os.access`: root passes every mode check, while an immutable directory (`chattr
+    +i`) or a read-only mount refuses it all the same. The probe is what an export does first (a
+    `.building-<pid>-*` directory), so a run that will fail to write its version fails here, before
+    minutes of training, naming the directory the user gave rather than the build's temporary path.
+    """
+    path = Path(path)
+    place = next(p for p in (path, *path.absolute().parents) if p.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=building_prefix(), dir=place))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        where = "" if place == path else f" (it would be created in {str(place)!r}, which refuses new entries)"
+        raise ConfigError(f"{what} {str(path)!r} is not writable{where}: {reason}; give a directory this user "
+                          "can create files in") from None
+
+
 def process_umask() -> int:
     """The process umask, read without changing it (Linux /proc), else by the set-and-restore idiom."""
     try:

@@ -10,6 +10,8 @@ skip with the reason — except under CI=true, where they fail: CI must really t
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,3 +77,19 @@ def open_crm() -> Iterator[Any]:
     yield open_source
     for source in opened:
         source.close()
+
+
+@pytest.fixture
+def immutable_dir(tmp_path: Path) -> Iterator[Path]:
+    """An existing, empty directory nobody — root included — can create entries in (`chattr +i`): how
+    an unwritable models directory looks to a process running as root, for which `os.access` says yes.
+    Skips where the file system or the container does not allow the attribute."""
+    path = tmp_path / "ro" / "models"
+    path.mkdir(parents=True)
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield path
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)

@@ -7,6 +7,7 @@ Usage (tests/conftest.py puts this directory on sys.path):
     version_dir = build_version(tmp_path / "models", dictionaries_dir)                 # random small network
     version_dir = build_version(models, dicts, probabilities=[0.9, 0.2, 0.7, 0.4])    # constant outputs
     version_dir = build_version(models, dicts, thresholds=0.5, top_k=2, hidden=(256, 128))
+    version_dir = build_version(models, dicts, top_k=None, min_selected=8)            # the card's floor too
 
 Each call loads the dictionaries, adapts a `features.FeatureEncoder` on a synthetic model-input
 frame, builds an untrained Keras Dense network (input width `encoder.width`, one sigmoid per
@@ -192,6 +193,7 @@ def export_parts(
     thresholds: float | Sequence[float] = 0.5,
     top_k: int | None = None,
     min_support: int = 5,
+    min_selected: int | None = None,
 ) -> Path:
     """Export `parts` as a new version under `models_dir`, with the dictionaries copied into it."""
     n_chars = len(parts.dictionaries.characteristics)
@@ -206,6 +208,8 @@ def export_parts(
         seed=seed,
         n_rows=len(parts.frame),
     )
+    if min_selected is not None:
+        manifest["min_selected"] = min_selected
     stats = parts.encoder.number_stats or {}
     manifest["drift"] = drift.training_profile(parts.frame, parts.dictionaries,
                                                {n: s.bin_edges for n, s in stats.items()})
@@ -233,11 +237,14 @@ def build_version(
     thresholds: float | Sequence[float] = 0.5,
     top_k: int | None = None,
     min_support: int = 5,
+    min_selected: int | None = None,
 ) -> Path:
-    """Build and export one version under `models_dir`; returns its directory (`models_dir/<n>`)."""
+    """Build and export one version under `models_dir`; returns its directory (`models_dir/<n>`).
+    `min_selected` (the selection rule's floor) is written to the manifest when given."""
     parts = build_parts(dictionaries_dir, seed=seed, n_rows=n_rows, hidden=hidden, probabilities=probabilities)
     return export_parts(
-        models_dir, dictionaries_dir, parts, seed=seed, thresholds=thresholds, top_k=top_k, min_support=min_support
+        models_dir, dictionaries_dir, parts, seed=seed, thresholds=thresholds, top_k=top_k, min_support=min_support,
+        min_selected=min_selected,
     )
 
 

@@ -2,7 +2,10 @@
 
 Used at the end of `training.fit` so the analyst sees the model through the manager's eyes, via
 the same path the service uses (SavedModel with raw fields in, manifest thresholds, dictionary
-texts), not the in-memory network.
+texts), not the in-memory network, and the same selection: the version's one rule (cut, manifest
+`top_k` cap, `min_selected` floor, stage offer: `TalkingPoints.select`, which the service's
+`ServingModel.selection` calls), so the example shows exactly the card a manager would get. Training
+does not import `serving`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,6 @@ import pandas as pd
 import crm
 from needs_rec import artifact, dictionaries, episodes, features, schema
 from needs_rec.talking_points import TalkingPoints
-
-FALLBACK_SHOWN = 3
-#: A manager reads a handful of talking points, not a catalogue.
-SHOWN = 5
 
 
 def render_example(version_dir: Path, data: str | Path, dictionaries_dir: Path) -> str:
@@ -35,21 +34,19 @@ def render_example(version_dir: Path, data: str | Path, dictionaries_dir: Path) 
     row = frame.iloc[0]
     stage = str(row["stage"])
     talking = TalkingPoints(dicts, loaded.vocabulary, loaded.manifest.get("resonance"))
-    chosen = talking.select(proba, loaded.thresholds, stage, cap=loaded.manifest.get("top_k"))
-    note = ""
-    if len(chosen) > SHOWN:
-        note = f"  ({len(chosen)} pass their thresholds; the {SHOWN} most probable are shown)\n"
-        chosen = chosen[:SHOWN]
+    cap, floor = loaded.manifest.get("top_k"), int(loaded.manifest.get("min_selected") or 0)
+    # the service's default answer (`ServingModel.selection`): cut, the manifest's cap and floor, stage offer
+    chosen = talking.select(proba, loaded.thresholds, stage, cap=cap, min_selected=floor)
+    note = f"  (the card — {card_rule(cap, floor)}: {len(chosen)} shown, as the service shows them)"
     if len(chosen) == 0:
-        chosen = talking.select(proba, loaded.thresholds, stage, top_k=FALLBACK_SHOWN)
-        note = f"  (nothing passes its threshold; the {FALLBACK_SHOWN} most probable are shown)\n"
+        note = f"  (the card — {card_rule(cap, floor)}: nothing passes its threshold; the service shows none)"
     interests = [c for c in str(row["interests"]).split(schema.MULTI_SEPARATOR) if c]
     owned = [c for c in str(row["products_owned"]).split(schema.MULTI_SEPARATOR) if c]
     points = talking.render(
         proba,
         chosen,
         stage=stage,
-        picked=talking.select(proba, loaded.thresholds, stage, cap=loaded.manifest.get("top_k")),
+        picked=chosen,
         position=str(row["position"]),
         industry=str(row["industry"]),
         interests=interests,
@@ -60,10 +57,16 @@ def render_example(version_dir: Path, data: str | Path, dictionaries_dir: Path) 
         f"{dicts.name_of('positions', str(row['position'])) or row['position']}, "
         f"{dicts.name_of('industries', str(row['industry'])) or row['industry']}; "
         f"stage {dicts.name_of('funnel_stages', stage)} ({stage})",
-        note.rstrip("\n") if note else "",
+        note,
     ]
     for i, point in enumerate(points, 1):
         lines.append(f"  {i}. {point['name']} [{point['characteristic']}] p={point['probability']:.2f}")
         lines.append(f"     «{point['text']}»")
         lines.extend(f"     — {reason}" for reason in point["reasons"])
     return "\n".join(line for line in lines if line)
+
+
+def card_rule(cap: int | None, floor: int) -> str:
+    """The card's rule in words, as the report states it: "at most 5, at least 1", "no cap, at least 100"."""
+    text = f"at most {cap}" if cap else "no cap"
+    return f"{text}, at least {floor}" if floor else text

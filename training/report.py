@@ -30,7 +30,20 @@ from scipy.stats import rankdata
 
 from needs_rec import schema
 from needs_rec.errors import clipped
-from needs_rec.evaluation import ALL, COLD_START, ORACLE, RETURNING, Comparison, format_table, gain_curve, stage_segment
+from needs_rec.evaluation import (
+    ALL,
+    COLD_START,
+    EPISODE,
+    LOG_LOSS_HEADERS,
+    NOT_ON_THESE_CELLS,
+    ORACLE,
+    PRESENTED,
+    RETURNING,
+    Comparison,
+    format_table,
+    gain_curve,
+    stage_segment,
+)
 from needs_rec.tuning import describe
 
 REPORT_FILE = "report.md"
@@ -421,7 +434,8 @@ def _metrics_section(c: _Context) -> list[str]:
         "- micro_f1 / macro_f1: quality of the cut-off selection, over all pairs / averaged per characteristic.",
         "- log_loss (lower is better) and macro_roc_auc: quality of the probabilities themselves. Log-loss is computed "
         "on the cells each method's probability means: " + _log_loss_cells(c) + ".",
-        "- `*` marks the best value in each block (the oracle, which knows the true probabilities, excluded).",
+        "- `*` marks the best value in each column of a block (the oracle, which knows the true probabilities, "
+        "excluded); a log-loss is starred only against figures on the same cells.",
         "- Segments: `stage:<code>` is one funnel stage; cold_start = organizations first seen after training.",
     ]
     methods = ", ".join(f"`{m}` = {_method_name(m)}" for m in c.comparison.methods)
@@ -482,14 +496,23 @@ def _similar_section(summary: Mapping[str, Any] | None) -> str:
 
 
 def _log_loss_cells(c: _Context) -> str:
+    """Which methods' log-loss is in which column of the table, and on which cells (`table_columns`)."""
     cells = c.comparison.log_loss_cells or {}
-    presented = [m for m in c.comparison.methods if cells.get(m) == "presented"]
-    if not presented:
-        return "every method's probability is that of a positive in the conversation, so all are scored on every cell"
+    if not cells:
+        return "every method is scored on every cell"
+    presented = [m for m in c.comparison.methods if cells.get(m) == PRESENTED]
     others = [m for m in c.comparison.methods if m not in presented]
-    text = f"{', '.join(f'`{m}`' for m in presented)} (resonates when presented) on the presented cells only"
+    parts = []
+    if presented:
+        parts.append(f"`{LOG_LOSS_HEADERS[PRESENTED]}` — {', '.join(f'`{m}`' for m in presented)} (resonates when "
+                     "presented), on the presented cells only")
     if others:
-        text += f"; {', '.join(f'`{m}`' for m in others)} (positive in the conversation) on every cell"
+        parts.append(f"`{LOG_LOSS_HEADERS[EPISODE]}` — {', '.join(f'`{m}`' for m in others)} (positive in the "
+                     "conversation), on every cell")
+    text = "; ".join(parts)
+    if presented and others:
+        text += (f"; the two columns are on different cells and are not compared with each other "
+                 f"(`{NOT_ON_THESE_CELLS}`: not scored on that column's cells)")
     return text
 
 
@@ -534,23 +557,25 @@ def _search_section(c: _Context) -> list[str]:
 
 
 def _stages_section(c: _Context) -> list[str]:
+    """Per stage: the model's NDCG@k and precision@k, beside the strongest baseline's when there is one
+    (without baselines the comparison columns are left out rather than filled with placeholders)."""
     k = c.k
-    best = _method_name(c.best)
+    methods = [c.network] if c.best is None else [c.network, c.best]
+    labels = ["model"] if c.best is None else ["model", _method_name(c.best)]
+    metrics = (f"ndcg@{k}", f"precision@{k}")
+    headers = [f"{label} {'NDCG' if metric.startswith('ndcg') else 'precision'}@{k}"
+               for metric in metrics for label in labels]  # fmt: skip
     lines = [
-        f"| stage | code | test conversations | model NDCG@{k} | {best} NDCG@{k} "
-        f"| model precision@{k} | {best} precision@{k} |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| stage | code | test conversations | " + " | ".join(headers) + " |",
+        "| --- | --- | ---: |" + " ---: |" * len(headers),
     ]
     for code, name in c.stage_names.items():
         count = int((c.stages == str(code)).sum())
         if count == 0:
-            lines.append(f"| {_cell(name)} | {_cell(code)} | 0 | no test conversations | | | |")
+            lines.append(f"| {_cell(name)} | {_cell(code)} | 0 | no test conversations |" + " |" * (len(headers) - 1))
             continue
-        values = [
-            _num(c.comparison.value(method, metric, stage_segment(code)) if method else math.nan)
-            for metric in (f"ndcg@{k}", f"precision@{k}")
-            for method in (c.network, c.best)
-        ]
+        values = [_num(c.comparison.value(method, metric, stage_segment(code))) for metric in metrics
+                  for method in methods]  # fmt: skip
         lines.append(f"| {_cell(name)} | {_cell(code)} | {count} | " + " | ".join(values) + " |")
     return lines
 
@@ -654,7 +679,7 @@ def _markdown(c: _Context, title: str, extra_summary: Mapping[str, Any]) -> str:
         f"![Quality per stage]({STAGES_CHART})",
         "",
         f"*How well the top {c.k} is ordered (left) and how much of it resonates (right) at each funnel stage, "
-        f"the model vs {_method_name(c.best)}.*",
+        + ("for the model (no baselines were run).*" if c.best is None else f"the model vs {_method_name(c.best)}.*"),
         "",
         f"![Best and worst characteristics]({CHARACTERISTICS_CHART})",
         "",

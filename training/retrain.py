@@ -81,18 +81,41 @@ class Decision:
 
 
 def retrain(args: argparse.Namespace) -> Decision:
-    """The whole retrain under the lock; raises NeedsRecError for data/config problems."""
+    """The whole retrain; raises NeedsRecError for data/config problems. The config, the gate and the
+    data are checked before the models directory is touched; the decision is taken under its lock."""
     import crm as crm_source
     from needs_rec import config as config_mod
-    from needs_rec import dictionaries, episodes, schema
+    from needs_rec import dictionaries, schema
 
-    gate = gate_mod.load_gate(args.gate)
-    cfg = config_mod.load_config(args.config)  # a config error stops here, before anything is written
-    seed = cfg.seed if args.seed is None else args.seed
-    models: Path = args.models
-    models.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    record: dict[str, Any] = {"gate": gate.to_dict()}
+    # Config and data are read and checked before the models directory is touched (contract §2: a data
+    # error writes nothing): a --models that does not exist yet is not created, nor its lock file.
+    gate = gate_mod.load_gate(args.gate)
+    cfg = config_mod.load_config(args.config)
+    seed = cfg.seed if args.seed is None else args.seed
+    dicts = dictionaries.load(args.dictionaries)
+    with crm_source.open_source(args.data) as source:
+        described = source.describe()  # never a password
+        crm, report = schema.validate(source.read_crm(), dicts)
+    models: Path = args.models
+    created = _make_dirs(models)
+    try:
+        return _decide(args, models, gate, cfg, seed, dicts, (crm, report), described, started)
+    except versions.LockBusy:
+        raise  # the directory and its lock are another run's
+    except BaseException:
+        _remove_if_untouched(models, created)  # an error later on still leaves no new models directory
+        raise
+
+
+def _decide(args: argparse.Namespace, models: Path, gate: Any, cfg: Any, seed: int, dicts: Any,
+            validated: tuple[Any, Any], described: str, started: float) -> Decision:
+    """Everything under the lock: champion, window, challenger, gate; `validated` is the clean CRM and
+    its report, read before the models directory was touched."""
+    from needs_rec import episodes, schema
+
+    crm, report = validated
+    record: dict[str, Any] = {"gate": gate.to_dict(), "data": described}
     with versions.exclusive_lock(models / versions.RETRAIN_LOCK, "retrain") as stale:
         if stale:
             record["stale_lock"] = stale
@@ -114,10 +137,6 @@ def retrain(args: argparse.Namespace) -> Decision:
             notes.append(f"version(s) {', '.join(map(str, unjudged))} were exported by a retrain that stopped before "
                          "its gate decided; they stay candidates (`serving.promote --version N` serves one by hand)")
 
-        dicts = dictionaries.load(args.dictionaries)
-        with crm_source.open_source(args.data) as source:
-            record["data"] = source.describe()  # never a password
-            crm, report = schema.validate(source.read_crm(), dicts)
         fingerprint = inputs_fingerprint(crm, dicts.checksums, cfg.to_dict(), seed)
         if champion is not None and _fingerprint_of(models / str(champion)) == fingerprint:
             record["seconds"] = round(time.perf_counter() - started, 1)
@@ -194,6 +213,43 @@ def retrain(args: argparse.Namespace) -> Decision:
         return Decision("promoted", reasons, record)
 
 
+def _make_dirs(models: Path) -> list[Path]:
+    """Create `models` and its missing parents; return the directories this very call created, deepest
+    first (one another process created meanwhile is not counted: it is not this run's to remove)."""
+    missing = []
+    for place in (models, *models.parents):
+        if place.exists():
+            break
+        missing.append(place)
+    created = []
+    for place in reversed(missing):
+        try:
+            place.mkdir()
+        except FileExistsError:
+            continue
+        created.append(place)
+    models.mkdir(parents=True, exist_ok=True)  # a file in the way raises here, as before
+    return created[::-1]
+
+
+def _remove_if_untouched(models: Path, created: list[Path]) -> None:
+    """Undo `_make_dirs` after a failed run: when this run created `models` and it holds nothing but the
+    lock files, remove them and the created directories, so a failed first run leaves no trace. A
+    directory that holds anything else (a version, a log) is left as it is."""
+    if not created:
+        return
+    own = {versions.RETRAIN_LOCK, versions.LABELS_LOCK}
+    try:
+        if any(entry.name not in own for entry in models.iterdir()):
+            return
+        for name in own:
+            (models / name).unlink(missing_ok=True)
+        for place in created:
+            place.rmdir()
+    except OSError:
+        pass  # best effort: the run's own error is the one to report
+
+
 def _unjudged(models: Path) -> list[int]:
     """Versions a retrain exported whose decision no promotions.jsonl record holds: the run was killed
     between its export and its record. Named once (the record that names them counts as theirs)."""
@@ -255,6 +311,7 @@ def append_record(models: Path, decision: Decision) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     versions.check_models_dir(args.models, "--models")  # no lock file or log line in a file's or a version's place
+    versions.check_writable_dir(args.models, "--models")  # before the lock and minutes of training
     try:
         decision = retrain(args)
     except (NeedsRecError, OSError) as exc:

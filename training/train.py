@@ -81,6 +81,26 @@ def inputs_fingerprint(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def feedback_summary(validation: Any) -> dict[str, int]:
+    """The report's feedback counts, as the validation report has them: outcome rows that came from
+    needs_rec's `feedback` table, and feedback rows not counted again because the CRM's outcomes hold
+    the same event. Both 0 when no feedback table was read (docs/serving.md promises the first)."""
+    notes = validation.notes
+    return {
+        "outcome rows from feedback": int(notes.get("outcome_rows_from_feedback", 0)),
+        "feedback rows already counted": int(notes.get("feedback_rows_already_counted", 0)),
+    }
+
+
+def config_as_used(cfg: Any, seed: int) -> dict[str, Any]:
+    """The manifest's `config`: the configuration trained (after the search chose) with the seed the run
+    actually used (`--seed` wins over the config file's `seed`), so refitting from the manifest's config
+    alone gives the same model. The inputs fingerprint keeps the config as requested instead."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, seed=seed).to_dict()
+
+
 def train(
     data: str | Path,
     dictionaries_dir: str | Path,
@@ -127,6 +147,7 @@ def train(
     progress = progress or Progress(quiet=True)
     dictionaries_dir, models_dir = Path(dictionaries_dir), Path(models_dir)
     versions.check_models_dir(models_dir, "models directory")  # before minutes of training
+    versions.check_writable_dir(models_dir, "models directory")  # likewise: not at the export's rename
     progress(f"loading dictionaries from {dictionaries_dir}")
     dicts = dictionaries.load(dictionaries_dir)
     cfg = config_mod.load_config(config)
@@ -280,7 +301,7 @@ def train(
             "best_epoch": trained.best_epoch,
         },
         "timings": timings,
-        "config": cfg.to_dict(),
+        "config": config_as_used(cfg, seed),
         "search": search_record,
         "features": {"width": encoder.width, "numbers": encoder.stats_dict()},
         "drift": drift.training_profile(  # the training split's input distributions, for the service's drift check
@@ -307,7 +328,7 @@ def train(
             stage_names={s.code: s.name for s in dicts.funnel_stages},
             characteristic_codes=dicts.characteristic_codes,
             characteristic_names=[c.name for c in dicts.characteristics],
-            extra_summary={"episodes": len(eps.keys), **split.summary()},
+            extra_summary={"episodes": len(eps.keys), **split.summary(), **feedback_summary(validation)},
             presented_test=presented[te] if explicit else None,
             audience=audience_gain,
             similar=organizations.summary,

@@ -92,6 +92,13 @@ def latest_event_date(today: dt.date | None = None) -> dt.date:
     return today or (dt.datetime.now(dt.UTC) + EARLIEST_ZONE).date()
 
 
+#: Date columns of a record (not an event) that cannot lie in the future either: an organization
+#: becomes a client on a day that has come. Judged like events' dates (`latest_event_date`), but a
+#: later one is a typo to drop, as an implausible `founded_year` is (treated as missing, a warning),
+#: not an error: one bad cell in the organizations table should not stop a training.
+NOT_IN_FUTURE = frozenset({"client_since"})
+
+
 def allowed_event_date(latest: dt.date) -> str:
     """What an event's date accepts beyond the date rule, in an error message."""
     return f"allowed: a date up to today ({latest.isoformat()}), not in the future"

@@ -40,6 +40,7 @@ from needs_rec.schema.report import ValidationReport, ValidationWarning
 from needs_rec.schema.rows import (
     ALLOWED_OUTCOME,
     EVENT_TABLES,
+    NOT_IN_FUTURE,
     YEAR_MIN,
     allowed_date,
     allowed_event_date,
@@ -184,6 +185,8 @@ def clean_table(
             bad |= broken
             if table.name in EVENT_TABLES and col.name == "occurred_on":
                 bad |= _future_dates(values, where, errors)
+            elif col.name in NOT_IN_FUTURE:
+                _implausible_dates(values, empty | broken, col.name, where, source, table, ids, report)
         elif col.kind is Kind.MULTI:
             assert col.vocabulary is not None
             values, unknown = _canonical_multi(raw, dictionaries.codes(col.vocabulary))
@@ -318,6 +321,28 @@ def _implausible_years(
             f"{' …' if len(rows) > SHOW else ''}; {_id_label(table)} {', '.join(examples)}), treated as missing",
         ))
         values.iloc[rows] = np.nan
+
+
+def _implausible_dates(
+    values: pd.Series, skip: np.ndarray, column: str, where: str, source: str, table: Table,
+    ids: pd.Series | None, report: ValidationReport,
+) -> None:
+    """Dates after today (`latest_event_date`) in a `NOT_IN_FUTURE` column become missing (NaT, in
+    `values`) with an `implausible_value` warning, as `_implausible_years` treats a `founded_year`:
+    2099-01-01 for 2019-01-01 would otherwise make a client of many years a client of none (tenure
+    0). `skip`: rows already empty or refused."""
+    latest = latest_event_date()
+    odd = ~skip & (values > pd.Timestamp(latest)).to_numpy()
+    if odd.any():
+        rows = np.flatnonzero(odd)
+        examples = _examples_for(rows, ids)
+        shown = ", ".join(values.iloc[rows[:SHOW]].dt.strftime("%Y-%m-%d"))
+        report.warnings.append(ValidationWarning(
+            "implausible_value", source, column, len(rows), examples,
+            f"{where}: {_n_rows(len(rows))} with a date after today {latest.isoformat()} ({shown}"
+            f"{' …' if len(rows) > SHOW else ''}; {_id_label(table)} {', '.join(examples)}), treated as missing",
+        ))
+        values.iloc[rows] = pd.NaT
 
 
 def _parse_dates(

@@ -227,6 +227,30 @@ def test_format_table_marks_the_best_non_oracle_value():
     assert "*" not in oracle
 
 
+def test_format_table_stars_log_loss_only_among_figures_on_the_same_cells():
+    """A presented-cells log-loss (0.5) and an every-cell one (0.17) are on different cells: each column
+    says which cells, and the star goes to the best of each column, never across them."""
+    from needs_rec.evaluation import EPISODE, PRESENTED
+
+    comparison = _comparison(
+        {
+            "network": {"ndcg@5": 0.7, "log_loss": 0.535},
+            "popularity": {"ndcg@5": 0.4, "log_loss": 0.172},
+            "logistic": {"ndcg@5": 0.5, "log_loss": 0.642},
+            "plain_mlp": {"ndcg@5": 0.3, "log_loss": 0.173},
+        }
+    )
+    comparison.log_loss_cells = {"network": PRESENTED, "logistic": PRESENTED, "popularity": EPISODE,
+                                 "plain_mlp": EPISODE}  # fmt: skip
+    lines = format_table(comparison).splitlines()
+    assert lines[1].split() == ["method", "ndcg@5", "log_loss(presented)", "log_loss(all)"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert rows["network"] == ["0.700*", "0.535*", "·"]
+    assert rows["logistic"] == ["0.500", "0.642", "·"]
+    assert rows["popularity"] == ["0.400", "·", "0.172*"]
+    assert rows["plain_mlp"] == ["0.300", "·", "0.173"]
+
+
 def test_log_loss_is_counted_on_the_cells_each_probability_means() -> None:
     """A 'resonates when presented' probability is scored on presented cells, an episode probability on all."""
     from needs_rec.evaluation import EPISODE, PRESENTED, compare_methods, presented_log_loss, segments_for

@@ -183,6 +183,24 @@ def test_an_implausible_founded_year_is_missing_with_its_own_warning(frames, tin
         schema.validate(frames, tiny_dictionaries)
 
 
+def test_a_client_since_after_today_is_missing_with_its_own_warning(frames, tiny_dictionaries):
+    """2099-01-01 was accepted silently (a client of many years became one of none: tenure 0), where a
+    founded_year of 3025 gets a warning and is treated as missing; the same now for client_since."""
+    import datetime as dt
+
+    today = schema.latest_event_date()
+    tomorrow = (today + dt.timedelta(days=1)).isoformat()
+    frames["organizations"].loc[[0, 1, 2], "client_since"] = ["2099-01-01", tomorrow, today.isoformat()]
+    crm, report = schema.validate(frames, tiny_dictionaries)
+    since = crm.organizations.set_index("org_id")["client_since"]
+    assert pd.isna(since["o1"]) and pd.isna(since["o2"]) and since["o3"] == pd.Timestamp(today)
+    [odd] = [w for w in report.warnings if w.kind == "implausible_value"]
+    assert odd.count == 2 and odd.examples == ("o1", "o2") and odd.column == "client_since"
+    assert odd.message == (f"organizations.csv column 'client_since': 2 rows with a date after today {today} "
+                           f"(2099-01-01, {tomorrow}; org_id o1, o2), treated as missing")
+    assert "treated as missing" in str(report)
+
+
 def test_empty_rows_a_spreadsheet_leaves_at_the_end_are_skipped_and_counted(frames, tiny_dictionaries):
     """Three trailing ',,,,' rows were 'empty required value: rows 7, 8, 9'."""
     orgs = frames["organizations"]

@@ -288,3 +288,22 @@ def test_check_models_dir_refuses_a_version_given_as_the_models_directory(tmp_pa
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "manifest.json").write_text("{}")  # a web app's manifest is not a version
     versions.check_models_dir(tmp_path / "app" / "models", "--models")
+
+
+def test_check_writable_dir_probes_for_real_and_names_the_given_directory(immutable_dir: Path) -> None:
+    """An immutable directory refuses new entries even to root, and the message names the directory
+    given (the export had named its own `.building-*` path, after the whole training)."""
+    with pytest.raises(ConfigError, match=rf"models directory '{immutable_dir}' is not writable: "):
+        versions.check_writable_dir(immutable_dir, "models directory")
+    below = immutable_dir / "sub" / "m"
+    with pytest.raises(ConfigError, match=rf"--models '{below}' is not writable \(it would be created in "
+                                          rf"'{immutable_dir}'"):
+        versions.check_writable_dir(below, "--models")
+    assert list(immutable_dir.iterdir()) == []
+
+
+def test_check_writable_dir_leaves_nothing_behind(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    versions.check_writable_dir(tmp_path / "models", "models directory")
+    versions.check_writable_dir(tmp_path / "new" / "models", "models directory")
+    assert list((tmp_path / "models").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["models"]

@@ -55,3 +55,16 @@ def test_sigterm_ends_a_command_through_its_cleanup_like_ctrl_c(tmp_path: Path) 
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 143 and result.stderr == "error: terminated\n", (result.returncode, result.stderr)
     assert not partial.exists()
+
+
+@pytest.mark.parametrize(("module", "flag"), [("training.fit", "--output"), ("training.retrain", "--models")])
+def test_an_unwritable_models_directory_is_one_line_before_any_training(immutable_dir: Path, module: str,
+                                                                      flag: str) -> None:
+    """fit ran every step and then failed naming its internal `.building-*` path; now the models
+    directory is probed first (a real write, as root passes os.access) and the line names it."""
+    done = subprocess.run([sys.executable, "-m", module, flag, str(immutable_dir), "--data", "/nonexistent/crm"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: {'models directory' if flag == '--output' else flag} "
+                                  f"'{immutable_dir}' is not writable"), done.stderr
+    assert ".building-" not in done.stderr and "[1/" not in done.stdout

@@ -194,3 +194,50 @@ def test_cli_shows_no_tensorflow_start_up_noise(crm, config_file, tmp_path):
     for noise in ("absl::InitializeLog", "I0000", "E0000", "W0000", "oneDNN", "cpu_feature_guard", "NodeDef"):
         assert noise not in proc.stderr and noise not in proc.stdout, proc.stderr[-2000:]
     assert artifact.list_versions(tmp_path / "m") == [1]
+
+
+def test_manifest_config_holds_the_seed_the_run_used(fitted):
+    """`--seed 3` over a config without one (seed 0): refitting from the stored config must use 3 too."""
+    result, _ = fitted
+    manifest = json.loads((result.version_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["seed"] == 3
+    assert manifest["config"]["seed"] == 3
+
+
+def test_stored_config_takes_the_flag_seed_over_the_config_files(tmp_path):
+    """A config file's `seed: 5` with `--seed 7`: 7 trains, so 7 is what the manifest's config says."""
+    from needs_rec.config import load_config
+    from training.train import config_as_used
+
+    path = tmp_path / "seeded.yaml"
+    path.write_text("seed: 5\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert config_as_used(cfg, 7)["seed"] == 7
+    assert config_as_used(cfg, 7) == {**cfg.to_dict(), "seed": 7}
+
+
+def test_the_report_says_how_many_outcome_rows_came_from_feedback(crm, config_file, tmp_path):
+    """docs/serving.md: the validation report says how many rows came from feedback; report.md's data
+    summary did not (only `training.validate`'s line and the manifest's notes had it)."""
+    import crm as crm_source
+
+    data = tmp_path / "crm"
+    shutil.copytree(crm, data)
+    outcomes = pd.read_csv(data / "outcomes.csv", dtype=str, keep_default_na=False)
+    first = outcomes.iloc[0]
+    same_episode = outcomes[(outcomes["contact_id"] == first["contact_id"]) & (outcomes["stage"] == first["stage"])
+                            & (outcomes["occurred_on"] == first["occurred_on"])]
+    vocabulary = dictionaries.load(REPO / "dictionaries").characteristic_codes
+    new = next(code for code in vocabulary if code not in set(same_episode["characteristic"]))
+    with crm_source.open_source(data) as source:
+        for feedback_id, characteristic, outcome in (("fb-new", new, "positive"),
+                                                     ("fb-again", first["characteristic"], first["outcome"])):
+            source.add_feedback(crm_source.FeedbackEvent(feedback_id, first["contact_id"], first["stage"],
+                                                         characteristic, outcome, first["occurred_on"]))
+    result = fit_mod.fit(fit_mod.parse_args([*_args(data, config_file, tmp_path / "models"), "--no-baselines"]))
+    notes = result.manifest["data"]["validation"]["notes"]
+    assert notes["outcome_rows_from_feedback"] == 1 and notes["feedback_rows_already_counted"] == 1
+    report = (result.version_dir / "report.md").read_text(encoding="utf-8")
+    summary = report[report.index("## Data summary"):]
+    assert "| outcome rows from feedback | 1 |" in summary
+    assert "| feedback rows already counted | 1 |" in summary

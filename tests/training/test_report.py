@@ -159,3 +159,46 @@ def test_calibration_on_presented_cells_changes_the_chart_and_checks_the_shape(t
     assert (tmp_path / "all" / chart).read_bytes() != (tmp_path / "shown" / chart).read_bytes()
     with pytest.raises(ValueError, match="presented_test"):
         write_report(tmp_path / "shown", **inputs, presented_test=presented[:, :1])
+
+
+def test_log_loss_columns_say_their_cells_and_star_only_like_with_like(tmp_path):
+    """With explicit negatives the network's log-loss is on presented cells, popularity's on every cell:
+    the report's table puts them in separate, named columns and the legend says so."""
+    from needs_rec.evaluation import EPISODE, PRESENTED
+
+    inputs = _inputs()
+    y = np.asarray(inputs["y_test"])
+    presented = (y > 0) | (np.arange(y.size).reshape(y.shape) % 3 == 0)
+    probas = {"network": inputs["proba_test"], "popularity": np.tile(y.mean(axis=0), (len(y), 1))}
+    segments = {"all": np.ones(len(y), dtype=bool)}
+    inputs["comparison"] = compare_methods(
+        y, probas, y, probas, CONFIG, segments, presented_test=presented,
+        meanings={"network": PRESENTED, "popularity": EPISODE},
+    )  # fmt: skip
+    text = (write_report(tmp_path, **inputs, presented_test=presented)).read_text(encoding="utf-8")
+    table = text[text.index("```text"):text.index("```", text.index("```text") + 3)]
+    header = next(line for line in table.splitlines() if line.startswith("method"))
+    assert "log_loss(presented)" in header and "log_loss(all)" in header
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[3:]}
+    column = header.split().index("log_loss(presented)")
+    assert rows["network"][column].endswith("*") and rows["popularity"][column] == "·"
+    assert "`log_loss(presented)` — `network`" in text and "`log_loss(all)` — `popularity`" in text
+
+
+def test_without_baselines_the_report_shows_the_model_alone_with_no_placeholders(tmp_path):
+    """`--no-baselines`: the stage chart's caption read "the model vs —" and the per-stage table had
+    "— NDCG@5" / "— precision@5" columns full of "—"."""
+    inputs = _inputs()
+    network = inputs["proba_test"]
+    y = inputs["y_test"]
+    segments = segments_for(inputs["stages_test"], list(STAGE_NAMES), np.zeros(len(y), dtype=bool))
+    inputs["comparison"] = compare_methods(y, {"network": network}, y, {"network": network}, CONFIG, segments)
+    text = write_report(tmp_path, **inputs).read_text(encoding="utf-8")
+    assert "vs —" not in text and "| — NDCG" not in text and "— precision" not in text
+    stages = text[text.index("## Per stage"):text.index("## Characteristics")]
+    header = next(line for line in stages.splitlines() if line.startswith("| stage"))
+    assert header == "| stage | code | test conversations | model NDCG@5 | model precision@5 |"
+    rows = [line for line in stages.splitlines() if line.startswith("| ") and not line.startswith("| stage")]
+    assert rows and all(line.count("|") == header.count("|") for line in rows)
+    assert all("—" not in line for line in rows if "no test conversations" not in line)
+    assert "at each funnel stage, for the model (no baselines were run)." in text

@@ -281,3 +281,52 @@ def test_a_version_whose_retrain_died_before_deciding_is_named_once(crm: Path, f
     assert "version(s) 3 were exported by a retrain that stopped before its gate decided" in record["line"]
     assert run(crm, models, files, "never", "--seed", "5") == 3
     assert "unjudged" not in history(models)[-1]  # named once
+
+
+@pytest.mark.parametrize("problem", ["duplicate org_id", "missing data", "missing gate file"])
+def test_a_data_or_config_error_leaves_a_new_models_directory_uncreated(crm: Path, tmp_path: Path,
+                                                                          problem: str) -> None:
+    """Contract §2, data errors: nothing written. The run had created --models with its lock file and an
+    error record in promotions.jsonl before it read the data."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for table in crm.iterdir():
+        (bad / table.name).write_bytes(table.read_bytes())
+    orgs = (bad / "organizations.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (bad / "organizations.csv").write_text("".join([*orgs, orgs[1]]), encoding="utf-8")
+    data, extra = {"duplicate org_id": (bad, []), "missing data": (tmp_path / "nowhere", []),
+                   "missing gate file": (crm, ["--gate", str(tmp_path / "no-gate.yaml")])}[problem]
+    models = tmp_path / "new" / "models"
+    done = cli("--data", str(data), "--models", str(models), *extra)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_error_after_the_directory_was_made_still_leaves_no_new_one(crm: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data error found while training (after the lock was taken) removes the directory the run made."""
+    from needs_rec.errors import DataError
+
+    def refuses(*args: object, **kwargs: object) -> None:
+        raise DataError("outcomes.csv: too few episodes before the window")
+
+    monkeypatch.setattr(retrain, "train", refuses)
+    models = tmp_path / "new" / "models"
+    with pytest.raises(DataError, match="too few episodes"):
+        retrain.main(["--data", str(crm), "--models", str(models), "--seed", "1"])
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_existing_models_directory_records_the_failed_run(crm: Path, tmp_path: Path) -> None:
+    """A nightly run that fails on its data is one `error` record in an existing directory's history
+    (docs/operations.md), and it takes no lock: the data is checked before the directory is touched."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "organizations.csv").write_text("org_id,industry\nO-1,x\nO-1,x\n", encoding="utf-8")
+    models = tmp_path / "models"
+    models.mkdir()
+    done = cli("--data", str(bad), "--models", str(models))
+    assert done.returncode == 2, done.stderr
+    assert sorted(p.name for p in models.iterdir()) == [versions.PROMOTIONS]
+    [record] = history(models)
+    assert record["decision"] == "error" and record["error"] == done.stderr.strip().removeprefix("error: ")
