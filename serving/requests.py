@@ -26,7 +26,7 @@ import orjson
 from needs_rec import schema
 from needs_rec.dictionaries import Dictionaries, normalize_code
 from needs_rec.errors import RequestError, clipped
-from needs_rec.schema.rows import plausible_year
+from needs_rec.schema.rows import NOT_IN_FUTURE, latest_event_date, plausible_year
 
 ORGANIZATION_FIELDS: tuple[schema.Column, ...] = tuple(
     c for c in schema.ORGANIZATIONS.columns if c.kind is not schema.Kind.ID
@@ -318,7 +318,11 @@ class RequestParser:
                     year = math.nan
                 values[name] = year
             elif kind is schema.Kind.DATE:
-                values[name] = self._date(raw, where)
+                text = self._date(raw, where)
+                if text and name in NOT_IN_FUTURE and date.fromisoformat(text) > latest_event_date():
+                    warnings.append(f"field '{where}': date {text} is after today; treated as missing")  # as the
+                    text = ""  # CRM's (validation): 2099 for 2019 would make a client of years one of none
+                values[name] = text
 
     def _finish(
         self,

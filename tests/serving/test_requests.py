@@ -78,3 +78,16 @@ def test_an_implausible_year_in_a_request_is_missing_with_a_warning(parser: requ
     assert "field 'organization.founded_year': year 99999 is outside 1700–" in " ".join(parsed.warnings)
     body["organization"]["founded_year"] = 2004
     assert not [w for w in parser.recommendation(body).warnings if "founded_year" in w]
+
+
+def test_a_client_since_after_today_in_a_request_is_missing_with_a_warning(parser: requests.RequestParser) -> None:
+    """As validation treats the CRM's (a client of many years made one of none by 2099 for 2019)."""
+    body = {"stage": "first_contact", "organization": {"industry": "it", "client_since": "2099-01-01"},
+            "contact": {"position": "ceo"}}
+    parsed = parser.recommendation(body)
+    assert parsed.row[list(schema.MODEL_INPUT_NAMES).index("client_since")] == ""
+    assert "field 'organization.client_since': date 2099-01-01 is after today; treated as missing" in parsed.warnings
+    body["organization"]["client_since"] = "2019-01-01"
+    again = parser.recommendation(body)
+    assert again.row[list(schema.MODEL_INPUT_NAMES).index("client_since")] == "2019-01-01"
+    assert not [w for w in again.warnings if "client_since" in w]
