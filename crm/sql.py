@@ -19,6 +19,7 @@ import datetime as dt
 import itertools
 import os
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Engine
 
 from crm.files import _as_text
@@ -169,7 +171,9 @@ class SqlSource(OwnTablesWriter):
         import adbc_driver_manager.dbapi as adbc
 
         table = sa.table(relation, *(sa.column(c) for c in columns), schema=self.schema)
-        query = str(sa.select(*table.c).compile(dialect=self.engine.dialect))
+        kinds = self._column_types(relation)
+        query = str(sa.select(*(_as_read(table.c[c], kinds.get(c)) for c in columns)).compile(
+            dialect=self.engine.dialect))
         try:
             with adbc_connect(self.url) as conn, conn.cursor() as cursor:
                 cursor.execute(query)
@@ -178,8 +182,14 @@ class SqlSource(OwnTablesWriter):
             reason = _first_line(exc)
             raise SourceUnavailable(f"CRM database {self.describe()}: cannot read {relation} ({reason})",
                                     detail=reason) from None
-        except adbc.Error as exc:
+        except (adbc.Error, OSError, pa.ArrowException) as exc:  # an error mid-fetch (a row of a view that
+            # fails: division by zero) comes as OSError from ADBC's stream, not as adbc.Error
             raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({_first_line(exc)})") from None
+
+    def _column_types(self, relation: str) -> dict[str, Any]:
+        """The SQL type of each column of `relation`, as SQLAlchemy reflects it."""
+        with database_errors(self.describe(), f"read the columns of {relation}"), self.engine.connect() as conn:
+            return {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(relation, schema=self.schema)}
 
     def _sqlite_batches(
         self, relation: str, columns: Sequence[str], every_column: Sequence[str]
@@ -324,7 +334,11 @@ class SqlSource(OwnTablesWriter):
         contact_fields = [c for c in contract["contacts"] if c in contact_cols]
         join = contacts.outerjoin(orgs, orgs.c[org_cols["org_id"]] == contacts.c[contact_cols["org_id"]])
         key = contacts.c[contact_cols["contact_id"]]
-        integer_ids = isinstance(types.get(f"contacts.{contact_cols['contact_id']}"), sa.Integer)
+        id_type = types.get(f"contacts.{contact_cols['contact_id']}")
+        integer_ids = isinstance(id_type, sa.Integer)
+        # SQLite keeps any value in a column declared INTEGER: text ids ('C-0001') among numbers
+        loose_ids = integer_ids and self.dialect == "sqlite"
+        uuid_ids = isinstance(id_type, sa.Uuid)
         every = sa.select(
             *(contacts.c[contact_cols[c]].label(f"c_{c}") for c in contact_fields),
             *(orgs.c[org_cols[c]].label(f"o_{c}") for c in org_fields),
@@ -369,6 +383,8 @@ class SqlSource(OwnTablesWriter):
             contact_columns=contact_fields,
             org_columns=org_fields,
             integer_ids=integer_ids,
+            uuid_ids=uuid_ids,
+            loose_ids=loose_ids,
         )
         return self._lookup
 
@@ -449,11 +465,15 @@ class _Lookup:
         contact_columns: list[str],
         org_columns: list[str],
         integer_ids: bool,
+        uuid_ids: bool = False,
+        loose_ids: bool = False,
     ):
         self.by_id, self.every, self.display = by_id, every, display
         self._search, self._searches = search, {}
         self.contact_columns, self.org_columns = contact_columns, org_columns
         self.integer_ids = integer_ids
+        self.uuid_ids = uuid_ids
+        self.loose_ids = loose_ids
 
     def search_for(self, n_words: int) -> Any:
         """The search statement for `n_words` words, built once per count (its compiled form is cached)."""
@@ -467,10 +487,56 @@ class _Lookup:
         column is compared as an integer (so its index is used): text that is no 64-bit integer
         ('³', '--5', twenty digits) names no contact, rather than failing in int() or the database."""
         key = contact_id.strip()
+        if self.uuid_ids:  # PostgreSQL refuses to compare a uuid with text that is none (a 503, not a 404)
+            try:
+                return str(uuid.UUID(key))
+            except ValueError:
+                return None
         if not self.integer_ids:
             return key
         number = schema.ascii_int(key, signed=True)
-        return number if number is not None and -(2**63) <= number < 2**63 else None
+        if number is not None and -(2**63) <= number < 2**63:
+            return number
+        if self.loose_ids and not _number_like(key):  # SQLite: a text id in an INTEGER column
+            return key  # (text SQLite would read as a number, '+3' or '3.0', would find contact 3)
+        return None
+
+
+_PG_DIALECT = postgresql.dialect()
+
+
+def _as_read(column: Any, kind: Any) -> Any:
+    """How a PostgreSQL column is SELECTed for the bulk read, so that it gives the text its CSV export
+    (`\\copy`) would: a timestamp with time zone as its date in the database's time zone (Arrow would
+    give it in UTC: 01:00 in Moscow became the day before, splitting one day's episode in two), and
+    a uuid or JSON value as its text (Arrow's uuid is 16 raw bytes, which no text cast reads)."""
+    if isinstance(kind, sa.DateTime) and getattr(kind, "timezone", False):
+        return sa.cast(column, sa.Date).label(column.name)
+    if isinstance(kind, sa.JSON):
+        return _json_as_text(column, binary=kind.__class__.__name__ == "JSONB").label(column.name)
+    if isinstance(kind, sa.Uuid):
+        return sa.cast(column, sa.Text).label(column.name)
+    return column
+
+
+def _json_as_text(column: Any, *, binary: bool) -> Any:
+    """A JSON array as its elements `;`-joined (the multi-valued columns: how psycopg's lookup reads it,
+    as a list), any other JSON value as its text."""
+    prefix = "jsonb" if binary else "json"
+    name = sa.column(column.name).compile(dialect=_PG_DIALECT).string
+    return sa.literal_column(
+        f"CASE {prefix}_typeof({name}) WHEN 'array' THEN (SELECT string_agg(e, '{schema.MULTI_SEPARATOR}') FROM "
+        f"{prefix}_array_elements_text({name}) AS t(e)) ELSE {name} #>> '{{}}' END"
+    )
+
+
+def _number_like(text: str) -> bool:
+    """True for text SQLite compares as a number with an INTEGER column ('+3', '3.0', '1e3')."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _like_escaped(word: str) -> str:

@@ -104,6 +104,51 @@ def test_postgresql_typed_columns_and_arrays_read_like_a_typed_parquet(open_crm,
     assert isinstance(record.contact["interests"], list) and isinstance(record.organization["employees"], float)
 
 
+def test_postgresql_timestamptz_jsonb_and_uuid_columns_read_as_their_csv_export(
+    open_crm, postgres_url, tiny_dictionaries, monkeypatch
+):
+    """A firm's typed columns, in a database whose time zone is not UTC: a timestamptz was read in UTC
+    (01:00 in Moscow the day before, one day's episode split in two), a jsonb array as one code, and a
+    uuid id was a traceback (Arrow's 16 raw bytes) and, in the service, a 500."""
+    monkeypatch.setenv("PGTZ", "Europe/Moscow")  # libpq's session time zone, for psycopg and ADBC alike
+    write_crm_database(postgres_url, tiny_dictionaries)
+    source = open_crm(postgres_url)
+    expected, _ = schema.validate(source.read_crm(), tiny_dictionaries)
+    s = f'"{source.schema}"'
+    with source.engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {s}.outcomes ALTER COLUMN occurred_on TYPE timestamptz "
+                             "USING occurred_on::date + interval '1 hour'"))
+        conn.execute(sa.text(f"ALTER TABLE {s}.contacts ALTER COLUMN interests TYPE jsonb "
+                             "USING to_jsonb(string_to_array(NULLIF(interests, ''), ';'))"))
+    got, _ = schema.validate(source.read_crm(), tiny_dictionaries)
+    for name in ("contacts", "outcomes"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(expected, name))
+    with source.engine.begin() as conn:
+        for table in ("contacts", "outcomes"):
+            conn.execute(sa.text(f"ALTER TABLE {s}.{table} ALTER COLUMN contact_id TYPE uuid "
+                                 "USING md5(contact_id)::uuid"))
+        c2 = conn.execute(sa.text("SELECT md5('c2')::uuid::text")).scalar_one()
+    uuids = open_crm(postgres_url)
+    got, _ = schema.validate(uuids.read_crm(), tiny_dictionaries)
+    assert c2 in set(got.contacts["contact_id"]) and len(got.outcomes) == len(expected.outcomes)
+    assert uuids.contact(c2).contact_id == c2 and uuids.contact(c2.upper()).contact_id == c2
+    assert uuids.contact("c2") is None and uuids.display("not-a-uuid") is None  # a 404, not a database error
+
+
+def test_a_postgresql_view_that_fails_mid_read_names_its_table(open_crm, postgres_url, tiny_dictionaries):
+    """ADBC raises OSError, not adbc.Error, when a row of a view fails (division by zero): a traceback
+    in the CLIs, a 500 from the service's queries."""
+    write_crm_database(postgres_url, tiny_dictionaries)
+    source = open_crm(postgres_url)
+    s = f'"{source.schema}"'
+    with source.engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {s}.organizations RENAME TO firm_orgs"))
+        conn.execute(sa.text(f"CREATE VIEW {s}.organizations AS SELECT org_id, industry, "
+                             f"(1 / (length(org_id) - length(org_id)))::text AS employees FROM {s}.firm_orgs"))
+    with pytest.raises(DataError, match=r"table 'organizations' of .*: cannot be read \(.*division by zero\)"):
+        open_crm(postgres_url).read_crm()
+
+
 def test_contact_lookup_matches_the_files_and_search_finds_names(open_crm, database_url, tmp_path, tiny_dictionaries):
     files = open_crm(write_crm(tmp_path / "files", tiny_dictionaries))
     database = open_crm(write_crm_database(database_url, tiny_dictionaries))
@@ -143,6 +188,21 @@ def test_integer_contact_ids_are_looked_up_as_integers_and_other_text_names_no_c
     assert database.display("3")["contact_id"] in (3, "3")
     for text in ("\u00b3", "--5", "9" * 20, "+3", "3.0", "c3"):
         assert database.contact(text) is None and database.display(text) is None, text
+
+
+def test_sqlite_ids_in_a_column_declared_integer_are_found_as_text(open_crm, tmp_path, tiny_dictionaries):
+    """SQLite keeps text in a column declared INTEGER; the lookup compared it as a number and found no
+    'c2' (a 404 whenever the snapshot is off or the CRM is larger than the cache)."""
+    url = write_crm_database(f"sqlite:///{tmp_path / 'crm.db'}", tiny_dictionaries)
+    source = open_crm(url)
+    with source.engine.begin() as conn:
+        columns = [c["name"] for c in sa.inspect(conn).get_columns("contacts")]
+        others = ", ".join(f"{c} TEXT" for c in columns if c != "contact_id")
+        conn.execute(sa.text("ALTER TABLE contacts RENAME TO contacts_old"))
+        conn.execute(sa.text(f"CREATE TABLE contacts (contact_id INTEGER, {others})"))
+        conn.execute(sa.text(f"INSERT INTO contacts SELECT {', '.join(columns)} FROM contacts_old"))
+        conn.execute(sa.text("DROP TABLE contacts_old"))
+    assert open_crm(url).contact("c2").contact_id == "c2"
 
 
 def test_a_name_that_is_not_utf8_never_fails_lookups_or_search(open_crm, tmp_path, tiny_dictionaries):
