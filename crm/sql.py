@@ -129,10 +129,13 @@ class SqlSource(OwnTablesWriter):
         return frames
 
     def _relations(self) -> dict[str, str]:
-        """Tables and views of the schema: name as the database spells it, by its lower-case name."""
+        """Tables and views of the schema (materialized views too, on PostgreSQL): name as the database
+        spells it, by its lower-case name."""
         with database_errors(self.describe(), "list its tables"), self.engine.connect() as conn:
             inspector = sa.inspect(conn)
             names = inspector.get_table_names(schema=self.schema) + inspector.get_view_names(schema=self.schema)
+            if self.dialect == "postgresql":
+                names += inspector.get_materialized_view_names(schema=self.schema)
         return {name.lower(): name for name in names}
 
     def _relation(self, name: str) -> tuple[str, list[str]]:

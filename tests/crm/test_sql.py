@@ -135,6 +135,23 @@ def test_postgresql_timestamptz_jsonb_and_uuid_columns_read_as_their_csv_export(
     assert uuids.contact("c2") is None and uuids.display("not-a-uuid") is None  # a 404, not a database error
 
 
+def test_materialized_views_are_read_like_views(open_crm, postgres_url, tiny_dictionaries):
+    """Contract §5: "tables — or views"; a materialized view was "missing table … found: no tables"."""
+    write_crm_database(postgres_url, tiny_dictionaries)
+    source = open_crm(postgres_url)
+    expected, _ = schema.validate(source.read_crm(), tiny_dictionaries)
+    s = f'"{source.schema}"'
+    with source.engine.begin() as conn:
+        for name in ("organizations", "contacts", "outcomes"):
+            conn.execute(sa.text(f"ALTER TABLE {s}.{name} RENAME TO firm_{name}"))
+            conn.execute(sa.text(f"CREATE MATERIALIZED VIEW {s}.{name} AS SELECT * FROM {s}.firm_{name}"))
+    viewed = open_crm(postgres_url)
+    got, _ = schema.validate(viewed.read_crm(), tiny_dictionaries)
+    for name in ("organizations", "contacts", "outcomes"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(expected, name))
+    assert viewed.contact("c2") == source.contact("c2")
+
+
 def test_a_postgresql_view_that_fails_mid_read_names_its_table(open_crm, postgres_url, tiny_dictionaries):
     """ADBC raises OSError, not adbc.Error, when a row of a view fails (division by zero): a traceback
     in the CLIs, a 500 from the service's queries."""
