@@ -297,7 +297,7 @@ class RequestParser:
                 if not code and column.required:
                     raise RequestError(f"field '{where}' is required (a code of {column.vocabulary}.yaml)", field=where)
                 if code and code not in self._codes[name]:
-                    warnings.append(f"unknown {name} code {code!r} treated as unknown")
+                    warnings.append(f"unknown {name} code {clipped(code)!r} treated as unknown")
                     unknown.append(name)
                 values[name] = code
             elif kind is schema.Kind.MULTI:
@@ -305,7 +305,7 @@ class RequestParser:
                 known = self._codes[name]
                 for code in codes:
                     if code not in known:
-                        warnings.append(f"unknown {name} code {code!r} treated as unknown")
+                        warnings.append(f"unknown {name} code {clipped(code)!r} treated as unknown")
                         unknown.append(name)
                 values[name] = codes
             elif kind is schema.Kind.NUMBER:

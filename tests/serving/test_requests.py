@@ -91,3 +91,12 @@ def test_a_client_since_after_today_in_a_request_is_missing_with_a_warning(parse
     again = parser.recommendation(body)
     assert again.row[list(schema.MODEL_INPUT_NAMES).index("client_since")] == "2019-01-01"
     assert not [w for w in again.warnings if "client_since" in w]
+
+
+def test_an_unknown_code_is_echoed_clipped(parser: requests.RequestParser) -> None:
+    """A 100,000-character code from the CRM came back whole in the warning (a 101 KB answer)."""
+    body = {"stage": "first_contact", "organization": {"industry": "x" * 100_000},
+            "contact": {"position": "ceo", "interests": ["y" * 100_000]}}
+    warnings = parser.recommendation(body).warnings
+    assert len(warnings) == 2 and all(len(w) < 120 for w in warnings), [len(w) for w in warnings]
+    assert warnings[0].startswith("unknown industry code 'xxxx")
