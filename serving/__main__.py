@@ -20,12 +20,12 @@ from typing import Any
 
 from needs_rec.errors import ConfigError, ModelError
 from serving.settings import Settings, load_settings
-from training._cli import run_cli
+from training._cli import ArgumentParser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per settings field, typed and documented from the field itself."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m serving",
         description="needs_rec HTTP service. Every flag also reads from NEEDS_REC_<FLAG NAME> (e.g. NEEDS_REC_PORT).",
     )
@@ -87,7 +87,8 @@ def check_port(host: str, port: int) -> None:
             try:
                 sock.bind(address)
             except OSError as exc:
-                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; another program holds the "
+                                  "port: give another with --port / NEEDS_REC_PORT") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

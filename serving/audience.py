@@ -33,7 +33,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m serving.audience",
         description="Rank the CRM's contacts by the probability that a characteristic resonates at a stage.",
     )
-    parser.add_argument("--model", type=Path, required=True, help="models directory (newest version) or one version")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="models directory (its stable version from labels.json, else the newest) or one version")
     parser.add_argument("--data", required=True, help="CRM: a directory of CSV/Parquet tables or a database URL")
     parser.add_argument("--characteristic", required=True, help="characteristic code (characteristics.yaml)")
     parser.add_argument("--stage", required=True, help="funnel stage code (funnel_stages.yaml)")

@@ -51,7 +51,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m serving.batch",
         description="Score contacts at funnel stages offline with a needs_rec model version.",
     )
-    parser.add_argument("--model", type=Path, required=True, help="models directory (newest version) or one version")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="models directory (its stable version from labels.json, else the newest) or one version")
     parser.add_argument(
         "--data", required=True, help="CRM with organizations and contacts: a directory or a database URL"
     )

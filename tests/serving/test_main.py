@@ -73,7 +73,11 @@ def _env() -> dict[str, str]:
                                                 "unsupported database 'mysql'"),
                                                # a window of 100 never holds 500 rows: drift was never judged
                                                (["--model", ".", "--drift-window", "100", "--drift-min-rows", "500"],
-                                                "drift_min_rows 500 is more than drift_window 100")])
+                                                "drift_min_rows 500 is more than drift_window 100"),
+                                               # a bad flag value: one line, not argparse's usage dump
+                                               (["--model", ".", "--max-batch", "abc"],
+                                                "argument --max-batch: invalid int value: 'abc' (see python -m serving "
+                                                "--help)")])
 def test_start_up_errors_exit_2_with_one_line(argv: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "serving", *argv], capture_output=True, text=True, cwd=REPO,
                             env=_env(), timeout=60)
@@ -92,7 +96,8 @@ def test_a_port_another_program_holds_is_one_line_before_the_model_loads(built: 
                                  "--port", str(port), "--workers", workers],
                                 capture_output=True, text=True, cwd=REPO, env=_env(), timeout=60)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert result.stderr.splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use; another "
+                                          "program holds the port: give another with --port / NEEDS_REC_PORT"]
 
 
 def _free_port() -> int:
