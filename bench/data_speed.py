@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             disk = f"{sizes[fmt] / 2**20:.0f} MiB on disk" if sizes[fmt] else "server"
             print(
                 f"{fmt:10s} ({disk}): total {figures['total_s']:.2f} s, "
-                f"peak RSS {figures['peak_rss_mib']:.0f} MiB, {figures['episodes']:,} episodes [{stages}]"
+                f"peak RSS {figures['peak_rss_mib']:.0f} MiB, {figures['episodes']:,.0f} episodes [{stages}]"
             )
         if schema_name:
             drop_schema(args.postgres, schema_name)
