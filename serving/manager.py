@@ -16,7 +16,8 @@ written to a model version or to needs_rec's tables.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +140,30 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     return CardView(points=points, request_id=request_id, more=more, hidden=max(offered - len(points), 0))
 
 
+def page_feedback_id(contact_id: str, stage: str, characteristic: str, day: dt.date) -> str:
+    """The feedback_id the card's buttons send for one talking point on one day: the same for every
+    card of that (contact, stage, characteristic) that day — after a reload, in another tab — so the
+    point is stored at most once a day and another answer is a 409 (a hash keeps it short, ≤ 60
+    characters, whatever the contact id holds)."""
+    key = "\x1f".join((contact_id.strip(), stage.strip().lower(), characteristic.strip().lower()))
+    return f"page-{day.isoformat()}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}"
+
+
+def answered_today(rows: Iterable[Mapping[str, Any]] | None) -> dict[tuple[str, str], str]:
+    """(stage, characteristic) → the outcome of its latest feedback row among `rows` (one contact, one day)."""
+    return {(str(r.get("stage") or ""), str(r.get("characteristic") or "")): str(r.get("outcome") or "")
+            for r in rows or ()}
+
+
+def mark_answered(points: list[dict[str, Any]], contact_id: str, stage: str, answered: Mapping[tuple[str, str], str],
+                  day: dt.date) -> None:
+    """Give each point its `feedback_id` for `day` and, when feedback of that day answered it, `answered`."""
+    for point in points:
+        code = str(point["characteristic"])
+        point["feedback_id"] = page_feedback_id(contact_id, stage, code, day)
+        point["answered"] = answered.get((stage, code))
+
+
 def _stages(model: ServingModel) -> list[tuple[str, str]]:
     return [(item.code, item.name) for item in model.dictionaries.funnel_stages]
 
@@ -202,12 +227,15 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 400
     link = service.need_crm("the contact card")
 
-    def names_and_stages() -> tuple[Any, Any]:  # one hop to the CRM's thread pool for both reads
-        return crm.display(contact_id), crm.latest_stages(contact_id)
+    today = dt.datetime.now(dt.UTC).date()  # the day /v1/feedback stores when the page sends none
+
+    def names_and_stages() -> tuple[Any, Any, Any]:  # one hop to the CRM's thread pool for the three reads
+        return crm.display(contact_id), crm.latest_stages(contact_id), crm.feedback_on(contact_id, today)
 
     try:
         record = await link.contact(contact_id)  # the JSON endpoint's lookup, its cache included
-        display, latest = await link.call(names_and_stages) if record is not None else (None, None)
+        display, latest, todays = (await link.call(names_and_stages) if record is not None
+                                   else (None, None, None))
     except service.crm_unavailable:
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
@@ -236,6 +264,7 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 200
     try:
         context["card"] = await score_card(service, model, record, stage, more)
+        mark_answered(context["card"].points, record.contact_id, stage, answered_today(todays), today)
     except service.request_errors as exc:  # a CRM value the request rules refuse: show it, do not fail the page
         context["card"].error = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"
     if requested and requested not in codes:  # a stale link or a typo: say which stage is shown instead

@@ -73,7 +73,7 @@
   function explain(status, body) {
     var said = body && body.error ? " (" + body.error + ")" : "";
     if (status === 409) {
-      return "По этой подсказке уже сохранён другой ответ; изменить его нельзя.";
+      return "Уже отмечено сегодня: по этой подсказке ответ уже сохранён (в другой вкладке или до обновления страницы); изменить его нельзя. Обновите страницу, чтобы его увидеть.";
     }
     if (status === 401 || status === 403) {
       return "Не сохранено: сессия устарела" + said + ". Обновите страницу и нажмите ещё раз.";
@@ -94,8 +94,9 @@
     var status = point.querySelector(".status");
     var outcome = button.getAttribute("data-outcome");
     var buttons = point.querySelectorAll("button[data-outcome]");
-    /* One event per shown talking point: a retry reuses its id, so the server stores it at most once,
-       and a different answer after an unclear failure is refused (409) rather than stored twice. */
+    /* One event per talking point and day: the server renders the point's id from (contact, stage,
+       characteristic, day), so a retry, a reload or another tab sends the same id; the server stores
+       it at most once and refuses a different answer (409). A point without one gets a random id. */
     if (!point.dataset.feedbackId) { point.dataset.feedbackId = newId(); }
     var body = {
       feedback_id: point.dataset.feedbackId,

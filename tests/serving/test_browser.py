@@ -227,3 +227,45 @@ def test_manager_flow_by_keyboard_only(chrome: Any, site: Site) -> None:
     assert len(chrome.find_elements("css selector", "#card [data-characteristic]")) > len(points)
     assert chrome.switch_to.active_element.get_attribute("id") == "points-title"  # the focus follows the new list
     assert severe_console_messages(chrome) == []
+
+
+def other_contact(site: Site) -> str:
+    """A contact no other test of the module gives feedback for."""
+    with sqlite3.connect(site.crm_db) as con:
+        ids = [r[0] for r in con.execute("SELECT contact_id FROM contacts ORDER BY contact_id")]
+    return next(i for i in reversed(ids) if i != site.contact_id)
+
+
+def test_a_point_is_answered_once_after_a_reload_and_in_another_tab(chrome: Any, site: Site) -> None:
+    """Each shown point had a random feedback_id: a reload showed it blank and «Не отозвалось» stored a
+    contradicting row, another tab a third one. Now: locked after a reload, a 409 in Russian in another tab."""
+    contact = other_contact(site)
+    url = f"{site.base}/?contact={contact}&stage=needs_analysis"
+    chrome.get(url)
+    first_tab = chrome.current_window_handle
+    chrome.switch_to.new_window("tab")
+    chrome.get(url)  # the second tab's card, rendered before any answer
+    second_tab = chrome.current_window_handle
+    chrome.switch_to.window(first_tab)
+    point = points_at(chrome, "needs_analysis")[0]
+    code = point.get_attribute("data-characteristic")
+    point.find_element("css selector", 'button[data-outcome="positive"]').click()
+    wait(chrome, lambda d: "Сохранено" in point.find_element("css selector", ".status").text)
+
+    chrome.refresh()
+    point = points_at(chrome, "needs_analysis")[0]
+    assert point.get_attribute("data-characteristic") == code
+    buttons = point.find_elements("css selector", "button[data-outcome]")
+    assert [b.is_enabled() for b in buttons] == [False, False]
+    assert buttons[0].get_attribute("aria-pressed") == "true"
+    assert "Сохранено: отозвалось" in point.find_element("css selector", ".status").text
+
+    chrome.switch_to.window(second_tab)
+    point = points_at(chrome, "needs_analysis")[0]
+    point.find_element("css selector", 'button[data-outcome="negative"]').click()
+    wait(chrome, lambda d: "Уже отмечено сегодня" in point.find_element("css selector", ".status").text)
+    assert "stored" not in point.find_element("css selector", ".status").text  # no English server text appended
+    chrome.close()
+    chrome.switch_to.window(first_tab)
+    rows = [r for r in feedback_rows(site.crm_db) if r[0] == contact and r[1] == "needs_analysis" and r[2] == code]
+    assert [r[3] for r in rows] == ["positive"]

@@ -226,3 +226,43 @@ def test_a_crm_table_gone_while_serving_is_a_503_page_not_the_managers_fault(
         error = lookup.json()["error"]
         assert error.startswith("the CRM source cannot be read: missing file contacts.csv")
         assert str(tmp_path) not in error
+
+
+def point_ids(html: str) -> dict[str, str]:
+    return dict(re.findall(r'data-characteristic="([^"]+)" data-feedback-id="([^"]+)"', html))
+
+
+def test_a_point_is_answered_once_a_day_whatever_the_tab(client: TestClient, crm_url: str) -> None:
+    """Each card had a random feedback_id per shown point: a reload or a second tab stored the same point
+    again, even with the opposite answer. Now the id is one per (contact, stage, characteristic, day) and
+    a card shows the points answered today locked, with their answer."""
+    first = client.get("/", params={"contact": "c9", "stage": "lead"}).text
+    second = client.get("/contacts/card", params={"contact": "c9", "stage": "lead"}).text  # a reload, another tab
+    ids = point_ids(first)
+    assert set(ids) == {"ch_price", "ch_integration"} and ids == point_ids(second)
+    assert all(len(i) <= 200 and i.startswith("page-") for i in ids.values())
+    assert point_ids(client.get("/", params={"contact": "c9", "stage": "demo"}).text)["ch_price"] != ids["ch_price"]
+    assert point_ids(client.get("/", params={"contact": "c10", "stage": "lead"}).text)["ch_price"] != ids["ch_price"]
+    token = client.cookies.get(CSRF_COOKIE)
+    headers = {"Origin": "http://localhost", CSRF_HEADER: token}
+
+    def press(page: str, outcome: str) -> int:
+        body = {"feedback_id": ids["ch_price"], "contact_id": "c9", "stage": "lead", "characteristic": "ch_price",
+                "outcome": outcome, "request_id": re.search(r'data-request-id="([^"]+)"', page).group(1)}
+        return client.post("/v1/feedback", json=body, headers=headers).status_code
+
+    assert press(first, "positive") == 201
+    assert press(first, "positive") == 200  # the same card's retry: a duplicate
+    assert press(second, "negative") == 409  # the other tab: refused, not a contradicting second row
+    with crm.open_source(crm_url) as source:
+        rows = [r for r in source.recent_feedback(100) if r["contact_id"] == "c9"]
+    assert [(r["characteristic"], r["outcome"]) for r in rows] == [("ch_price", "positive")]
+    again = client.get("/", params={"contact": "c9", "stage": "lead"}).text
+    price = again.split('data-characteristic="ch_price"')[1].split('<li class="point')[0]
+    assert 'data-answered="positive"' in price and "Сохранено: отозвалось" in price
+    assert '<button type="button" data-outcome="positive" disabled aria-pressed="true">' in price
+    assert '<button type="button" data-outcome="negative" disabled aria-pressed="false">' in price
+    other = again.split('data-characteristic="ch_integration"')[1].split("</ol>")[0]
+    assert "disabled" not in other and "Сохранено" not in other
+    demo = client.get("/", params={"contact": "c9", "stage": "demo"}).text  # another stage: not answered there
+    assert "data-answered" not in demo
