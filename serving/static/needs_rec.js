@@ -31,6 +31,23 @@
     el.className = "status" + (kind ? " " + kind : "");
   }
 
+  /* A card that could not be replaced: the stage selector goes back to the stage the card still shows
+     (its points are that stage's, not the one chosen), and one notice says why — a second failure
+     rewrites it instead of piling up another. */
+  function cardProblem(card, text) {
+    var shown = card.querySelector(".points");
+    var select = document.querySelector('form.stage select[name="stage"]');
+    if (shown && select) { select.value = shown.getAttribute("data-stage"); }
+    var box = card.querySelector(".card-problem");
+    if (!box) {
+      box = document.createElement("p");
+      box.className = "notice card-problem";
+      box.setAttribute("role", "alert");
+      card.insertBefore(box, card.firstChild);
+    }
+    box.textContent = text;
+  }
+
   function loadCard(contact, stage, more, focusHeading) {
     var card = document.getElementById("card");
     if (!card) { return; }
@@ -45,11 +62,7 @@
         if (ticket !== cardRequest) { return; }  /* a newer choice is on its way */
         card.removeAttribute("aria-busy");
         if (!r.ok) {
-          var box = card.querySelector(".points > .notice") || document.createElement("p");
-          box.className = "notice";
-          box.setAttribute("role", "alert");
-          box.textContent = "Не удалось загрузить подсказки (" + r.status + "). Обновите страницу; если не поможет — сообщите администратору.";
-          card.insertBefore(box, card.firstChild);
+          cardProblem(card, "Не удалось загрузить подсказки (" + r.status + "). Обновите страницу; если не поможет — сообщите администратору.");
           return;
         }
         card.innerHTML = r.text;
@@ -62,11 +75,7 @@
       .catch(function () {
         if (ticket !== cardRequest) { return; }
         card.removeAttribute("aria-busy");
-        var box = document.createElement("p");
-        box.className = "notice";
-        box.setAttribute("role", "alert");
-        box.textContent = "Нет связи с сервисом. Проверьте сеть и выберите этап ещё раз.";
-        card.insertBefore(box, card.firstChild);
+        cardProblem(card, "Нет связи с сервисом. Проверьте сеть и выберите этап ещё раз.");
       });
   }
 

@@ -269,3 +269,28 @@ def test_a_point_is_answered_once_after_a_reload_and_in_another_tab(chrome: Any,
     chrome.switch_to.window(first_tab)
     rows = [r for r in feedback_rows(site.crm_db) if r[0] == contact and r[1] == "needs_analysis" and r[2] == code]
     assert [r[3] for r in rows] == ["positive"]
+
+
+def test_a_stage_change_that_fails_keeps_the_shown_stage_and_one_notice(chrome: Any, site: Site) -> None:
+    """Offline, a stage change left the old stage's points under the new stage's name, and each failure
+    added another «Нет связи…» notice. Now the selector goes back to the stage shown, with one notice."""
+    from selenium.webdriver.support.ui import Select
+
+    chrome.get(f"{site.base}/?contact={site.contact_id}&stage=needs_analysis")
+    points_at(chrome, "needs_analysis")
+    chrome.execute_cdp_cmd("Network.enable", {})
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    chrome.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+    try:
+        for stage in ("proposal", "retention"):
+            select = Select(chrome.find_element("css selector", 'select[name="stage"]'))
+            select.select_by_value(stage)
+            wait(chrome, lambda d: d.find_elements("css selector", "#card .card-problem"))
+            wait(chrome, lambda d: d.find_element("css selector", 'select[name="stage"]').get_attribute("value")
+                 == "needs_analysis")
+        notices = chrome.find_elements("css selector", "#card .notice")
+        assert [n.text for n in notices] == ["Нет связи с сервисом. Проверьте сеть и выберите этап ещё раз."]
+        assert chrome.find_element("css selector", "#card .points").get_attribute("data-stage") == "needs_analysis"
+    finally:
+        online = {**offline, "offline": False}
+        chrome.execute_cdp_cmd("Network.emulateNetworkConditions", online)
