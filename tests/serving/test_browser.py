@@ -294,3 +294,33 @@ def test_a_stage_change_that_fails_keeps_the_shown_stage_and_one_notice(chrome: 
     finally:
         online = {**offline, "offline": False}
         chrome.execute_cdp_cmd("Network.emulateNetworkConditions", online)
+
+
+def test_the_pages_fit_a_375_px_phone(chrome: Any, site: Site) -> None:
+    """The stage selector (488–597 px with «… (последний известный)»), a 165-character word in an
+    organization's name and the analyst's tables made the pages wider than a 375 px phone."""
+    with sqlite3.connect(site.crm_db) as con:
+        contact, org = con.execute("SELECT contact_id, org_id FROM contacts WHERE contact_id NOT IN (?, ?) "
+                                   "ORDER BY contact_id LIMIT 1", (site.contact_id, other_contact(site))).fetchone()
+        con.execute("UPDATE organizations SET name = ? WHERE org_id = ?", ("ООО " + "Ы" * 165, org))
+    chrome.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        def page_width() -> int:
+            return int(chrome.execute_script("return document.documentElement.scrollWidth"))
+
+        chrome.get(f"{site.base}/?contact={contact}")
+        wait(chrome, lambda d: d.find_elements("css selector", "#card .points"))
+        assert "Ы" * 20 in chrome.find_element("css selector", ".contact h2").text
+        select = chrome.find_element("css selector", 'select[name="stage"]')
+        assert select.size["width"] <= 375 and page_width() <= 375
+        contact_id = chrome.find_element("css selector", ".facts .id")
+        assert contact_id.value_of_css_property("white-space") == "nowrap"
+        chrome.get(f"{site.base}/?q={contact}")
+        wait(chrome, lambda d: d.find_elements("css selector", "[data-contact-id]"))
+        assert page_width() <= 375
+        chrome.get(f"{site.base}/analyst")
+        wait(chrome, lambda d: d.find_elements("css selector", "table.versions"))
+        assert page_width() <= 375
+    finally:
+        chrome.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
