@@ -6,7 +6,7 @@
   fragment, which the page's script swaps in when the stage changes.
 * `GET /analyst` — versions side by side, the promotion log, managers' feedback of the last 30
   days, unknown codes per field, the CRM rows the queries' snapshot left out as invalid, and one
-  version's report (`report=N`, default the newest);
+  version's report (`report=N`, default the served version's, else the newest one not refused);
   `GET /analyst/versions/{n}/{chart}` serves that report's charts.
 * `GET /static/{name}` — the pages' CSS and script, shipped inside the package.
 
@@ -81,11 +81,20 @@ def router(service: Service) -> APIRouter:
         context["unknown"] = _unknown_rows(service)
         context["crm_check"] = _crm_check(service)
         context["report_hint"] = None
-        if requested and (report_number is None or report_number not in analyst.version_numbers(model_path)):
-            shown_text = visible(requested)
-            context["report_hint"] = f"Версии «{shown_text}» нет; показан отчёт последней версии, у которой он есть."
+        missing = requested and (report_number is None or report_number not in analyst.version_numbers(model_path))
+        if missing:
             report_number = None
-        shown = analyst.report_version(model_path, report_number, overview.rows)
+        shown = analyst.report_version(model_path, report_number, overview.rows, served, refused)
+        if missing:
+            shown_text = visible(requested)
+            context["report_hint"] = (f"Версии «{shown_text}» нет; показан отчёт версии {shown}." if shown is not None
+                                      else f"Версии «{shown_text}» нет.")
+        # a refused version's report describes no model that answers: say so above it
+        problem = analyst.refused_reason(overview.rows, refused, shown) if shown is not None else None
+        context["report_refused"] = (
+            f"Версия {shown} не обслуживается: {problem.rstrip('.')}. Этот отчёт — не о модели, которая отвечает сейчас"
+            + (f" (обслуживается версия {served})." if served is not None else ".")
+        ) if problem else None
         context["report_version"] = shown
         context["report_html"] = None
         if shown is None:
