@@ -79,7 +79,7 @@ def router(service: Service) -> APIRouter:
         }
         context.update(await manager.feedback_context(service, FEEDBACK_DAYS))
         context["unknown"] = _unknown_rows(service)
-        context["crm_check"] = _crm_check(service)
+        context["crm_check"] = await _crm_check(service)
         context["report_hint"] = None
         missing = requested and (report_number is None or report_number not in analyst.version_numbers(model_path))
         if missing:
@@ -131,15 +131,22 @@ def router(service: Service) -> APIRouter:
         fields = sorted(set(trained) | set(live))
         return [(f, live.get(f, 0), trained.get(f, 0)) for f in fields]
 
-    def _crm_check(service: Service) -> dict[str, Any] | None:
+    async def _crm_check(service: Service) -> dict[str, Any] | None:
         """What the served version's snapshot of the CRM left out (None without a CRM source; a
-        missing snapshot starts building, the page never waits for it)."""
+        missing snapshot starts building, the page never waits for it). The CRM's tables are looked
+        at first (names only, no rows: `check_tables`): a CRM unreachable now (a file gone, the
+        database down) is said so, not «every row passed» from a snapshot read before."""
         source, model = service.crm, service.registry.current
         if source is None or model is None:
             return None
         current = snapshots_for(service).peek(model, source.read_crm)
+        checked_at = iso_utc(current.built_at) if current is not None else None
+        try:
+            await service.need_crm("the CRM check").call(source.check_tables)
+        except service.crm_unavailable:
+            return {"unreachable": True, "checked_at": checked_at, "left_out": []}
         if current is None:
-            return {"checked_at": None, "left_out": []}
-        return {"checked_at": iso_utc(current.built_at), "left_out": list(current.left_out)}
+            return {"unreachable": False, "checked_at": None, "left_out": []}
+        return {"unreachable": False, "checked_at": checked_at, "left_out": list(current.left_out)}
 
     return routes

@@ -266,3 +266,26 @@ def test_a_point_is_answered_once_a_day_whatever_the_tab(client: TestClient, crm
     assert "disabled" not in other and "Сохранено" not in other
     demo = client.get("/", params={"contact": "c9", "stage": "demo"}).text  # another stage: not answered there
     assert "data-answered" not in demo
+
+
+def test_the_analyst_page_says_when_the_crm_is_unreachable(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """With contacts.csv renamed while serving, /analyst still said «Все строки CRM прошли проверку
+    (2026-12-04T04:38:28+00:00)» from the snapshot read before, while the card said the CRM was down."""
+    from crm_factory import write_crm
+
+    from needs_rec import dictionaries
+
+    directory = write_crm(tmp_path / "export", dictionaries.load(dictionaries_dir))
+    with serve(settings_for(built["fixed"].parent, crm=str(directory), crm_cache_s=0), "analyst-crm-gone") as (
+        client, _
+    ):
+        passed = re.compile(r"Все строки CRM прошли проверку \(\d{4}-\d\d-\d\d \d\d:\d\d UTC\)")
+        assert wait_until(lambda: passed.search(client.get("/analyst").text), timeout=30)
+        (directory / "contacts.csv").rename(directory / "contacts.csv.old")
+        page = client.get("/analyst")
+        assert page.status_code == 200
+        assert "База CRM сейчас недоступна: проверить её строки нельзя" in page.text
+        assert "прошли проверку" not in page.text and str(tmp_path) not in page.text
+        assert re.search(r"последняя удачная проверка \d{4}-\d\d-\d\d \d\d:\d\d UTC", page.text)
