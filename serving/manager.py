@@ -27,7 +27,7 @@ from serving.cards import render_points
 from serving.queries import similar_reasons
 from serving.registry import ServingModel
 from serving.service import Service
-from serving.web import probability_word, visible, without_control
+from serving.web import probability_word, shown_percent, visible, without_control
 
 #: Talking points on a card when the version has no `top_k` cap of its own.
 DEFAULT_CAP = 5
@@ -128,7 +128,7 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     product_names = {item.code: item.name for item in model.dictionaries.products}
     for point in points:
         p = float(point["probability"])
-        point["percent"] = round(p * 100)
+        point["percent"] = shown_percent(p)
         point["word"] = probability_word(p)
         point["product_name"] = product_names.get(point["product"], point["product"])
     # «сработало у 4 похожих организаций: …» from the query snapshot, when one is built (never waits)

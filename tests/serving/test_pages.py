@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from serving_support import models_dir_with, serve, settings_for, wait_until
 
 from serving import analyst
-from serving.web import CONTENT_SECURITY_POLICY, probability_word
+from serving.web import CONTENT_SECURITY_POLICY, probability_word, shown_percent
 
 # the smallest valid PNG (1x1), standing in for a report chart
 PNG = bytes.fromhex(
@@ -183,6 +183,13 @@ def test_overview_without_labels_has_no_candidates(built: dict[str, Path], tmp_p
                                          (0.25, "низкая"), (0.05, "очень низкая")])
 def test_probability_words(p: float, word: str) -> None:
     assert probability_word(p) == word
+
+
+@pytest.mark.parametrize("p, percent", [(0.9954, 99), (0.999999, 99), (1.0, 99), (0.985, 98), (0.5, 50),
+                                        (0.012, 1), (0.004, 1), (0.0, 1)])
+def test_a_model_probability_is_never_shown_as_100_or_0_percent(p: float, percent: int) -> None:
+    """0.9954 showed as «высокая — около 100 %»: a model's probability is never a certainty."""
+    assert shown_percent(p) == percent
 
 
 def test_feedback_summary_counts_and_share() -> None:
