@@ -79,16 +79,18 @@
       });
   }
 
+  /* What the manager reads: for the statuses explained here in Russian (409, 401/403, 404, 5xx) the
+     server's English error text is not appended; only an unexpected status shows it, for support. */
   function explain(status, body) {
     var said = body && body.error ? " (" + body.error + ")" : "";
     if (status === 409) {
       return "Уже отмечено сегодня: по этой подсказке ответ уже сохранён (в другой вкладке или до обновления страницы); изменить его нельзя. Обновите страницу, чтобы его увидеть.";
     }
     if (status === 401 || status === 403) {
-      return "Не сохранено: сессия устарела" + said + ". Обновите страницу и нажмите ещё раз.";
+      return "Не сохранено: сессия устарела. Обновите страницу и нажмите ещё раз.";
     }
     if (status === 404) {
-      return "Не сохранено: контакт не найден в CRM" + said + ". Обновите страницу.";
+      return "Не сохранено: контакт не найден в CRM. Обновите страницу.";
     }
     if (status >= 500 || status === 0) {
       return "Не сохранено: сервис или база данных сейчас недоступны. Нажмите ещё раз через минуту — повтор не создаст дубль.";

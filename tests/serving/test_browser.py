@@ -324,3 +324,16 @@ def test_the_pages_fit_a_375_px_phone(chrome: Any, site: Site) -> None:
         assert page_width() <= 375
     finally:
         chrome.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_stale_session_is_explained_in_russian_only(chrome: Any, site: Site) -> None:
+    """A 403 (stale CSRF token) read «Не сохранено: сессия устарела (missing or stale CSRF token (header
+    'X-CSRF-Token'): reload the page and try again)…»: the server's English inside a Russian sentence."""
+    chrome.get(f"{site.base}/?contact={other_contact(site)}&stage=proposal")
+    point = points_at(chrome, "proposal")[-1]
+    chrome.execute_script("document.querySelector('meta[name=\"csrf-token\"]').setAttribute('content', 'stale')")
+    point.find_element("css selector", 'button[data-outcome="positive"]').click()
+    status = point.find_element("css selector", ".status")
+    wait(chrome, lambda d: "сессия устарела" in status.text)
+    assert status.text == "Не сохранено: сессия устарела. Обновите страницу и нажмите ещё раз."
+    assert [b.is_enabled() for b in point.find_elements("css selector", "button[data-outcome]")] == [True, True]
