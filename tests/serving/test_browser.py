@@ -337,3 +337,17 @@ def test_a_stale_session_is_explained_in_russian_only(chrome: Any, site: Site) -
     wait(chrome, lambda d: "сессия устарела" in status.text)
     assert status.text == "Не сохранено: сессия устарела. Обновите страницу и нажмите ещё раз."
     assert [b.is_enabled() for b in point.find_elements("css selector", "button[data-outcome]")] == [True, True]
+
+
+def test_without_javascript_the_feedback_buttons_are_hidden(chrome: Any, site: Site) -> None:
+    """With JavaScript off the buttons were shown but did nothing; now only the note is."""
+    chrome.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        chrome.get(f"{site.base}/?contact={site.contact_id}&stage=proposal")
+        buttons = chrome.find_elements("css selector", "#card button[data-outcome]")
+        assert buttons and not any(b.is_displayed() for b in buttons)
+        assert "работают только с включённым JavaScript" in chrome.find_element("css selector", "#card").text
+    finally:
+        chrome.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+    chrome.get(f"{site.base}/?contact={site.contact_id}&stage=proposal")
+    wait(chrome, lambda d: d.find_element("css selector", "#card button[data-outcome]").is_displayed())
