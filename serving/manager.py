@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from needs_rec import versions
 from needs_rec.errors import CrmRowError
 from serving.analyst import feedback_summary
 from serving.cards import render_points
@@ -209,6 +210,20 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
     return context, 200
 
 
+def no_model_notice(service: Service) -> str:
+    """Why no version serves: still loading, none in the models directory at all (the card said
+    «загружается» forever then), or every one refused."""
+    registry = service.registry
+    if registry.first_poll_done.is_set() and registry.loading is None:
+        if not registry.fixed and not versions.list_versions(registry.model_path):
+            return ("В каталоге моделей нет ни одной версии: обучите модель (python -m training.fit --data … "
+                    "--dictionaries … --output <каталог моделей>); сервис подхватит её сам, без перезапуска.")
+        if registry.refused:
+            return ("Ни одна версия модели не загрузилась: почему — на странице «Аналитику». Сервис подхватит "
+                    "исправленную или новую версию сам.")
+    return "Модель ещё загружается. Обновите страницу через несколько секунд."
+
+
 async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
     """Template context and status for one contact's card (`contact`, `stage`, `more` query parameters)."""
     contact_id = _query(params, "contact")
@@ -220,7 +235,7 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 503
     model = service.registry.current
     if model is None:
-        context["notice"] = "Модель ещё загружается. Обновите страницу через несколько секунд."
+        context["notice"] = no_model_notice(service)
         return context, 503
     if not contact_id:
         context["notice"] = "Не указан контакт: выберите его в результатах поиска."

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from crm_factory import write_crm_database
 from fastapi.testclient import TestClient
-from serving_support import serve, settings_for, wait_until
+from model_factory import copy_version
+from serving_support import LOCAL, capture_logger, serve, settings_for, wait_until
 
 import crm
 from serving.access import CSRF_COOKIE, CSRF_HEADER
@@ -289,3 +290,24 @@ def test_the_analyst_page_says_when_the_crm_is_unreachable(
         assert "База CRM сейчас недоступна: проверить её строки нельзя" in page.text
         assert "прошли проверку" not in page.text and str(tmp_path) not in page.text
         assert re.search(r"последняя удачная проверка \d{4}-\d\d-\d\d \d\d:\d\d UTC", page.text)
+
+
+def test_an_empty_models_directory_is_said_so_not_still_loading(
+    built: dict[str, Path], crm_url: str, tmp_path: Path
+) -> None:
+    """With no version at all the card said «Модель ещё загружается…» forever; now it says there is none
+    and how to make one, and the card appears once a version is trained into the directory."""
+    from serving.app import create_app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    logger, _ = capture_logger("manager-no-model")
+    with TestClient(create_app(settings_for(models, crm=crm_url), logger=logger), base_url=LOCAL) as client:
+        def card() -> str:
+            return client.get("/", params={"contact": "c1"}).text
+
+        assert wait_until(lambda: "нет ни одной версии" in card(), timeout=20)
+        page = client.get("/", params={"contact": "c1"})
+        assert page.status_code == 503 and "обучите модель" in page.text and "загружается" not in page.text
+        copy_version(built["fixed"], models, 1)
+        assert wait_until(lambda: points(card()), timeout=30)
