@@ -311,3 +311,25 @@ def test_an_empty_models_directory_is_said_so_not_still_loading(
         assert page.status_code == 503 and "обучите модель" in page.text and "загружается" not in page.text
         copy_version(built["fixed"], models, 1)
         assert wait_until(lambda: points(card()), timeout=30)
+
+
+def test_an_answered_point_is_shown_on_a_files_crm_too(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """The same day's feedback is read from needs_rec.db beside a directory CRM (none: nothing created)."""
+    from crm_factory import write_crm
+
+    from needs_rec import dictionaries
+
+    directory = write_crm(tmp_path / "export", dictionaries.load(dictionaries_dir))
+    with serve(settings_for(built["fixed"].parent, crm=str(directory)), "manager-files-answered") as (client, _):
+        page = client.get("/", params={"contact": "c3", "stage": "lead"}).text
+        assert "data-answered" not in page and not (directory / "needs_rec.db").exists()
+        body = {"feedback_id": point_ids(page)["ch_integration"], "contact_id": "c3", "stage": "lead",
+                "characteristic": "ch_integration", "outcome": "negative"}
+        headers = {"Origin": "http://localhost", CSRF_HEADER: client.cookies.get(CSRF_COOKIE)}
+        assert client.post("/v1/feedback", json=body, headers=headers).status_code == 201
+        again = client.get("/", params={"contact": "c3", "stage": "lead"}).text
+        assert 'data-characteristic="ch_integration"' in again
+        shown = again.split('data-characteristic="ch_integration"')[1].split("</ol>")[0]
+        assert 'data-answered="negative"' in shown and "Сохранено: не отозвалось" in shown
