@@ -316,6 +316,7 @@ def test_the_pages_fit_a_375_px_phone(chrome: Any, site: Site) -> None:
         assert select.size["width"] <= 375 and page_width() <= 375
         contact_id = chrome.find_element("css selector", ".facts .id")
         assert contact_id.value_of_css_property("white-space") == "nowrap"
+        chrome.save_screenshot(str(output_dir() / "contact_card_375px.png"))  # the phone view, for a look
         chrome.get(f"{site.base}/?q={contact}")
         wait(chrome, lambda d: d.find_elements("css selector", "[data-contact-id]"))
         assert page_width() <= 375
