@@ -424,6 +424,11 @@ class FileSource(OwnTablesWriter):
             feedback = self.own().latest_feedback_day(contact_id.strip())
         return merge(latest, feedback)
 
+    def feedback_on(self, contact_id: str, day: dt.date) -> list[dict[str, Any]]:
+        if not (self.directory / OWN_DATABASE).is_file():  # never create needs_rec.db just to look
+            return []
+        return self.own().feedback_on(contact_id.strip(), day)
+
     def display(self, contact_id: str) -> dict[str, Any] | None:
         rows = self._display_rows()
         found = rows.loc[rows["contact_id"].str.strip() == contact_id.strip()].head(1)

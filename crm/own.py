@@ -288,6 +288,21 @@ class OwnTables:
             rows = conn.execute(query).all()
         return latest_days(rows).get(contact_id)
 
+    def feedback_on(self, contact_id: str, day: dt.date) -> list[dict[str, Any]]:
+        """The contact's feedback rows of `day` (stage, characteristic, outcome), oldest first: one
+        query on the contact_id index, for the manager's card (never the JSON endpoints)."""
+        if not self._exists(self.feedback):
+            return []
+        table = self.feedback
+        query = (
+            sa.select(table.c.stage, table.c.characteristic, table.c.outcome)
+            .where(table.c.contact_id == contact_id, table.c.occurred_on == day)
+            .order_by(table.c.received_at)
+            .limit(1000)
+        )
+        with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
     def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
         """(model version, contact_id or None) of an answer, from its exposures (None when none was written)."""
         if not self._exists(self.exposures):
@@ -342,6 +357,9 @@ class OwnTablesWriter:
 
     def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
         return self.own().answer_of(request_id)
+
+    def feedback_on(self, contact_id: str, day: dt.date) -> list[dict[str, Any]]:
+        return self.own().feedback_on(contact_id, day)
 
 
 def _decoded(value: bytes) -> str:

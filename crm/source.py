@@ -182,6 +182,11 @@ class CrmSource(Protocol):
         so this is cheap enough for every page view."""
         ...
 
+    def feedback_on(self, contact_id: str, day: dt.date) -> list[dict[str, Any]]:
+        """The contact's feedback rows of `day` (stage, characteristic, outcome), oldest first: which
+        talking points the manager's card shows as answered already (pages only)."""
+        ...
+
     def display(self, contact_id: str) -> dict[str, Any] | None:
         """The search row of one contact (contact_id, org_id, organization, contact, position: the
         CRM's own names, for the pages only), or None."""

@@ -188,15 +188,30 @@ def version_numbers(model_path: Path) -> list[int]:
     return versions.list_versions(models_root(model_path))
 
 
-def report_version(model_path: Path, requested: int | None, rows: Iterable[VersionRow]) -> int | None:
-    """Which version's report to show: the requested one if it has a report, else the newest that has one."""
+def report_version(
+    model_path: Path, requested: int | None, rows: Iterable[VersionRow], served: int | None = None,
+    refused: Iterable[int] = (),
+) -> int | None:
+    """Which version's report to show: the requested one if it has a report; else the served
+    version's, else the newest that has one among those not refused (a tampered or unloadable
+    candidate's report is not the default: it describes no model that answers), else the newest."""
     models = models_root(model_path)
     if requested is not None:
         return requested if (models / str(requested) / REPORT).is_file() else None
+    bad = set(refused) | {r.number for r in rows if r.problem}
+    if served is not None and served not in bad and (models / str(served) / REPORT).is_file():
+        return served
     with_report = [n for n in reversed(versions.list_versions(models)) if (models / str(n) / REPORT).is_file()]
-    if with_report:
-        return with_report[0]
-    return next((r.number for r in rows if r.has_report), None)
+    good = [n for n in with_report if n not in bad]
+    return (good or with_report or [None])[0]
+
+
+def refused_reason(rows: Iterable[VersionRow], refused: Mapping[int, str], number: int) -> str | None:
+    """Why version `number` is not served (its manifest is refused, or the service would not load it), or None."""
+    row = next((r for r in rows if r.number == number), None)
+    if row is not None and row.problem:
+        return row.problem
+    return f"сервис не загрузил эту версию: {refused[number]}" if number in refused else None
 
 
 def render_report(model_path: Path, number: int, chart_url: str) -> str:

@@ -16,17 +16,19 @@ written to a model version or to needs_rec's tables.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from needs_rec import versions
 from needs_rec.errors import CrmRowError
 from serving.analyst import feedback_summary
 from serving.cards import render_points
 from serving.queries import similar_reasons
 from serving.registry import ServingModel
 from serving.service import Service
-from serving.web import probability_word, visible, without_control
+from serving.web import probability_word, shown_percent, visible, without_control
 
 #: Talking points on a card when the version has no `top_k` cap of its own.
 DEFAULT_CAP = 5
@@ -127,7 +129,7 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     product_names = {item.code: item.name for item in model.dictionaries.products}
     for point in points:
         p = float(point["probability"])
-        point["percent"] = round(p * 100)
+        point["percent"] = shown_percent(p)
         point["word"] = probability_word(p)
         point["product_name"] = product_names.get(point["product"], point["product"])
     # «сработало у 4 похожих организаций: …» from the query snapshot, when one is built (never waits)
@@ -137,6 +139,30 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
             point["reasons"] = [*point["reasons"], similar[point["characteristic"]]]
     request_id = service.record_answer(model, record.contact_id, stage, points)
     return CardView(points=points, request_id=request_id, more=more, hidden=max(offered - len(points), 0))
+
+
+def page_feedback_id(contact_id: str, stage: str, characteristic: str, day: dt.date) -> str:
+    """The feedback_id the card's buttons send for one talking point on one day: the same for every
+    card of that (contact, stage, characteristic) that day — after a reload, in another tab — so the
+    point is stored at most once a day and another answer is a 409 (a hash keeps it short, ≤ 60
+    characters, whatever the contact id holds)."""
+    key = "\x1f".join((contact_id.strip(), stage.strip().lower(), characteristic.strip().lower()))
+    return f"page-{day.isoformat()}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}"
+
+
+def answered_today(rows: Iterable[Mapping[str, Any]] | None) -> dict[tuple[str, str], str]:
+    """(stage, characteristic) → the outcome of its latest feedback row among `rows` (one contact, one day)."""
+    return {(str(r.get("stage") or ""), str(r.get("characteristic") or "")): str(r.get("outcome") or "")
+            for r in rows or ()}
+
+
+def mark_answered(points: list[dict[str, Any]], contact_id: str, stage: str, answered: Mapping[tuple[str, str], str],
+                  day: dt.date) -> None:
+    """Give each point its `feedback_id` for `day` and, when feedback of that day answered it, `answered`."""
+    for point in points:
+        code = str(point["characteristic"])
+        point["feedback_id"] = page_feedback_id(contact_id, stage, code, day)
+        point["answered"] = answered.get((stage, code))
 
 
 def _stages(model: ServingModel) -> list[tuple[str, str]]:
@@ -184,6 +210,20 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
     return context, 200
 
 
+def no_model_notice(service: Service) -> str:
+    """Why no version serves: still loading, none in the models directory at all (the card said
+    «загружается» forever then), or every one refused."""
+    registry = service.registry
+    if registry.first_poll_done.is_set() and registry.loading is None:
+        if not registry.fixed and not versions.list_versions(registry.model_path):
+            return ("В каталоге моделей нет ни одной версии: обучите модель (python -m training.fit --data … "
+                    "--dictionaries … --output <каталог моделей>); сервис подхватит её сам, без перезапуска.")
+        if registry.refused:
+            return ("Ни одна версия модели не загрузилась: почему — на странице «Аналитику». Сервис подхватит "
+                    "исправленную или новую версию сам.")
+    return "Модель ещё загружается. Обновите страницу через несколько секунд."
+
+
 async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
     """Template context and status for one contact's card (`contact`, `stage`, `more` query parameters)."""
     contact_id = _query(params, "contact")
@@ -195,19 +235,22 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 503
     model = service.registry.current
     if model is None:
-        context["notice"] = "Модель ещё загружается. Обновите страницу через несколько секунд."
+        context["notice"] = no_model_notice(service)
         return context, 503
     if not contact_id:
         context["notice"] = "Не указан контакт: выберите его в результатах поиска."
         return context, 400
     link = service.need_crm("the contact card")
 
-    def names_and_stages() -> tuple[Any, Any]:  # one hop to the CRM's thread pool for both reads
-        return crm.display(contact_id), crm.latest_stages(contact_id)
+    today = dt.datetime.now(dt.UTC).date()  # the day /v1/feedback stores when the page sends none
+
+    def names_and_stages() -> tuple[Any, Any, Any]:  # one hop to the CRM's thread pool for the three reads
+        return crm.display(contact_id), crm.latest_stages(contact_id), crm.feedback_on(contact_id, today)
 
     try:
         record = await link.contact(contact_id)  # the JSON endpoint's lookup, its cache included
-        display, latest = await link.call(names_and_stages) if record is not None else (None, None)
+        display, latest, todays = (await link.call(names_and_stages) if record is not None
+                                   else (None, None, None))
     except service.crm_unavailable:
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
@@ -236,6 +279,7 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 200
     try:
         context["card"] = await score_card(service, model, record, stage, more)
+        mark_answered(context["card"].points, record.contact_id, stage, answered_today(todays), today)
     except service.request_errors as exc:  # a CRM value the request rules refuse: show it, do not fail the page
         context["card"].error = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"
     if requested and requested not in codes:  # a stale link or a typo: say which stage is shown instead

@@ -73,6 +73,12 @@ def probability_word(p: float) -> str:
     return next(word for bound, word in PROBABILITY_WORDS if p >= bound)
 
 
+def shown_percent(p: float) -> int:
+    """A model probability as the whole percent a page shows, 1 to 99: a model is never sure, so
+    0.9954 is «около 99 %», never «100 %» (nor 0.003 «0 %»)."""
+    return min(max(round(p * 100), 1), 99)
+
+
 def _metric(value: Any) -> str:
     return "—" if value is None else f"{value:.3f}"
 

@@ -6,7 +6,7 @@
   fragment, which the page's script swaps in when the stage changes.
 * `GET /analyst` — versions side by side, the promotion log, managers' feedback of the last 30
   days, unknown codes per field, the CRM rows the queries' snapshot left out as invalid, and one
-  version's report (`report=N`, default the newest);
+  version's report (`report=N`, default the served version's, else the newest one not refused);
   `GET /analyst/versions/{n}/{chart}` serves that report's charts.
 * `GET /static/{name}` — the pages' CSS and script, shipped inside the package.
 
@@ -79,13 +79,22 @@ def router(service: Service) -> APIRouter:
         }
         context.update(await manager.feedback_context(service, FEEDBACK_DAYS))
         context["unknown"] = _unknown_rows(service)
-        context["crm_check"] = _crm_check(service)
+        context["crm_check"] = await _crm_check(service)
         context["report_hint"] = None
-        if requested and (report_number is None or report_number not in analyst.version_numbers(model_path)):
-            shown_text = visible(requested)
-            context["report_hint"] = f"Версии «{shown_text}» нет; показан отчёт последней версии, у которой он есть."
+        missing = requested and (report_number is None or report_number not in analyst.version_numbers(model_path))
+        if missing:
             report_number = None
-        shown = analyst.report_version(model_path, report_number, overview.rows)
+        shown = analyst.report_version(model_path, report_number, overview.rows, served, refused)
+        if missing:
+            shown_text = visible(requested)
+            context["report_hint"] = (f"Версии «{shown_text}» нет; показан отчёт версии {shown}." if shown is not None
+                                      else f"Версии «{shown_text}» нет.")
+        # a refused version's report describes no model that answers: say so above it
+        problem = analyst.refused_reason(overview.rows, refused, shown) if shown is not None else None
+        context["report_refused"] = (
+            f"Версия {shown} не обслуживается: {problem.rstrip('.')}. Этот отчёт — не о модели, которая отвечает сейчас"
+            + (f" (обслуживается версия {served})." if served is not None else ".")
+        ) if problem else None
         context["report_version"] = shown
         context["report_html"] = None
         if shown is None:
@@ -122,15 +131,22 @@ def router(service: Service) -> APIRouter:
         fields = sorted(set(trained) | set(live))
         return [(f, live.get(f, 0), trained.get(f, 0)) for f in fields]
 
-    def _crm_check(service: Service) -> dict[str, Any] | None:
+    async def _crm_check(service: Service) -> dict[str, Any] | None:
         """What the served version's snapshot of the CRM left out (None without a CRM source; a
-        missing snapshot starts building, the page never waits for it)."""
+        missing snapshot starts building, the page never waits for it). The CRM's tables are looked
+        at first (names only, no rows: `check_tables`): a CRM unreachable now (a file gone, the
+        database down) is said so, not «every row passed» from a snapshot read before."""
         source, model = service.crm, service.registry.current
         if source is None or model is None:
             return None
         current = snapshots_for(service).peek(model, source.read_crm)
+        checked_at = iso_utc(current.built_at) if current is not None else None
+        try:
+            await service.need_crm("the CRM check").call(source.check_tables)
+        except service.crm_unavailable:
+            return {"unreachable": True, "checked_at": checked_at, "left_out": []}
         if current is None:
-            return {"checked_at": None, "left_out": []}
-        return {"checked_at": iso_utc(current.built_at), "left_out": list(current.left_out)}
+            return {"unreachable": False, "checked_at": None, "left_out": []}
+        return {"unreachable": False, "checked_at": checked_at, "left_out": list(current.left_out)}
 
     return routes

@@ -31,6 +31,23 @@
     el.className = "status" + (kind ? " " + kind : "");
   }
 
+  /* A card that could not be replaced: the stage selector goes back to the stage the card still shows
+     (its points are that stage's, not the one chosen), and one notice says why — a second failure
+     rewrites it instead of piling up another. */
+  function cardProblem(card, text) {
+    var shown = card.querySelector(".points");
+    var select = document.querySelector('form.stage select[name="stage"]');
+    if (shown && select) { select.value = shown.getAttribute("data-stage"); }
+    var box = card.querySelector(".card-problem");
+    if (!box) {
+      box = document.createElement("p");
+      box.className = "notice card-problem";
+      box.setAttribute("role", "alert");
+      card.insertBefore(box, card.firstChild);
+    }
+    box.textContent = text;
+  }
+
   function loadCard(contact, stage, more, focusHeading) {
     var card = document.getElementById("card");
     if (!card) { return; }
@@ -45,11 +62,7 @@
         if (ticket !== cardRequest) { return; }  /* a newer choice is on its way */
         card.removeAttribute("aria-busy");
         if (!r.ok) {
-          var box = card.querySelector(".points > .notice") || document.createElement("p");
-          box.className = "notice";
-          box.setAttribute("role", "alert");
-          box.textContent = "Не удалось загрузить подсказки (" + r.status + "). Обновите страницу; если не поможет — сообщите администратору.";
-          card.insertBefore(box, card.firstChild);
+          cardProblem(card, "Не удалось загрузить подсказки (" + r.status + "). Обновите страницу; если не поможет — сообщите администратору.");
           return;
         }
         card.innerHTML = r.text;
@@ -62,24 +75,22 @@
       .catch(function () {
         if (ticket !== cardRequest) { return; }
         card.removeAttribute("aria-busy");
-        var box = document.createElement("p");
-        box.className = "notice";
-        box.setAttribute("role", "alert");
-        box.textContent = "Нет связи с сервисом. Проверьте сеть и выберите этап ещё раз.";
-        card.insertBefore(box, card.firstChild);
+        cardProblem(card, "Нет связи с сервисом. Проверьте сеть и выберите этап ещё раз.");
       });
   }
 
+  /* What the manager reads: for the statuses explained here in Russian (409, 401/403, 404, 5xx) the
+     server's English error text is not appended; only an unexpected status shows it, for support. */
   function explain(status, body) {
     var said = body && body.error ? " (" + body.error + ")" : "";
     if (status === 409) {
-      return "По этой подсказке уже сохранён другой ответ; изменить его нельзя.";
+      return "Уже отмечено сегодня: по этой подсказке ответ уже сохранён (в другой вкладке или до обновления страницы); изменить его нельзя. Обновите страницу, чтобы его увидеть.";
     }
     if (status === 401 || status === 403) {
-      return "Не сохранено: сессия устарела" + said + ". Обновите страницу и нажмите ещё раз.";
+      return "Не сохранено: сессия устарела. Обновите страницу и нажмите ещё раз.";
     }
     if (status === 404) {
-      return "Не сохранено: контакт не найден в CRM" + said + ". Обновите страницу.";
+      return "Не сохранено: контакт не найден в CRM. Обновите страницу.";
     }
     if (status >= 500 || status === 0) {
       return "Не сохранено: сервис или база данных сейчас недоступны. Нажмите ещё раз через минуту — повтор не создаст дубль.";
@@ -94,8 +105,9 @@
     var status = point.querySelector(".status");
     var outcome = button.getAttribute("data-outcome");
     var buttons = point.querySelectorAll("button[data-outcome]");
-    /* One event per shown talking point: a retry reuses its id, so the server stores it at most once,
-       and a different answer after an unclear failure is refused (409) rather than stored twice. */
+    /* One event per talking point and day: the server renders the point's id from (contact, stage,
+       characteristic, day), so a retry, a reload or another tab sends the same id; the server stores
+       it at most once and refuses a different answer (409). A point without one gets a random id. */
     if (!point.dataset.feedbackId) { point.dataset.feedbackId = newId(); }
     var body = {
       feedback_id: point.dataset.feedbackId,

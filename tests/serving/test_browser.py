@@ -227,3 +227,128 @@ def test_manager_flow_by_keyboard_only(chrome: Any, site: Site) -> None:
     assert len(chrome.find_elements("css selector", "#card [data-characteristic]")) > len(points)
     assert chrome.switch_to.active_element.get_attribute("id") == "points-title"  # the focus follows the new list
     assert severe_console_messages(chrome) == []
+
+
+def other_contact(site: Site) -> str:
+    """A contact no other test of the module gives feedback for."""
+    with sqlite3.connect(site.crm_db) as con:
+        ids = [r[0] for r in con.execute("SELECT contact_id FROM contacts ORDER BY contact_id")]
+    return next(i for i in reversed(ids) if i != site.contact_id)
+
+
+def test_a_point_is_answered_once_after_a_reload_and_in_another_tab(chrome: Any, site: Site) -> None:
+    """Each shown point had a random feedback_id: a reload showed it blank and «Не отозвалось» stored a
+    contradicting row, another tab a third one. Now: locked after a reload, a 409 in Russian in another tab."""
+    contact = other_contact(site)
+    url = f"{site.base}/?contact={contact}&stage=needs_analysis"
+    chrome.get(url)
+    first_tab = chrome.current_window_handle
+    chrome.switch_to.new_window("tab")
+    chrome.get(url)  # the second tab's card, rendered before any answer
+    second_tab = chrome.current_window_handle
+    chrome.switch_to.window(first_tab)
+    point = points_at(chrome, "needs_analysis")[0]
+    code = point.get_attribute("data-characteristic")
+    point.find_element("css selector", 'button[data-outcome="positive"]').click()
+    wait(chrome, lambda d: "Сохранено" in point.find_element("css selector", ".status").text)
+
+    chrome.refresh()
+    point = points_at(chrome, "needs_analysis")[0]
+    assert point.get_attribute("data-characteristic") == code
+    buttons = point.find_elements("css selector", "button[data-outcome]")
+    assert [b.is_enabled() for b in buttons] == [False, False]
+    assert buttons[0].get_attribute("aria-pressed") == "true"
+    assert "Сохранено: отозвалось" in point.find_element("css selector", ".status").text
+
+    chrome.switch_to.window(second_tab)
+    point = points_at(chrome, "needs_analysis")[0]
+    point.find_element("css selector", 'button[data-outcome="negative"]').click()
+    wait(chrome, lambda d: "Уже отмечено сегодня" in point.find_element("css selector", ".status").text)
+    assert "stored" not in point.find_element("css selector", ".status").text  # no English server text appended
+    chrome.close()
+    chrome.switch_to.window(first_tab)
+    rows = [r for r in feedback_rows(site.crm_db) if r[0] == contact and r[1] == "needs_analysis" and r[2] == code]
+    assert [r[3] for r in rows] == ["positive"]
+
+
+def test_a_stage_change_that_fails_keeps_the_shown_stage_and_one_notice(chrome: Any, site: Site) -> None:
+    """Offline, a stage change left the old stage's points under the new stage's name, and each failure
+    added another «Нет связи…» notice. Now the selector goes back to the stage shown, with one notice."""
+    from selenium.webdriver.support.ui import Select
+
+    chrome.get(f"{site.base}/?contact={site.contact_id}&stage=needs_analysis")
+    points_at(chrome, "needs_analysis")
+    chrome.execute_cdp_cmd("Network.enable", {})
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    chrome.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+    try:
+        for stage in ("proposal", "retention"):
+            select = Select(chrome.find_element("css selector", 'select[name="stage"]'))
+            select.select_by_value(stage)
+            wait(chrome, lambda d: d.find_elements("css selector", "#card .card-problem"))
+            wait(chrome, lambda d: d.find_element("css selector", 'select[name="stage"]').get_attribute("value")
+                 == "needs_analysis")
+        notices = chrome.find_elements("css selector", "#card .notice")
+        assert [n.text for n in notices] == ["Нет связи с сервисом. Проверьте сеть и выберите этап ещё раз."]
+        assert chrome.find_element("css selector", "#card .points").get_attribute("data-stage") == "needs_analysis"
+    finally:
+        online = {**offline, "offline": False}
+        chrome.execute_cdp_cmd("Network.emulateNetworkConditions", online)
+
+
+def test_the_pages_fit_a_375_px_phone(chrome: Any, site: Site) -> None:
+    """The stage selector (488–597 px with «… (последний известный)»), a 165-character word in an
+    organization's name and the analyst's tables made the pages wider than a 375 px phone."""
+    with sqlite3.connect(site.crm_db) as con:
+        contact, org = con.execute("SELECT contact_id, org_id FROM contacts WHERE contact_id NOT IN (?, ?) "
+                                   "ORDER BY contact_id LIMIT 1", (site.contact_id, other_contact(site))).fetchone()
+        con.execute("UPDATE organizations SET name = ? WHERE org_id = ?", ("ООО " + "Ы" * 165, org))
+    chrome.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        def page_width() -> int:
+            return int(chrome.execute_script("return document.documentElement.scrollWidth"))
+
+        chrome.get(f"{site.base}/?contact={contact}")
+        wait(chrome, lambda d: d.find_elements("css selector", "#card .points"))
+        assert "Ы" * 20 in chrome.find_element("css selector", ".contact h2").text
+        select = chrome.find_element("css selector", 'select[name="stage"]')
+        assert select.size["width"] <= 375 and page_width() <= 375
+        contact_id = chrome.find_element("css selector", ".facts .id")
+        assert contact_id.value_of_css_property("white-space") == "nowrap"
+        chrome.save_screenshot(str(output_dir() / "contact_card_375px.png"))  # the phone view, for a look
+        chrome.get(f"{site.base}/?q={contact}")
+        wait(chrome, lambda d: d.find_elements("css selector", "[data-contact-id]"))
+        assert page_width() <= 375
+        chrome.get(f"{site.base}/analyst")
+        wait(chrome, lambda d: d.find_elements("css selector", "table.versions"))
+        assert page_width() <= 375
+    finally:
+        chrome.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_stale_session_is_explained_in_russian_only(chrome: Any, site: Site) -> None:
+    """A 403 (stale CSRF token) read «Не сохранено: сессия устарела (missing or stale CSRF token (header
+    'X-CSRF-Token'): reload the page and try again)…»: the server's English inside a Russian sentence."""
+    chrome.get(f"{site.base}/?contact={other_contact(site)}&stage=proposal")
+    point = points_at(chrome, "proposal")[-1]
+    chrome.execute_script("document.querySelector('meta[name=\"csrf-token\"]').setAttribute('content', 'stale')")
+    point.find_element("css selector", 'button[data-outcome="positive"]').click()
+    status = point.find_element("css selector", ".status")
+    wait(chrome, lambda d: "сессия устарела" in status.text)
+    assert status.text == "Не сохранено: сессия устарела. Обновите страницу и нажмите ещё раз."
+    assert [b.is_enabled() for b in point.find_elements("css selector", "button[data-outcome]")] == [True, True]
+
+
+def test_without_javascript_the_feedback_buttons_are_hidden(chrome: Any, site: Site) -> None:
+    """With JavaScript off the buttons were shown but did nothing; now only the note is."""
+    chrome.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        chrome.get(f"{site.base}/?contact={site.contact_id}&stage=proposal")
+        buttons = chrome.find_elements("css selector", "#card button[data-outcome]")
+        assert buttons and not any(b.is_displayed() for b in buttons)
+        assert "работают только с включённым JavaScript" in chrome.find_element("css selector", "#card").text
+    finally:
+        chrome.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+    chrome.get(f"{site.base}/?contact={site.contact_id}&stage=proposal")
+    wait(chrome, lambda d: d.find_element("css selector", "#card button[data-outcome]").is_displayed())

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from crm_factory import write_crm_database
 from fastapi.testclient import TestClient
-from serving_support import serve, settings_for, wait_until
+from model_factory import copy_version
+from serving_support import LOCAL, capture_logger, serve, settings_for, wait_until
 
 import crm
 from serving.access import CSRF_COOKIE, CSRF_HEADER
@@ -226,3 +227,109 @@ def test_a_crm_table_gone_while_serving_is_a_503_page_not_the_managers_fault(
         error = lookup.json()["error"]
         assert error.startswith("the CRM source cannot be read: missing file contacts.csv")
         assert str(tmp_path) not in error
+
+
+def point_ids(html: str) -> dict[str, str]:
+    return dict(re.findall(r'data-characteristic="([^"]+)" data-feedback-id="([^"]+)"', html))
+
+
+def test_a_point_is_answered_once_a_day_whatever_the_tab(client: TestClient, crm_url: str) -> None:
+    """Each card had a random feedback_id per shown point: a reload or a second tab stored the same point
+    again, even with the opposite answer. Now the id is one per (contact, stage, characteristic, day) and
+    a card shows the points answered today locked, with their answer."""
+    first = client.get("/", params={"contact": "c9", "stage": "lead"}).text
+    second = client.get("/contacts/card", params={"contact": "c9", "stage": "lead"}).text  # a reload, another tab
+    ids = point_ids(first)
+    assert set(ids) == {"ch_price", "ch_integration"} and ids == point_ids(second)
+    assert all(len(i) <= 200 and i.startswith("page-") for i in ids.values())
+    assert point_ids(client.get("/", params={"contact": "c9", "stage": "demo"}).text)["ch_price"] != ids["ch_price"]
+    assert point_ids(client.get("/", params={"contact": "c10", "stage": "lead"}).text)["ch_price"] != ids["ch_price"]
+    token = client.cookies.get(CSRF_COOKIE)
+    headers = {"Origin": "http://localhost", CSRF_HEADER: token}
+
+    def press(page: str, outcome: str) -> int:
+        body = {"feedback_id": ids["ch_price"], "contact_id": "c9", "stage": "lead", "characteristic": "ch_price",
+                "outcome": outcome, "request_id": re.search(r'data-request-id="([^"]+)"', page).group(1)}
+        return client.post("/v1/feedback", json=body, headers=headers).status_code
+
+    assert press(first, "positive") == 201
+    assert press(first, "positive") == 200  # the same card's retry: a duplicate
+    assert press(second, "negative") == 409  # the other tab: refused, not a contradicting second row
+    with crm.open_source(crm_url) as source:
+        rows = [r for r in source.recent_feedback(100) if r["contact_id"] == "c9"]
+    assert [(r["characteristic"], r["outcome"]) for r in rows] == [("ch_price", "positive")]
+    again = client.get("/", params={"contact": "c9", "stage": "lead"}).text
+    price = again.split('data-characteristic="ch_price"')[1].split('<li class="point')[0]
+    assert 'data-answered="positive"' in price and "Сохранено: отозвалось" in price
+    assert '<button type="button" data-outcome="positive" disabled aria-pressed="true">' in price
+    assert '<button type="button" data-outcome="negative" disabled aria-pressed="false">' in price
+    other = again.split('data-characteristic="ch_integration"')[1].split("</ol>")[0]
+    assert "disabled" not in other and "Сохранено" not in other
+    demo = client.get("/", params={"contact": "c9", "stage": "demo"}).text  # another stage: not answered there
+    assert "data-answered" not in demo
+
+
+def test_the_analyst_page_says_when_the_crm_is_unreachable(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """With contacts.csv renamed while serving, /analyst still said «Все строки CRM прошли проверку
+    (2026-12-04T04:38:28+00:00)» from the snapshot read before, while the card said the CRM was down."""
+    from crm_factory import write_crm
+
+    from needs_rec import dictionaries
+
+    directory = write_crm(tmp_path / "export", dictionaries.load(dictionaries_dir))
+    with serve(settings_for(built["fixed"].parent, crm=str(directory), crm_cache_s=0), "analyst-crm-gone") as (
+        client, _
+    ):
+        passed = re.compile(r"Все строки CRM прошли проверку \(\d{4}-\d\d-\d\d \d\d:\d\d UTC\)")
+        assert wait_until(lambda: passed.search(client.get("/analyst").text), timeout=30)
+        (directory / "contacts.csv").rename(directory / "contacts.csv.old")
+        page = client.get("/analyst")
+        assert page.status_code == 200
+        assert "База CRM сейчас недоступна: проверить её строки нельзя" in page.text
+        assert "прошли проверку" not in page.text and str(tmp_path) not in page.text
+        assert re.search(r"последняя удачная проверка \d{4}-\d\d-\d\d \d\d:\d\d UTC", page.text)
+
+
+def test_an_empty_models_directory_is_said_so_not_still_loading(
+    built: dict[str, Path], crm_url: str, tmp_path: Path
+) -> None:
+    """With no version at all the card said «Модель ещё загружается…» forever; now it says there is none
+    and how to make one, and the card appears once a version is trained into the directory."""
+    from serving.app import create_app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    logger, _ = capture_logger("manager-no-model")
+    with TestClient(create_app(settings_for(models, crm=crm_url), logger=logger), base_url=LOCAL) as client:
+        def card() -> str:
+            return client.get("/", params={"contact": "c1"}).text
+
+        assert wait_until(lambda: "нет ни одной версии" in card(), timeout=20)
+        page = client.get("/", params={"contact": "c1"})
+        assert page.status_code == 503 and "обучите модель" in page.text and "загружается" not in page.text
+        copy_version(built["fixed"], models, 1)
+        assert wait_until(lambda: points(card()), timeout=30)
+
+
+def test_an_answered_point_is_shown_on_a_files_crm_too(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """The same day's feedback is read from needs_rec.db beside a directory CRM (none: nothing created)."""
+    from crm_factory import write_crm
+
+    from needs_rec import dictionaries
+
+    directory = write_crm(tmp_path / "export", dictionaries.load(dictionaries_dir))
+    with serve(settings_for(built["fixed"].parent, crm=str(directory)), "manager-files-answered") as (client, _):
+        page = client.get("/", params={"contact": "c3", "stage": "lead"}).text
+        assert "data-answered" not in page and not (directory / "needs_rec.db").exists()
+        body = {"feedback_id": point_ids(page)["ch_integration"], "contact_id": "c3", "stage": "lead",
+                "characteristic": "ch_integration", "outcome": "negative"}
+        headers = {"Origin": "http://localhost", CSRF_HEADER: client.cookies.get(CSRF_COOKIE)}
+        assert client.post("/v1/feedback", json=body, headers=headers).status_code == 201
+        again = client.get("/", params={"contact": "c3", "stage": "lead"}).text
+        assert 'data-characteristic="ch_integration"' in again
+        shown = again.split('data-characteristic="ch_integration"')[1].split("</ol>")[0]
+        assert 'data-answered="negative"' in shown and "Сохранено: не отозвалось" in shown

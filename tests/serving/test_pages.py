@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from serving_support import models_dir_with, serve, settings_for, wait_until
 
 from serving import analyst
-from serving.web import CONTENT_SECURITY_POLICY, probability_word
+from serving.web import CONTENT_SECURITY_POLICY, probability_word, shown_percent
 
 # the smallest valid PNG (1x1), standing in for a report chart
 PNG = bytes.fromhex(
@@ -122,7 +122,7 @@ def test_a_report_of_no_version_says_so_and_shows_the_newest(client: TestClient,
     page = client.get("/analyst", params={"report": asked}).text
     default = client.get("/analyst").text
     shown = asked.replace("\x00", "\ufffd")
-    assert f"Версии «{shown}» нет; показан отчёт последней версии, у которой он есть." in page
+    assert f"Версии «{shown}» нет; показан отчёт версии 2." in page
     assert page.count('<article class="report">') == default.count('<article class="report">') == 1
     assert "нет; показан отчёт" not in default
 
@@ -185,6 +185,13 @@ def test_probability_words(p: float, word: str) -> None:
     assert probability_word(p) == word
 
 
+@pytest.mark.parametrize("p, percent", [(0.9954, 99), (0.999999, 99), (1.0, 99), (0.985, 98), (0.5, 50),
+                                        (0.012, 1), (0.004, 1), (0.0, 1)])
+def test_a_model_probability_is_never_shown_as_100_or_0_percent(p: float, percent: int) -> None:
+    """0.9954 showed as «высокая — около 100 %»: a model's probability is never a certainty."""
+    assert shown_percent(p) == percent
+
+
 def test_feedback_summary_counts_and_share() -> None:
     rows = [{"characteristic": c, "outcome": o} for c, o in
             [("ch_price", "positive"), ("ch_price", "negative"), ("ch_price", "positive"), ("ch_cloud", "negative")]]
@@ -216,3 +223,25 @@ def test_a_version_the_service_refused_is_marked_on_the_analyst_page(built: dict
     column = page.split('data-version="2"', 1)[1].split("</th>", 1)[0]
     assert "не загружена" in column
     assert "сервис не загрузил эту версию:" in page and "не загружена" not in page.split('data-version="1"')[1][:300]
+
+
+def test_the_default_report_is_the_served_versions_not_a_refused_candidates(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    """/analyst showed the newest version's report by default, even a tampered (refused) candidate's."""
+    root = models_dir_with(tmp_path, built["fixed"], built["fixed"])
+    (root / "1" / "report.md").write_text("# Отчёт первой\n", encoding="utf-8")
+    (root / "2" / "report.md").write_text("# Отчёт подделки\n", encoding="utf-8")
+    manifest = root / "2" / "manifest.json"
+    edited = json.loads(manifest.read_text())
+    edited["created_at"] = "2030-01-01T00:00:00+00:00"  # a hand edit: the seal no longer matches
+    manifest.write_text(json.dumps(edited))
+    with serve(settings_for(root), "pages-refused") as (client, _):
+        assert wait_until(lambda: "сейчас обслуживается версия 1" in client.get("/analyst").text)
+        page = client.get("/analyst").text
+        assert "Отчёт версии 1" in page and "Отчёт первой" in page and "Отчёт подделки" not in page
+        assert "refused-report" not in page
+        asked = client.get("/analyst", params={"report": "2"}).text
+        assert "Отчёт подделки" in asked
+        banner = asked.split('class="notice refused-report" role="alert">')[1].split("</p>")[0]
+        assert banner.startswith("Версия 2 не обслуживается") and "обслуживается версия 1" in banner, banner
