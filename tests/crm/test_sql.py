@@ -4,6 +4,7 @@ as files, tables or views, `?schema=`, lookups, search, and needs_rec's own tabl
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 
 import pandas as pd
 import pytest
@@ -265,6 +266,10 @@ def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_u
     assert row["feedback_id"] == "fb-1" and row["outcome"] == "positive" and row["received_at"] is not None
     _, report = schema.validate(source.read_crm(), tiny_dictionaries)
     assert "  table 'feedback': 1 row" in report.lines()  # one row, not "1 rows"
+    # the manager's card reads the contact's answers of one day (a date compared with the stored date)
+    assert source.feedback_on("c1", dt.date(2024, 3, 1)) == [
+        {"stage": "demo", "characteristic": "ch_price", "outcome": "positive"}]
+    assert source.feedback_on("c1", dt.date(2024, 3, 2)) == [] and source.feedback_on("c2", dt.date(2024, 3, 1)) == []
 
 
 def read_only(source) -> None:
