@@ -87,8 +87,9 @@ def check_port(host: str, port: int) -> None:
             try:
                 sock.bind(address)
             except OSError as exc:
-                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; another program holds the "
-                                  "port: give another with --port / NEEDS_REC_PORT") from None
+                from serving.workers import port_error
+
+                raise port_error(host, port, exc) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

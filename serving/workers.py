@@ -70,9 +70,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; another program holds the port: "
-                          "give another with --port / NEEDS_REC_PORT") from None
+        raise port_error(host, port, exc) from None
     return sock
+
+
+def port_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """The one line for a port that cannot be listened on (here and in `serving.__main__.check_port`)."""
+    return ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; another program holds the port: "
+                       "give another with --port / NEEDS_REC_PORT")
 
 
 def port_lock(host: str, port: int) -> socket.socket:
