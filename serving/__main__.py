@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from needs_rec.cli import ArgumentParser, run_cli
 from needs_rec.errors import ConfigError, ModelError
 from serving.settings import Settings, load_settings
-from training._cli import ArgumentParser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

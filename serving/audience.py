@@ -27,7 +27,7 @@ from needs_rec.errors import ConfigError, NeedsRecError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from training._cli import ArgumentParser
+    from needs_rec.cli import ArgumentParser
 
     parser = ArgumentParser(
         prog="python -m serving.audience",
@@ -125,6 +125,6 @@ def write_frame(frame, path: Path, suffix: str) -> None:
 
 
 if __name__ == "__main__":
-    from training._cli import run_cli
+    from needs_rec.cli import run_cli
 
     run_cli(main)

@@ -45,7 +45,7 @@ OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from training._cli import ArgumentParser  # usage errors as one line, as every command's
+    from needs_rec.cli import ArgumentParser  # usage errors as one line, as every command's
 
     parser = ArgumentParser(
         prog="python -m serving.batch",
@@ -349,6 +349,6 @@ def _decoded(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 if __name__ == "__main__":
-    from training._cli import run_cli
+    from needs_rec.cli import run_cli
 
     run_cli(main)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from needs_rec import versions
+from needs_rec.cli import ArgumentParser, run_cli
 from needs_rec.errors import ConfigError
-from training._cli import ArgumentParser, run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

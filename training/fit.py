@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training._cli import ArgumentParser, seed_value
+from needs_rec.cli import ArgumentParser, seed_value
 from training.train import DEFAULT_DATA, DEFAULT_DICTIONARIES, Progress, TrainResult, train
 
 DEFAULT_OUTPUT = Path("models")
@@ -89,6 +89,6 @@ def example_talking_points(version_dir: Path, args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    from training._cli import run_cli
+    from needs_rec.cli import run_cli
 
     run_cli(main)

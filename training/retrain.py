@@ -37,8 +37,8 @@ import numpy as np
 
 from needs_rec import gate as gate_mod
 from needs_rec import versions
+from needs_rec.cli import ArgumentParser, one_line, run_cli, seed_value
 from needs_rec.errors import ModelError, NeedsRecError
-from training._cli import ArgumentParser, one_line, run_cli, seed_value
 from training.train import DEFAULT_DICTIONARIES, Progress, inputs_fingerprint, train
 
 EXIT_PROMOTED, EXIT_KEPT, EXIT_ERROR = 0, 3, 2

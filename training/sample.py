@@ -40,10 +40,10 @@ import pyarrow.parquet as pq
 import crm
 from crm.write import write_tables
 from needs_rec import versions
+from needs_rec.cli import ArgumentParser, run_cli, seed_value, whole_number
 from needs_rec.dictionaries import Dictionaries, load, normalize_code
 from needs_rec.errors import ConfigError
 from needs_rec.schema import CONTACTS, MULTI_SEPARATOR, NEGATIVE, ORGANIZATIONS, OUTCOMES, POSITIVE
-from training._cli import ArgumentParser, run_cli, seed_value, whole_number
 
 DEFAULT_DICTIONARIES = Path(__file__).resolve().parents[1] / "dictionaries"
 DEFAULT_ORGS = 1500

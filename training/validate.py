@@ -16,7 +16,7 @@ from pathlib import Path
 
 import crm
 from needs_rec import dictionaries, schema
-from training._cli import ArgumentParser, run_cli
+from needs_rec.cli import ArgumentParser, run_cli
 
 DEFAULT_DICTIONARIES = Path(__file__).resolve().parents[1] / "dictionaries"
 

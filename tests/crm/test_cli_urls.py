@@ -11,8 +11,8 @@ import pytest
 from crm_factory import write_crm_database
 
 from needs_rec import dictionaries, schema
+from needs_rec.cli import run_cli
 from training import validate
-from training._cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 

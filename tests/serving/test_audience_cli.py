@@ -14,8 +14,8 @@ from model_factory import build_version
 
 from crm import files as data_io
 from needs_rec import artifact, audience, schema
+from needs_rec.cli import run_cli
 from serving import audience as audience_cli
-from training._cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from needs_rec import schema
+from needs_rec.cli import run_cli
 from needs_rec.dictionaries import Dictionaries, load, normalize_code
 from needs_rec.errors import ConfigError, DictionaryError
 from needs_rec.schema import CONTACTS, MULTI_SEPARATOR, NEGATIVE, ORGANIZATIONS, OUTCOMES, POSITIVE, Kind
 from training import sample as sample_module
-from training._cli import run_cli
 from training.sample import DEFAULT_DICTIONARIES, ORACLE_FILE, generate, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -357,7 +357,7 @@ def test_cli_reports_bad_dictionaries_in_one_line(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-# ---- training._cli -----------------------------------------------------------------------------------
+# ---- needs_rec.cli -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("exc", "fragment"),
     [

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from crm_factory import N_OUTCOME_ROWS, UNKNOWN, write_crm
 
+from needs_rec.cli import run_cli
 from training import validate
-from training._cli import run_cli
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""training._cli: every command's usage errors, `--seed` included, are one line and exit 2 before any work."""
+"""needs_rec.cli: every command's usage errors, `--seed` included, are one line and exit 2 before any work."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from training._cli import MAX_SEED
+from needs_rec.cli import MAX_SEED
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def test_sigterm_ends_a_command_through_its_cleanup_like_ctrl_c(tmp_path: Path) 
     script = (
         "import os, signal, sys, time\n"
         "from pathlib import Path\n"
-        "from training._cli import run_cli\n"
+        "from needs_rec.cli import run_cli\n"
         "def main(argv):\n"
         f"    tmp = Path({str(partial)!r})\n"
         "    tmp.write_text('partial')\n"
