@@ -1,13 +1,15 @@
 """Shared plumbing for the command-line programs: user errors become one line and exit code 2.
 
-Every CLI module ends with `run_cli(main)`. Errors caused by input (`NeedsRecError`) and by user
-paths (a missing file, no permission) are printed as ONE line, `error: <message>`, on stderr, and
-the process exits with code 2 and no traceback; anything else is a bug and keeps its traceback.
+Every CLI module ends with `run_cli(main)`. Errors caused by input (`NeedsRecError`), by user
+paths (a missing file, no permission) and by the disk (full, read-only) are printed as ONE line,
+`error: <message>`, on stderr, and the process exits with code 2 and no traceback; anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +22,14 @@ EXIT_USAGE = 2
 
 #: OS errors that mean "the path you gave is wrong", not "the program is broken".
 _PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+#: OS errors that mean "the machine's disk refuses the write" (full, over quota, mounted read-only): an
+#: operator's problem, not the program's, so one line saying what to do instead of a traceback.
+_DISK_ERRORS = {
+    errno.ENOSPC: "free disk space on its file system, then run it again",
+    errno.EDQUOT: "free space or raise the quota on its file system, then run it again",
+    errno.EROFS: "mount it read-write or give a directory on a writable file system",
+}
 
 
 #: The seeds every generator we use accepts (NumPy's legacy seeding and TensorFlow's: 32 bits).
@@ -54,7 +64,8 @@ def describe(exc: BaseException) -> str:
     """A one-line, human-readable account of a user error."""
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename!s}" if exc.filename is not None else ""
-        return one_line(f"{exc.strerror}{where}")
+        hint = f"; {_DISK_ERRORS[exc.errno]}" if exc.errno in _DISK_ERRORS else ""
+        return one_line(f"{exc.strerror}{where}{hint}")
     return one_line(exc) or type(exc).__name__
 
 
@@ -106,6 +117,10 @@ def run_cli(
     except NeedsRecError as exc:
         fail(describe(exc))
     except _PATH_ERRORS as exc:
+        fail(describe(exc))
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise  # anything else is a bug: keep its traceback
         fail(describe(exc))
     except Terminated:
         fail("terminated", code=128 + signal.SIGTERM)

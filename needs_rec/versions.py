@@ -586,13 +586,25 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an OSError raised without a file name (a write or fsync on a descriptor: a full disk) `path`'s
+    name, so the one line an operator reads says which file system refused."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or not exc.strerror:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same directory, fsync, rename, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = str(temporary_beside(path))
     handle = os.open(tmp_name, os.O_WRONLY)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+        with naming(path), os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
@@ -624,7 +636,7 @@ def append_line(path: Path, line: str) -> None:
 
     A file that does not end in a newline (a torn line, a hand edit) gets one first, so the new line
     is whole and parses on its own; only the torn line is lost, never the record appended after it."""
-    with path.open("a+b") as out:
+    with naming(path), path.open("a+b") as out:
         size = out.seek(0, os.SEEK_END)
         torn = False
         if size:
@@ -690,7 +702,8 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[str | None]:
         stale = f"took over a stale lock left by a process that is gone ({before})" if before else None
         os.ftruncate(fd, 0)
         started = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-        os.pwrite(fd, f"pid {os.getpid()} since {started}".encode(), 0)
+        with naming(path):
+            os.pwrite(fd, f"pid {os.getpid()} since {started}".encode(), 0)
         try:
             yield stale
         finally:

@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not models.is_dir():
         raise ConfigError(f"--models {str(models)!r}: no such models directory")
     versions.check_models_dir(models, "--models")
+    versions.check_writable_dir(models, "--models")  # a read-only mount: one line naming it, not the lock's traceback
     if args.rollback:
         before = versions.read_labels(models)
         labels = versions.rollback(models)

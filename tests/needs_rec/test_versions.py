@@ -307,3 +307,27 @@ def test_check_writable_dir_leaves_nothing_behind(tmp_path: Path) -> None:
     versions.check_writable_dir(tmp_path / "models", "models directory")
     versions.check_writable_dir(tmp_path / "new" / "models", "models directory")
     assert list((tmp_path / "models").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+@pytest.mark.parametrize("write", ["labels", "promotions", "lock"])
+def test_a_full_disk_names_the_file_it_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: str) -> None:
+    """A write or fsync on a descriptor fails without a file name: `serving.promote` on a full disk said only
+    'No space left on device', not which models directory's file system to free."""
+    import errno
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(versions.os, "fsync", full)
+    monkeypatch.setattr(versions.os, "pwrite", full)
+    target = {"labels": tmp_path / "labels.json", "promotions": tmp_path / "promotions.jsonl",
+              "lock": tmp_path / ".labels.lock"}[write]
+    with pytest.raises(OSError) as caught:
+        if write == "labels":
+            versions.atomic_write(target, "{}")
+        elif write == "promotions":
+            versions.append_line(target, "{}")
+        else:
+            with versions.exclusive_lock(target, "label change"):
+                pass
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from version_factory import fake_version
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,3 +78,20 @@ def test_a_torn_promotion_log_keeps_the_new_record(tmp_path: Path) -> None:
     assert promote(tmp_path, "--version", "1").returncode == 0
     last = (tmp_path / "promotions.jsonl").read_text().splitlines()[-1]
     assert json.loads(last)["action"] == "promote"
+
+
+def test_a_models_directory_that_refuses_writes_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A read-only mount gave Python's traceback at `.labels.lock` (exit 1); an immutable directory (what a
+    read-only mount is to root, who passes every mode check) now fails the same probe as retrain, first."""
+    chattr = shutil.which("chattr")
+    fake_version(tmp_path, 1)
+    fake_version(tmp_path, 2)
+    if chattr is None or subprocess.run([chattr, "+i", str(tmp_path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        done = promote(tmp_path, "--version", "1")
+    finally:
+        subprocess.run([chattr, "-i", str(tmp_path)], check=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: --models '{tmp_path}' is not writable"), done.stderr
+    assert not (tmp_path / "labels.json").exists()
