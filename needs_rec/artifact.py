@@ -10,6 +10,7 @@ renamed into place, so a reader never sees a half-written one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -86,7 +87,7 @@ def export(
             fn=lambda inputs: recommender(inputs, training=False),
             input_signature=[input_signature()],
         )
-        archive.write_out(str(tmp / SAVED_MODEL), verbose=False)
+        _write_saved_model(archive, tmp / SAVED_MODEL, models_dir)
         try:
             twin = fast_path.export_tensors(encoder, network)
         except Exception:  # the twin is an optimisation: a version without one is served by TensorFlow alone
@@ -104,6 +105,23 @@ def export(
         return _seal(models_dir, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_saved_model(archive: Any, target: Path, models_dir: Path) -> None:
+    """Write the SavedModel; TensorFlow's error for a full disk becomes the OSError Python's own writes give.
+
+    TensorFlow reports ENOSPC (and a read-only or over-quota file system) as its own `ResourceExhaustedError`
+    / `OpError` naming a hidden variables temp file; as an OSError naming the models directory, the
+    command line says it in one line (free disk space there) instead of a traceback, and a retrain records
+    the night as an error like any other write that failed.
+    """
+    try:
+        archive.write_out(str(target), verbose=False)
+    except tf.errors.OpError as exc:
+        for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            if os.strerror(code) in str(exc.message):
+                raise OSError(code, os.strerror(code), str(models_dir)) from exc
         raise
 
 

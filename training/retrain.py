@@ -24,6 +24,7 @@ are removed by the next run. A kill at any moment leaves labels.json naming a lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -37,7 +38,7 @@ import numpy as np
 
 from needs_rec import gate as gate_mod
 from needs_rec import versions
-from needs_rec.cli import ArgumentParser, one_line, run_cli, seed_value
+from needs_rec.cli import ArgumentParser, describe, one_line, run_cli, seed_value
 from needs_rec.errors import ModelError, NeedsRecError
 from training.train import DEFAULT_DICTIONARIES, Progress, inputs_fingerprint, train
 
@@ -315,9 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         decision = retrain(args)
     except (NeedsRecError, OSError) as exc:
-        decision = Decision("error", [one_line(exc)], {"error": one_line(exc)})
+        decision = Decision("error", [describe(exc)], {"error": describe(exc)})  # the line the user reads
         if not isinstance(exc, versions.LockBusy):
-            append_record(args.models, decision)
+            with contextlib.suppress(OSError):  # a full disk may refuse the record too: the error line still shows
+                append_record(args.models, decision)
         raise
     append_record(args.models, decision)
     print(decision.line())
