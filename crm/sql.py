@@ -20,7 +20,7 @@ import itertools
 import os
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,9 @@ class SqlSource(OwnTablesWriter):
                 names += inspector.get_materialized_view_names(schema=self.schema)
         return {name.lower(): name for name in names}
 
-    def _relation(self, name: str) -> tuple[str, list[str]]:
+    def _relation(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The relation's name as the database spells it and its columns (name → reflected SQL type, in
+        the table's order), reflected once per read: the types choose how PostgreSQL columns are read."""
         relations = self._relations()
         if name not in relations:
             where = f" in schema {self.schema!r}" if self.schema else ""
@@ -148,17 +150,19 @@ class SqlSource(OwnTablesWriter):
             )
         relation = relations[name]
         with database_errors(self.describe(), f"read the columns of {relation}"), self.engine.connect() as conn:
-            columns = [c["name"] for c in sa.inspect(conn).get_columns(relation, schema=self.schema)]
+            columns = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(relation, schema=self.schema)}
         return relation, columns
 
-    def _read_arrow(self, relation: str, columns: Sequence[str], every_column: Sequence[str] = ()) -> pa.Table:
-        """SELECT the columns of `relation`, read as Arrow, each column as text ("" for NULL)."""
+    def _read_arrow(self, relation: str, columns: Sequence[str], every_column: Mapping[str, Any]) -> pa.Table:
+        """SELECT the columns of `relation`, read as Arrow, each column as text ("" for NULL).
+
+        `every_column` is the relation's reflected columns (name → SQL type), from `_relation`."""
         if not columns:
             return pa.table({})
         if self.dialect == "sqlite":
             batches = self._sqlite_batches(relation, columns, every_column)
         else:
-            batches = self._postgresql_batches(relation, columns)
+            batches = self._postgresql_batches(relation, columns, every_column)
         if not batches:
             return pa.table({c: pa.array([], pa.string()) for c in columns})
         table = pa.Table.from_batches(batches)
@@ -168,13 +172,14 @@ class SqlSource(OwnTablesWriter):
             _check_utf8(column, relation, name)
         return table.rename_columns(list(columns))
 
-    def _postgresql_batches(self, relation: str, columns: Sequence[str]) -> list[pa.RecordBatch]:
+    def _postgresql_batches(
+        self, relation: str, columns: Sequence[str], kinds: Mapping[str, Any]
+    ) -> list[pa.RecordBatch]:
         """PostgreSQL through ADBC (binary COPY into Arrow): typed columns (arrays arrive as lists),
         turned into text by `_read_arrow` like a Parquet column."""
         import adbc_driver_manager.dbapi as adbc
 
         table = sa.table(relation, *(sa.column(c) for c in columns), schema=self.schema)
-        kinds = self._column_types(relation)
         query = str(sa.select(*(_as_read(table.c[c], kinds.get(c)) for c in columns)).compile(
             dialect=self.engine.dialect))
         try:
@@ -189,13 +194,8 @@ class SqlSource(OwnTablesWriter):
             # fails: division by zero) comes as OSError from ADBC's stream, not as adbc.Error
             raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({_first_line(exc)})") from None
 
-    def _column_types(self, relation: str) -> dict[str, Any]:
-        """The SQL type of each column of `relation`, as SQLAlchemy reflects it."""
-        with database_errors(self.describe(), f"read the columns of {relation}"), self.engine.connect() as conn:
-            return {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(relation, schema=self.schema)}
-
     def _sqlite_batches(
-        self, relation: str, columns: Sequence[str], every_column: Sequence[str]
+        self, relation: str, columns: Sequence[str], every_column: Iterable[str]
     ) -> list[pa.RecordBatch]:
         """SQLite through ADBC in this source's reader process (`crm.sqlite_reader`, which says why),
         a large table split over rowid ranges read at once (`_sqlite_queries`). Every value is read as
@@ -212,7 +212,7 @@ class SqlSource(OwnTablesWriter):
                                         detail=reason) from None
             raise DataError(f"table {relation!r} of {self.describe()}: cannot be read ({exc.reason})") from None
 
-    def _sqlite_queries(self, relation: str, columns: Sequence[str], every_column: Sequence[str]) -> list[str]:
+    def _sqlite_queries(self, relation: str, columns: Sequence[str], every_column: Iterable[str]) -> list[str]:
         """The SELECT of a table, as SQLITE_READERS rowid ranges when it has SPLIT_ROWS rows or more.
 
         A table's rows come in rowid order (its storage order: what a plain SELECT gives unless a
@@ -320,10 +320,7 @@ class SqlSource(OwnTablesWriter):
         types: dict[str, Any] = {}
         for name in ("organizations", "contacts"):
             relation, columns = self._relation(name)
-            with database_errors(self.describe(), f"read the columns of {relation}"), self.engine.connect() as conn:
-                types.update({
-                    f"{name}.{c['name']}": c["type"] for c in sa.inspect(conn).get_columns(relation, schema=self.schema)
-                })
+            types.update({f"{name}.{column}": kind for column, kind in columns.items()})
             wanted = {c.name for c in schema.TABLES_BY_NAME[name].columns} | {
                 c.name for c in schema.DISPLAY_TABLES[name].columns
             }

@@ -56,7 +56,7 @@ def _outcomes_db(path: Path, rows: int = 1_000) -> str:
 
 
 def _read(source: crm.sql.SqlSource, relation: str, columns: list[str]) -> pd.DataFrame:
-    table = source._read_arrow(relation, columns, columns)
+    table = source._read_arrow(relation, columns, dict.fromkeys(columns))
     return table.to_pandas()
 
 
@@ -164,7 +164,7 @@ def test_concurrent_reads_of_one_source_take_turns(open_crm, tmp_path, tiny_dict
 def test_missing_table_in_the_reader_is_a_data_error_naming_it(open_crm, tmp_path):
     source = open_crm(_outcomes_db(tmp_path / "crm.db", rows=20))
     with pytest.raises(DataError, match=r"table 'gone' of .*: cannot be read \(.*no such table"):
-        source._read_arrow("gone", ["contact_id"], ["contact_id"])
+        source._read_arrow("gone", ["contact_id"], {"contact_id": None})
 
 
 def test_the_reader_ends_when_its_parent_dies(tmp_path):
