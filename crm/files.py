@@ -360,7 +360,8 @@ class FileSource(OwnTablesWriter):
 
     def read_table(self, name: str) -> pd.DataFrame:
         if name == schema.FEEDBACK.name:
-            feedback = self.own(create=False).read_feedback()
+            own_file = self.directory / OWN_DATABASE
+            feedback = self.own().read_feedback() if own_file.is_file() else None  # never create it to look
             if feedback is None:
                 raise DataError(f"no feedback table yet in {str(self.directory / OWN_DATABASE)!r}")
             return feedback
@@ -370,7 +371,7 @@ class FileSource(OwnTablesWriter):
     def read_crm(self) -> dict[str, pd.DataFrame]:
         frames = read_crm(self.directory)
         if (self.directory / OWN_DATABASE).is_file():
-            feedback = self.own(create=False).read_feedback()
+            feedback = self.own().read_feedback()
             if feedback is not None:
                 frames[schema.FEEDBACK.name] = feedback
         return frames
@@ -395,7 +396,7 @@ class FileSource(OwnTablesWriter):
         found = rows.loc[hit].sort_values("contact_id", kind="stable").head(limit)  # as the SQL search orders
         return [_display_row(row) for row in found.to_dict("records")]
 
-    def own(self, *, create: bool = True) -> OwnTables:
+    def own(self) -> OwnTables:
         """needs_rec's own tables, in `needs_rec.db` inside the directory (created on first write)."""
         if self._own is None:
             self.check_exists()

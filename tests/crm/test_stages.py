@@ -10,6 +10,7 @@ from crm_factory import write_crm, write_crm_database
 
 import crm
 from crm.stages import LatestStages, latest_days, merge
+from needs_rec.errors import DataError
 
 
 def test_latest_days_pools_the_stages_of_the_last_day() -> None:
@@ -73,6 +74,12 @@ def test_sources_answer_latest_stages_display_rows_and_recent_feedback(
 
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     assert source.feedback_since(before) == []
+    assert source.feedback_on("c1", dt.date(2024, 3, 1)) == []
+    if kind == "files":  # looking (a card, the audience, a read of feedback) never creates needs_rec.db
+        with pytest.raises(DataError, match="no feedback table yet in"):
+            source.read_table("feedback")
+        assert source.read_crm().keys() == {"organizations", "contacts", "outcomes"}
+        assert not (location / "needs_rec.db").exists()
     later = "2099-01-01"  # a manager's report after every outcome moves the contact's latest stage at once
     event = crm.FeedbackEvent("fb-stage", "c1", "deal", "ch_price", "positive", later)
     assert source.add_feedback(event) is crm.FeedbackResult.STORED
