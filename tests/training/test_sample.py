@@ -16,8 +16,8 @@ from needs_rec.cli import run_cli
 from needs_rec.dictionaries import Dictionaries, load, normalize_code
 from needs_rec.errors import ConfigError, DictionaryError
 from needs_rec.schema import CONTACTS, MULTI_SEPARATOR, NEGATIVE, ORGANIZATIONS, OUTCOMES, POSITIVE, Kind
-from training import sample as sample_module
 from training.sample import DEFAULT_DICTIONARIES, ORACLE_FILE, generate, write
+from training.sample import output as sample_output
 
 REPO = Path(__file__).resolve().parents[2]
 OTHER_FIRM = REPO / "tests" / "fixtures" / "other_firm"
@@ -311,7 +311,7 @@ def test_a_failed_write_leaves_nothing_behind(small, tmp_path, monkeypatch):
             raise OSError("disk full")
         path.write_text("partial")
 
-    monkeypatch.setattr(sample_module, "_write_csv", failing)
+    monkeypatch.setattr(sample_output, "_write_csv", failing)
     with pytest.raises(OSError, match="disk full"):
         write(small, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
