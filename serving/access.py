@@ -17,6 +17,11 @@ Contact data (names on the manager's page) and managers' feedback are for the fi
   nor add the header without a CORS preflight, which this service never grants). Programs that
   send a Bearer token, or nothing at all (the CRM on the same host), need no CSRF token: a
   browser adds neither a Bearer header nor a missing Origin on its own.
+* **Guessing.** A client address that sends `FAILURE_LIMIT` wrong credentials within
+  `FAILURE_WINDOW_S` is answered 429 with `Retry-After` until its window ends, whatever it sends
+  (a right guess included, so the answer tells a guessing script nothing): it slows a script
+  to a few guesses a minute, where a manager's typos never reach the limit. A missing credential
+  (a browser's first request, before its login box) does not count.
 
 Only protected paths pay for any of this: every other request passes with one prefix test, so the
 JSON scoring endpoints keep their latency.
@@ -26,7 +31,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -54,6 +63,11 @@ CSRF_HEADER = "x-csrf-token"
 REALM = 'Basic realm="needs_rec", charset="UTF-8"'
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _TOKEN_BYTES = 32
+#: Wrong credentials one client address may send per window before it is refused (429) until the window ends.
+FAILURE_LIMIT = 20
+FAILURE_WINDOW_S = 60.0
+#: Client addresses remembered (the least recently failed forgotten first): bounded memory under a spray.
+FAILURE_CLIENTS = 10_000
 
 
 def is_protected(path: str) -> bool:
@@ -86,8 +100,46 @@ def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
     return None
 
 
+class FailureThrottle:
+    """Wrong credentials per client address in fixed windows (see "Guessing" in the module doc).
+
+    One per service process: with `--workers N` each worker counts its own connections, so a
+    script meets the limit N times over at most, still a few guesses a minute per worker.
+    """
+
+    def __init__(self, limit: int = FAILURE_LIMIT, window_s: float = FAILURE_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic, clients: int = FAILURE_CLIENTS):
+        self.limit, self.window_s, self.clock, self.clients = limit, window_s, clock, clients
+        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()  # address → (window start, failures)
+        self._lock = threading.Lock()
+
+    def wait_s(self, client: str) -> float:
+        """Seconds until `client` may try again (0.0: it may now)."""
+        with self._lock:
+            window = self._windows.get(client)
+            if window is None:
+                return 0.0
+            started, failures = window
+            left = started + self.window_s - self.clock()
+            if left <= 0:
+                del self._windows[client]
+                return 0.0
+            return left if failures >= self.limit else 0.0
+
+    def failed(self, client: str) -> None:
+        """Count one wrong credential from `client`."""
+        now = self.clock()
+        with self._lock:
+            started, failures = self._windows.pop(client, (now, 0))
+            if now - started >= self.window_s:
+                started, failures = now, 0
+            self._windows[client] = (started, failures + 1)  # moved to the end: the most recent
+            while len(self._windows) > self.clients:
+                self._windows.popitem(last=False)
+
+
 class Credentials:
-    """The configured token and/or Basic-auth pair, compared in constant time."""
+    """The configured token and/or Basic-auth pair, compared in constant time, and the guessing throttle."""
 
     def __init__(self, settings: Settings):
         self.token = settings.auth_token.get_secret_value().encode() if settings.auth_token else None
@@ -95,6 +147,7 @@ class Credentials:
         if settings.basic_auth is not None:
             user, _, password = settings.basic_auth.get_secret_value().partition(":")
             self.basic = (user.encode(), password.encode())
+        self.throttle = FailureThrottle()
 
     @property
     def required(self) -> bool:
@@ -150,23 +203,41 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
-def missing_credential(headers: list[tuple[bytes, bytes]], credentials: Credentials) -> str | None:
-    """Why a request lacks the configured credential (the 401's text), or None when it has it or none
-    is configured: for the protected paths here, and for answers a route protects itself
+def _client(scope: Scope) -> str:
+    """The request's client address (the proxy's, unless uvicorn is told to trust its forwarded headers)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def credential_refusal(scope: Scope, credentials: Credentials) -> tuple[int, str, dict[str, str]] | None:
+    """Why a request lacks the configured credential — (401, text, WWW-Authenticate), or (429, text,
+    Retry-After) for an address over the guessing limit — or None when it has it or none is
+    configured: for the protected paths here, and for answers a route protects itself
     (`Service.check_credential`)."""
-    authorization = _header(headers, b"authorization")
-    if credentials.required and not credentials.accepts(authorization):
-        what = "wrong credential" if authorization else "a credential is required"
-        return f"{what}: send 'Authorization: Bearer <token>' or sign in with HTTP Basic auth"
-    return None
+    if not credentials.required:
+        return None
+    client = _client(scope)
+    wait = credentials.throttle.wait_s(client)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        return (429, f"too many wrong credentials from this address: try again in {seconds} s",
+                {"Retry-After": str(seconds)})
+    authorization = _header(scope.get("headers", []), b"authorization")
+    if credentials.accepts(authorization):
+        return None
+    if authorization is not None:
+        credentials.throttle.failed(client)
+    what = "wrong credential" if authorization else "a credential is required"
+    text = f"{what}: send 'Authorization: Bearer <token>' or sign in with HTTP Basic auth"
+    return 401, text, {"WWW-Authenticate": REALM}
 
 
 def refusal(scope: Scope, credentials: Credentials) -> tuple[int, str, dict[str, str]] | None:
     """Why a request to a protected path is refused (status, error text, headers), or None to let it through."""
     headers = scope.get("headers", [])
-    missing = missing_credential(headers, credentials)
-    if missing is not None:
-        return 401, missing, {"WWW-Authenticate": REALM}
+    refused = credential_refusal(scope, credentials)
+    if refused is not None:
+        return refused
     authorization = _header(headers, b"authorization")
     if scope["method"] not in _UNSAFE:
         return None
@@ -199,9 +270,9 @@ def refusal(scope: Scope, credentials: Credentials) -> tuple[int, str, dict[str,
 class AccessMiddleware:
     """ASGI middleware: credential and cross-site checks on protected paths (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings):
+    def __init__(self, app: ASGIApp, credentials: Credentials):
         self.app = app
-        self.credentials = Credentials(settings)
+        self.credentials = credentials  # the service's: one guessing count for the pages and the lookups
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_protected(scope["path"]):
@@ -212,7 +283,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         status, message, extra = refused
-        scope.setdefault("state", {})["outcome"] = "unauthorized" if status == 401 else "forbidden"
+        scope.setdefault("state", {})["outcome"] = {401: "unauthorized", 429: "throttled"}.get(status, "forbidden")
         accept = _header(scope.get("headers", []), b"accept")
         if plain_page.wanted(scope["path"], accept.decode("latin-1") if accept is not None else None):
             body, kind = plain_page.body(status, message), plain_page.CONTENT_TYPE.encode()  # once the login box

@@ -114,7 +114,8 @@ def create_app(
     for build in ROUTERS:
         app.include_router(build(service))
     mount_docs(app, service)  # /openapi.json and /docs (Swagger UI, served locally)
-    app.add_middleware(AccessMiddleware, settings=settings)  # pages and /v1/feedback: credential, cross-site
+    # pages, /v1/feedback, CRM queries: credential (the service's, one guessing count), cross-site checks
+    app.add_middleware(AccessMiddleware, credentials=service.credentials)
     return app
 
 

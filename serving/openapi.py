@@ -53,6 +53,7 @@ SECURITY_SCHEMES = {
 }
 #: Recommendation paths that are open, except that a `contact_id` in the body needs the credential.
 _CREDENTIAL_FOR_CONTACT_ID = ("/v1/recommendations", "/v1/recommendations:batch")
+_GUESSING = "too many wrong credentials from this address; try again after Retry-After seconds"
 #: Swagger UI's page: every file from this service, no validator badge (it would call swagger.io).
 SWAGGER_PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -193,12 +194,14 @@ def _access(path: str, method: str, operation: dict[str, Any]) -> None:
     if is_protected(path):
         operation["security"] = credential
         responses.setdefault("401", _error_response("a credential is required or was wrong (WWW-Authenticate)"))
+        responses.setdefault("429", _error_response(_GUESSING))
         if method == "post":
             responses.setdefault("403", _error_response("refused from another site (Origin, Sec-Fetch-Site) or "
                                                         "without the page's X-CSRF-Token"))
     elif path in _CREDENTIAL_FOR_CONTACT_ID:
         operation["security"] = [{}, *credential]
         responses.setdefault("401", _error_response("a contact_id needs the credential (WWW-Authenticate)"))
+        responses.setdefault("429", _error_response(_GUESSING))
 
 
 def _path_values(paths: dict[str, Any], model: Any) -> None:

@@ -343,10 +343,12 @@ class Service:
     def check_credential(self, request: Request, what: str) -> None:
         """401 unless `request` carries the configured credential (nothing to check when none is):
         for answers that hold the CRM's own data outside the protected paths of `serving.access`."""
-        missing = access.missing_credential(request.scope.get("headers", []), self.credentials)
-        if missing is not None:
-            raise ApiError(401, f"{what} needs the service's credential: {missing}",
-                           outcome="unauthorized", headers={"WWW-Authenticate": access.REALM})
+        refused = access.credential_refusal(request.scope, self.credentials)
+        if refused is not None:
+            status, message, headers = refused
+            if status == 401:
+                message = f"{what} needs the service's credential: {message}"
+            raise ApiError(status, message, outcome="unauthorized" if status == 401 else "throttled", headers=headers)
 
     async def resolve_contact(self, body: Any, where: str = "", request: Request | None = None) -> str | None:
         """For a body naming `contact_id` (contract §4 v2): put the CRM's organization and contact fields

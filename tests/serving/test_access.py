@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from serving_support import serve, settings_for
 
 from needs_rec.errors import ConfigError
-from serving.access import CSRF_COOKIE, CSRF_HEADER, Credentials, is_protected
+from serving.access import CSRF_COOKIE, CSRF_HEADER, FAILURE_LIMIT, Credentials, FailureThrottle, is_protected
 from serving.settings import is_loopback, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +91,24 @@ def test_credentials_accept_bearer_and_basic(tmp_path: Path) -> None:
     assert not basic_only.accepts(b"Bearer s3cret-pass-of-anna")
 
 
+def test_the_throttle_counts_wrong_credentials_per_address_in_windows() -> None:
+    now = [100.0]
+    throttle = FailureThrottle(limit=3, window_s=60.0, clock=lambda: now[0], clients=2)
+    for _ in range(2):
+        throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") == 0.0  # under the limit: may try again
+    throttle.failed("10.0.0.1")
+    now[0] = 130.0
+    assert throttle.wait_s("10.0.0.1") == 30.0 and throttle.wait_s("10.0.0.2") == 0.0  # per address
+    now[0] = 160.0
+    assert throttle.wait_s("10.0.0.1") == 0.0  # the window ended: a fresh count
+    throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") == 0.0
+    for address in ("10.0.0.2", "10.0.0.3"):  # a spray of addresses: only `clients` remembered
+        throttle.failed(address)
+    assert list(throttle._windows) == ["10.0.0.2", "10.0.0.3"]
+
+
 def test_protected_paths() -> None:
     assert all(is_protected(p) for p in ("/", "/analyst", "/analyst/versions/1/report_gain.png",
                                          "/contacts/card", "/v1/feedback"))
@@ -126,6 +144,26 @@ def test_pages_need_the_credential(locked: TestClient, path: str) -> None:
         answer = locked.get(path, headers=headers)
         assert answer.status_code != 401, (path, headers, answer.text[:200])
     assert locked.get("/analyst", headers=BEARER).status_code == 200
+
+
+def test_guessing_the_credential_is_throttled_per_address(built: dict[str, Path]) -> None:
+    """A script guessing the Basic password got a 401 per guess, as fast as it could send them; now
+    FAILURE_LIMIT wrong guesses in a window make every request from that address a 429 until it ends
+    (a right one too: the answer must not tell the script it guessed), for the pages and the lookups."""
+    settings = settings_for(built["fixed"].parent, basic_auth="anna:s3cret-pass-of-anna")
+    with serve(settings, "guessed") as (client, log):
+        assert client.get("/analyst").status_code == 401  # no credential yet: a browser's first request
+        for guess in range(FAILURE_LIMIT):
+            assert client.get("/analyst", headers=basic("anna", f"guess-{guess}")).status_code == 401
+        refused = client.get("/analyst", headers=basic("anna", "s3cret-pass-of-anna"))
+        assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+        assert refused.json()["error"].startswith("too many wrong credentials from this address: try again in")
+        lookup = client.post("/v1/recommendations", json={"contact_id": "c1", "stage": "lead"},
+                             headers=basic("anna", "s3cret-pass-of-anna"))
+        assert lookup.status_code == 429 and "Retry-After" in lookup.headers
+        assert client.post("/v1/recommendations", json=BODY).status_code == 200  # the open API is not throttled
+        assert '"status": 429' in log.getvalue() or '"status":429' in log.getvalue()
+        assert "s3cret" not in log.getvalue() and "guess-" not in log.getvalue()
 
 
 def test_json_api_stays_open(locked: TestClient) -> None:
