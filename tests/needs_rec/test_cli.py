@@ -70,33 +70,24 @@ def test_an_unwritable_models_directory_is_one_line_before_any_training(immutabl
     assert ".building-" not in done.stderr and "[1/" not in done.stdout
 
 
+def run_main(body: str) -> subprocess.CompletedProcess[str]:
+    """Run a command whose `main` is the one line `body` (errno and os imported) under `run_cli`."""
+    script = f"import errno, os\nfrom needs_rec.cli import run_cli\ndef main(argv):\n    {body}\nrun_cli(main)\n"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
 @pytest.mark.parametrize(("code", "hint"), [("ENOSPC", "free disk space on its file system, then"),
                                             ("EROFS", "mount it read-write or give a directory on a writable")])
 def test_a_full_or_read_only_disk_is_one_line_that_says_what_to_do(tmp_path: Path, code: str, hint: str) -> None:
     """`serving.promote` on a full disk or a read-only mount of the models directory died with
     Python's traceback (exit 1) at the lock file: only FileNotFoundError/PermissionError were a user's line."""
-    script = (
-        "import errno, os\n"
-        "from needs_rec.cli import run_cli\n"
-        "def main(argv):\n"
-        f"    raise OSError(errno.{code}, os.strerror(errno.{code}), '/srv/models/.labels.lock')\n"
-        "run_cli(main)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = run_main(f"raise OSError(errno.{code}, os.strerror(errno.{code}), '/srv/models/.labels.lock')")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: ") and "/srv/models/.labels.lock" in done.stderr and hint in done.stderr
 
 
 def test_any_other_os_error_keeps_its_traceback(tmp_path: Path) -> None:
     """Only the disk's refusals are an operator's line; an unexpected OS error is a bug to report."""
-    script = (
-        "import errno, os\n"
-        "from needs_rec.cli import run_cli\n"
-        "def main(argv):\n"
-        "    raise OSError(errno.EIO, os.strerror(errno.EIO))\n"
-        "run_cli(main)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = run_main("raise OSError(errno.EIO, os.strerror(errno.EIO))")
     assert done.returncode == 1 and "Traceback" in done.stderr
