@@ -142,6 +142,21 @@ def check_requests(requests: pd.DataFrame, stages: Sequence[str], source: str) -
     return out.reset_index(drop=True)
 
 
+def repeated_request_ids(requests: pd.DataFrame, source: str) -> str | None:
+    """The warning line for request_ids that name more than one request (None: each names one or
+    none is given): the output's rows for them cannot be told apart when joined back by request_id."""
+    if "request_id" not in requests.columns:
+        return None
+    ids = requests["request_id"]
+    repeated = ids[(ids != "") & ids.duplicated(keep=False)]
+    if repeated.empty:
+        return None
+    rows = [int(r) + 1 for r in repeated.index]
+    return (f"warning: {source} column 'request_id': {repeated.nunique()} value(s) repeated "
+            f"({preview(sorted(set(repeated)))} in row(s) {preview(rows)}): each request is scored, but their "
+            "output rows cannot be told apart by request_id")
+
+
 def score_chunks(
     model: Any, frame: pd.DataFrame, chunk_rows: int = CHUNK_ROWS
 ) -> Iterator[tuple[slice, np.ndarray]]:
@@ -239,8 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.registry import load_version
 
     model = load_version(version_dir)  # verifies SavedModel and dictionary checksums
-    if warning:
-        print(warning, file=sys.stderr)
+    for line in (warning, repeated_request_ids(requests, source)):
+        if line:
+            print(line, file=sys.stderr)
 
     vocabulary = pa.array(model.vocabulary, pa.string())
     stages = pa.array(model.parser.stages, pa.string())

@@ -147,6 +147,28 @@ def test_a_data_error_after_data_warnings_is_still_the_only_line(
     assert done.returncode == 0 and "data warning(s)" in done.stderr, done.stderr
 
 
+def test_repeated_request_ids_are_scored_with_a_warning_naming_them(
+    built: dict[str, Path], crm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two requests with one request_id were scored silently: joined back by request_id, their rows mix."""
+    requests = write_requests(tmp_path / "requests.csv", {"request_id": ["r1", "r2", " r1", "", ""],
+                                                          "contact_id": ["c1", "c2", "c3", "c1", "c2"],
+                                                          "stage": ["lead"] * 5})
+    output = tmp_path / "scores.csv"
+    assert run(["--model", built["fixed"].parent, "--data", crm_dir, "--requests", requests, "--output", output]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: requests.csv column 'request_id': 1 value(s) repeated ('r1' in row(s) 1, 3): each request is "
+        "scored, but their output rows cannot be told apart by request_id"
+    ]  # empty request_ids are no repetition
+    assert len(pd.read_csv(output)) == 5 * len(VOCABULARY)
+    unique = write_requests(tmp_path / "unique.csv", {"request_id": ["r1", "r2"], "contact_id": ["c1", "c2"],
+                                                      "stage": ["lead", "lead"]})
+    assert run(["--model", built["fixed"].parent, "--data", crm_dir, "--requests", unique, "--output",
+                tmp_path / "u.csv"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_an_output_that_is_an_input_is_refused_before_anything_is_read(
     built: dict[str, Path], crm_dir: Path, tmp_path: Path
 ) -> None:
