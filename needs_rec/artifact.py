@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from needs_rec import fast_path, versions
+from needs_rec import durable, fast_path, versions
 from needs_rec.errors import ModelError
 from needs_rec.features import FeatureEncoder, input_signature
 
@@ -101,7 +101,7 @@ def export(
         full["files"] = file_checksums(tmp / SAVED_MODEL)
         full["side_files"] = versions.side_checksums(tmp)
         (tmp / MANIFEST).write_text(json.dumps(full, ensure_ascii=False, indent=2, sort_keys=False), encoding="utf-8")
-        versions.shared_modes(tmp)  # readable by a serving account of the same group (umask), not tempfile's 0700
+        durable.shared_modes(tmp)  # readable by a serving account of the same group (umask), not tempfile's 0700
         return _seal(models_dir, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -145,7 +145,7 @@ def _seal(models_dir: Path, tmp: Path) -> Path:
         version = (list_versions(models_dir) or [0])[-1] + 1
         manifest["version"] = version
         versions.write_manifest(tmp, manifest)
-        os.chmod(manifest_path, 0o666 & ~versions.process_umask())
+        os.chmod(manifest_path, 0o666 & ~durable.process_umask())
         _fsync_tree(tmp)
         target = models_dir / str(version)
         try:
@@ -154,7 +154,7 @@ def _seal(models_dir: Path, tmp: Path) -> Path:
             if target.exists():
                 continue
             raise
-        versions.fsync_dir(models_dir)
+        durable.fsync_dir(models_dir)
         return target
     raise ModelError(f"could not find a free version number under {str(models_dir)!r}")
 
@@ -166,7 +166,7 @@ def _fsync_tree(root: Path) -> None:
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
         elif path.is_dir():
-            versions.fsync_dir(path)
+            durable.fsync_dir(path)
 
 
 def read_manifest(version_dir: str | Path) -> dict[str, Any]:

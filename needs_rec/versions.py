@@ -18,22 +18,15 @@ promotion and the pages all agree, and none of them needs TensorFlow to find out
   of one. With labels, `stable` is what serves; a
   version that is not `stable` is a candidate and is never served. Without labels the newest
   version serves (v1 behaviour).
-* `exclusive_lock` is the one-writer lock (`fcntl.flock`) of retraining and label changes: the
-  kernel drops it when its holder dies, so a lock left by a killed process is seen as stale at once.
+* Label changes and retraining hold `needs_rec.durable.exclusive_lock`; labels.json is written with
+  `durable.atomic_write`, promotions.jsonl with `durable.append_line` (that module owns the file
+  safety: atomic writes, locks, modes from the umask so a service account in the group can read).
 * `clean_stale_builds` removes `.building-<pid>-*` directories whose builder is no longer running.
-
-Files are created with modes from the process umask (`shared_modes`), not the 0700/0600 that
-`tempfile` uses, so a service running as another user in the same group can read every version;
-see docs/operations.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import errno
-import fcntl
-import glob
 import hashlib
 import hmac
 import json
@@ -42,11 +35,12 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from needs_rec import durable
 from needs_rec.errors import ConfigError, ModelError, clipped, shown
 
 MANIFEST = "manifest.json"
@@ -345,7 +339,7 @@ def read_labels(models_dir: str | Path) -> Labels | None:
 
 def write_labels(models_dir: str | Path, labels: Labels) -> None:
     """Replace labels.json atomically: a reader (or a crash) sees the old file or the new one, never a mix."""
-    atomic_write(Path(models_dir) / LABELS, json.dumps(labels.to_dict()) + "\n")
+    durable.atomic_write(Path(models_dir) / LABELS, json.dumps(labels.to_dict()) + "\n")
 
 
 def serving_order(present: list[int], labels: Labels | None) -> list[int]:
@@ -395,7 +389,7 @@ def promote(models_dir: str | Path, version: int, *, replacing: int | None = Non
     label meanwhile, nothing is changed and ModelError says so.
     """
     models_dir = Path(models_dir)
-    with exclusive_lock(models_dir / LABELS_LOCK, "label change"):
+    with durable.exclusive_lock(models_dir / LABELS_LOCK, "label change"):
         target = models_dir / str(version)
         if not target.is_dir():
             present = list_versions(models_dir)
@@ -424,7 +418,7 @@ def pin_stable(models_dir: str | Path, *, verified: int | None = None) -> int | 
     again, while a newer one that appeared meanwhile (a `training.fit` beside us) is verified and pinned.
     """
     models_dir = Path(models_dir)
-    with exclusive_lock(models_dir / LABELS_LOCK, "label change"):
+    with durable.exclusive_lock(models_dir / LABELS_LOCK, "label change"):
         labels = read_labels(models_dir)
         if labels is not None:
             return labels.stable
@@ -470,7 +464,7 @@ def newest_verified(models_dir: str | Path) -> int | None:
 def rollback(models_dir: str | Path) -> Labels:
     """Make `previous` stable again (the rolled-back stable becomes previous, so a second rollback undoes it)."""
     models_dir = Path(models_dir)
-    with exclusive_lock(models_dir / LABELS_LOCK, "label change"):
+    with durable.exclusive_lock(models_dir / LABELS_LOCK, "label change"):
         labels = read_labels(models_dir)
         if labels is None or labels.previous is None:
             raise ModelError(f"nothing to roll back to: {LABELS} has no 'previous' label")
@@ -483,27 +477,14 @@ def rollback(models_dir: str | Path) -> Labels:
         return new
 
 
-# -- files, modes, locks -----------------------------------------------------------------------
-
-
-def check_directory_path(path: str | Path, what: str) -> None:
-    """ConfigError when `path` cannot become a directory: it is a file, or one of its parents is.
-
-    Checked before any work, so training does not run for minutes to fail with "File exists"."""
-    path = Path(path)
-    for place in (path, *path.parents):
-        if place.exists():
-            if not place.is_dir():
-                where = "" if place == path else f" ({str(place)!r} is a file)"
-                raise ConfigError(f"{what} {str(path)!r} is not a directory{where}; give a directory")
-            return
+# -- the models directory: checks, builds ---------------------------------------------------------
 
 
 def check_models_dir(path: str | Path, what: str) -> None:
     """`check_directory_path`, and ConfigError when `path` is a model version or lies inside one: a
     version given where its models directory was meant would get labels, logs and new versions
     nested inside it, beside nothing the service serves."""
-    check_directory_path(path, what)
+    durable.check_directory_path(path, what)
     path = Path(path)
     for place in (path, *path.absolute().parents):
         if place.name.isdigit() and is_version_dir(place):  # a version is named by its number
@@ -531,120 +512,6 @@ def check_writable_dir(path: str | Path, what: str) -> None:
         where = "" if place == path else f" (it would be created in {str(place)!r}, which refuses new entries)"
         raise ConfigError(f"{what} {str(path)!r} is not writable{where}: {reason}; give a directory this user "
                           "can create files in") from None
-
-
-def process_umask() -> int:
-    """The process umask, read without changing it (Linux /proc), else by the set-and-restore idiom."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def shared_modes(root: str | Path) -> None:
-    """Give `root` and everything under it the modes a plain mkdir/open would (0777/0666 less the umask).
-
-    `tempfile` makes 0700 directories and 0600 files; a version built that way is unreadable by a
-    service running as another user. With umask 022 versions become world-readable; with 027 and a
-    shared group (setgid models directory) readable by the group only.
-    """
-    mask = process_umask()
-    root = Path(root)
-    os.chmod(root, 0o777 & ~mask)
-    for path in root.rglob("*"):
-        if path.is_symlink():
-            continue
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
-
-
-def temporary_beside(path: Path) -> Path:
-    """A new, empty temporary file for `path` in its directory (a rename into place is then atomic),
-    named `.{name}.{pid}.*.tmp`; first the ones a killed run left there are removed (those whose
-    process is gone: a SIGKILL leaves its partial file, and a run still writing keeps its own)."""
-    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = old.name[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                old.unlink()
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    return Path(tmp_name)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def naming(path: Path) -> Iterator[None]:
-    """Give an OSError raised without a file name (a write or fsync on a descriptor: a full disk) `path`'s
-    name, so the one line an operator reads says which file system refused."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.filename is not None or not exc.strerror:
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = str(temporary_beside(path))
-    handle = os.open(tmp_name, os.O_WRONLY)
-    try:
-        with naming(path), os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, 0o666 & ~process_umask())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename inside `directory` durable (best effort where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one line (a JSON object) and fsync: promotions.jsonl never holds half a line from a crash we survive.
-
-    A file that does not end in a newline (a torn line, a hand edit) gets one first, so the new line
-    is whole and parses on its own; only the torn line is lost, never the record appended after it."""
-    with naming(path), path.open("a+b") as out:
-        size = out.seek(0, os.SEEK_END)
-        torn = False
-        if size:
-            out.seek(size - 1)
-            torn = out.read(1) != b"\n"
-        out.write((b"\n" if torn else b"") + line.rstrip("\n").encode("utf-8") + b"\n")
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def read_promotions(models_dir: str | Path, limit: int | None = None) -> tuple[list[dict[str, Any]] | None, int]:
@@ -675,57 +542,9 @@ def read_promotions(models_dir: str | Path, limit: int | None = None) -> tuple[l
     return list(reversed(entries if limit is None else entries[-limit:])), bad
 
 
-class LockBusy(ConfigError):
-    """Another process holds the lock (retrain maps it to exit 2: 'another retrain is running')."""
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str | Path, what: str) -> Iterator[str | None]:
-    """Hold an exclusive `flock` on `path` for the block; LockBusy ("another <what> is running") when it is held.
-
-    The lock file records the holder's pid and start time. The kernel releases a flock when its
-    process dies, so a file left by a killed holder is simply taken over; the context value is then
-    a note naming the dead holder (None when the file was free or new).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown holder"
-            raise LockBusy(f"another {what} is running ({holder}); try again when it has finished") from None
-        before = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-        stale = f"took over a stale lock left by a process that is gone ({before})" if before else None
-        os.ftruncate(fd, 0)
-        started = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-        with naming(path):
-            os.pwrite(fd, f"pid {os.getpid()} since {started}".encode(), 0)
-        try:
-            yield stale
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 def building_prefix() -> str:
     """Prefix of this process's temporary build directories: `.building-<pid>-` (so the next run can tell it died)."""
     return f"{BUILDING_PREFIX}{os.getpid()}-"
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clean_stale_builds(models_dir: str | Path) -> list[str]:
@@ -750,7 +569,7 @@ def clean_stale_builds(models_dir: str | Path) -> list[str]:
         else:
             continue
         if pid_text.isdigit():
-            stale = int(pid_text) != os.getpid() and not _running(int(pid_text))
+            stale = int(pid_text) != os.getpid() and not durable.process_alive(int(pid_text))
         else:
             try:
                 stale = now - path.stat().st_mtime > STALE_BUILD_AGE_S

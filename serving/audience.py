@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from needs_rec import versions
+from needs_rec import durable
 from needs_rec.errors import ConfigError, NeedsRecError
 
 
@@ -111,13 +111,13 @@ def _zeros(n: int):
 
 def write_frame(frame, path: Path, suffix: str) -> None:
     """Write CSV or Parquet to a temporary file beside `path`, then rename it into place."""
-    tmp = versions.temporary_beside(path)
+    tmp = durable.temporary_beside(path)
     try:
         if suffix == ".csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o666 & ~versions.process_umask())  # mkstemp's 0600 would hide the list from others
+        os.chmod(tmp, 0o666 & ~durable.process_umask())  # mkstemp's 0600 would hide the list from others
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from needs_rec import versions
+from needs_rec import durable, versions
 from needs_rec.errors import ConfigError, DataError, preview
 
 CHUNK_ROWS = 65_536  # requests per model call and per written row group
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = _output_schema("request_id" in requests.columns, suffix)
 
     target = args.output
-    tmp = versions.temporary_beside(target)
+    tmp = durable.temporary_beside(target)
     written = 0
     try:
         writer = _writer(tmp, schema, suffix)
@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     written += pending.result()
         finally:
             writer.close()
-        os.chmod(tmp, 0o666 & ~versions.process_umask())  # the umask's modes, not mkstemp's 0600
+        os.chmod(tmp, 0o666 & ~durable.process_umask())  # the umask's modes, not mkstemp's 0600
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

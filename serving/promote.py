@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from needs_rec import versions
+from needs_rec import durable, versions
 from needs_rec.cli import ArgumentParser, run_cli
 from needs_rec.errors import ConfigError
 
@@ -44,7 +44,7 @@ def record(models: Path, action: str, labels: versions.Labels, **extra: object) 
         "by": f"serving.promote (pid {os.getpid()})",
         **extra,
     }
-    versions.append_line(models / versions.PROMOTIONS, json.dumps(entry, ensure_ascii=False))
+    durable.append_line(models / versions.PROMOTIONS, json.dumps(entry, ensure_ascii=False))
     return entry
 
 

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from needs_rec import durable, versions
 from needs_rec import gate as gate_mod
-from needs_rec import versions
 from needs_rec.cli import ArgumentParser, describe, one_line, run_cli, seed_value
 from needs_rec.errors import ModelError, NeedsRecError
 from training.train import DEFAULT_DICTIONARIES, Progress, inputs_fingerprint, train
@@ -102,7 +102,7 @@ def retrain(args: argparse.Namespace) -> Decision:
     created = _make_dirs(models)
     try:
         return _decide(args, models, gate, cfg, seed, dicts, (crm, report), described, started)
-    except versions.LockBusy:
+    except durable.LockBusy:
         raise  # the directory and its lock are another run's
     except BaseException:
         _remove_if_untouched(models, created)  # an error later on still leaves no new models directory
@@ -117,7 +117,7 @@ def _decide(args: argparse.Namespace, models: Path, gate: Any, cfg: Any, seed: i
 
     crm, report = validated
     record: dict[str, Any] = {"gate": gate.to_dict(), "data": described}
-    with versions.exclusive_lock(models / versions.RETRAIN_LOCK, "retrain") as stale:
+    with durable.exclusive_lock(models / versions.RETRAIN_LOCK, "retrain") as stale:
         if stale:
             record["stale_lock"] = stale
         cleaned = versions.clean_stale_builds(models)
@@ -306,7 +306,7 @@ def append_record(models: Path, decision: Decision) -> None:
         **decision.record,
     }
     if models.is_dir():
-        versions.append_line(models / versions.PROMOTIONS, json.dumps(entry, ensure_ascii=False, allow_nan=False))
+        durable.append_line(models / versions.PROMOTIONS, json.dumps(entry, ensure_ascii=False, allow_nan=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         decision = retrain(args)
     except (NeedsRecError, OSError) as exc:
         decision = Decision("error", [describe(exc)], {"error": describe(exc)})  # the line the user reads
-        if not isinstance(exc, versions.LockBusy):
+        if not isinstance(exc, durable.LockBusy):
             with contextlib.suppress(OSError):  # a full disk may refuse the record too: the error line still shows
                 append_record(args.models, decision)
         raise

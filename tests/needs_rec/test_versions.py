@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -166,35 +164,6 @@ def test_rollback_without_previous_is_an_error(tmp_path: Path) -> None:
         versions.rollback(tmp_path)
 
 
-def _hold_lock(path: str, ready: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event) -> None:
-    with versions.exclusive_lock(path, "retrain"):
-        ready.set()
-        release.wait(30)
-
-
-def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path: Path) -> None:
-    lock = tmp_path / ".retrain.lock"
-    context = multiprocessing.get_context("spawn")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(str(lock), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(30)
-        with pytest.raises(versions.LockBusy, match=rf"another retrain is running \(pid {holder.pid} since"), \
-                versions.exclusive_lock(lock, "retrain"):
-            pass
-    finally:
-        release.set()
-        holder.join(30)
-    # A holder killed with SIGKILL leaves its file behind; the kernel has dropped its flock.
-    code = ("import sys, os, signal\nfrom needs_rec import versions\n"
-            "with versions.exclusive_lock(sys.argv[1], 'retrain'):\n    os.kill(os.getpid(), signal.SIGKILL)\n")
-    subprocess.run([sys.executable, "-c", code, str(lock)], check=False)
-    assert "pid" in lock.read_text()
-    with versions.exclusive_lock(lock, "retrain") as note:
-        assert note is not None and "stale lock" in note
-
-
 def test_clean_stale_builds_removes_only_dead_runs(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -205,37 +174,6 @@ def test_clean_stale_builds_removes_only_dead_runs(tmp_path: Path) -> None:
     removed = versions.clean_stale_builds(tmp_path)
     assert sorted(removed) == sorted([f".building-{dead_pid}-abc", f".labels.json.{dead_pid}.xyz.tmp"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["1", f".building-{os.getpid()}-mine"])
-
-
-@pytest.mark.parametrize(("mask", "directory", "file"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
-def test_shared_modes_follow_the_umask(tmp_path: Path, mask: int, directory: int, file: int) -> None:
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700, as export's build directory starts
-    (root / "sub").mkdir(mode=0o700)
-    handle, name = tempfile.mkstemp(dir=root / "sub")  # 0600
-    os.close(handle)
-    old = os.umask(mask)
-    try:
-        versions.shared_modes(root)
-        versions.write_labels(tmp_path, versions.Labels(stable=1))
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(root.stat().st_mode) == directory
-    assert stat.S_IMODE((root / "sub").stat().st_mode) == directory
-    assert stat.S_IMODE(Path(name).stat().st_mode) == file
-    assert stat.S_IMODE((tmp_path / "labels.json").stat().st_mode) == file
-
-
-def test_check_directory_path_refuses_a_file_or_a_file_above(tmp_path):
-    """fit --output FILE trained for half a minute, then failed with 'File exists'."""
-    (tmp_path / "afile").write_text("x", encoding="utf-8")
-    versions.check_directory_path(tmp_path / "new" / "models", "models directory")  # may be created
-    versions.check_directory_path(tmp_path, "models directory")
-    with pytest.raises(ConfigError, match=r"models directory '.*afile' is not a directory; give a directory"):
-        versions.check_directory_path(tmp_path / "afile", "models directory")
-    with pytest.raises(ConfigError, match=r"'.*afile/sub' is not a directory \('.*afile' is a file\)"):
-        versions.check_directory_path(tmp_path / "afile" / "sub", "--output")
 
 
 def test_labels_naming_one_version_twice_are_refused(tmp_path: Path) -> None:
@@ -261,19 +199,6 @@ def test_previous_is_the_version_serving_now_never_a_missing_or_broken_one(tmp_p
     fake_version(tmp_path, 4)
     assert versions.served_version(tmp_path) is None
     assert versions.promote(tmp_path, 4) == versions.Labels(stable=4)  # nothing loadable to fall back to
-
-
-def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path: Path) -> None:
-    log = tmp_path / "promotions.jsonl"
-    log.write_text('{"action": "promote"}\n{"at": "x", "action": "retr')  # a hand edit or a crash mid-line
-    versions.append_line(log, '{"action": "rollback"}')
-    lines = log.read_text().splitlines()
-    assert lines == ['{"action": "promote"}', '{"at": "x", "action": "retr', '{"action": "rollback"}']
-    versions.append_line(log, '{"action": "promote", "n": 2}')
-    assert len(log.read_text().splitlines()) == 4  # a whole last line gets no blank line before the next
-    new = tmp_path / "new.jsonl"
-    versions.append_line(new, "{}")
-    assert new.read_text() == "{}\n"
 
 
 def test_check_models_dir_refuses_a_version_given_as_the_models_directory(tmp_path: Path) -> None:
@@ -307,27 +232,3 @@ def test_check_writable_dir_leaves_nothing_behind(tmp_path: Path) -> None:
     versions.check_writable_dir(tmp_path / "models", "models directory")
     versions.check_writable_dir(tmp_path / "new" / "models", "models directory")
     assert list((tmp_path / "models").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
-
-
-@pytest.mark.parametrize("write", ["labels", "promotions", "lock"])
-def test_a_full_disk_names_the_file_it_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: str) -> None:
-    """A write or fsync on a descriptor fails without a file name: `serving.promote` on a full disk said only
-    'No space left on device', not which models directory's file system to free."""
-    import errno
-
-    def full(*_: object) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(versions.os, "fsync", full)
-    monkeypatch.setattr(versions.os, "pwrite", full)
-    target = {"labels": tmp_path / "labels.json", "promotions": tmp_path / "promotions.jsonl",
-              "lock": tmp_path / ".labels.lock"}[write]
-    with pytest.raises(OSError) as caught:
-        if write == "labels":
-            versions.atomic_write(target, "{}")
-        elif write == "promotions":
-            versions.append_line(target, "{}")
-        else:
-            with versions.exclusive_lock(target, "label change"):
-                pass
-    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)

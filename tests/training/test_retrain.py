@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from needs_rec import dictionaries, versions
+from needs_rec import dictionaries, durable, versions
 from training import retrain, sample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,7 +191,7 @@ def cli(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_second_retrain_while_one_runs_exits_2(crm: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
-    with versions.exclusive_lock(models / versions.RETRAIN_LOCK, "retrain"):
+    with durable.exclusive_lock(models / versions.RETRAIN_LOCK, "retrain"):
         done = cli("--data", str(crm), "--models", str(models))
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr

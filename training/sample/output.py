@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from needs_rec import versions
+from needs_rec import durable
 from needs_rec.errors import ConfigError
 from needs_rec.schema import CONTACTS, ORGANIZATIONS, OUTCOMES
 from training.sample.generator import SampleData
@@ -54,7 +54,7 @@ def write(sample: SampleData, directory: str | Path, *, oracle: bool = True) -> 
 
 # ---- files ------------------------------------------------------------------------------------------
 def _check_output(target: Path) -> None:
-    versions.check_directory_path(target, "--output")
+    durable.check_directory_path(target, "--output")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ConfigError(
             f"--output {str(target)!r}: already exists and is not an empty directory; "
