@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -78,6 +79,16 @@ def _terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _reader_gone() -> NoReturn:
+    """The reader of stdout left (`| head`, a pager quit): not an error to report. Exit as a shell
+    reports a command that SIGPIPE ended (141), and point stdout at /dev/null first, so the
+    interpreter's final flush does not raise again with its own traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(128 + signal.SIGPIPE)
+
+
 def fail(message: object, code: int = EXIT_USAGE) -> NoReturn:
     """Print `error: <message>` as one line on stderr and exit with `code`."""
     print(f"error: {one_line(message)}", file=sys.stderr)
@@ -114,6 +125,10 @@ def run_cli(
         native_log.quiet_tensorflow_environment()
     try:
         code = main(argv)
+        if sys.stdout is not None:  # None when started with stdout closed (`>&-`): print() then writes nothing
+            sys.stdout.flush()  # a short output meets a closed pipe only here, not at interpreter exit
+    except BrokenPipeError:
+        _reader_gone()
     except NeedsRecError as exc:
         fail(describe(exc))
     except _PATH_ERRORS as exc:

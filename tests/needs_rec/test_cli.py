@@ -91,3 +91,37 @@ def test_any_other_os_error_keeps_its_traceback(tmp_path: Path) -> None:
     """Only the disk's refusals are an operator's line; an unexpected OS error is a bug to report."""
     done = run_main("raise OSError(errno.EIO, os.strerror(errno.EIO))")
     assert done.returncode == 1 and "Traceback" in done.stderr
+
+
+@pytest.mark.parametrize("lines", [1, 100_000])
+def test_a_reader_that_stops_early_ends_the_command_quietly(lines: int) -> None:
+    """`python -m training.validate --data D | head` ended in a BrokenPipeError traceback: a reader
+    that has seen enough (head, less quit) is not an error to report, on a long report or a short
+    one (where the pipe breaks only at the final flush)."""
+    script = (
+        "import time\n"
+        "from needs_rec.cli import run_cli\n"
+        "def main(argv):\n"
+        "    time.sleep(0.5)\n"
+        f"    for i in range({lines}):\n"
+        "        print('line', i)\n"
+        "run_cli(main)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # the reader is gone before the command writes
+        stderr = process.stderr.read().decode()
+        code = process.wait(timeout=60)
+    assert code == 141, stderr  # 128 + SIGPIPE, what a shell reports for `cmd | head`
+    assert stderr == ""
+
+
+def test_a_command_started_with_stdout_closed_still_runs() -> None:
+    """Python sets sys.stdout to None when fd 1 is closed (`cmd >&-`); print() then writes nothing and the
+    command must still end with its own code."""
+    script = "from needs_rec.cli import run_cli\nrun_cli(lambda argv: print('done') or 3)\n"
+    done = subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    assert done.returncode == 3 and done.stderr == "", done.stderr
