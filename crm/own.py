@@ -109,13 +109,27 @@ def database_errors(where: str, action: str) -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError) as exc:
         reason = _reason(exc)
-        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason}); retry later",
+        hint = _CHECK_URL if _names_nothing(reason) else "retry later"
+        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason}); {hint}",
                                 detail=reason) from None
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise SourceUnavailable(f"CRM database {where}: connection lost while trying to {action}") from None
         reason = _reason(exc)
         raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason})", detail=reason) from None
+
+
+#: Connection refusals that come back on every retry: the URL names a database, role, password or
+#: host that is not there (libpq's and psycopg's wording). A server that is down or busy is not one.
+_REFUSED_FOR_GOOD = ("does not exist", "password authentication failed", "no pg_hba.conf entry",
+                     "failed to resolve host", "could not translate host name")
+_CHECK_URL = "check the URL (host, user, password, database name): retrying will not help"
+
+
+def _names_nothing(reason: str) -> bool:
+    """True when a connection failed because of what the URL names, not because the server is away."""
+    connecting = reason.startswith(("connection failed", "failed to resolve host", "could not translate"))
+    return connecting and any(marker in reason for marker in _REFUSED_FOR_GOOD)
 
 
 def _reason(exc: SQLAlchemyError) -> str:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from crm_factory import N_CONTACTS, N_OUTCOME_ROWS, crm_frames, write_crm, write_crm_database
+from databases import postgres_base_url
 
 import crm
 from crm.write import write_tables
@@ -468,3 +469,18 @@ def test_text_that_is_not_utf8_in_sqlite_is_named_not_a_traceback(open_crm, tmp_
         open_crm(url).read_table("contacts")
     assert str(caught.value) == ("table 'contacts' column 'department': not UTF-8 text (row 4); the CRM's text must "
                                  "be UTF-8 (convert the column, e.g. from cp1251)")
+
+
+def test_a_database_url_that_names_no_database_says_check_the_url_not_retry_later(open_crm):
+    """A misspelt database or role in the URL is refused at every connection: 'retry later' (right for a
+    server that is down) sent the operator waiting for something that never comes."""
+    base = postgres_base_url()
+    _, _, rest = base.rpartition("@")
+    for url in (f"{base.rsplit('/', 1)[0]}/no_such_db_7f3a", f"postgresql+psycopg://no_such_role_7f3a@{rest}"):
+        with pytest.raises(SourceUnavailable) as caught:
+            open_crm(url).read_crm()
+        message = str(caught.value)
+        assert "does not exist" in message and "retry later" not in message, message
+        assert "check the URL" in message, message
+    with pytest.raises(SourceUnavailable, match="retry later"):  # a server that does not answer: it may come back
+        open_crm("postgresql+psycopg://user:s3cret@127.0.0.1:9/crm").read_crm()
