@@ -399,7 +399,7 @@ def promote(models_dir: str | Path, version: int, *, replacing: int | None = Non
         if replacing is not None and (labels is None or labels.stable != replacing):
             now = labels.stable if labels is not None else None
             raise ModelError(f"stable was replaced while deciding (was version {replacing}, now {now}); "
-                             "nothing changed")
+                             "the labels were left as they are")
         if labels is not None and labels.stable == version:
             return labels  # already stable: nothing moves
         old = served_version(models_dir)

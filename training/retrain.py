@@ -81,9 +81,12 @@ class Decision:
         return one_line(f"{head}: {'; '.join(self.reasons)}")
 
 
-def retrain(args: argparse.Namespace) -> Decision:
+def retrain(args: argparse.Namespace, record: dict[str, Any] | None = None) -> Decision:
     """The whole retrain; raises NeedsRecError for data/config problems. The config, the gate and the
-    data are checked before the models directory is touched; the decision is taken under its lock."""
+    data are checked before the models directory is touched; the decision is taken under its lock.
+    `record` (filled as the run learns: champion, window, challenger, figures) is what an error
+    record keeps of a run that failed after it had trained."""
+    record = {} if record is None else record
     import crm as crm_source
     from needs_rec import config as config_mod
     from needs_rec import dictionaries, schema
@@ -101,7 +104,7 @@ def retrain(args: argparse.Namespace) -> Decision:
     models: Path = args.models
     created = _make_dirs(models)
     try:
-        return _decide(args, models, gate, cfg, seed, dicts, (crm, report), described, started)
+        return _decide(args, models, gate, cfg, seed, dicts, (crm, report), described, started, record)
     except durable.LockBusy:
         raise  # the directory and its lock are another run's
     except BaseException:
@@ -110,13 +113,13 @@ def retrain(args: argparse.Namespace) -> Decision:
 
 
 def _decide(args: argparse.Namespace, models: Path, gate: Any, cfg: Any, seed: int, dicts: Any,
-            validated: tuple[Any, Any], described: str, started: float) -> Decision:
+            validated: tuple[Any, Any], described: str, started: float, record: dict[str, Any]) -> Decision:
     """Everything under the lock: champion, window, challenger, gate; `validated` is the clean CRM and
     its report, read before the models directory was touched."""
     from needs_rec import episodes, schema
 
     crm, report = validated
-    record: dict[str, Any] = {"gate": gate.to_dict(), "data": described}
+    record.update({"gate": gate.to_dict(), "data": described})
     with durable.exclusive_lock(models / versions.RETRAIN_LOCK, "retrain") as stale:
         if stale:
             record["stale_lock"] = stale
@@ -313,13 +316,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     versions.check_models_dir(args.models, "--models")  # no lock file or log line in a file's or a version's place
     versions.check_writable_dir(args.models, "--models")  # before the lock and minutes of training
+    learned: dict[str, Any] = {}
     try:
-        decision = retrain(args)
+        decision = retrain(args, learned)
     except (NeedsRecError, OSError) as exc:
-        decision = Decision("error", [describe(exc)], {"error": describe(exc)})  # the line the user reads
+        message = describe(exc)  # the line the user reads
+        if learned.get("challenger") is not None:  # trained and exported before the failure: it stays on disk
+            message += f"; challenger {learned['challenger']} stays a candidate"
+        # What the run learned (its window, challenger, figures) stays on record: the challenger is judged.
+        decision = Decision("error", [message], {**learned, "error": message})
         if not isinstance(exc, durable.LockBusy):
             with contextlib.suppress(OSError):  # a full disk may refuse the record too: the error line still shows
                 append_record(args.models, decision)
+        if message != describe(exc):
+            raise ModelError(message) from None
         raise
     append_record(args.models, decision)
     print(decision.line())

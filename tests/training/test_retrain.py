@@ -330,3 +330,37 @@ def test_an_existing_models_directory_records_the_failed_run(crm: Path, tmp_path
     assert sorted(p.name for p in models.iterdir()) == [versions.PROMOTIONS]
     [record] = history(models)
     assert record["decision"] == "error" and record["error"] == done.stderr.strip().removeprefix("error: ")
+
+
+def test_a_promotion_by_hand_during_a_retrain_keeps_the_challenger_on_record(crm: Path, files: dict[str, Path],
+                                                                               tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator promoted by hand while a retrain trained: the run refused to move the labels (right), but
+    its error record dropped the challenger, its window and its figures, the line said 'nothing changed'
+    while a new version stood on disk, and the next night named it 'exported by a retrain that stopped
+    before its gate decided'."""
+    from needs_rec.errors import ModelError
+
+    models = tmp_path / "models"
+    assert run(crm, models, files, "always") == 0
+    assert run(crm, models, files, "always", "--seed", "2") == 0  # stable 2, previous 1
+    real_train = retrain.train
+
+    def train_while_someone_promotes(*args: object, **kwargs: object) -> object:
+        result = real_train(*args, **kwargs)
+        versions.promote(models, 1)  # `serving.promote --models M --version 1`, meanwhile
+        return result
+
+    monkeypatch.setattr(retrain, "train", train_while_someone_promotes)
+    with pytest.raises(ModelError) as raised:
+        run(crm, models, files, "always", "--seed", "3")
+    assert "stable was replaced while deciding (was version 2, now 1)" in str(raised.value)
+    assert "challenger 3 stays a candidate" in str(raised.value)
+    assert versions.read_labels(models) == versions.Labels(stable=1, previous=2)  # the operator's choice stands
+    record = history(models)[-1]
+    assert record["decision"] == "error" and record["challenger"] == 3 and record["champion"] == 2
+    assert set(record["metrics"]) == {"challenger", "champion", "popularity"} and record["checks"]
+    assert "challenger 3 stays a candidate" in record["line"]
+    monkeypatch.setattr(retrain, "train", real_train)
+    assert run(crm, models, files, "never", "--seed", "4") == 3
+    assert "unjudged" not in history(models)[-1]  # version 3 was judged; its record says so
