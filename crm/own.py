@@ -109,14 +109,15 @@ def database_errors(where: str, action: str) -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError) as exc:
         reason = _reason(exc)
-        hint = _CHECK_URL if _names_nothing(reason) else "retry later"
-        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason}); {hint}",
-                                detail=reason) from None
+        lasting = _names_nothing(reason)
+        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason}); "
+                                f"{_CHECK_URL if lasting else 'retry later'}", detail=reason, lasting=lasting) from None
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise SourceUnavailable(f"CRM database {where}: connection lost while trying to {action}") from None
-        reason = _reason(exc)
-        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason})", detail=reason) from None
+        reason = _reason(exc)  # the database answered and refused (SQLite: a file that is no database)
+        raise SourceUnavailable(f"CRM database {where}: cannot {action} ({reason})", detail=reason,
+                                lasting=True) from None
 
 
 #: Connection refusals that come back on every retry: the URL names a database, role, password or

@@ -288,12 +288,14 @@ def check_location(location: str | Path, *, flag: str = "--data") -> None:
 
 def check_tables(location: str | Path, *, flag: str = "--data") -> None:
     """`CrmSource.check_tables` of the CRM at `location`, its DataError naming `flag`; a database that
-    cannot be reached now is not an error here (SourceUnavailable passes: it may come up later)."""
+    cannot be reached now is not an error here (SourceUnavailable passes: it may come up later),
+    one that answers and refuses what the URL names is (`SourceUnavailable.lasting`)."""
     source = open_source(location, flag=flag)
     try:
         source.check_tables()
-    except SourceUnavailable:
-        pass
+    except SourceUnavailable as exc:
+        if exc.lasting:
+            raise DataError(f"{flag}: {exc}") from None
     except DataError as exc:
         raise DataError(f"{flag}: {exc}") from None
     finally:

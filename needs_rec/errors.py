@@ -107,9 +107,12 @@ class SourceUnavailable(NeedsRecError):
     The service answers it with 503; command-line programs exit 2 with its one line. The message
     names the source without its password; `detail` is the database driver's own reason inside
     it, which may name the server's host and port: the operator's CLI line and the service log
-    keep it, an API client reads `public`, the message without it.
+    keep it, an API client reads `public`, the message without it. `lasting`: the database answered
+    and refused what the URL names (no such database or role, a wrong password, a file that is no
+    database): a request still gets 503, but a service does not start on it (`crm.check_tables`).
     """
 
-    def __init__(self, message: str, *, detail: str = ""):
+    def __init__(self, message: str, *, detail: str = "", lasting: bool = False):
         super().__init__(message)
+        self.lasting = lasting
         self.public = message.replace(f" ({detail})", "") if detail else message

@@ -484,3 +484,18 @@ def test_a_database_url_that_names_no_database_says_check_the_url_not_retry_late
         assert "check the URL" in message, message
     with pytest.raises(SourceUnavailable, match="retry later"):  # a server that does not answer: it may come back
         open_crm("postgresql+psycopg://user:s3cret@127.0.0.1:9/crm").read_crm()
+
+
+def test_a_service_start_refuses_a_database_that_refuses_its_url_and_waits_for_one_that_is_down(tmp_path):
+    """`serving --crm` with a misspelt database name, or a SQLite path to a file that is no database, started
+    a ready service whose every lookup and feedback answered 503 forever: a wrong database is one line at
+    start-up. A server that does not answer now may come up later, so it still starts."""
+    not_a_database = tmp_path / "crm.yaml"
+    not_a_database.write_text("network: {}\n", encoding="utf-8")
+    base = postgres_base_url()
+    for url in (f"sqlite:///{not_a_database}", f"{base.rsplit('/', 1)[0]}/no_such_db_7f3a"):
+        with pytest.raises(DataError) as caught:
+            crm.check_tables(url, flag="--crm")
+        assert str(caught.value).startswith("--crm: CRM database "), str(caught.value)
+        assert "retry later" not in str(caught.value)
+    crm.check_tables("postgresql+psycopg://user:s3cret@127.0.0.1:9/crm", flag="--crm")  # down now: no error
