@@ -27,6 +27,7 @@ from serving.analyst import feedback_summary
 from serving.cards import render_points
 from serving.queries import similar_reasons
 from serving.registry import ServingModel
+from serving.requests import MAX_ID
 from serving.service import Service
 from serving.web import probability_word, shown_percent, visible, without_control
 
@@ -239,6 +240,11 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 503
     if not contact_id:
         context["notice"] = "Не указан контакт: выберите его в результатах поиска."
+        return context, 400
+    if len((params.get("contact") or "").strip()) > MAX_ID:  # never cut to its prefix: that is another id
+        context["notice"] = (f"ID контакта длиннее {MAX_ID} символов: сервис работает только с ID до {MAX_ID} "
+                             "символов (так же их принимают /v1/recommendations и /v1/feedback). "
+                             "Сократите ID этого контакта в CRM.")
         return context, 400
     link = service.need_crm("the contact card")
 

@@ -333,3 +333,27 @@ def test_an_answered_point_is_shown_on_a_files_crm_too(
         assert 'data-characteristic="ch_integration"' in again
         shown = again.split('data-characteristic="ch_integration"')[1].split("</ol>")[0]
         assert 'data-answered="negative"' in shown and "Сохранено: не отозвалось" in shown
+
+
+def test_a_contact_id_over_the_id_limit_is_said_so_never_cut_to_another_contact(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """An id longer than the service takes (serving.requests.MAX_ID, as /v1/recommendations and
+    /v1/feedback refuse it) was cut to its first 200 characters: the page then said «не найден»
+    (404) of a contact the search had just listed, or opened another contact whose id is that prefix."""
+    from crm_factory import write_crm
+
+    from needs_rec import dictionaries
+    from serving.requests import MAX_ID
+
+    prefix = "L" * MAX_ID
+    directory = write_crm(tmp_path / "export", dictionaries.load(dictionaries_dir),
+                          edits=[("contacts", 1, "contact_id", prefix)])
+    with serve(settings_for(built["fixed"].parent, crm=str(directory)), "manager-long-id") as (client, _):
+        assert f'data-card-contact="{prefix}"' in client.get("/", params={"contact": prefix}).text  # 200: served
+        longer = prefix + "X"
+        for path in ("/", "/contacts/card"):
+            page = client.get(path, params={"contact": longer})
+            assert page.status_code == 400, path
+            assert "data-card-contact" not in page.text and "data-characteristic" not in page.text, path
+            assert f"длиннее {MAX_ID} символов" in page.text and "не найден" not in page.text, path
