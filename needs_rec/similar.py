@@ -616,5 +616,6 @@ def similar_reason(
                 totals[manager] = totals.get(manager, 0) + count
         if totals:
             best = sorted(totals, key=lambda m: (-totals[m], m))[:MAX_MANAGERS]
-            text += f"; там это удавалось менеджерам {', '.join(best)}"
+            whom = "менеджеру" if len(best) == 1 else "менеджерам"
+            text += f"; там это удавалось {whom} {', '.join(best)}"
     return text

@@ -99,6 +99,15 @@ def test_reason_names_industry_and_size_band_and_managers(index):
     assert similar.similar_reason([], {}) is None
 
 
+def test_reason_with_one_manager_says_menedzheru():
+    """One manager is «менеджеру M», not the plural «менеджерам M» the card showed for one name."""
+    one = similar.Neighbour(org_id="o5", similarity=0.9, positives=2, last_positive_on=dt.date(2024, 4, 4),
+                            managers=[("M-03", 2)], industry="it", employees=200.0)
+    assert similar.similar_reason([one], {"it": "ИТ"}) == (
+        "сработало у 1 похожей организации: ит, 100–250 сотрудников; там это удавалось менеджеру M-03"
+    )
+
+
 def test_neighbour_lift_compares_nearest_with_same_industry():
     # two industries; within "a", orgs 0-2 cluster together and share the positive, orgs 3-5 do not
     e = np.array([[1, 0], [1, 0.1], [1, 0.2], [0, 1], [0.1, 1], [0.2, 1]], dtype=np.float32)
