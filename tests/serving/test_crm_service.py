@@ -154,6 +154,13 @@ def test_a_wrong_value_in_the_crm_row_is_said_to_be_the_crms(
                                                                        {"contact_id": "c8", "stage": "lead"}]})
         assert batch.status_code == 400
         assert batch.json()["error"].startswith("contact 'c8' in the CRM: field 'requests[1].organization.employees'")
+        unreadable_item = post(client, "/v1/recommendations:batch", {"requests": [{"contact_id": "c3", "stage": "lead"},
+                                                                                {"contact_id": "c1", "stage": "lead"}]})
+        assert unreadable_item.status_code == 400  # the item is named, as every other batch error names it
+        assert unreadable_item.json()["error"].startswith(
+            "field 'requests[1].contact_id': CRM organizations column 'employees' for contact 'c1': "
+            "'many' is not a number"
+        )
         assert post(client, "/v1/recommendations", {"contact_id": "c3", "stage": "lead"}).status_code == 200
         for feedback_id, contact_id in (("fb-bad-1", "c1"), ("fb-bad-2", "c2")):
             stored = post(client, "/v1/feedback", feedback_body(feedback_id, contact_id=contact_id))
