@@ -114,8 +114,11 @@ def request_body(record: Any, stage: str) -> dict[str, Any]:
     return {"stage": stage, "organization": dict(record.organization or {}), "contact": dict(record.contact or {})}
 
 
-async def score_card(service: Service, model: ServingModel, record: Any, stage: str, more: bool) -> CardView:
-    """Score the contact at `stage` and render the card's points (all offered ones with `more`)."""
+async def score_card(service: Service, model: ServingModel, record: Any, stage: str, more: bool,
+                     shown: bool = True) -> CardView:
+    """Score the contact at `stage` and render the card's points (all offered ones with `more`).
+    Only a card that is `shown` (not a HEAD request's, which has no body) is recorded as an answer
+    with its exposures."""
     parsed = model.parser.recommendation(request_body(record, stage))
     service.count_unknown([parsed])
     probabilities = (await service.scorer.predict(model, [parsed.row]))[0]
@@ -138,7 +141,7 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     for point in points:
         if point["characteristic"] in similar:
             point["reasons"] = [*point["reasons"], similar[point["characteristic"]]]
-    request_id = service.record_answer(model, record.contact_id, stage, points)
+    request_id = service.record_answer(model, record.contact_id, stage, points) if shown else None
     return CardView(points=points, request_id=request_id, more=more, hidden=max(offered - len(points), 0))
 
 
@@ -175,8 +178,9 @@ def _query(params: Mapping[str, str], name: str) -> str:
     return without_control((params.get(name) or "").strip()[:MAX_QUERY])
 
 
-async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
-    """Template context and status for `GET /`: search results and/or one contact's card."""
+async def page_context(service: Service, params: Mapping[str, str], shown: bool = True) -> tuple[dict[str, Any], int]:
+    """Template context and status for `GET /`: search results and/or one contact's card (`shown`:
+    see `card_context`)."""
     q = _query(params, "q")
     contact_id = _query(params, "contact")
     context: dict[str, Any] = {
@@ -205,7 +209,7 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
             for row in rows
         ]
     if contact_id:
-        card, status = await card_context(service, params)
+        card, status = await card_context(service, params, shown)
         context.update(card)
         return context, status
     return context, 200
@@ -225,8 +229,9 @@ def no_model_notice(service: Service) -> str:
     return "Модель ещё загружается. Обновите страницу через несколько секунд."
 
 
-async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
-    """Template context and status for one contact's card (`contact`, `stage`, `more` query parameters)."""
+async def card_context(service: Service, params: Mapping[str, str], shown: bool = True) -> tuple[dict[str, Any], int]:
+    """Template context and status for one contact's card (`contact`, `stage`, `more` query parameters);
+    `shown` is False for a HEAD request: its points are never seen, so no answer or exposure is recorded."""
     contact_id = _query(params, "contact")
     more = params.get("more") == "1"
     context: dict[str, Any] = {"card": CardView(more=more), "contact": None, "stage": "", "stage_name": ""}
@@ -284,7 +289,7 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         context["card"].error = "У контакта в CRM нет организации (org_id не найден), подсказки не построить."
         return context, 200
     try:
-        context["card"] = await score_card(service, model, record, stage, more)
+        context["card"] = await score_card(service, model, record, stage, more, shown)
         mark_answered(context["card"].points, record.contact_id, stage, answered_today(todays), today)
     except service.request_errors as exc:  # a CRM value the request rules refuse: show it, do not fail the page
         context["card"].error = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"

@@ -153,6 +153,26 @@ def test_a_card_is_an_answer_with_its_exposures(client: TestClient, crm_url: str
     assert exposures_of(crm_url, request_id) == [("ch_price", 1, "c5", "lead"), ("ch_integration", 2, "c5", "lead")]
 
 
+def test_a_head_request_for_a_card_records_no_exposures(client: TestClient, crm_url: str) -> None:
+    """HEAD (a link checker, a monitor, a chat's link preview) gets the card's status and headers but
+    no body: nothing was shown, so no exposure rows (each HEAD wrote one row per point before)."""
+    import sqlalchemy as sa
+
+    for path in ("/", "/contacts/card"):
+        head = client.head(path, params={"contact": "c11", "stage": "lead"})
+        assert head.status_code == 200 and head.content == b"", path
+    page = client.get("/", params={"contact": "c11", "stage": "lead"}).text  # shown: recorded
+    request_id = re.search(r'data-request-id="([^"]+)"', page).group(1)
+    assert wait_until(lambda: len(exposures_of(crm_url, request_id)) == 2, timeout=20)  # flushed in order
+    engine = sa.create_engine(crm_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT request_id FROM exposures WHERE contact_id = 'c11'")).all()
+    finally:
+        engine.dispose()
+    assert {r[0] for r in rows} == {request_id}
+
+
 def test_feedback_from_the_card_reaches_the_analyst_page(client: TestClient) -> None:
     page = client.get("/contacts/card", params={"contact": "c6", "stage": "lead"}).text
     request_id = re.search(r'data-request-id="([^"]+)"', page).group(1)
