@@ -15,6 +15,7 @@ written to a model version or to needs_rec's tables.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping
@@ -199,7 +200,11 @@ async def page_context(service: Service, params: Mapping[str, str], shown: bool 
         return context, 503 if (q or contact_id) else 200
     if q:
         try:
-            rows = await service.need_crm("contact search").call(crm.search, q, SEARCH_LIMIT)
+            async with asyncio.timeout(service.settings.request_timeout_s):
+                rows = await service.need_crm("contact search").call(crm.search, q, SEARCH_LIMIT)
+        except TimeoutError:
+            context["notice"] = f"{crm_too_slow(service)} Поиск не выполнен."
+            return context, 503
         except service.crm_unavailable:
             context["notice"] = "База CRM сейчас недоступна, поиск не выполнен. Попробуйте через минуту."
             return context, 503
@@ -213,6 +218,13 @@ async def page_context(service: Service, params: Mapping[str, str], shown: bool 
         context.update(card)
         return context, status
     return context, 200
+
+
+def crm_too_slow(service: Service) -> str:
+    """What a page says when the CRM did not answer within --request-timeout-s (busy or locked), as
+    /v1/feedback gives up then too, instead of keeping the manager waiting out a 30 s busy timeout."""
+    return (f"База CRM не ответила за {service.settings.request_timeout_s:g} с (занята или перегружена). "
+            "Попробуйте через минуту.")
 
 
 def no_model_notice(service: Service) -> str:
@@ -259,9 +271,13 @@ async def card_context(service: Service, params: Mapping[str, str], shown: bool 
         return crm.display(contact_id), crm.latest_stages(contact_id), crm.feedback_on(contact_id, today)
 
     try:
-        record = await link.contact(contact_id)  # the JSON endpoint's lookup, its cache included
-        display, latest, todays = (await link.call(names_and_stages) if record is not None
-                                   else (None, None, None))
+        async with asyncio.timeout(service.settings.request_timeout_s):  # a locked SQLite file waits 30 s
+            record = await link.contact(contact_id)  # the JSON endpoint's lookup, its cache included
+            display, latest, todays = (await link.call(names_and_stages) if record is not None
+                                       else (None, None, None))
+    except TimeoutError:
+        context["notice"] = crm_too_slow(service)
+        return context, 503
     except service.crm_unavailable:
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503

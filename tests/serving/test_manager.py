@@ -377,3 +377,33 @@ def test_a_contact_id_over_the_id_limit_is_said_so_never_cut_to_another_contact(
             assert page.status_code == 400, path
             assert "data-card-contact" not in page.text and "data-characteristic" not in page.text, path
             assert f"длиннее {MAX_ID} символов" in page.text and "не найден" not in page.text, path
+
+
+def test_a_locked_crm_database_is_a_503_card_within_the_request_timeout(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """Another process's exclusive lock on the CRM's SQLite file held the card and the search for
+    SQLite's 30 s busy timeout (a manager staring at a blank card); like /v1/feedback, they now give
+    up after --request-timeout-s and say so."""
+    import sqlite3
+
+    from needs_rec import dictionaries
+
+    database = tmp_path / "crm.db"
+    location = write_crm_database(f"sqlite:///{database}", dictionaries.load(dictionaries_dir))
+    settings = settings_for(built["fixed"].parent, crm=location, crm_cache_s=0, request_timeout_s=1)
+    with serve(settings, "manager-locked") as (client, _):
+        assert points(client.get("/", params={"contact": "c1", "stage": "lead"}).text)  # the CRM answers
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # no reader gets in
+        try:
+            card = client.get("/", params={"contact": "c2", "stage": "lead"})
+            fragment = client.get("/contacts/card", params={"contact": "c2", "stage": "lead"})
+            search = client.get("/", params={"q": "Петров"})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        for page in (card, fragment, search):
+            assert page.status_code == 503
+            assert "База CRM не ответила за 1 с" in page.text, page.text
+        assert points(client.get("/", params={"contact": "c2", "stage": "lead"}).text)  # and again once it is free
