@@ -198,6 +198,12 @@ def test_unreachable_database_is_503_never_500(built: dict[str, Path], tmp_path:
             # nor the driver's own words, which name the host and port ('server at "127.0.0.1", port 9')
             assert "127.0.0.1" not in response.text and "port 9" not in response.text, response.text
             assert "s3cret" not in response.text and response.headers["Retry-After"] == "1"
+        for query in ("/v1/audience?characteristic=ch_price&stage=lead",
+                      "/v1/organizations/o1/similar?characteristic=ch_price"):
+            answer = client.get(query)  # the queries' snapshot: the driver's words were in their answer
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "1", answer.text
+            assert answer.json()["error"].startswith("CRM database: cannot "), answer.text
+            assert "127.0.0.1" not in answer.text and "port 9" not in answer.text, answer.text
         assert "s3cret" not in log.getvalue()
         assert "port 9" in log.getvalue()  # the operator still reads why
         assert '"crm_unavailable"' in log.getvalue() and "postgresql://crm:***@127.0.0.1:9/crm" in log.getvalue()
