@@ -190,6 +190,7 @@ async def page_context(service: Service, params: Mapping[str, str], shown: bool 
         "notice": None,
         "contact": None,
         "search_limit": SEARCH_LIMIT,
+        "more_results": False,
     }
     crm = service.crm
     if crm is None:
@@ -201,7 +202,7 @@ async def page_context(service: Service, params: Mapping[str, str], shown: bool 
     if q:
         try:
             async with asyncio.timeout(service.settings.request_timeout_s):
-                rows = await service.need_crm("contact search").call(crm.search, q, SEARCH_LIMIT)
+                rows = await service.need_crm("contact search").call(crm.search, q, SEARCH_LIMIT + 1)
         except TimeoutError:
             context["notice"] = f"{crm_too_slow(service)} Поиск не выполнен."
             return context, 503
@@ -209,9 +210,10 @@ async def page_context(service: Service, params: Mapping[str, str], shown: bool 
             context["notice"] = "База CRM сейчас недоступна, поиск не выполнен. Попробуйте через минуту."
             return context, 503
         model = service.registry.current
+        context["more_results"] = len(rows) > SEARCH_LIMIT  # one more asked for: are some not listed?
         context["results"] = [
             {**row, "position": _name(model, "positions", row.get("position")) if model else row.get("position")}
-            for row in rows
+            for row in rows[:SEARCH_LIMIT]
         ]
     if contact_id:
         card, status = await card_context(service, params, shown)

@@ -62,6 +62,19 @@ def test_search_by_contact_name_and_by_id(client: TestClient) -> None:
     assert nothing.status_code == 200 and "Ничего не найдено по запросу «нет такого»" in nothing.text
 
 
+def test_a_search_says_more_were_found_only_when_there_are_more(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exactly SEARCH_LIMIT matches said «показаны первые N, уточните запрос», as if some were hidden."""
+    from serving import manager
+
+    monkeypatch.setattr(manager, "SEARCH_LIMIT", 2)
+    exact = client.get("/", params={"q": "ромашка 1"}).text  # c2 and c8: all there are
+    assert found_ids(exact) == ["c2", "c8"] and "Найдено: 2</h2>" in exact and "показаны первые" not in exact
+    more = client.get("/", params={"q": "ромашка"}).text  # every contact: more than 2
+    assert len(found_ids(more)) == 2 and "Найдено: 2 (показаны первые 2, уточните запрос)" in more
+
+
 def test_card_defaults_to_the_latest_known_stage(client: TestClient, crm_url: str) -> None:
     outcomes = crm.open_source(crm_url).read_table("outcomes")
     mine = outcomes.loc[outcomes["contact_id"] == "c1"]
