@@ -89,14 +89,25 @@ def fold(text: str) -> str:
     return text.lower().replace("ё", "е")
 
 
+#: Punctuation a word may carry that the CRM's text need not: quotes of every kind, commas, periods,
+#: brackets — stripped from a word's ends when its bare form is tried.
+WORD_PUNCTUATION = "\"'«»„“”‘’‚`,.;:!?()[]{}"
+
+
 def search_terms(query: str) -> list[list[str]]:
     """What a contact search looks for, in turn, until something is found: the folded query as one
     phrase (spaces collapsed), then, for several words, each of its distinct words (at most
-    MAX_SEARCH_WORDS) anywhere: «Петров 3» is the phrase, «Тимур  Степанов» finds «Степанов Тимур»,
-    «Киселева» finds «Киселёва». An empty query is one empty phrase (every contact)."""
+    MAX_SEARCH_WORDS) anywhere, then those words bare (their quotes, commas and periods stripped,
+    when that changes them): «Петров 3» is the phrase, «Тимур  Степанов» finds «Степанов Тимур»,
+    «Киселева» finds «Киселёва», «ООО "Ромашка"» finds «ООО «Ромашка»», «Петров, И.» finds «Петров
+    Иван». An empty query is one empty phrase (every contact)."""
     words = fold(query).split()
     distinct = list(dict.fromkeys(words))[:MAX_SEARCH_WORDS]
-    return [[" ".join(words)], distinct] if len(distinct) > 1 else [[" ".join(words)]]
+    steps = [[" ".join(words)], distinct] if len(distinct) > 1 else [[" ".join(words)]]
+    bare = list(dict.fromkeys(b for w in words if (b := w.strip(WORD_PUNCTUATION))))[:MAX_SEARCH_WORDS]
+    if bare and bare not in steps:
+        steps.append(bare)
+    return steps
 
 
 def _plain(value: Any) -> str | None:

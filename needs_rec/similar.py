@@ -591,8 +591,9 @@ def similar_reason(
 ) -> str | None:
     """«сработало у 4 похожих организаций: строительство, 100–250 сотрудников» (None without neighbours).
 
-    The industry is named when at least half of the neighbours share it, the head-count band is
-    that of their median size; with `with_managers` and known managers, who had it resonate.
+    The industry is named when at least half of the neighbours share it, and so is the head-count
+    band of their median size (a median of 40, 97 and 186 is no band of theirs); with
+    `with_managers` and known managers, who had it resonate.
     """
     if not neighbours:
         return None
@@ -606,6 +607,8 @@ def similar_reason(
             details.append(str(industry_names[top]).lower())
     sizes = [nb.employees for nb in neighbours if math.isfinite(nb.employees)]
     band = employee_band(float(np.median(sizes))) if sizes else None
+    if band and 2 * sum(employee_band(size) == band for size in sizes) < n:  # as the industry: most of them
+        band = None
     if band:
         details.append(f"{band} сотрудников")
     text = f"сработало у {n} {subject}" + (f": {', '.join(details)}" if details else "")
@@ -616,5 +619,6 @@ def similar_reason(
                 totals[manager] = totals.get(manager, 0) + count
         if totals:
             best = sorted(totals, key=lambda m: (-totals[m], m))[:MAX_MANAGERS]
-            text += f"; там это удавалось менеджерам {', '.join(best)}"
+            whom = "менеджеру" if len(best) == 1 else "менеджерам"
+            text += f"; там это удавалось {whom} {', '.join(best)}"
     return text

@@ -52,6 +52,7 @@ from serving.registry import Registry
 from serving.routes import feedback, health, labels, pages, queries, recommendations, tf_serving
 from serving.service import ApiError, Receive, Scope, Send, Service
 from serving.settings import Settings
+from serving.web import HEAD_SCOPE_KEY
 
 #: The routers, in matching order: each module's `router(service)` (see the module docstring).
 ROUTERS: tuple[Callable[[Service], APIRouter], ...] = (
@@ -136,7 +137,7 @@ class GuardedApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "HEAD":
-            await self._guarded({**scope, "method": "GET"}, receive, _headers_only(send))
+            await self._guarded({**scope, "method": "GET", HEAD_SCOPE_KEY: True}, receive, _headers_only(send))
             return
         await self._guarded(scope, receive, send)
 

@@ -15,6 +15,7 @@ written to a model version or to needs_rec's tables.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,7 @@ from serving.analyst import feedback_summary
 from serving.cards import render_points
 from serving.queries import similar_reasons
 from serving.registry import ServingModel
+from serving.requests import MAX_ID
 from serving.service import Service
 from serving.web import probability_word, shown_percent, visible, without_control
 
@@ -113,8 +115,11 @@ def request_body(record: Any, stage: str) -> dict[str, Any]:
     return {"stage": stage, "organization": dict(record.organization or {}), "contact": dict(record.contact or {})}
 
 
-async def score_card(service: Service, model: ServingModel, record: Any, stage: str, more: bool) -> CardView:
-    """Score the contact at `stage` and render the card's points (all offered ones with `more`)."""
+async def score_card(service: Service, model: ServingModel, record: Any, stage: str, more: bool,
+                     shown: bool = True) -> CardView:
+    """Score the contact at `stage` and render the card's points (all offered ones with `more`).
+    Only a card that is `shown` (not a HEAD request's, which has no body) is recorded as an answer
+    with its exposures."""
     parsed = model.parser.recommendation(request_body(record, stage))
     service.count_unknown([parsed])
     probabilities = (await service.scorer.predict(model, [parsed.row]))[0]
@@ -137,7 +142,7 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     for point in points:
         if point["characteristic"] in similar:
             point["reasons"] = [*point["reasons"], similar[point["characteristic"]]]
-    request_id = service.record_answer(model, record.contact_id, stage, points)
+    request_id = service.record_answer(model, record.contact_id, stage, points) if shown else None
     return CardView(points=points, request_id=request_id, more=more, hidden=max(offered - len(points), 0))
 
 
@@ -174,8 +179,9 @@ def _query(params: Mapping[str, str], name: str) -> str:
     return without_control((params.get(name) or "").strip()[:MAX_QUERY])
 
 
-async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
-    """Template context and status for `GET /`: search results and/or one contact's card."""
+async def page_context(service: Service, params: Mapping[str, str], shown: bool = True) -> tuple[dict[str, Any], int]:
+    """Template context and status for `GET /`: search results and/or one contact's card (`shown`:
+    see `card_context`)."""
     q = _query(params, "q")
     contact_id = _query(params, "contact")
     context: dict[str, Any] = {
@@ -184,6 +190,7 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         "notice": None,
         "contact": None,
         "search_limit": SEARCH_LIMIT,
+        "more_results": False,
     }
     crm = service.crm
     if crm is None:
@@ -194,20 +201,32 @@ async def page_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return context, 503 if (q or contact_id) else 200
     if q:
         try:
-            rows = await service.need_crm("contact search").call(crm.search, q, SEARCH_LIMIT)
+            async with asyncio.timeout(service.settings.request_timeout_s):
+                rows = await service.need_crm("contact search").call(crm.search, q, SEARCH_LIMIT + 1)
+        except TimeoutError:
+            context["notice"] = f"{crm_too_slow(service)} Поиск не выполнен."
+            return context, 503
         except service.crm_unavailable:
             context["notice"] = "База CRM сейчас недоступна, поиск не выполнен. Попробуйте через минуту."
             return context, 503
         model = service.registry.current
+        context["more_results"] = len(rows) > SEARCH_LIMIT  # one more asked for: are some not listed?
         context["results"] = [
             {**row, "position": _name(model, "positions", row.get("position")) if model else row.get("position")}
-            for row in rows
+            for row in rows[:SEARCH_LIMIT]
         ]
     if contact_id:
-        card, status = await card_context(service, params)
+        card, status = await card_context(service, params, shown)
         context.update(card)
         return context, status
     return context, 200
+
+
+def crm_too_slow(service: Service) -> str:
+    """What a page says when the CRM did not answer within --request-timeout-s (busy or locked), as
+    /v1/feedback gives up then too, instead of keeping the manager waiting out a 30 s busy timeout."""
+    return (f"База CRM не ответила за {service.settings.request_timeout_s:g} с (занята или перегружена). "
+            "Попробуйте через минуту.")
 
 
 def no_model_notice(service: Service) -> str:
@@ -224,8 +243,9 @@ def no_model_notice(service: Service) -> str:
     return "Модель ещё загружается. Обновите страницу через несколько секунд."
 
 
-async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dict[str, Any], int]:
-    """Template context and status for one contact's card (`contact`, `stage`, `more` query parameters)."""
+async def card_context(service: Service, params: Mapping[str, str], shown: bool = True) -> tuple[dict[str, Any], int]:
+    """Template context and status for one contact's card (`contact`, `stage`, `more` query parameters);
+    `shown` is False for a HEAD request: its points are never seen, so no answer or exposure is recorded."""
     contact_id = _query(params, "contact")
     more = params.get("more") == "1"
     context: dict[str, Any] = {"card": CardView(more=more), "contact": None, "stage": "", "stage_name": ""}
@@ -240,6 +260,11 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
     if not contact_id:
         context["notice"] = "Не указан контакт: выберите его в результатах поиска."
         return context, 400
+    if len((params.get("contact") or "").strip()) > MAX_ID:  # never cut to its prefix: that is another id
+        context["notice"] = (f"ID контакта длиннее {MAX_ID} символов: сервис работает только с ID до {MAX_ID} "
+                             "символов (так же их принимают /v1/recommendations и /v1/feedback). "
+                             "Сократите ID этого контакта в CRM.")
+        return context, 400
     link = service.need_crm("the contact card")
 
     today = dt.datetime.now(dt.UTC).date()  # the day /v1/feedback stores when the page sends none
@@ -248,9 +273,13 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         return crm.display(contact_id), crm.latest_stages(contact_id), crm.feedback_on(contact_id, today)
 
     try:
-        record = await link.contact(contact_id)  # the JSON endpoint's lookup, its cache included
-        display, latest, todays = (await link.call(names_and_stages) if record is not None
-                                   else (None, None, None))
+        async with asyncio.timeout(service.settings.request_timeout_s):  # a locked SQLite file waits 30 s
+            record = await link.contact(contact_id)  # the JSON endpoint's lookup, its cache included
+            display, latest, todays = (await link.call(names_and_stages) if record is not None
+                                       else (None, None, None))
+    except TimeoutError:
+        context["notice"] = crm_too_slow(service)
+        return context, 503
     except service.crm_unavailable:
         context["notice"] = "База CRM сейчас недоступна. Попробуйте через минуту."
         return context, 503
@@ -278,7 +307,7 @@ async def card_context(service: Service, params: Mapping[str, str]) -> tuple[dic
         context["card"].error = "У контакта в CRM нет организации (org_id не найден), подсказки не построить."
         return context, 200
     try:
-        context["card"] = await score_card(service, model, record, stage, more)
+        context["card"] = await score_card(service, model, record, stage, more, shown)
         mark_answered(context["card"].points, record.contact_id, stage, answered_today(todays), today)
     except service.request_errors as exc:  # a CRM value the request rules refuse: show it, do not fail the page
         context["card"].error = f"Данные контакта в CRM не подходят модели: {' '.join(str(exc).split())}"

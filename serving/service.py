@@ -29,7 +29,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from needs_rec import drift
-from needs_rec.errors import NeedsRecError, SourceUnavailable
+from needs_rec.errors import CrmRowError, NeedsRecError, SourceUnavailable
 from serving import access
 from serving.crm_link import CrmLink, new_request_id
 from serving.observability import Metrics, configure_logging, log_event, write_request_line
@@ -369,7 +369,12 @@ class Service:
             raise ApiError(400, f"field '{where}contact_id': give either contact_id or the organization and contact "
                                 "objects, not both")
         link = self.need_crm(f"field '{where}contact_id'")
-        record = await link.contact(wanted)
+        try:
+            record = await link.contact(wanted)
+        except CrmRowError as exc:  # a batch item is named, as every other error in a batch names it
+            if not where:
+                raise
+            raise ApiError(400, f"field '{where}contact_id': {exc}") from None
         if record is None:
             raise ApiError(404, f"field '{where}contact_id': no contact {contact_id!r} in the CRM")
         if record.organization is None:

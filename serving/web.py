@@ -44,6 +44,16 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
+#: Scope key `serving.app.GuardedApp` sets on a HEAD request it answers as a GET without a body:
+#: a page asked by HEAD shows nothing, so it records no answer (no exposures).
+HEAD_SCOPE_KEY = "needs_rec.head"
+
+
+def is_head(request: Request) -> bool:
+    """Whether `request` came as HEAD (its answer has no body: nothing in it is seen)."""
+    return bool(request.scope.get(HEAD_SCOPE_KEY))
+
+
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 
 #: Probability bands and the words a manager reads (lower bound, word), highest first.

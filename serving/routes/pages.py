@@ -25,7 +25,7 @@ from needs_rec import schema
 from serving import analyst, manager
 from serving.queries import iso_utc, snapshots_for
 from serving.service import ApiError, Service
-from serving.web import PAGE_HEADERS, Pages, visible
+from serving.web import PAGE_HEADERS, Pages, is_head, visible
 
 #: Feedback window on the analyst page (days).
 FEEDBACK_DAYS = 30
@@ -48,7 +48,8 @@ def router(service: Service) -> APIRouter:
     @routes.get("/", include_in_schema=False)
     async def manager_page(request: Request) -> Response:
         """The manager's page: search, contact, stage, talking points."""
-        context, status = await manager.page_context(service, dict(request.query_params))
+        shown = not is_head(request)  # a HEAD answer has no body: its points are never seen
+        context, status = await manager.page_context(service, dict(request.query_params), shown)
         context.update(page="manager", model_version=served_version(request))
         return pages.render(request, "manager.html", context, status)
 
@@ -56,7 +57,8 @@ def router(service: Service) -> APIRouter:
     async def contact_card(request: Request) -> Response:
         """The talking-point card of one contact at one stage, as an HTML fragment (the page's script swaps it in)."""
         served_version(request)
-        context, status = await manager.card_context(service, dict(request.query_params))
+        shown = not is_head(request)  # a HEAD answer has no body: its points are never seen
+        context, status = await manager.card_context(service, dict(request.query_params), shown)
         if context["contact"] is None:
             return pages.render(request, "_notice.html", {"notice": context.get("notice")}, status)
         return pages.render(request, "_points.html", context, status)

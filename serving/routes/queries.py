@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from needs_rec import audience, schema, similar
-from needs_rec.errors import NeedsRecError, RequestError, clipped
+from needs_rec.errors import NeedsRecError, RequestError, SourceUnavailable, clipped
 from serving import api_schemas as api
 from serving.queries import Snapshot, SnapshotUnavailable, iso_utc, snapshots_for
 from serving.service import ApiError, Service, json_response
@@ -104,6 +104,8 @@ def router(service: Service) -> APIRouter:
             return await asyncio.to_thread(snapshots.get, model, source.read_crm)
         except SnapshotUnavailable as exc:
             raise ApiError(503, str(exc), outcome="crm_unavailable", headers=service.retry_headers) from None
+        except SourceUnavailable:  # the 503 every CRM endpoint gives: the driver's words (host, port) only logged
+            raise
         except NeedsRecError as exc:  # the source cannot be read (unreachable database, missing file)
             raise ApiError(503, f"the CRM source cannot be read: {' '.join(str(exc).split())}",
                            outcome="crm_unavailable", headers=service.retry_headers) from None

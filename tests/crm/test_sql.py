@@ -252,6 +252,23 @@ def test_search_takes_words_in_any_order_and_e_for_yo(open_crm, database_url, tm
         assert len(ids("")) == min(50, N_CONTACTS)
 
 
+def test_search_finds_words_typed_with_quotes_commas_or_initials(open_crm, database_url, tmp_path, tiny_dictionaries):
+    """A manager types «ООО "Ромашка"» for a CRM name written «ООО «Ромашка»», «Петров, Иван» or «Петров И.»:
+    each word kept its quote, comma or period, so nothing was found; the words are also tried bare."""
+    edits = [("organizations", 1, "name", "ООО «Лютик»"), ("contacts", 1, "full_name", "Тополев Иван")]
+    files = open_crm(write_crm(tmp_path / "files", tiny_dictionaries, edits=edits))
+    database = open_crm(write_crm_database(database_url, tiny_dictionaries, edits=edits))
+    for source in (files, database):
+        def ids(query: str, source=source) -> list[str]:
+            return [row["contact_id"] for row in source.search(query, 50)]
+
+        in_lyutik = ids("Лютик")
+        assert in_lyutik and "c1" in in_lyutik
+        assert ids('ООО "Лютик"') == ids("'Лютик'") == ids("„Лютик“,") == in_lyutik
+        assert ids("Тополев, Иван") == ids("Тополев И.") == ids("(Тополев)") == ["c1"]
+        assert ids("«Тополев»  Петров") == []  # every word still has to be there
+
+
 def test_feedback_is_stored_once_then_duplicate_or_conflict(open_crm, database_url, tiny_dictionaries):
     source = open_crm(write_crm_database(database_url, tiny_dictionaries))
     event = crm.FeedbackEvent("fb-1", "c1", "demo", "ch_price", "positive", "2024-03-01", request_id="r1")

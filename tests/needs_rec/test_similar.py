@@ -99,6 +99,29 @@ def test_reason_names_industry_and_size_band_and_managers(index):
     assert similar.similar_reason([], {}) is None
 
 
+def test_reason_with_one_manager_says_menedzheru():
+    """One manager is «менеджеру M», not the plural «менеджерам M» the card showed for one name."""
+    one = similar.Neighbour(org_id="o5", similarity=0.9, positives=2, last_positive_on=dt.date(2024, 4, 4),
+                            managers=[("M-03", 2)], industry="it", employees=200.0)
+    assert similar.similar_reason([one], {"it": "ИТ"}) == (
+        "сработало у 1 похожей организации: ит, 100–250 сотрудников; там это удавалось менеджеру M-03"
+    )
+
+
+def test_reason_names_a_size_band_only_when_most_neighbours_are_in_it():
+    """Sizes 40, 97 and 186 have their median in 50–100, but two of the three are not: the card said
+    «сработало у 3 похожих организаций: 50–100 сотрудников» of them. A band is named, like the
+    industry, only when at least half of the neighbours are in it."""
+    def neighbour(org_id: str, employees: float) -> similar.Neighbour:
+        return similar.Neighbour(org_id=org_id, similarity=0.9, positives=1, last_positive_on=dt.date(2024, 4, 4),
+                                 managers=[], industry="", employees=employees)
+
+    spread = [neighbour("a", 40.0), neighbour("b", 97.0), neighbour("c", 186.0)]
+    assert similar.similar_reason(spread, {}) == "сработало у 3 похожих организаций"
+    close = [neighbour("a", 60.0), neighbour("b", 97.0), neighbour("c", 186.0)]
+    assert similar.similar_reason(close, {}) == "сработало у 3 похожих организаций: 50–100 сотрудников"
+
+
 def test_neighbour_lift_compares_nearest_with_same_industry():
     # two industries; within "a", orgs 0-2 cluster together and share the positive, orgs 3-5 do not
     e = np.array([[1, 0], [1, 0.1], [1, 0.2], [0, 1], [0.1, 1], [0.2, 1]], dtype=np.float32)

@@ -154,6 +154,13 @@ def test_a_wrong_value_in_the_crm_row_is_said_to_be_the_crms(
                                                                        {"contact_id": "c8", "stage": "lead"}]})
         assert batch.status_code == 400
         assert batch.json()["error"].startswith("contact 'c8' in the CRM: field 'requests[1].organization.employees'")
+        unreadable_item = post(client, "/v1/recommendations:batch", {"requests": [{"contact_id": "c3", "stage": "lead"},
+                                                                                {"contact_id": "c1", "stage": "lead"}]})
+        assert unreadable_item.status_code == 400  # the item is named, as every other batch error names it
+        assert unreadable_item.json()["error"].startswith(
+            "field 'requests[1].contact_id': CRM organizations column 'employees' for contact 'c1': "
+            "'many' is not a number"
+        )
         assert post(client, "/v1/recommendations", {"contact_id": "c3", "stage": "lead"}).status_code == 200
         for feedback_id, contact_id in (("fb-bad-1", "c1"), ("fb-bad-2", "c2")):
             stored = post(client, "/v1/feedback", feedback_body(feedback_id, contact_id=contact_id))
@@ -191,6 +198,12 @@ def test_unreachable_database_is_503_never_500(built: dict[str, Path], tmp_path:
             # nor the driver's own words, which name the host and port ('server at "127.0.0.1", port 9')
             assert "127.0.0.1" not in response.text and "port 9" not in response.text, response.text
             assert "s3cret" not in response.text and response.headers["Retry-After"] == "1"
+        for query in ("/v1/audience?characteristic=ch_price&stage=lead",
+                      "/v1/organizations/o1/similar?characteristic=ch_price"):
+            answer = client.get(query)  # the queries' snapshot: the driver's words were in their answer
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "1", answer.text
+            assert answer.json()["error"].startswith("CRM database: cannot "), answer.text
+            assert "127.0.0.1" not in answer.text and "port 9" not in answer.text, answer.text
         assert "s3cret" not in log.getvalue()
         assert "port 9" in log.getvalue()  # the operator still reads why
         assert '"crm_unavailable"' in log.getvalue() and "postgresql://crm:***@127.0.0.1:9/crm" in log.getvalue()

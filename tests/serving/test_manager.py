@@ -62,6 +62,19 @@ def test_search_by_contact_name_and_by_id(client: TestClient) -> None:
     assert nothing.status_code == 200 and "Ничего не найдено по запросу «нет такого»" in nothing.text
 
 
+def test_a_search_says_more_were_found_only_when_there_are_more(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exactly SEARCH_LIMIT matches said «показаны первые N, уточните запрос», as if some were hidden."""
+    from serving import manager
+
+    monkeypatch.setattr(manager, "SEARCH_LIMIT", 2)
+    exact = client.get("/", params={"q": "ромашка 1"}).text  # c2 and c8: all there are
+    assert found_ids(exact) == ["c2", "c8"] and "Найдено: 2</h2>" in exact and "показаны первые" not in exact
+    more = client.get("/", params={"q": "ромашка"}).text  # every contact: more than 2
+    assert len(found_ids(more)) == 2 and "Найдено: 2 (показаны первые 2, уточните запрос)" in more
+
+
 def test_card_defaults_to_the_latest_known_stage(client: TestClient, crm_url: str) -> None:
     outcomes = crm.open_source(crm_url).read_table("outcomes")
     mine = outcomes.loc[outcomes["contact_id"] == "c1"]
@@ -151,6 +164,26 @@ def test_a_card_is_an_answer_with_its_exposures(client: TestClient, crm_url: str
     request_id = re.search(r'data-request-id="([^"]+)"', page).group(1)
     assert wait_until(lambda: len(exposures_of(crm_url, request_id)) == 2, timeout=20)
     assert exposures_of(crm_url, request_id) == [("ch_price", 1, "c5", "lead"), ("ch_integration", 2, "c5", "lead")]
+
+
+def test_a_head_request_for_a_card_records_no_exposures(client: TestClient, crm_url: str) -> None:
+    """HEAD (a link checker, a monitor, a chat's link preview) gets the card's status and headers but
+    no body: nothing was shown, so no exposure rows (each HEAD wrote one row per point before)."""
+    import sqlalchemy as sa
+
+    for path in ("/", "/contacts/card"):
+        head = client.head(path, params={"contact": "c11", "stage": "lead"})
+        assert head.status_code == 200 and head.content == b"", path
+    page = client.get("/", params={"contact": "c11", "stage": "lead"}).text  # shown: recorded
+    request_id = re.search(r'data-request-id="([^"]+)"', page).group(1)
+    assert wait_until(lambda: len(exposures_of(crm_url, request_id)) == 2, timeout=20)  # flushed in order
+    engine = sa.create_engine(crm_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT request_id FROM exposures WHERE contact_id = 'c11'")).all()
+    finally:
+        engine.dispose()
+    assert {r[0] for r in rows} == {request_id}
 
 
 def test_feedback_from_the_card_reaches_the_analyst_page(client: TestClient) -> None:
@@ -336,3 +369,57 @@ def test_an_answered_point_is_shown_on_a_files_crm_too(
         assert 'data-characteristic="ch_integration"' in again
         shown = again.split('data-characteristic="ch_integration"')[1].split("</ol>")[0]
         assert 'data-answered="negative"' in shown and "Сохранено: не отозвалось" in shown
+
+
+def test_a_contact_id_over_the_id_limit_is_said_so_never_cut_to_another_contact(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """An id longer than the service takes (serving.requests.MAX_ID, as /v1/recommendations and
+    /v1/feedback refuse it) was cut to its first 200 characters: the page then said «не найден»
+    (404) of a contact the search had just listed, or opened another contact whose id is that prefix."""
+    from crm_factory import write_crm
+
+    from needs_rec import dictionaries
+    from serving.requests import MAX_ID
+
+    prefix = "L" * MAX_ID
+    directory = write_crm(tmp_path / "export", dictionaries.load(dictionaries_dir),
+                          edits=[("contacts", 1, "contact_id", prefix)])
+    with serve(settings_for(built["fixed"].parent, crm=str(directory)), "manager-long-id") as (client, _):
+        assert f'data-card-contact="{prefix}"' in client.get("/", params={"contact": prefix}).text  # 200: served
+        longer = prefix + "X"
+        for path in ("/", "/contacts/card"):
+            page = client.get(path, params={"contact": longer})
+            assert page.status_code == 400, path
+            assert "data-card-contact" not in page.text and "data-characteristic" not in page.text, path
+            assert f"длиннее {MAX_ID} символов" in page.text and "не найден" not in page.text, path
+
+
+def test_a_locked_crm_database_is_a_503_card_within_the_request_timeout(
+    built: dict[str, Path], tmp_path: Path, dictionaries_dir: Path
+) -> None:
+    """Another process's exclusive lock on the CRM's SQLite file held the card and the search for
+    SQLite's 30 s busy timeout (a manager staring at a blank card); like /v1/feedback, they now give
+    up after --request-timeout-s and say so."""
+    import sqlite3
+
+    from needs_rec import dictionaries
+
+    database = tmp_path / "crm.db"
+    location = write_crm_database(f"sqlite:///{database}", dictionaries.load(dictionaries_dir))
+    settings = settings_for(built["fixed"].parent, crm=location, crm_cache_s=0, request_timeout_s=1)
+    with serve(settings, "manager-locked") as (client, _):
+        assert points(client.get("/", params={"contact": "c1", "stage": "lead"}).text)  # the CRM answers
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # no reader gets in
+        try:
+            card = client.get("/", params={"contact": "c2", "stage": "lead"})
+            fragment = client.get("/contacts/card", params={"contact": "c2", "stage": "lead"})
+            search = client.get("/", params={"q": "Петров"})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        for page in (card, fragment, search):
+            assert page.status_code == 503
+            assert "База CRM не ответила за 1 с" in page.text, page.text
+        assert points(client.get("/", params={"contact": "c2", "stage": "lead"}).text)  # and again once it is free

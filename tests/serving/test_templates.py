@@ -35,7 +35,7 @@ def render(name: str, **context: Any) -> str:
     pages = Pages()
     template = pages.templates.env.get_template(name)
     base: dict[str, Any] = {"page": "manager", "model_version": 3, "csrf_token": "tok", "q": "", "results": None,
-                            "notice": None, "contact": None, "search_limit": 20}
+                            "notice": None, "contact": None, "search_limit": 20, "more_results": False}
     base.update(context)
     return template.render(base)
 
