@@ -191,7 +191,7 @@ def _conversations(n: int) -> str:
     return f"из {n:,} {word}".replace(",", "\u00a0")
 
 
-def _times(lift: float) -> str:
+def times(lift: float) -> str:
     """'1,8 раза' / '2 раза' / '5 раз' (Russian decimal comma)."""
     value = round(lift, 1)
     if value.is_integer():
@@ -201,12 +201,20 @@ def _times(lift: float) -> str:
     return f"{value:.1f}".replace(".", ",") + " раза"
 
 
+def russian_number(value: float) -> str:
+    """104.7 → «104,7», 2500 → «2 500», 1e6 → «1 000 000»: a decimal comma, thousands spaced by a
+    no-break space, at most one decimal, never an exponent (what `:g` wrote: «104.7», «1e+06»)."""
+    rounded = round(float(value), 1)
+    text = f"{int(rounded):,d}" if rounded.is_integer() else f"{rounded:,.1f}"
+    return text.replace(",", "\u00a0").replace(".", ",")
+
+
 def _number_phrase(field: str, value: float | None) -> str:
     known = value is not None and value == value
     if field == "employees":
         return f"численность {int(value)} чел." if known else "численность сотрудников"
     if field == "revenue_mln":
-        return f"выручка {value:g} млн ₽" if known else "выручка"
+        return f"выручка {russian_number(value)} млн ₽" if known else "выручка"
     if field == "founded_year":
         return f"год основания {int(value)}" if known else "год основания"
     return f"клиент с {int(value)} года" if known else "срок работы с нами"
@@ -401,6 +409,22 @@ class TalkingPoints:
             parts.append(phrase)
         return "Модель: выше всего вероятность для этого контакта подняли " + ", ".join(parts)
 
+    @property
+    def explicit_negatives(self) -> bool:
+        """True when the training CRM recorded explicit negatives: a probability then means "resonates
+        when presented"; without them, "resonates in a conversation at the stage" (see `stage_rate`)."""
+        return self._explicit
+
+    def stage_rate(self, code: str, stage: str) -> float | None:
+        """The share of the stage's conversations where `code` resonated (else the stage's average
+        characteristic): what a positive-only CRM's probability is compared with, since on its own a
+        probability of 12 % reads «low» even for the best pick of a stage where 4 % is usual. None
+        when the training data say nothing about the stage."""
+        cell = self._cell("stage", stage, None, normalize_code(code))
+        if cell is not None and cell[0] > 0:
+            return cell[0] / cell[1]
+        return self._stage_mean.get(stage) or None
+
     def _mean_rate(self, stage: str) -> float | None:
         """The stage's average rate over the characteristics offered there (the reference of stage-level reasons)."""
         node = self.resonance.get("stage", {}).get(stage) or {}
@@ -450,7 +474,7 @@ class TalkingPoints:
                     f"({_presentations(base)}); {against} — {_percent(reference)}")  # fmt: skip
         with_whom = f" с контактами {group}" if group else ""
         return (f"Отозвалось в {_percent(rate)} разговоров на этапе {stage_name}{with_whom} "
-                f"({_conversations(base)}) — в {_times(rate / reference)} чаще, чем {against}")
+                f"({_conversations(base)}) — в {times(rate / reference)} чаще, чем {against}")
 
     def _cell(self, level: str, stage: str, second: str | None, code: str) -> tuple[int, int] | None:
         node: Any = self.resonance.get(level, {}).get(stage)

@@ -30,7 +30,7 @@ from serving.queries import similar_reasons
 from serving.registry import ServingModel
 from serving.requests import MAX_ID
 from serving.service import Service
-from serving.web import probability_word, shown_percent, visible, without_control
+from serving.web import chance_words, probability_word, shown_percent, visible, without_control
 
 #: Talking points on a card when the version has no `top_k` cap of its own.
 DEFAULT_CAP = 5
@@ -86,13 +86,21 @@ def _need_names(model: ServingModel, codes: Any) -> list[str]:
     return [names.get(str(c).strip().lower(), str(c)) for c in (codes or []) if str(c).strip()]
 
 
+def shown_date(value: Any) -> str:
+    """An ISO date as a Russian reader writes it (2012-01-17 → 17.01.2012); anything else as it is."""
+    try:
+        return dt.date.fromisoformat(str(value).strip()).strftime("%d.%m.%Y")
+    except ValueError:
+        return str(value)
+
+
 def contact_view(model: ServingModel, record: Any, display: Mapping[str, Any] | None) -> ContactView:
     """The card's header from a `crm.ContactRecord` and the contact's search row (its CRM names)."""
     org = record.organization or {}
     person = record.contact or {}
     employees = org.get("employees")
     since = org.get("client_since")
-    status = f"клиент с {since}" if since else "потенциальный клиент"
+    status = f"клиент с {shown_date(since)}" if since else "потенциальный клиент"
     display = display or {}
     return ContactView(
         contact_id=record.contact_id,
@@ -135,7 +143,12 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     for point in points:
         p = float(point["probability"])
         point["percent"] = shown_percent(p)
-        point["word"] = probability_word(p)
+        if talking.explicit_negatives:  # resonates when presented: an absolute chance
+            point["word"], point["comparison"], point["usual"] = probability_word(p), None, None
+        else:  # positive-only: a share of conversations, read against the stage's usual share
+            usual = talking.stage_rate(point["characteristic"], stage)
+            point["word"], point["comparison"] = chance_words(p, usual)
+            point["usual"] = usual
         point["product_name"] = product_names.get(point["product"], point["product"])
     # «сработало у 4 похожих организаций: …» from the query snapshot, when one is built (never waits)
     similar = similar_reasons(service, model, record.org_id, [p["characteristic"] for p in points])

@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
 from needs_rec.errors import clipped
+from needs_rec.talking_points import times
 from serving.access import CSRF_COOKIE, new_csrf_token, valid_csrf_token
 from serving.plain_page import without_control, without_hidden
 
@@ -81,6 +82,25 @@ METHOD_NAMES = {
 def probability_word(p: float) -> str:
     """'высокая' / 'средняя' / 'низкая' / 'очень низкая' for a probability in [0, 1]."""
     return next(word for bound, word in PROBABILITY_WORDS if p >= bound)
+
+
+#: Bands of a positive-only CRM's chance against its stage's usual rate (lower bound of the ratio, word).
+LIFT_WORDS = ((2.0, "высокий"), (1.25, "выше среднего"), (0.8, "средний"), (0.0, "ниже среднего"))
+
+
+def chance_words(p: float, usual: float | None) -> tuple[str, str | None]:
+    """The word and comparison a positive-only CRM's probability is read with: against `usual`, the
+    stage's share of conversations where the characteristic resonated (`TalkingPoints.stage_rate`).
+    («высокий», «в 3,1 раза чаще, чем в среднем на этапе»); without `usual`, the absolute word alone."""
+    if not usual or usual <= 0:
+        return probability_word(p), None
+    lift = p / usual
+    word = next(word for bound, word in LIFT_WORDS if lift >= bound)
+    if lift >= 1.25:
+        return word, f"в {times(lift)} чаще, чем в среднем на этапе"
+    if lift >= 0.8:
+        return word, "как в среднем на этапе"
+    return word, f"в {times(1 / lift)} реже, чем в среднем на этапе"
 
 
 def shown_percent(p: float) -> int:

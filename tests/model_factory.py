@@ -108,14 +108,19 @@ def build_network(
 
 
 def synthetic_resonance(
-    dicts: dictionaries.Dictionaries, frame: pd.DataFrame, *, seed: int = 0, min_support: int = 5
+    dicts: dictionaries.Dictionaries, frame: pd.DataFrame, *, seed: int = 0, min_support: int = 5,
+    explicit_negatives: bool = True,
 ) -> dict[str, Any]:
-    """Resonance statistics over random outcomes for `frame`'s episodes (what training.fit stores)."""
+    """Resonance statistics over random outcomes for `frame`'s episodes (what training.fit stores);
+    `explicit_negatives=False`: as from a positive-only CRM (rates over conversations)."""
     rng = np.random.default_rng(seed + 1)
     n, c = len(frame), len(dicts.characteristics)
     presented = rng.random((n, c)) < 0.6
     positives = (rng.random((n, c)) < 0.4) & presented
-    return resonance_stats(frame, positives.astype(np.uint8), presented, dicts.characteristic_codes, min_support)
+    if not explicit_negatives:
+        presented = positives
+    return resonance_stats(frame, positives.astype(np.uint8), presented, dicts.characteristic_codes, min_support,
+                           explicit_negatives=explicit_negatives)
 
 
 def manifest_for(
@@ -194,11 +199,13 @@ def export_parts(
     top_k: int | None = None,
     min_support: int = 5,
     min_selected: int | None = None,
+    explicit_negatives: bool = True,
 ) -> Path:
     """Export `parts` as a new version under `models_dir`, with the dictionaries copied into it."""
     n_chars = len(parts.dictionaries.characteristics)
     cuts = [float(thresholds)] * n_chars if isinstance(thresholds, (int, float)) else list(thresholds)
-    resonance = synthetic_resonance(parts.dictionaries, parts.frame, seed=seed, min_support=min_support)
+    resonance = synthetic_resonance(parts.dictionaries, parts.frame, seed=seed, min_support=min_support,
+                                    explicit_negatives=explicit_negatives)
     manifest = manifest_for(
         parts.dictionaries,
         parts.encoder,
@@ -238,13 +245,15 @@ def build_version(
     top_k: int | None = None,
     min_support: int = 5,
     min_selected: int | None = None,
+    explicit_negatives: bool = True,
 ) -> Path:
     """Build and export one version under `models_dir`; returns its directory (`models_dir/<n>`).
-    `min_selected` (the selection rule's floor) is written to the manifest when given."""
+    `min_selected` (the selection rule's floor) is written to the manifest when given;
+    `explicit_negatives=False` gives it a positive-only CRM's resonance statistics."""
     parts = build_parts(dictionaries_dir, seed=seed, n_rows=n_rows, hidden=hidden, probabilities=probabilities)
     return export_parts(
         models_dir, dictionaries_dir, parts, seed=seed, thresholds=thresholds, top_k=top_k, min_support=min_support,
-        min_selected=min_selected,
+        min_selected=min_selected, explicit_negatives=explicit_negatives,
     )
 
 

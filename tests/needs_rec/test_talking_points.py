@@ -10,7 +10,7 @@ import pytest
 
 from needs_rec.dictionaries import Dictionaries
 from needs_rec.errors import ModelError
-from needs_rec.talking_points import TalkingPoints, _presentations, render, resonance_stats
+from needs_rec.talking_points import TalkingPoints, _presentations, render, resonance_stats, russian_number
 
 # tiny dictionaries (tests/crm_factory.py): stages lead, demo, deal; characteristics in order
 # ch_price (crm, needs save_money; default text), ch_cloud (crm, speed; demo text + default),
@@ -155,6 +155,26 @@ def test_positive_only_reasons_are_lifts_over_conversations(tiny_dictionaries: D
         "Отозвалось в 50% разговоров на этапе «Демо» с контактами из отрасли «ИТ» (из 30 разговоров) "
         "— в 1,7 раза чаще, чем в среднем на этапе",
     ]
+
+
+def test_a_positive_only_probability_is_compared_with_the_stage_rate(tiny_dictionaries: Dictionaries) -> None:
+    """A positive-only CRM's probability is a share of conversations: the card reads it against the
+    characteristic's own share at the stage, else the stage's average; explicit negatives need no reference."""
+    talking = TalkingPoints(tiny_dictionaries, VOCAB, _resonance("conversations"))
+    assert not talking.explicit_negatives
+    assert talking.stage_rate("ch_price", "demo") == pytest.approx(0.3)  # 30 of 100 conversations
+    assert talking.stage_rate(" CH_SUPPORT", "demo") == pytest.approx(0.45)
+    mean = (0.3 + 0.45 + 0.1) / 3
+    assert talking.stage_rate("ch_integration", "demo") == pytest.approx(mean)  # no cell: the stage's average
+    assert talking.stage_rate("ch_price", "lead") is None  # nothing known of the stage
+    assert TalkingPoints(tiny_dictionaries, VOCAB, _resonance()).explicit_negatives
+
+
+@pytest.mark.parametrize(("value", "text"), [(104.7, "104,7"), (2500.0, "2\u00a0500"), (1e6, "1\u00a0000\u00a0000"),
+                                             (0.25, "0,2"), (12.04, "12"), (1234.56, "1\u00a0234,6")])
+def test_russian_numbers_have_a_decimal_comma_and_no_exponent(value: float, text: str) -> None:
+    """«выручка 104.7 млн ₽» and «1e+06 млн ₽» were what `:g` wrote into a Russian reason."""
+    assert russian_number(value) == text
 
 
 def test_a_positive_only_crm_never_yields_a_100_percent_reason(tiny_dictionaries: Dictionaries) -> None:

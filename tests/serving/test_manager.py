@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from crm_factory import write_crm_database
 from fastapi.testclient import TestClient
-from model_factory import copy_version
-from serving_support import LOCAL, capture_logger, serve, settings_for, wait_until
+from model_factory import build_version, copy_version
+from serving_support import FIXED_PROBABILITIES, LOCAL, capture_logger, serve, settings_for, wait_until
 
 import crm
 from serving.access import CSRF_COOKIE, CSRF_HEADER
@@ -423,3 +423,22 @@ def test_a_locked_crm_database_is_a_503_card_within_the_request_timeout(
             assert page.status_code == 503
             assert "База CRM не ответила за 1 с" in page.text, page.text
         assert points(client.get("/", params={"contact": "c2", "stage": "lead"}).text)  # and again once it is free
+
+
+def test_a_positive_only_version_reads_each_chance_against_the_stage(
+    tmp_path: Path, dictionaries_dir: Path, crm_url: str
+) -> None:
+    """On a positive-only CRM the probability is a share of conversations (0.2 for the best pick read
+    «очень низкая»): the card now says how it compares with the stage's usual share; the header's
+    client_since is a Russian date (it showed 2020-05-01)."""
+    version = build_version(tmp_path / "models", dictionaries_dir, probabilities=FIXED_PROBABILITIES,
+                            thresholds=0.5, explicit_negatives=False)
+    with serve(settings_for(version.parent, crm=crm_url), "manager-positive-only") as (client, _):
+        page = client.get("/", params={"contact": "c1", "stage": "demo"}).text
+        other = client.get("/", params={"contact": "c2", "stage": "demo"}).text  # c1, c2: one is a client
+    chances = re.findall(r'<span class="words">([^<]*<strong>[^<]*</strong>[^<]*)</span>', page)
+    assert chances and all(c.startswith("Шанс отклика: <strong>") and " % разговоров" in c for c in chances), chances
+    assert any("чем в среднем на этапе" in c or "как в среднем на этапе" in c for c in chances), chances
+    assert "Вероятность отклика" not in page
+    assert "клиент с 01.05.2020" in page + other and not re.search(r"клиент с \d{4}-", page + other)
+

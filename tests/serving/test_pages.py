@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from serving_support import models_dir_with, serve, settings_for, wait_until
 
 from serving import analyst
-from serving.web import CONTENT_SECURITY_POLICY, probability_word, shown_percent
+from serving.web import CONTENT_SECURITY_POLICY, chance_words, probability_word, shown_percent
 
 # the smallest valid PNG (1x1), standing in for a report chart
 PNG = bytes.fromhex(
@@ -183,6 +183,20 @@ def test_overview_without_labels_has_no_candidates(built: dict[str, Path], tmp_p
                                          (0.25, "низкая"), (0.05, "очень низкая")])
 def test_probability_words(p: float, word: str) -> None:
     assert probability_word(p) == word
+
+
+@pytest.mark.parametrize(("p", "usual", "word", "comparison"), [
+    (0.12, 0.04, "высокий", "в 3 раза чаще, чем в среднем на этапе"),
+    (0.06, 0.04, "выше среднего", "в 1,5 раза чаще, чем в среднем на этапе"),
+    (0.04, 0.04, "средний", "как в среднем на этапе"),
+    (0.01, 0.04, "ниже среднего", "в 4 раза реже, чем в среднем на этапе"),
+    (0.12, None, "очень низкая", None),  # no reference: the absolute word
+])
+def test_a_positive_only_chance_is_read_against_the_stage(p: float, usual: float | None, word: str,
+                                                          comparison: str | None) -> None:
+    """On a positive-only CRM every top point read «очень низкая — около 12 %», the best pick of a stage
+    where 4 % of conversations are usual included."""
+    assert chance_words(p, usual) == (word, comparison)
 
 
 @pytest.mark.parametrize("p, percent", [(0.9954, 99), (0.999999, 99), (1.0, 99), (0.985, 98), (0.5, 50),

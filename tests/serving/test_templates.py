@@ -76,6 +76,16 @@ def test_card_points_stage_selector_and_feedback_buttons() -> None:
     assert "Показать ещё (2)" in html and "more=1" in html
 
 
+def test_a_positive_only_point_reads_its_chance_against_the_stage() -> None:
+    chance = {**point("ch_a", 0.12), "word": "высокий", "comparison": "в 3 раза чаще, чем в среднем на этапе",
+              "usual": 0.04, "percent": 12}
+    html = render("manager.html", **card_context(CardView(points=[chance])))
+    assert ("Шанс отклика: <strong>высокий</strong> — около 12 % разговоров, в 3 раза чаще, чем в среднем на этапе"
+            in html)
+    assert '<meter min="0" max="0.12" low="0.04" high="0.08" optimum="1" value="0.12"' in html
+    assert "Вероятность отклика" not in html
+
+
 def test_crm_names_are_escaped() -> None:
     html = render("manager.html", **card_context(CardView(points=[point("ch_a", 0.9)])))
     assert "<script>alert(1)</script>" not in html
