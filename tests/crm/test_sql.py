@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
@@ -236,15 +237,18 @@ def test_a_name_that_is_not_utf8_never_fails_lookups_or_search(open_crm, tmp_pat
     assert database.contact("c1").contact_id == "c1"
 
 
+def search_both(open_crm, database_url, tmp_path, dictionaries, edits) -> list[Callable[[str], list[str]]]:
+    """`ids(query)`: the contact ids `search` finds (at most 50), for the CRM with `edits` as files, then in the DB."""
+    files = open_crm(write_crm(tmp_path / "files", dictionaries, edits=edits))
+    database = open_crm(write_crm_database(database_url, dictionaries, edits=edits))
+    return [lambda query, source=source: [row["contact_id"] for row in source.search(query, 50)]
+            for source in (files, database)]
+
+
 def test_search_takes_words_in_any_order_and_e_for_yo(open_crm, database_url, tmp_path, tiny_dictionaries):
     """«Киселева» did not find «Киселёва», and «Тимур Степанов» found nothing when the CRM says «Степанов Тимур»."""
     edits = [("contacts", 3, "full_name", "Киселёва Алёна"), ("contacts", 4, "full_name", "Степанов Тимур 100%")]
-    files = open_crm(write_crm(tmp_path / "files", tiny_dictionaries, edits=edits))
-    database = open_crm(write_crm_database(database_url, tiny_dictionaries, edits=edits))
-    for source in (files, database):
-        def ids(query: str, source=source) -> list[str]:
-            return [row["contact_id"] for row in source.search(query, 50)]
-
+    for ids in search_both(open_crm, database_url, tmp_path, tiny_dictionaries, edits):
         assert ids("алена  КИСЕЛЕВА") == ids("Киселёва") == ["c3"]
         assert ids("Тимур Степанов") == ids("степанов\tтимур") == ["c4"]
         assert ids("100%") == ["c4"] and ids("10_%") == [] and ids("Тимур Петров") == []  # % and _ are characters
@@ -256,12 +260,7 @@ def test_search_finds_words_typed_with_quotes_commas_or_initials(open_crm, datab
     """A manager types «ООО "Ромашка"» for a CRM name written «ООО «Ромашка»», «Петров, Иван» or «Петров И.»:
     each word kept its quote, comma or period, so nothing was found; the words are also tried bare."""
     edits = [("organizations", 1, "name", "ООО «Лютик»"), ("contacts", 1, "full_name", "Тополев Иван")]
-    files = open_crm(write_crm(tmp_path / "files", tiny_dictionaries, edits=edits))
-    database = open_crm(write_crm_database(database_url, tiny_dictionaries, edits=edits))
-    for source in (files, database):
-        def ids(query: str, source=source) -> list[str]:
-            return [row["contact_id"] for row in source.search(query, 50)]
-
+    for ids in search_both(open_crm, database_url, tmp_path, tiny_dictionaries, edits):
         in_lyutik = ids("Лютик")
         assert in_lyutik and "c1" in in_lyutik
         assert ids('ООО "Лютик"') == ids("'Лютик'") == ids("„Лютик“,") == in_lyutik
