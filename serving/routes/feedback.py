@@ -42,7 +42,7 @@ from needs_rec import schema
 from needs_rec.errors import DataError, RequestError, clipped
 from needs_rec.schema import FeedbackRules, check_row
 from serving import api_schemas as api
-from serving.crm_link import CrmLink
+from serving.crm_link import Answer, CrmLink
 from serving.requests import check_id, parse_json, unknown_fields
 from serving.service import ApiError, Service, json_response, read_body
 
@@ -124,8 +124,8 @@ def event_of(clean: dict[str, Any], given: bool) -> crm.FeedbackEvent:
 
 async def store(link: CrmLink, event: crm.FeedbackEvent, warnings: list[str]) -> crm.FeedbackResult:
     """404 for an unknown contact; else the event, with the model version of its answer, stored
-    (a request_id naming no known answer, or an answer given for another contact, is stored as
-    given, with a warning)."""
+    (a request_id naming no known answer, or an answer given for another contact or stage, is stored
+    as given, with a warning)."""
     if not await link.has_contact(event.contact_id):
         raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
     if event.request_id is not None:
@@ -137,19 +137,24 @@ async def store(link: CrmLink, event: crm.FeedbackEvent, warnings: list[str]) ->
     return await link.call(link.source.add_feedback, event)
 
 
-def answer_warning(event: crm.FeedbackEvent, answer: tuple[int, str | None] | None) -> str:
+def answer_warning(event: crm.FeedbackEvent, answer: Answer | None) -> str:
     """What is odd about the answer the event's request_id names ("" when nothing): none is known, or
-    it was given for another contact (stored all the same: the contract does not forbid it, but the
-    caller most likely sent the wrong request_id or contact_id)."""
+    it was given for another contact or at another stage (stored all the same: the contract does not
+    forbid it, but the caller most likely sent the wrong request_id, contact_id or stage)."""
     shown = clipped(event.request_id or "")
     if answer is None:
         return (f"field 'request_id': no answer {shown!r} is known (neither remembered nor in exposures); stored "
                 "without its model_version")
-    answered = answer[1]
+    _, answered, stage = answer
+    odd = []
     if answered is not None and answered != event.contact_id:
-        return (f"field 'request_id': answer {shown!r} was given for contact {clipped(answered)!r}, not "
-                f"{clipped(event.contact_id)!r}; stored with that answer's model_version")
-    return ""
+        odd.append(f"for contact {clipped(answered)!r}, not {clipped(event.contact_id)!r}")
+    if stage is not None and stage != event.stage:
+        odd.append(f"at stage {clipped(stage)!r}, not {clipped(event.stage)!r}")
+    if not odd:
+        return ""
+    given = ", and ".join(odd)
+    return f"field 'request_id': answer {shown!r} was given {given}; stored with that answer's model_version"
 
 
 def router(service: Service) -> APIRouter:

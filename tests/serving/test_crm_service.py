@@ -365,6 +365,27 @@ def test_feedback_naming_another_contacts_answer_is_stored_with_a_warning(app: T
     assert stored_feedback(crm_location).set_index("feedback_id").loc["fb-other", "model_version"] == 1
 
 
+def test_feedback_naming_an_answer_of_another_stage_is_stored_with_a_warning(
+    app: TestClient, crm_location: str
+) -> None:
+    """The answer was given at stage 'lead', the feedback says 'demo': like another contact's answer,
+    stored with that answer's version and a warning naming both stages (remembered and from exposures)."""
+    answer = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "lead"}).json()
+    other = post(app, "/v1/feedback", feedback_body("fb-stage", request_id=answer["request_id"]))  # stage demo
+    assert other.status_code == 201, other.text
+    assert other.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given at stage "
+                                        "'lead', not 'demo'; stored with that answer's model_version"]
+    assert wait_until(lambda: len(exposures(crm_location)) > 0, timeout=20)  # another worker reads exposures
+    crm_link_of(app)._answers.clear()  # as a worker that did not give the answer
+    again = post(app, "/v1/feedback", feedback_body("fb-stage-2", request_id=answer["request_id"]))
+    assert again.json()["warnings"] == other.json()["warnings"]
+    both = post(app, "/v1/feedback", feedback_body("fb-stage-3", contact_id="c2", request_id=answer["request_id"]))
+    assert both.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given for contact "
+                                       "'c1', not 'c2', and at stage 'lead', not 'demo'; stored with that answer's "
+                                       "model_version"]
+    assert stored_feedback(crm_location).set_index("feedback_id").loc["fb-stage", "model_version"] == 1
+
+
 def crm_link_of(client: TestClient) -> Any:
     return client.app.state.service.crm_link
 
