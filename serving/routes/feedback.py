@@ -19,6 +19,8 @@ transaction, committed before any 2xx is sent:
 Values get a CSV outcome row's rules (ids trimmed, codes and the outcome lower-cased too, a date as
 an export writes it; `/openapi.json` says so): the answers echo `feedback_id` as sent, and a warning
 (or the 409's text) says when it was compared and stored trimmed.
+A body giving a field twice is a 400 (`serving.requests.parse_json_fields_once`): which of the two
+was meant cannot be told, and a parser would keep the last one without a word.
 
 The model version the answer came from (`request_id`) is stored with the event when known.
 Lookups that miss the cache and the write run in the CRM thread pool, never in the event loop.
@@ -43,7 +45,7 @@ from needs_rec.errors import DataError, RequestError, clipped
 from needs_rec.schema import FeedbackRules, check_row
 from serving import api_schemas as api
 from serving.crm_link import Answer, CrmLink
-from serving.requests import check_id, parse_json, unknown_fields
+from serving.requests import check_id, parse_json_fields_once, unknown_fields
 from serving.service import ApiError, Service, json_response, read_body
 
 REQUIRED = ("feedback_id", "contact_id", "stage", "characteristic", "outcome")
@@ -167,7 +169,7 @@ def router(service: Service) -> APIRouter:
         link = service.need_crm("POST /v1/feedback")
         model = service.model()  # the served version's dictionaries decide what a valid code is
         warnings: list[str] = []
-        body = parse_json(await read_body(request, settings.max_body_bytes))
+        body = parse_json_fields_once(await read_body(request, settings.max_body_bytes))  # a repeat is a 400
         fields, given = read_event(body, warnings)
         sent_id = body["feedback_id"]  # answers echo the id as sent; it is compared and stored trimmed
         trimmed = trimmed_note(sent_id, fields["feedback_id"])

@@ -340,6 +340,21 @@ def test_feedback_names_unknown_fields_and_stores_none_of_them(app: TestClient, 
     assert rows.loc[0, "manager_id"] == "m-7"  # the body's real manager_id, not the misspelled one
 
 
+def test_feedback_giving_a_field_twice_is_a_400_and_stores_nothing(app: TestClient, crm_location: str) -> None:
+    """Two "outcome" keys: JSON parsers keep the last one silently, so a positive report could be stored
+    as negative; which one the caller meant cannot be told, so the body is refused."""
+    sent = json.dumps(feedback_body("fb-twice"))[:-1] + ', "outcome": "negative"}'
+    for body in (sent, sent.replace('"outcome": "negative"', '"\\u006futcome": "negative"')):  # an escape is one key
+        answer = app.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json() == {"error": "body: field 'outcome' given twice; send each field once (which one was "
+                                          "meant cannot be told)"}
+    nested = json.dumps(feedback_body("fb-nested"))[:-1] + ', "note": {"a": 1, "a": 2}}'  # never stored
+    answer = app.post("/v1/feedback", content=nested, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 201, answer.text
+    assert list(stored_feedback(crm_location)["feedback_id"]) == ["fb-nested"]
+
+
 def test_feedback_knows_the_model_version_of_its_answer(app: TestClient, crm_location: str) -> None:
     answer = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "demo"}).json()
     known = post(app, "/v1/feedback", feedback_body("fb-v", request_id=answer["request_id"]))
