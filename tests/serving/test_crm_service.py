@@ -659,3 +659,35 @@ def test_with_a_credential_the_crms_own_data_needs_it(built: dict[str, Path], di
         for path in ("/v1/audience?characteristic=x&stage=lead", "/v1/organizations/o1/similar?characteristic=x"):
             assert client.get(path).status_code == 401, path
             assert client.get(path, headers=bearer).status_code not in (401, 403), path
+
+
+def test_the_queries_on_a_locked_sqlite_file_are_a_503_within_the_request_timeout(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    """Before its first snapshot, /v1/audience on a SQLite file another process holds with BEGIN
+    EXCLUSIVE waited SQLite's 30 s busy timeout for its 503; like /v1/feedback and the card it now
+    gives up after --request-timeout-s, and the snapshot's build goes on for the retry."""
+    import sqlite3
+
+    database = tmp_path / "crm.db"
+    location = write_crm_database(f"sqlite:///{database}", dictionaries.load(dictionaries_dir))
+    models = models_dir_with(tmp_path, built["fixed"])
+    query = {"characteristic": "ch_price", "stage": "demo"}
+    with serve(settings_for(models, crm=location, crm_cache_s=0, request_timeout_s=1), "locked_queries") as (
+        client, _
+    ):
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # no reader gets in
+        try:
+            locked = client.get("/v1/audience", params=query)
+            similar = client.get("/v1/organizations/o1/similar", params={"characteristic": "ch_price"})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        for answer, what in ((locked, "GET /v1/audience"), (similar, "GET /v1/organizations/<org_id>/similar")):
+            assert answer.status_code == 503 and answer.headers["Retry-After"], answer.text
+            assert answer.json()["error"] == (
+                f"{what}: the CRM snapshot was not ready within 1 s (the CRM source busy or locked, or still "
+                "being read); it goes on being built: retry in a minute"
+            )
+        assert wait_until(lambda: client.get("/v1/audience", params=query).status_code == 200, timeout=30)
