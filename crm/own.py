@@ -318,15 +318,19 @@ class OwnTables:
         with database_errors(self.describe, "read feedback"), self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
-        """(model version, contact_id or None) of an answer, from its exposures (None when none was written)."""
+    def answer_of(self, request_id: str) -> tuple[int, str | None, str] | None:
+        """(model version, contact_id or None, stage) of an answer, from its exposures (None when none was written)."""
         if not self._exists(self.exposures):
             return None
         table = self.exposures
-        query = sa.select(table.c.model_version, table.c.contact_id).where(table.c.request_id == request_id).limit(1)
+        query = (
+            sa.select(table.c.model_version, table.c.contact_id, table.c.stage)
+            .where(table.c.request_id == request_id)
+            .limit(1)
+        )
         with database_errors(self.describe, "read exposures"), self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], row[1], row[2])
 
     def read_feedback(self) -> pd.DataFrame | None:
         """The whole feedback table as text (like a CSV export of it), or None when there is none yet."""
@@ -370,7 +374,7 @@ class OwnTablesWriter:
     def recent_feedback(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.own().recent_feedback(limit)
 
-    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
+    def answer_of(self, request_id: str) -> tuple[int, str | None, str] | None:
         return self.own().answer_of(request_id)
 
     def feedback_on(self, contact_id: str, day: dt.date) -> list[dict[str, Any]]:

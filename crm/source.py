@@ -203,9 +203,9 @@ class CrmSource(Protocol):
         CRM's own names, for the pages only), or None."""
         ...
 
-    def answer_of(self, request_id: str) -> tuple[int, str | None] | None:
-        """The model version that answered `request_id` and the contact it was asked for (None: asked
-        with the full fields), from the exposures written so far; None when none was written."""
+    def answer_of(self, request_id: str) -> tuple[int, str | None, str] | None:
+        """The model version that answered `request_id`, the contact it was asked for (None: asked
+        with the full fields) and its stage, from the exposures written so far; None when none was written."""
         ...
 
     def close(self) -> None:

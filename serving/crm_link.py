@@ -51,8 +51,9 @@ from serving.observability import Metrics, log_event
 T = TypeVar("T")
 #: How many request_id → model_version pairs are remembered for feedback (older ones are read from exposures).
 REMEMBERED_ANSWERS = 100_000
-#: An answer: the model version that gave it and the contact it was asked for (None: asked with the full fields).
-Answer = tuple[int, str | None]
+#: An answer: the model version that gave it, the contact it was asked for (None: asked with the full fields)
+#: and its stage (None: not known, as for a minted id read without memory or exposures).
+Answer = tuple[int, str | None, str | None]
 #: Looks for a caller's request_id in `exposures` before it is called unknown, with sibling workers (module doc).
 SIBLING_LOOKS = 2
 
@@ -201,9 +202,9 @@ class CrmLink:
     def record_answer(
         self, version: int, contact_id: str | None, stage: str, points: Sequence[dict[str, Any]], request_id: str
     ) -> None:
-        """Remember which version answered `request_id` (for which contact) and queue one exposure row per
-        point shown."""
-        self._answers[request_id] = (version, contact_id)
+        """Remember which version answered `request_id` (for which contact and stage) and queue one exposure
+        row per point shown."""
+        self._answers[request_id] = (version, contact_id, stage)
         if len(self._answers) > REMEMBERED_ANSWERS:
             self._answers.popitem(last=False)
         if not points:
@@ -227,8 +228,8 @@ class CrmLink:
         )
 
     async def answer_of(self, request_id: str) -> Answer | None:
-        """The version that gave answer `request_id` and its contact (see the module doc): remembered,
-        else from the exposures written, else the version a minted id carries (contact unknown), else —
+        """The version that gave answer `request_id`, its contact and stage (see the module doc): remembered,
+        else from the exposures written, else the version a minted id carries (contact and stage unknown), else —
         with sibling workers, for an id the caller chose — from the exposures after one and two flush
         intervals; None when none of them knows it."""
         answer = self._answers.get(request_id)
@@ -239,7 +240,7 @@ class CrmLink:
             return answer
         version = minted_version(request_id)
         if version is not None:
-            return version, None
+            return version, None, None
         for _ in range(SIBLING_LOOKS if self.siblings else 0):
             await asyncio.sleep(self.exposures.interval_s)
             answer = await self.call(self.source.answer_of, request_id)

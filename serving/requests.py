@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import math
 import re
 import time
@@ -64,6 +65,37 @@ def parse_json(body: bytes) -> Any:
         except UnicodeDecodeError as bad:  # orjson says "surrogates not allowed" for any bad byte
             raise RequestError(f"body: not UTF-8 text (bad byte at offset {bad.start}); send JSON as UTF-8") from exc
         raise RequestError(f"body: malformed JSON ({exc})") from exc
+
+
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs in order, repeats kept (`json.loads` object_pairs_hook)."""
+
+
+def parse_json_fields_once(body: bytes) -> Any:
+    """`parse_json`, and RequestError when the top-level object gives a field more than once.
+
+    JSON parsers keep the last of repeated keys without a word, so `{"outcome": "positive", ...,
+    "outcome": "negative"}` would be stored as negative though the caller may mean either. orjson
+    cannot report repeats, so this parses the body a second time with the standard library: a
+    cost the feedback endpoint (a small body, a manager's click) can pay and the recommendation
+    hot path does not. Only the top level is checked: nested objects are never stored.
+    """
+    parsed = parse_json(body)
+    if not isinstance(parsed, dict):
+        return parsed
+    try:
+        pairs = json.loads(body, object_pairs_hook=_Pairs)
+    except RecursionError:  # orjson takes 1024 levels; the standard library may stop sooner
+        raise RequestError("body: nested too deeply; a field's value must be a string") from None
+    seen: dict[str, int] = {}
+    for key, _ in pairs:
+        seen[key] = seen.get(key, 0) + 1
+    for key, count in seen.items():
+        if count > 1:
+            times = "twice" if count == 2 else f"{count} times"
+            raise RequestError(f"body: field {clipped(key)!r} given {times}; send each field once (which one was "
+                               "meant cannot be told)")
+    return parsed
 
 
 def _shown(value: Any) -> str:

@@ -19,6 +19,8 @@ transaction, committed before any 2xx is sent:
 Values get a CSV outcome row's rules (ids trimmed, codes and the outcome lower-cased too, a date as
 an export writes it; `/openapi.json` says so): the answers echo `feedback_id` as sent, and a warning
 (or the 409's text) says when it was compared and stored trimmed.
+A body giving a field twice is a 400 (`serving.requests.parse_json_fields_once`): which of the two
+was meant cannot be told, and a parser would keep the last one without a word.
 
 The model version the answer came from (`request_id`) is stored with the event when known.
 Lookups that miss the cache and the write run in the CRM thread pool, never in the event loop.
@@ -42,8 +44,8 @@ from needs_rec import schema
 from needs_rec.errors import DataError, RequestError, clipped
 from needs_rec.schema import FeedbackRules, check_row
 from serving import api_schemas as api
-from serving.crm_link import CrmLink
-from serving.requests import check_id, parse_json, unknown_fields
+from serving.crm_link import Answer, CrmLink
+from serving.requests import check_id, parse_json_fields_once, unknown_fields
 from serving.service import ApiError, Service, json_response, read_body
 
 REQUIRED = ("feedback_id", "contact_id", "stage", "characteristic", "outcome")
@@ -124,8 +126,8 @@ def event_of(clean: dict[str, Any], given: bool) -> crm.FeedbackEvent:
 
 async def store(link: CrmLink, event: crm.FeedbackEvent, warnings: list[str]) -> crm.FeedbackResult:
     """404 for an unknown contact; else the event, with the model version of its answer, stored
-    (a request_id naming no known answer, or an answer given for another contact, is stored as
-    given, with a warning)."""
+    (a request_id naming no known answer, or an answer given for another contact or stage, is stored
+    as given, with a warning)."""
     if not await link.has_contact(event.contact_id):
         raise ApiError(404, f"field 'contact_id': no contact {event.contact_id!r} in the CRM")
     if event.request_id is not None:
@@ -137,19 +139,24 @@ async def store(link: CrmLink, event: crm.FeedbackEvent, warnings: list[str]) ->
     return await link.call(link.source.add_feedback, event)
 
 
-def answer_warning(event: crm.FeedbackEvent, answer: tuple[int, str | None] | None) -> str:
+def answer_warning(event: crm.FeedbackEvent, answer: Answer | None) -> str:
     """What is odd about the answer the event's request_id names ("" when nothing): none is known, or
-    it was given for another contact (stored all the same: the contract does not forbid it, but the
-    caller most likely sent the wrong request_id or contact_id)."""
+    it was given for another contact or at another stage (stored all the same: the contract does not
+    forbid it, but the caller most likely sent the wrong request_id, contact_id or stage)."""
     shown = clipped(event.request_id or "")
     if answer is None:
         return (f"field 'request_id': no answer {shown!r} is known (neither remembered nor in exposures); stored "
                 "without its model_version")
-    answered = answer[1]
+    _, answered, stage = answer
+    odd = []
     if answered is not None and answered != event.contact_id:
-        return (f"field 'request_id': answer {shown!r} was given for contact {clipped(answered)!r}, not "
-                f"{clipped(event.contact_id)!r}; stored with that answer's model_version")
-    return ""
+        odd.append(f"for contact {clipped(answered)!r}, not {clipped(event.contact_id)!r}")
+    if stage is not None and stage != event.stage:
+        odd.append(f"at stage {clipped(stage)!r}, not {clipped(event.stage)!r}")
+    if not odd:
+        return ""
+    given = ", and ".join(odd)
+    return f"field 'request_id': answer {shown!r} was given {given}; stored with that answer's model_version"
 
 
 def router(service: Service) -> APIRouter:
@@ -162,7 +169,7 @@ def router(service: Service) -> APIRouter:
         link = service.need_crm("POST /v1/feedback")
         model = service.model()  # the served version's dictionaries decide what a valid code is
         warnings: list[str] = []
-        body = parse_json(await read_body(request, settings.max_body_bytes))
+        body = parse_json_fields_once(await read_body(request, settings.max_body_bytes))  # a repeat is a 400
         fields, given = read_event(body, warnings)
         sent_id = body["feedback_id"]  # answers echo the id as sent; it is compared and stored trimmed
         trimmed = trimmed_note(sent_id, fields["feedback_id"])

@@ -2,8 +2,11 @@
 
 Both answer from a `serving.queries.Snapshot` of the service's CRM source scored by the serving
 version (see that module for how fresh it is; every answer says when it was scored). Without a CRM
-source (`--crm`) they answer 503, as §5 says. Query parameters are checked here, each error naming
-its parameter (400); a parameter the contract does not know is named in `warnings`.
+source (`--crm`) they answer 503, as §5 says; so do they when the snapshot is not ready within
+`--request-timeout-s` (a SQLite file another process holds locked waits its 30 s busy timeout), as
+`/v1/feedback` and the manager's card give up then too — its build goes on for the retry. Query
+parameters are checked here, each error naming its parameter (400); a parameter the contract does
+not know is named in `warnings`.
 """
 
 from __future__ import annotations
@@ -100,8 +103,17 @@ def router(service: Service) -> APIRouter:
                            "(a CRM directory or a database URL)", outcome="no_crm")
         model = service.model()
         request.state.model_version = model.version
+        timeout = service.settings.request_timeout_s
         try:
-            return await asyncio.to_thread(snapshots.get, model, source.read_crm)
+            async with asyncio.timeout(timeout):  # a locked SQLite file waits its 30 s busy timeout
+                return await asyncio.to_thread(snapshots.get, model, source.read_crm)
+        except TimeoutError:  # the thread goes on: the snapshot is there for a retry once the CRM answers
+            raise ApiError(
+                503,
+                f"{what}: the CRM snapshot was not ready within {timeout:g} s (the CRM source busy or locked, or "
+                "still being read); it goes on being built: retry in a minute",
+                outcome="timeout", headers=service.retry_headers,
+            ) from None
         except SnapshotUnavailable as exc:
             raise ApiError(503, str(exc), outcome="crm_unavailable", headers=service.retry_headers) from None
         except SourceUnavailable:  # the 503 every CRM endpoint gives: the driver's words (host, port) only logged

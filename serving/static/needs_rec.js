@@ -48,6 +48,15 @@
     box.textContent = text;
   }
 
+  /* The notice a refused card's fragment carries (the CRM locked, an unknown contact, an id too long),
+     as plain text, or "" when it has none (a proxy's error page). The fragment is parsed inert: a
+     DOMParser document runs no script and loads nothing, and only its text is shown. */
+  function serverNotice(html) {
+    var doc = new DOMParser().parseFromString(html, "text/html");
+    var notice = doc.querySelector('.notice[role="alert"]') || doc.querySelector(".notice");
+    return notice ? notice.textContent.replace(/\s+/g, " ").trim() : "";
+  }
+
   function loadCard(contact, stage, more, focusHeading) {
     var card = document.getElementById("card");
     if (!card) { return; }
@@ -61,8 +70,9 @@
       .then(function (r) {
         if (ticket !== cardRequest) { return; }  /* a newer choice is on its way */
         card.removeAttribute("aria-busy");
-        if (!r.ok) {
-          cardProblem(card, "Не удалось загрузить подсказки (" + r.status + "). Обновите страницу; если не поможет — сообщите администратору.");
+        if (!r.ok) {  /* the server's own words say what is wrong; a generic line only without them */
+          cardProblem(card, serverNotice(r.text) ||
+            "Не удалось загрузить подсказки (" + r.status + "). Обновите страницу; если не поможет — сообщите администратору.");
           return;
         }
         card.innerHTML = r.text;

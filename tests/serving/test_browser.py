@@ -296,6 +296,29 @@ def test_a_stage_change_that_fails_keeps_the_shown_stage_and_one_notice(chrome: 
         chrome.execute_cdp_cmd("Network.emulateNetworkConditions", online)
 
 
+def test_a_card_the_server_refuses_shows_the_servers_notice_as_text(chrome: Any, site: Site) -> None:
+    """A 404/400 card fragment showed «Не удалось загрузить подсказки (404)…», hiding the server's
+    notice (which contact, what to do). Now its notice is shown, as text: markup in an id stays text."""
+    from selenium.webdriver.support.ui import Select
+
+    for contact, shown in (
+        ('<img src=x onerror="window.pwned=1">', 'Контакт «<img src=x onerror="window.pwned=1">» не найден в CRM. '
+                                                 "Найдите его поиском заново."),
+        ("c" * 201, "ID контакта длиннее 200 символов: сервис работает только с ID до 200 символов"),
+    ):
+        chrome.get(f"{site.base}/?contact={site.contact_id}&stage=needs_analysis")
+        points_at(chrome, "needs_analysis")
+        chrome.execute_script('document.querySelector(\'form.stage input[name="contact"]\').value = arguments[0]',
+                              contact)
+        Select(chrome.find_element("css selector", 'select[name="stage"]')).select_by_value("proposal")
+        problem = wait(chrome, lambda d: d.find_elements("css selector", "#card .card-problem"))[0]
+        assert problem.text.startswith(shown), problem.text
+        assert chrome.find_elements("css selector", "#card img") == []
+        assert chrome.execute_script("return window.pwned === undefined")
+        assert chrome.find_element("css selector", "#card .points").get_attribute("data-stage") == "needs_analysis"
+    severe_console_messages(chrome)  # drained: the refused fetches are logged as failed loads, as meant here
+
+
 def test_the_pages_fit_a_375_px_phone(chrome: Any, site: Site) -> None:
     """The stage selector (488–597 px with «… (последний известный)»), a 165-character word in an
     organization's name and the analyst's tables made the pages wider than a 375 px phone."""

@@ -340,6 +340,21 @@ def test_feedback_names_unknown_fields_and_stores_none_of_them(app: TestClient, 
     assert rows.loc[0, "manager_id"] == "m-7"  # the body's real manager_id, not the misspelled one
 
 
+def test_feedback_giving_a_field_twice_is_a_400_and_stores_nothing(app: TestClient, crm_location: str) -> None:
+    """Two "outcome" keys: JSON parsers keep the last one silently, so a positive report could be stored
+    as negative; which one the caller meant cannot be told, so the body is refused."""
+    sent = json.dumps(feedback_body("fb-twice"))[:-1] + ', "outcome": "negative"}'
+    for body in (sent, sent.replace('"outcome": "negative"', '"\\u006futcome": "negative"')):  # an escape is one key
+        answer = app.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json() == {"error": "body: field 'outcome' given twice; send each field once (which one was "
+                                          "meant cannot be told)"}
+    nested = json.dumps(feedback_body("fb-nested"))[:-1] + ', "note": {"a": 1, "a": 2}}'  # never stored
+    answer = app.post("/v1/feedback", content=nested, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 201, answer.text
+    assert list(stored_feedback(crm_location)["feedback_id"]) == ["fb-nested"]
+
+
 def test_feedback_knows_the_model_version_of_its_answer(app: TestClient, crm_location: str) -> None:
     answer = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "demo"}).json()
     known = post(app, "/v1/feedback", feedback_body("fb-v", request_id=answer["request_id"]))
@@ -363,6 +378,27 @@ def test_feedback_naming_another_contacts_answer_is_stored_with_a_warning(app: T
     again = post(app, "/v1/feedback", feedback_body("fb-other-2", request_id=answer["request_id"]))
     assert again.json()["warnings"] == other.json()["warnings"]
     assert stored_feedback(crm_location).set_index("feedback_id").loc["fb-other", "model_version"] == 1
+
+
+def test_feedback_naming_an_answer_of_another_stage_is_stored_with_a_warning(
+    app: TestClient, crm_location: str
+) -> None:
+    """The answer was given at stage 'lead', the feedback says 'demo': like another contact's answer,
+    stored with that answer's version and a warning naming both stages (remembered and from exposures)."""
+    answer = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "lead"}).json()
+    other = post(app, "/v1/feedback", feedback_body("fb-stage", request_id=answer["request_id"]))  # stage demo
+    assert other.status_code == 201, other.text
+    assert other.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given at stage "
+                                        "'lead', not 'demo'; stored with that answer's model_version"]
+    assert wait_until(lambda: len(exposures(crm_location)) > 0, timeout=20)  # another worker reads exposures
+    crm_link_of(app)._answers.clear()  # as a worker that did not give the answer
+    again = post(app, "/v1/feedback", feedback_body("fb-stage-2", request_id=answer["request_id"]))
+    assert again.json()["warnings"] == other.json()["warnings"]
+    both = post(app, "/v1/feedback", feedback_body("fb-stage-3", contact_id="c2", request_id=answer["request_id"]))
+    assert both.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given for contact "
+                                       "'c1', not 'c2', and at stage 'lead', not 'demo'; stored with that answer's "
+                                       "model_version"]
+    assert stored_feedback(crm_location).set_index("feedback_id").loc["fb-stage", "model_version"] == 1
 
 
 def crm_link_of(client: TestClient) -> Any:
@@ -623,3 +659,35 @@ def test_with_a_credential_the_crms_own_data_needs_it(built: dict[str, Path], di
         for path in ("/v1/audience?characteristic=x&stage=lead", "/v1/organizations/o1/similar?characteristic=x"):
             assert client.get(path).status_code == 401, path
             assert client.get(path, headers=bearer).status_code not in (401, 403), path
+
+
+def test_the_queries_on_a_locked_sqlite_file_are_a_503_within_the_request_timeout(
+    built: dict[str, Path], dictionaries_dir: Path, tmp_path: Path
+) -> None:
+    """Before its first snapshot, /v1/audience on a SQLite file another process holds with BEGIN
+    EXCLUSIVE waited SQLite's 30 s busy timeout for its 503; like /v1/feedback and the card it now
+    gives up after --request-timeout-s, and the snapshot's build goes on for the retry."""
+    import sqlite3
+
+    database = tmp_path / "crm.db"
+    location = write_crm_database(f"sqlite:///{database}", dictionaries.load(dictionaries_dir))
+    models = models_dir_with(tmp_path, built["fixed"])
+    query = {"characteristic": "ch_price", "stage": "demo"}
+    with serve(settings_for(models, crm=location, crm_cache_s=0, request_timeout_s=1), "locked_queries") as (
+        client, _
+    ):
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # no reader gets in
+        try:
+            locked = client.get("/v1/audience", params=query)
+            similar = client.get("/v1/organizations/o1/similar", params={"characteristic": "ch_price"})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        for answer, what in ((locked, "GET /v1/audience"), (similar, "GET /v1/organizations/<org_id>/similar")):
+            assert answer.status_code == 503 and answer.headers["Retry-After"], answer.text
+            assert answer.json()["error"] == (
+                f"{what}: the CRM snapshot was not ready within 1 s (the CRM source busy or locked, or still "
+                "being read); it goes on being built: retry in a minute"
+            )
+        assert wait_until(lambda: client.get("/v1/audience", params=query).status_code == 200, timeout=30)
