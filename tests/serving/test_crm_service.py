@@ -367,16 +367,26 @@ def test_feedback_knows_the_model_version_of_its_answer(app: TestClient, crm_loc
     assert rows.loc["fb-v", "model_version"] == 1 and pd.isna(rows.loc["fb-none", "model_version"])
 
 
-def test_feedback_naming_another_contacts_answer_is_stored_with_a_warning(app: TestClient, crm_location: str) -> None:
-    answer = post(app, "/v1/recommendations", {"contact_id": "c2", "stage": "demo"}).json()
-    other = post(app, "/v1/feedback", feedback_body("fb-other", request_id=answer["request_id"]))  # contact c1
-    assert other.status_code == 201
-    assert other.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given for contact "
-                                        "'c2', not 'c1'; stored with that answer's model_version"]
+def warned_twice(app: TestClient, crm_location: str, asked: dict[str, str], feedback_id: str, warning: str) -> str:
+    """Post feedback (contact c1, stage demo) naming the answer to `asked`: 201 with `warning` (the
+    `{request_id}` in it filled in), the same from `exposures` as a worker that did not give the
+    answer; returns the answer's request_id."""
+    answer = post(app, "/v1/recommendations", asked).json()
+    request_id = answer["request_id"]
+    first = post(app, "/v1/feedback", feedback_body(feedback_id, request_id=request_id))
+    assert first.status_code == 201, first.text
+    assert first.json()["warnings"] == [warning.format(request_id=repr(request_id))]
     assert wait_until(lambda: len(exposures(crm_location)) > 0, timeout=20)  # another worker reads exposures
     crm_link_of(app)._answers.clear()  # as a worker that did not give the answer
-    again = post(app, "/v1/feedback", feedback_body("fb-other-2", request_id=answer["request_id"]))
-    assert again.json()["warnings"] == other.json()["warnings"]
+    again = post(app, "/v1/feedback", feedback_body(f"{feedback_id}-2", request_id=request_id))
+    assert again.json()["warnings"] == first.json()["warnings"]
+    return request_id
+
+
+def test_feedback_naming_another_contacts_answer_is_stored_with_a_warning(app: TestClient, crm_location: str) -> None:
+    warned_twice(app, crm_location, {"contact_id": "c2", "stage": "demo"}, "fb-other",
+                 "field 'request_id': answer {request_id} was given for contact 'c2', not 'c1'; stored with that "
+                 "answer's model_version")
     assert stored_feedback(crm_location).set_index("feedback_id").loc["fb-other", "model_version"] == 1
 
 
@@ -385,17 +395,11 @@ def test_feedback_naming_an_answer_of_another_stage_is_stored_with_a_warning(
 ) -> None:
     """The answer was given at stage 'lead', the feedback says 'demo': like another contact's answer,
     stored with that answer's version and a warning naming both stages (remembered and from exposures)."""
-    answer = post(app, "/v1/recommendations", {"contact_id": "c1", "stage": "lead"}).json()
-    other = post(app, "/v1/feedback", feedback_body("fb-stage", request_id=answer["request_id"]))  # stage demo
-    assert other.status_code == 201, other.text
-    assert other.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given at stage "
-                                        "'lead', not 'demo'; stored with that answer's model_version"]
-    assert wait_until(lambda: len(exposures(crm_location)) > 0, timeout=20)  # another worker reads exposures
-    crm_link_of(app)._answers.clear()  # as a worker that did not give the answer
-    again = post(app, "/v1/feedback", feedback_body("fb-stage-2", request_id=answer["request_id"]))
-    assert again.json()["warnings"] == other.json()["warnings"]
-    both = post(app, "/v1/feedback", feedback_body("fb-stage-3", contact_id="c2", request_id=answer["request_id"]))
-    assert both.json()["warnings"] == [f"field 'request_id': answer {answer['request_id']!r} was given for contact "
+    request_id = warned_twice(app, crm_location, {"contact_id": "c1", "stage": "lead"}, "fb-stage",
+                              "field 'request_id': answer {request_id} was given at stage 'lead', not 'demo'; "
+                              "stored with that answer's model_version")
+    both = post(app, "/v1/feedback", feedback_body("fb-stage-3", contact_id="c2", request_id=request_id))
+    assert both.json()["warnings"] == [f"field 'request_id': answer {request_id!r} was given for contact "
                                        "'c1', not 'c2', and at stage 'lead', not 'demo'; stored with that answer's "
                                        "model_version"]
     assert stored_feedback(crm_location).set_index("feedback_id").loc["fb-stage", "model_version"] == 1
