@@ -105,6 +105,13 @@ def naming(path: Path) -> Iterator[None]:
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
+def publish(tmp: str | Path, target: str | Path) -> None:
+    """Rename the finished temporary file `tmp` onto `target`, first giving it the modes a plain open
+    would (0666 less the umask), not mkstemp's 0600, which would hide it from a reader in the group."""
+    os.chmod(tmp, 0o666 & ~process_umask())
+    os.replace(tmp, target)
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same directory, fsync, rename, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,8 +122,7 @@ def atomic_write(path: Path, text: str) -> None:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp_name, 0o666 & ~process_umask())
-        os.replace(tmp_name, path)
+        publish(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

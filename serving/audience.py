@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -117,8 +116,7 @@ def write_frame(frame, path: Path, suffix: str) -> None:
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o666 & ~durable.process_umask())  # mkstemp's 0600 would hide the list from others
-        os.replace(tmp, path)
+        durable.publish(tmp, path)  # mkstemp's 0600 would hide the list from others
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -20,7 +20,6 @@ Only organizations and contacts of D are used; D's outcomes (if any) are not rea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -290,8 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     written += pending.result()
         finally:
             writer.close()
-        os.chmod(tmp, 0o666 & ~durable.process_umask())  # the umask's modes, not mkstemp's 0600
-        os.replace(tmp, target)
+        durable.publish(tmp, target)  # the umask's modes, not mkstemp's 0600
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
