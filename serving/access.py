@@ -63,6 +63,8 @@ CSRF_HEADER = "x-csrf-token"
 REALM = 'Basic realm="needs_rec", charset="UTF-8"'
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _TOKEN_BYTES = 32
+#: The request log's outcome for each refusal status of this module.
+OUTCOMES = {401: "unauthorized", 403: "forbidden", 429: "throttled"}
 #: Wrong credentials one client address may send per window before it is refused (429) until the window ends.
 FAILURE_LIMIT = 20
 FAILURE_WINDOW_S = 60.0
@@ -283,7 +285,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         status, message, extra = refused
-        scope.setdefault("state", {})["outcome"] = {401: "unauthorized", 429: "throttled"}.get(status, "forbidden")
+        scope.setdefault("state", {})["outcome"] = OUTCOMES[status]
         accept = _header(scope.get("headers", []), b"accept")
         if plain_page.wanted(scope["path"], accept.decode("latin-1") if accept is not None else None):
             body, kind = plain_page.body(status, message), plain_page.CONTENT_TYPE.encode()  # once the login box

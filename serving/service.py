@@ -348,7 +348,7 @@ class Service:
             status, message, headers = refused
             if status == 401:
                 message = f"{what} needs the service's credential: {message}"
-            raise ApiError(status, message, outcome="unauthorized" if status == 401 else "throttled", headers=headers)
+            raise ApiError(status, message, outcome=access.OUTCOMES[status], headers=headers)
 
     async def resolve_contact(self, body: Any, where: str = "", request: Request | None = None) -> str | None:
         """For a body naming `contact_id` (contract §4 v2): put the CRM's organization and contact fields
