@@ -30,7 +30,7 @@ from serving.queries import similar_reasons
 from serving.registry import ServingModel
 from serving.requests import MAX_ID
 from serving.service import Service
-from serving.web import chance_words, probability_word, shown_percent, visible, without_control
+from serving.web import chance_words, shown_percent, visible, without_control
 
 #: Talking points on a card when the version has no `top_k` cap of its own.
 DEFAULT_CAP = 5
@@ -143,12 +143,11 @@ async def score_card(service: Service, model: ServingModel, record: Any, stage: 
     for point in points:
         p = float(point["probability"])
         point["percent"] = shown_percent(p)
-        if talking.explicit_negatives:  # resonates when presented: an absolute chance
-            point["word"], point["comparison"], point["usual"] = probability_word(p), None, None
-        else:  # positive-only: a share of conversations, read against the stage's usual share
-            usual = talking.stage_rate(point["characteristic"], stage)
-            point["word"], point["comparison"] = chance_words(p, usual)
-            point["usual"] = usual
+        # explicit negatives: an absolute chance (no reference); positive-only: a share of conversations,
+        # read against the stage's usual share
+        usual = None if talking.explicit_negatives else talking.stage_rate(point["characteristic"], stage)
+        point["word"], point["comparison"] = chance_words(p, usual)
+        point["usual"] = usual
         point["product_name"] = product_names.get(point["product"], point["product"])
     # «сработало у 4 похожих организаций: …» from the query snapshot, when one is built (never waits)
     similar = similar_reasons(service, model, record.org_id, [p["characteristic"] for p in points])
