@@ -363,7 +363,7 @@ class FileSource(OwnTablesWriter):
             own_file = self.directory / OWN_DATABASE
             feedback = self.own().read_feedback() if own_file.is_file() else None  # never create it to look
             if feedback is None:
-                raise DataError(f"no feedback table yet in {str(self.directory / OWN_DATABASE)!r}")
+                raise DataError(f"no feedback table yet in {str(own_file)!r}")
             return feedback
         self.check_exists()
         return read_table(find_table_file(self.directory, name), name)

@@ -321,14 +321,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         decision = retrain(args, learned)
     except (NeedsRecError, OSError) as exc:
         message = describe(exc)  # the line the user reads
-        if learned.get("challenger") is not None:  # trained and exported before the failure: it stays on disk
+        exported = learned.get("challenger") is not None  # trained and exported before the failure: it stays
+        if exported:
             message += f"; challenger {learned['challenger']} stays a candidate"
         # What the run learned (its window, challenger, figures) stays on record: the challenger is judged.
         decision = Decision("error", [message], {**learned, "error": message})
         if not isinstance(exc, durable.LockBusy):
             with contextlib.suppress(OSError):  # a full disk may refuse the record too: the error line still shows
                 append_record(args.models, decision)
-        if message != describe(exc):
+        if exported:
             raise ModelError(message) from None
         raise
     append_record(args.models, decision)
