@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         crm.check_tables(settings.crm, flag="--crm")  # names only; a database that is down now may come up later
 
     from serving import lifecycle
+    from serving.http_protocol import PROTOCOL
     from serving.observability import configure_logging, wrap_native_log
 
     logger = configure_logging(settings.log_level)
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "log_config": None,
         "access_log": False,
         "lifespan": "on",
+        "http": PROTOCOL,  # a request uvicorn cannot parse still gets {"error": ...}
         "timeout_graceful_shutdown": int(settings.shutdown_timeout_s) or None,
     }
     if settings.workers > 1:  # the parent supervises; each worker sets up its own log and TensorFlow

@@ -142,6 +142,11 @@ def test_real_server_answers_and_shuts_down_gracefully(built: dict[str, Path]) -
                 "contact": {"position": "ceo", "email": "secret.person@example.ru"}}
         status, answer = _call(port, "POST", "/v1/recommendations", body)
         assert status == 200 and answer["talking_points"][0]["characteristic"] == "ch_price"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # one the HTTP parser refuses
+            sock.sendall(b"GARBAGE\r\n\r\n")
+            refused = sock.makefile("rb").read()
+        assert refused.startswith(b"HTTP/1.1 400 ") and refused.endswith(b'"}')
+        assert json.loads(refused.partition(b"\r\n\r\n")[2])["error"].startswith("malformed HTTP request")
         # the CSRF cookie is Secure behind a TLS proxy on this host: uvicorn trusts its X-Forwarded-Proto
         assert "Secure" in _csrf_cookie(port, {"X-Forwarded-Proto": "https"})
         assert "Secure" not in _csrf_cookie(port, {})
